@@ -1,0 +1,645 @@
+//! Configuration in two stages: [`RawConfig`] is what `config/driftwatch.toml`
+//! says (serde, unknown fields refused, durations as human strings such as
+//! `1h` or `7d`); [`Config`] is the validated form the engine uses. Every
+//! validation error names the field and says how to fix it.
+
+use crate::finding::Severity;
+use crate::rules::Rule;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The configuration shipped in `config/driftwatch.toml`, built into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../config/driftwatch.toml");
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// `config/driftwatch.toml` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Identity of this detector in every finding's `detector` field.
+    #[serde(default)]
+    pub detector: RawDetector,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: RawTopics,
+    /// Who is accountable and who contributes.
+    #[serde(default)]
+    pub owners: RawOwners,
+    /// Application owners, keyed by `app_id`.
+    #[serde(default)]
+    pub apps: BTreeMap<String, RawApp>,
+    /// Where ESCALATED findings go.
+    #[serde(default)]
+    pub escalation: RawEscalation,
+    /// Remediation deadline by severity, counted from `detected_at`.
+    #[serde(default)]
+    pub remediation: RawRemediation,
+    /// Per-rule switches, keyed by rule id.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RawRule>,
+    /// The SOURCE_STORM mass-change guard.
+    #[serde(default)]
+    pub storm: RawStorm,
+    /// State store limits.
+    #[serde(default)]
+    pub state: RawState,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetector {
+    /// Instance name; defaults to `driftwatch`.
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopics {
+    /// HR topics (a name or a list).
+    pub hr: Option<OneOrMany>,
+    /// Directory topics.
+    pub directory: Option<OneOrMany>,
+    /// Application topics.
+    pub app: Option<OneOrMany>,
+    /// The findings topic.
+    pub findings: Option<String>,
+    /// The dead-letter topic.
+    pub dead_letter: Option<String>,
+}
+
+/// A topic name or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwners {
+    /// Team of the identity governance process owner (accountable for every finding).
+    pub governance_team: Option<String>,
+    /// HR operations team: contributing owner for HR-caused drift.
+    pub hr: Option<RawTeam>,
+    /// IT identity team: contributing owner for directory drift.
+    pub it: Option<RawTeam>,
+    /// Owner of applications that have no `[apps.<id>]` entry.
+    pub default_app: Option<RawTeam>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub team: String,
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    /// The owning team.
+    pub team: String,
+    /// How to reach it (mail, channel, queue).
+    pub contact: Option<String>,
+    /// worker_ids allowed to approve privileged grants in this app.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    /// Target of ESCALATED findings.
+    pub target: Option<String>,
+    /// Target of ESCALATED CRITICAL findings (defaults to `target`).
+    pub critical_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemediation {
+    pub critical: Option<String>,
+    pub high: Option<String>,
+    pub medium: Option<String>,
+    pub low: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// On/off switch.
+    pub enabled: Option<bool>,
+    /// Time the condition may last before a finding opens (`0s` = at once).
+    pub sla: Option<String>,
+    /// Base severity.
+    pub severity: Option<String>,
+    /// Severity when the rule's aggravating case applies (privileged, SHARED_ADMIN).
+    pub elevated_severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorm {
+    pub enabled: Option<bool>,
+    /// Minimum onsets in the window before a storm (default 50).
+    pub min_workers: Option<u64>,
+    /// Fraction of tracked workers (default 0.05); the larger bound wins.
+    pub fraction: Option<f64>,
+    /// Event-time window (default 5m).
+    pub window: Option<String>,
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// How many recent event_ids are remembered for duplicate detection.
+    pub dedup_capacity: Option<usize>,
+}
+
+/// A team that contributes to (or is accountable for) a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub team: Arc<str>,
+    pub contact: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppOwner {
+    pub owner: Team,
+    pub approvers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleConfig {
+    pub enabled: bool,
+    pub sla_ms: i64,
+    pub severity: Severity,
+    pub elevated_severity: Severity,
+}
+
+#[derive(Debug, Clone)]
+pub struct StormConfig {
+    pub enabled: bool,
+    pub min_workers: u64,
+    pub fraction: f64,
+    pub window_ms: i64,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub hr: Vec<String>,
+    pub directory: Vec<String>,
+    pub app: Vec<String>,
+    pub findings: String,
+    pub dead_letter: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub instance: Arc<str>,
+    pub version: Arc<str>,
+    pub topics: Topics,
+    pub governance_team: Arc<str>,
+    pub hr: Team,
+    pub it: Team,
+    pub default_app: Team,
+    pub apps: BTreeMap<String, AppOwner>,
+    pub escalation_target: Arc<str>,
+    pub critical_escalation_target: Arc<str>,
+    /// Indexed by `Severity as usize`.
+    pub remediation_ms: [i64; 4],
+    /// Indexed by `Rule::index()`.
+    pub rules: Vec<RuleConfig>,
+    pub storm: StormConfig,
+    pub dedup_capacity: usize,
+}
+
+/// Parses a duration such as `90s`, `1h`, `7d` or `0`.
+pub fn parse_duration_ms(field: &str, s: &str) -> Result<i64, ConfigError> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| {
+            invalid(
+                field,
+                format!("`{s}` is not a duration ({e}); write e.g. 0s, 30m, 1h, 7d"),
+            )
+        })
+}
+
+fn parse_severity(field: &str, s: &str) -> Result<Severity, ConfigError> {
+    Severity::parse(s).ok_or_else(|| {
+        invalid(
+            field,
+            format!("`{s}` is not a severity; use one of LOW, MEDIUM, HIGH, CRITICAL"),
+        )
+    })
+}
+
+fn team(field: &str, raw: Option<RawTeam>, default: &str) -> Result<Team, ConfigError> {
+    let raw = raw.unwrap_or(RawTeam {
+        team: default.into(),
+        contact: None,
+    });
+    if raw.team.trim().is_empty() {
+        return Err(invalid(
+            format!("{field}.team"),
+            "must name a team; it is published as the finding's owner",
+        ));
+    }
+    Ok(Team {
+        team: raw.team.into(),
+        contact: raw.contact.map(Into::into),
+    })
+}
+
+fn topic_list(
+    field: &str,
+    raw: Option<OneOrMany>,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let list = raw
+        .map(OneOrMany::into_vec)
+        .unwrap_or_else(|| vec![default.into()]);
+    if list.is_empty() {
+        return Err(invalid(
+            field,
+            "lists no topic; give at least one topic name",
+        ));
+    }
+    for t in &list {
+        if !valid_topic(t) {
+            return Err(invalid(
+                field,
+                format!("`{t}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        let t = raw.topics;
+        let topics = Topics {
+            hr: topic_list("topics.hr", t.hr, "hr.worker-events")?,
+            directory: topic_list("topics.directory", t.directory, "directory.account-changes")?,
+            app: topic_list("topics.app", t.app, "app.entitlement-changes")?,
+            findings: t
+                .findings
+                .unwrap_or_else(|| "identity.drift-findings".into()),
+            dead_letter: t
+                .dead_letter
+                .unwrap_or_else(|| "driftwatch.dead-letter".into()),
+        };
+        for (field, name) in [
+            ("topics.findings", &topics.findings),
+            ("topics.dead_letter", &topics.dead_letter),
+        ] {
+            if !valid_topic(name) {
+                return Err(invalid(
+                    field,
+                    format!("`{name}` is not a valid Kafka topic name"),
+                ));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (field, list) in [
+            ("topics.hr", &topics.hr),
+            ("topics.directory", &topics.directory),
+            ("topics.app", &topics.app),
+        ] {
+            for name in list {
+                if let Some(other) = seen.insert(name.clone(), field) {
+                    return Err(invalid(
+                        field,
+                        format!("topic `{name}` is also listed in `{other}`; each input topic belongs to one family"),
+                    ));
+                }
+            }
+        }
+        for (field, name) in [
+            ("topics.findings", &topics.findings),
+            ("topics.dead_letter", &topics.dead_letter),
+        ] {
+            if let Some(other) = seen.get(name) {
+                return Err(invalid(
+                    field,
+                    format!("`{name}` is an input topic in `{other}`; findings and dead letters need their own topics"),
+                ));
+            }
+        }
+
+        let governance_team = raw
+            .owners
+            .governance_team
+            .unwrap_or_else(|| "identity-governance".into());
+        if governance_team.trim().is_empty() {
+            return Err(invalid(
+                "owners.governance_team",
+                "must name the process owner's team",
+            ));
+        }
+        let hr = team("owners.hr", raw.owners.hr, "hr-operations")?;
+        let it = team("owners.it", raw.owners.it, "it-identity")?;
+        let default_app = team("owners.default_app", raw.owners.default_app, "app-owners")?;
+
+        let mut apps = BTreeMap::new();
+        for (id, app) in raw.apps {
+            let field = format!("apps.{id}");
+            let owner = team(
+                &field,
+                Some(RawTeam {
+                    team: app.team,
+                    contact: app.contact,
+                }),
+                "",
+            )?;
+            if app.approvers.iter().any(|a| a.trim().is_empty()) {
+                return Err(invalid(
+                    format!("{field}.approvers"),
+                    "holds an empty worker_id",
+                ));
+            }
+            apps.insert(
+                id,
+                AppOwner {
+                    owner,
+                    approvers: app.approvers,
+                },
+            );
+        }
+
+        let escalation_target: Arc<str> = raw
+            .escalation
+            .target
+            .unwrap_or_else(|| governance_team.clone())
+            .into();
+        let critical_escalation_target = raw
+            .escalation
+            .critical_target
+            .map(Into::into)
+            .unwrap_or_else(|| escalation_target.clone());
+
+        let r = raw.remediation;
+        let mut remediation_ms = [0i64; 4];
+        for (sev, field, value, default) in [
+            (Severity::Critical, "remediation.critical", r.critical, "4h"),
+            (Severity::High, "remediation.high", r.high, "24h"),
+            (Severity::Medium, "remediation.medium", r.medium, "72h"),
+            (Severity::Low, "remediation.low", r.low, "7d"),
+        ] {
+            let ms = parse_duration_ms(field, value.as_deref().unwrap_or(default))?;
+            if ms <= 0 {
+                return Err(invalid(field, "must be longer than zero"));
+            }
+            remediation_ms[sev as usize] = ms;
+        }
+
+        let mut rules: Vec<RuleConfig> = Rule::ALL.iter().map(|r| r.default_config()).collect();
+        for (name, rr) in raw.rules {
+            let rule = Rule::parse(&name).ok_or_else(|| {
+                invalid(
+                    format!("rules.{name}"),
+                    format!(
+                        "unknown rule id; the rules are {}",
+                        Rule::ALL
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            let c = &mut rules[rule.index()];
+            if let Some(e) = rr.enabled {
+                c.enabled = e;
+            }
+            if let Some(s) = rr.sla {
+                c.sla_ms = parse_duration_ms(&format!("rules.{name}.sla"), &s)?;
+            }
+            if let Some(s) = rr.severity {
+                c.severity = parse_severity(&format!("rules.{name}.severity"), &s)?;
+            }
+            if let Some(s) = rr.elevated_severity {
+                c.elevated_severity =
+                    parse_severity(&format!("rules.{name}.elevated_severity"), &s)?;
+            }
+            if c.elevated_severity < c.severity {
+                return Err(invalid(
+                    format!("rules.{name}.elevated_severity"),
+                    format!(
+                        "{} is below the base severity {}; raise it or lower `severity`",
+                        c.elevated_severity, c.severity
+                    ),
+                ));
+            }
+        }
+
+        let s = raw.storm;
+        let storm_enabled = s.enabled.unwrap_or(true);
+        let fraction = s.fraction.unwrap_or(0.05);
+        if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
+            return Err(invalid(
+                "storm.fraction",
+                format!("{fraction} is not between 0 and 1"),
+            ));
+        }
+        let window_ms = parse_duration_ms("storm.window", s.window.as_deref().unwrap_or("5m"))?;
+        if window_ms <= 0 {
+            return Err(invalid("storm.window", "must be longer than zero"));
+        }
+        let storm = StormConfig {
+            enabled: storm_enabled && rules[Rule::SourceStorm.index()].enabled,
+            min_workers: s.min_workers.unwrap_or(50),
+            fraction,
+            window_ms,
+            severity: match s.severity {
+                Some(v) => parse_severity("storm.severity", &v)?,
+                None => rules[Rule::SourceStorm.index()].severity,
+            },
+        };
+        if storm.min_workers == 0 {
+            return Err(invalid("storm.min_workers", "must be at least 1"));
+        }
+
+        let dedup_capacity = raw.state.dedup_capacity.unwrap_or(1_000_000);
+        if dedup_capacity == 0 {
+            return Err(invalid(
+                "state.dedup_capacity",
+                "must be at least 1; duplicates would not be detected",
+            ));
+        }
+
+        Ok(Config {
+            instance: raw
+                .detector
+                .instance
+                .unwrap_or_else(|| "driftwatch".into())
+                .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            topics,
+            governance_team: governance_team.into(),
+            hr,
+            it,
+            default_app,
+            apps,
+            escalation_target,
+            critical_escalation_target,
+            remediation_ms,
+            rules,
+            storm,
+            dedup_capacity,
+        })
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Config::try_from(raw)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// The shipped default configuration.
+    pub fn default_config() -> Config {
+        Config::from_toml(DEFAULT_TOML).expect("the shipped config/driftwatch.toml is valid")
+    }
+
+    pub fn rule(&self, rule: Rule) -> &RuleConfig {
+        &self.rules[rule.index()]
+    }
+
+    /// The owning team of an application.
+    pub fn app_owner(&self, app_id: &str) -> &Team {
+        self.apps
+            .get(app_id)
+            .map_or(&self.default_app, |a| &a.owner)
+    }
+
+    /// Whether `approver` may approve privileged grants in `app_id`.
+    /// An app with no configured approvers accepts no approval.
+    pub fn is_app_approver(&self, app_id: &str, approver: &str) -> bool {
+        self.apps
+            .get(app_id)
+            .is_some_and(|a| a.approvers.iter().any(|x| x == approver))
+    }
+
+    pub fn remediation_ms(&self, severity: Severity) -> i64 {
+        self.remediation_ms[severity as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_err(toml: &str, expect: &str) {
+        let err = Config::from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}\n does not contain\n{expect}");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let c = Config::default_config();
+        assert_eq!(c.rule(Rule::LeaverDirectoryAccess).sla_ms, 3_600_000);
+        assert_eq!(c.topics.hr, vec!["hr.worker-events".to_string()]);
+        assert_eq!(c.remediation_ms(Severity::Low), 7 * 86_400_000);
+    }
+
+    #[test]
+    fn empty_config_takes_contract_defaults() {
+        let c = Config::from_toml("").unwrap();
+        for rule in Rule::ALL {
+            assert_eq!(*c.rule(*rule), rule.default_config(), "{rule}");
+        }
+        assert_eq!(c.topics.findings, "identity.drift-findings");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        check_err(
+            "[rules.LEAVER_DIRECTORY_ACCESS]\nsla = \"an hour\"",
+            "`rules.LEAVER_DIRECTORY_ACCESS.sla`: `an hour` is not a duration",
+        );
+        check_err(
+            "[rules.LEAVER_DIRECTORY_ACCES]\nsla = \"1h\"",
+            "`rules.LEAVER_DIRECTORY_ACCES`: unknown rule id",
+        );
+        check_err(
+            "[rules.ORPHAN_ACCOUNT]\nseverity = \"SEVERE\"",
+            "`rules.ORPHAN_ACCOUNT.severity`: `SEVERE` is not a severity",
+        );
+        check_err("[storm]\nfraction = 5.0", "`storm.fraction`");
+        check_err("[topics]\nhr = \"bad topic!\"", "`topics.hr`");
+        check_err(
+            "[topics]\nhr = \"x\"\napp = \"x\"",
+            "`topics.app`: topic `x` is also listed in `topics.hr`",
+        );
+        check_err("[owners]\ngovernance = \"x\"", "unknown field `governance`");
+        check_err(
+            "[rules.LEAVER_APP_ACCESS]\nseverity = \"CRITICAL\"\nelevated_severity = \"LOW\"",
+            "`rules.LEAVER_APP_ACCESS.elevated_severity`",
+        );
+        check_err("[apps.crm]\ncontact = \"x\"", "missing field `team`");
+    }
+}

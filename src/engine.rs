@@ -1,0 +1,1042 @@
+//! The detection engine of one partition task: applies events to the keyed
+//! state, runs the rules, keeps each drift episode's lifecycle and fires
+//! event-time timers.
+//!
+//! Invariants:
+//! - no I/O, no async, no wall clock: time comes only from events
+//!   (`occurred_at`) and from [`Engine::advance_to`];
+//! - stream time never goes backwards, and timers fire in deadline order;
+//! - an episode (one rule on one subject from the moment its condition
+//!   became true) emits each status at most once: OPEN, then maybe
+//!   ESCALATED, then RESOLVED;
+//! - no DashMap guard is held while another key is looked up.
+
+use crate::config::Config;
+use crate::event::{Envelope, Event, Key, System};
+use crate::finding::{
+    stable_id, AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding,
+    OwnerRole, Severity, Status, Subject,
+};
+use crate::rules::{self, Condition, Rule, SubjectRef};
+use crate::state::{Dedup, EvRef, Store, WorkerState};
+use crate::time::Ts;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Where an episode is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Condition true, SLA not yet expired.
+    Pending,
+    /// SLA expired during a SOURCE_STORM of its rule: held back, not published.
+    Held,
+    Open,
+    Escalated,
+}
+
+/// One drift episode: one rule on one subject.
+#[derive(Clone, Debug)]
+pub struct Episode {
+    pub rule: Rule,
+    /// Identity of the subject within the key.
+    pub sid: u64,
+    pub since: Ts,
+    pub due: Ts,
+    pub phase: Phase,
+    /// Created in, or swept into, a SOURCE_STORM of its rule.
+    pub tagged: bool,
+    seen: u64,
+    /// The last published transition, once open.
+    pub finding: Option<Box<Finding>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Storm(Rule),
+    Worker(Key),
+}
+
+/// What caused a condition to become true: for SOURCE_STORM attribution.
+#[derive(Clone, Debug)]
+struct Cause {
+    system: System,
+    scope: Arc<str>,
+    ev: Option<EvRef>,
+}
+
+/// Counters of one engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub events: u64,
+    pub duplicates: u64,
+    pub timers_fired: u64,
+    pub opened: u64,
+    pub escalated: u64,
+    pub resolved: u64,
+    /// Per-worker openings held back by a storm so far.
+    pub held: u64,
+}
+
+/// The mass-change guard of one rule.
+#[derive(Debug, Default)]
+struct Storm {
+    /// Onsets in the window: observation time, key, cause.
+    onsets: VecDeque<(Ts, Key, Cause)>,
+    distinct: HashMap<Key, u32>,
+    active: Option<Box<Finding>>,
+    /// The active storm's OPEN has been published.
+    published: bool,
+    escalated: bool,
+    tagged: usize,
+    held: usize,
+    tagged_keys: HashSet<Key>,
+    to_tag: Vec<Key>,
+}
+
+/// The detection engine of one partition task.
+pub struct Engine {
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    now: Ts,
+    timers: BinaryHeap<Reverse<(Ts, TimerKey)>>,
+    dedup: Dedup,
+    storms: Vec<Storm>,
+    buf: Vec<Condition>,
+    generation: u64,
+    interner: HashSet<Arc<str>>,
+    /// Keys in the store (read without locking it).
+    tracked: usize,
+    stats: EngineStats,
+}
+
+const INTERNER_LIMIT: usize = 1 << 20;
+const MAX_EVIDENCE: usize = 32;
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>) -> Engine {
+        let dedup = Dedup::new(cfg.dedup_capacity);
+        Engine {
+            cfg,
+            store: Arc::new(Store::new()),
+            now: Ts::MIN,
+            timers: BinaryHeap::new(),
+            dedup,
+            storms: Rule::ALL.iter().map(|_| Storm::default()).collect(),
+            buf: Vec::new(),
+            generation: 0,
+            interner: HashSet::new(),
+            tracked: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Stream time: the highest event time seen or advanced to.
+    pub fn now(&self) -> Ts {
+        self.now
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// The state store, shareable with readers.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Keys in the state store.
+    pub fn tracked(&self) -> usize {
+        self.tracked
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Per-worker findings currently held back by storms.
+    pub fn held(&self) -> usize {
+        self.storms.iter().map(|s| s.held).sum()
+    }
+
+    /// Rules with a SOURCE_STORM open now.
+    pub fn active_storms(&self) -> Vec<Rule> {
+        Rule::ALL
+            .iter()
+            .copied()
+            .filter(|r| self.storms[r.index()].active.is_some())
+            .collect()
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.interner.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        if self.interner.len() < INTERNER_LIMIT {
+            self.interner.insert(a.clone());
+        }
+        a
+    }
+
+    /// Applies one event; finding transitions are appended to `out`.
+    pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
+        let Envelope { origin, event } = env;
+        if !self.dedup.insert(event.system(), event.event_id()) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.events += 1;
+        let t = event.occurred_at();
+        if t > self.now {
+            self.advance_to(t, out);
+        }
+        let key = event.key();
+        let cause = match &event {
+            Event::Hr(e) => Cause {
+                system: System::Hr,
+                scope: self.intern(&e.source_system),
+                ev: Some(EvRef::new(
+                    &origin,
+                    &e.event_id,
+                    e.event_type.as_str(),
+                    e.occurred_at,
+                )),
+            },
+            Event::Directory(e) => Cause {
+                system: System::Directory,
+                scope: self.intern(&e.directory),
+                ev: Some(EvRef::new(
+                    &origin,
+                    &e.event_id,
+                    e.event_type.as_str(),
+                    e.occurred_at,
+                )),
+            },
+            Event::App(e) => Cause {
+                system: System::App,
+                scope: self.intern(&e.app_id),
+                ev: Some(EvRef::new(
+                    &origin,
+                    &e.event_id,
+                    e.event_type.as_str(),
+                    e.occurred_at,
+                )),
+            },
+        };
+        let named = match &event {
+            Event::Directory(e) => e
+                .group
+                .as_deref()
+                .filter(|g| !g.is_empty())
+                .map(|g| self.intern(g)),
+            Event::App(e) => e
+                .entitlement
+                .as_deref()
+                .filter(|g| !g.is_empty())
+                .map(|g| self.intern(g)),
+            Event::Hr(_) => None,
+        };
+        let now = self.now;
+        let store = self.store.clone();
+        {
+            let mut st = match store.map().entry(key.clone()) {
+                dashmap::Entry::Occupied(o) => o.into_ref(),
+                dashmap::Entry::Vacant(v) => {
+                    self.tracked += 1;
+                    v.insert(WorkerState::default())
+                }
+            };
+            match event {
+                Event::Hr(e) => st.apply_hr(e, &origin, now),
+                Event::Directory(e) => st.apply_directory(e, &origin, &cause.scope, named),
+                Event::App(e) => st.apply_app(e, &origin, &cause.scope, named),
+            }
+            st.catch_up(now);
+            self.reconcile(&key, &mut st, now, &cause, out);
+        }
+        self.storm_housekeeping(out);
+    }
+
+    /// Moves stream time to `t` (never backwards), firing every timer due by
+    /// then in deadline order.
+    pub fn advance_to(&mut self, t: Ts, out: &mut Vec<Finding>) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > t {
+                break;
+            }
+            let Some(Reverse((at, which))) = self.timers.pop() else {
+                break;
+            };
+            if at > self.now {
+                self.now = at;
+            }
+            let now = self.now;
+            match which {
+                TimerKey::Worker(key) => {
+                    let store = self.store.clone();
+                    let entry = store.map().get_mut(&key);
+                    if let Some(mut st) = entry {
+                        if st.wake_at == Some(at) {
+                            self.stats.timers_fired += 1;
+                            st.wake_at = None;
+                            st.catch_up(now);
+                            let cause = timer_cause(&st);
+                            self.reconcile(&key, &mut st, now, &cause, out);
+                        }
+                    }
+                }
+                TimerKey::Storm(rule) => self.storm_escalate(rule, now, out),
+            }
+            self.storm_housekeeping(out);
+        }
+        if t > self.now {
+            self.now = t;
+        }
+        self.storm_housekeeping(out);
+    }
+
+    fn sid(&self, c: &Condition, st: &WorkerState) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        eat(&[c.rule as u8]);
+        match c.subject {
+            SubjectRef::Worker => eat(b"worker"),
+            SubjectRef::Account(i) => {
+                let a = &st.accounts[i];
+                eat(&[a.system as u8]);
+                eat(a.scope.as_bytes());
+                eat(a.account_id.as_bytes());
+            }
+            SubjectRef::Grant(i, g) => {
+                let a = &st.accounts[i];
+                eat(&[a.system as u8]);
+                eat(a.scope.as_bytes());
+                eat(a.account_id.as_bytes());
+                eat(a.grants[g].name.as_bytes());
+            }
+            SubjectRef::App(i) => {
+                eat(b"app");
+                eat(st.accounts[i].scope.as_bytes());
+            }
+        }
+        h
+    }
+
+    /// Compares the conditions that hold now with the key's episodes and
+    /// moves each episode along its lifecycle.
+    fn reconcile(
+        &mut self,
+        key: &Key,
+        st: &mut WorkerState,
+        at: Ts,
+        cause: &Cause,
+        out: &mut Vec<Finding>,
+    ) {
+        let mut conds = std::mem::take(&mut self.buf);
+        rules::evaluate(&self.cfg, key, st, at, &mut conds);
+        if conds.is_empty() && st.episodes.is_empty() {
+            self.buf = conds;
+            self.reschedule(key, st, at);
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let mut matched: Vec<(usize, usize)> = Vec::with_capacity(conds.len());
+        for (ci, c) in conds.iter().enumerate() {
+            let sid = self.sid(c, st);
+            let ei = match st
+                .episodes
+                .iter()
+                .position(|e| e.rule == c.rule && e.sid == sid)
+            {
+                Some(ei) => ei,
+                None => {
+                    let tagged = self.note_onset(c.rule, at, key, cause);
+                    let sla = self.cfg.rule(c.rule).sla_ms;
+                    st.episodes.push(Episode {
+                        rule: c.rule,
+                        sid,
+                        since: c.since,
+                        due: c.since.plus(sla),
+                        phase: Phase::Pending,
+                        tagged,
+                        seen: 0,
+                        finding: None,
+                    });
+                    if tagged {
+                        let storm = &mut self.storms[c.rule.index()];
+                        storm.tagged += 1;
+                        storm.tagged_keys.insert(key.clone());
+                    }
+                    st.episodes.len() - 1
+                }
+            };
+            if st.episodes[ei].seen != generation {
+                st.episodes[ei].seen = generation;
+                matched.push((ei, ci));
+            }
+        }
+
+        // Episodes whose condition no longer holds end here.
+        let mut i = 0;
+        while i < st.episodes.len() {
+            if st.episodes[i].seen == generation {
+                i += 1;
+                continue;
+            }
+            let ep = st.episodes.remove(i);
+            for m in matched.iter_mut() {
+                if m.0 > i {
+                    m.0 -= 1;
+                }
+            }
+            let storm = &mut self.storms[ep.rule.index()];
+            if ep.tagged {
+                storm.tagged = storm.tagged.saturating_sub(1);
+            }
+            if ep.phase == Phase::Held {
+                storm.held = storm.held.saturating_sub(1);
+            }
+            if let Some(mut f) = ep.finding {
+                if matches!(ep.phase, Phase::Open | Phase::Escalated) {
+                    f.status = Status::Resolved;
+                    f.transitioned_at = at;
+                    if let Some(ev) = &cause.ev {
+                        push_evidence(&mut f.evidence, ev.to_evidence());
+                    }
+                    self.stats.resolved += 1;
+                    out.push(*f);
+                }
+            }
+        }
+
+        // Episodes whose condition holds move on when their time has come.
+        for &(ei, ci) in &matched {
+            let c = conds[ci];
+            let storm_active = self.storms[c.rule.index()].active.is_some();
+            let ep = &mut st.episodes[ei];
+            match ep.phase {
+                Phase::Pending if at >= ep.due => {
+                    if ep.tagged && storm_active {
+                        ep.phase = Phase::Held;
+                        self.storms[c.rule.index()].held += 1;
+                        self.stats.held += 1;
+                    } else {
+                        let f = self.open_finding(key, st, &c, at);
+                        let ep = &mut st.episodes[ei];
+                        ep.phase = Phase::Open;
+                        self.stats.opened += 1;
+                        out.push(f.clone());
+                        ep.finding = Some(Box::new(f));
+                    }
+                }
+                Phase::Open => {
+                    let f = ep
+                        .finding
+                        .as_mut()
+                        .expect("an open episode has its finding");
+                    if at >= f.remediation_deadline {
+                        f.status = Status::Escalated;
+                        f.transitioned_at = at;
+                        f.escalation = Escalation {
+                            target: if f.severity == Severity::Critical {
+                                self.cfg.critical_escalation_target.clone()
+                            } else {
+                                self.cfg.escalation_target.clone()
+                            },
+                            level: 2,
+                        };
+                        ep.phase = Phase::Escalated;
+                        self.stats.escalated += 1;
+                        out.push((**f).clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.buf = conds;
+        self.reschedule(key, st, at);
+    }
+
+    fn reschedule(&mut self, key: &Key, st: &mut WorkerState, at: Ts) {
+        let mut wake = rules::next_time_change(st, at);
+        let mut consider = |t: Ts| {
+            if wake.is_none_or(|w| t < w) {
+                wake = Some(t);
+            }
+        };
+        if let Some(t) = st.next_scheduled() {
+            consider(t);
+        }
+        for ep in &st.episodes {
+            match ep.phase {
+                Phase::Pending => consider(ep.due),
+                Phase::Open => {
+                    if let Some(f) = &ep.finding {
+                        consider(f.remediation_deadline);
+                    }
+                }
+                Phase::Held | Phase::Escalated => {}
+            }
+        }
+        if wake != st.wake_at {
+            st.wake_at = wake;
+            if let Some(w) = wake {
+                self.timers
+                    .push(Reverse((w, TimerKey::Worker(key.clone()))));
+            }
+        }
+    }
+
+    fn open_finding(&self, key: &Key, st: &WorkerState, c: &Condition, at: Ts) -> Finding {
+        let cfg = &self.cfg;
+        let rc = cfg.rule(c.rule);
+        let severity = if c.elevated {
+            rc.elevated_severity
+        } else {
+            rc.severity
+        };
+        let (subject, evidence, summary) = describe(cfg, key, st, c);
+        let role = c.rule.contributing_role(subject.system);
+        let team = match role {
+            OwnerRole::Hr => &cfg.hr,
+            OwnerRole::AppOwner => cfg.app_owner(subject.app_id.as_deref().unwrap_or_default()),
+            _ => &cfg.it,
+        };
+        let id = finding_id(c.rule, key, &subject, c.since);
+        Finding {
+            finding_id: id,
+            status: Status::Open,
+            rule: c.rule,
+            severity,
+            worker_id: key.worker_id().map(Into::into),
+            subject,
+            summary,
+            accountable_owner: AccountableOwner {
+                role: OwnerRole::IdentityGovernanceProcessOwner,
+                team: cfg.governance_team.clone(),
+            },
+            contributing_owner: ContributingOwner {
+                role,
+                team: team.team.clone(),
+                contact: team.contact.clone(),
+            },
+            detected_at: at,
+            remediation_deadline: at.plus(cfg.remediation_ms(severity)),
+            escalation: Escalation {
+                target: team.team.clone(),
+                level: 1,
+            },
+            evidence,
+            frameworks: c.rule.frameworks().iter().map(|s| s.to_string()).collect(),
+            detector: Detector {
+                version: cfg.version.clone(),
+                instance: cfg.instance.clone(),
+            },
+            transitioned_at: at,
+        }
+    }
+
+    // ---- SOURCE_STORM ------------------------------------------------------
+
+    fn threshold(&self) -> usize {
+        let s = &self.cfg.storm;
+        let frac = (s.fraction * self.tracked as f64).ceil() as u64;
+        s.min_workers.max(frac) as usize
+    }
+
+    /// Records that a condition of `rule` became true; returns whether the
+    /// new episode belongs to a storm (and is to be held back).
+    fn note_onset(&mut self, rule: Rule, at: Ts, key: &Key, cause: &Cause) -> bool {
+        if !self.cfg.storm.enabled || rule == Rule::SourceStorm {
+            return false;
+        }
+        let window = self.cfg.storm.window_ms;
+        let threshold = self.threshold();
+        let storm = &mut self.storms[rule.index()];
+        expire_onsets(storm, at, window);
+        storm.onsets.push_back((at, key.clone(), cause.clone()));
+        *storm.distinct.entry(key.clone()).or_default() += 1;
+        if storm.active.is_some() {
+            return true;
+        }
+        if storm.distinct.len() <= threshold {
+            return false;
+        }
+        // The storm starts: one finding now; every episode of the window is swept in.
+        let f = self.storm_finding(rule, at, threshold);
+        let storm = &mut self.storms[rule.index()];
+        storm.to_tag = storm
+            .onsets
+            .iter()
+            .map(|(_, k, _)| k.clone())
+            .filter(|k| k != key)
+            .collect();
+        storm.active = Some(Box::new(f));
+        storm.published = false;
+        storm.escalated = false;
+        true
+    }
+
+    fn storm_finding(&self, rule: Rule, at: Ts, threshold: usize) -> Finding {
+        let cfg = &self.cfg;
+        let storm = &self.storms[rule.index()];
+        // Attribute the storm to the source behind most of the window's onsets.
+        let mut by_source: HashMap<(System, Arc<str>), usize> = HashMap::new();
+        for (_, _, c) in &storm.onsets {
+            *by_source.entry((c.system, c.scope.clone())).or_default() += 1;
+        }
+        let ((system, scope), _) = by_source
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .expect("a storm has onsets");
+        let (role, team) = match system {
+            System::Hr => (OwnerRole::Hr, &cfg.hr),
+            System::Directory => (OwnerRole::It, &cfg.it),
+            System::App => (OwnerRole::AppOwner, cfg.app_owner(&scope)),
+        };
+        let mut evidence = Vec::new();
+        for ev in storm
+            .onsets
+            .iter()
+            .filter(|(_, _, c)| c.system == system && c.scope == scope)
+            .filter_map(|(_, _, c)| c.ev.as_ref())
+        {
+            push_evidence(&mut evidence, ev.to_evidence());
+        }
+        let subject = Subject {
+            system,
+            directory: (system == System::Directory).then(|| scope.clone()),
+            app_id: (system == System::App).then(|| scope.clone()),
+            account_id: None,
+            entitlement: None,
+        };
+        let severity = cfg.storm.severity;
+        let window_min = cfg.storm.window_ms / 60_000;
+        Finding {
+            finding_id: stable_id(&[b"SOURCE_STORM", rule.as_str().as_bytes(), &at.millis().to_le_bytes()]),
+            status: Status::Open,
+            rule: Rule::SourceStorm,
+            severity,
+            worker_id: None,
+            subject,
+            summary: format!(
+                "Mass change: {} workers began {} drift within {} minutes of event time (threshold {}), mostly from {} source `{}`; per-worker {} findings are held until it clears.",
+                storm.distinct.len(),
+                rule,
+                window_min,
+                threshold,
+                system.as_str(),
+                scope,
+                rule
+            ),
+            accountable_owner: AccountableOwner {
+                role: OwnerRole::IdentityGovernanceProcessOwner,
+                team: cfg.governance_team.clone(),
+            },
+            contributing_owner: ContributingOwner {
+                role,
+                team: team.team.clone(),
+                contact: team.contact.clone(),
+            },
+            detected_at: at,
+            remediation_deadline: at.plus(cfg.remediation_ms(severity)),
+            escalation: Escalation {
+                target: team.team.clone(),
+                level: 1,
+            },
+            evidence,
+            frameworks: Rule::SourceStorm.frameworks().iter().map(|s| s.to_string()).collect(),
+            detector: Detector {
+                version: cfg.version.clone(),
+                instance: cfg.instance.clone(),
+            },
+            transitioned_at: at,
+        }
+    }
+
+    fn storm_escalate(&mut self, rule: Rule, now: Ts, out: &mut Vec<Finding>) {
+        let target = self.cfg.critical_escalation_target.clone();
+        let normal = self.cfg.escalation_target.clone();
+        let storm = &mut self.storms[rule.index()];
+        if let Some(f) = storm.active.as_mut() {
+            if !storm.escalated && now >= f.remediation_deadline {
+                storm.escalated = true;
+                f.status = Status::Escalated;
+                f.transitioned_at = now;
+                f.escalation = Escalation {
+                    target: if f.severity == Severity::Critical {
+                        target
+                    } else {
+                        normal
+                    },
+                    level: 2,
+                };
+                self.stats.escalated += 1;
+                out.push((**f).clone());
+            }
+        }
+    }
+
+    /// Starts what a storm start asked for, and ends storms that are over.
+    fn storm_housekeeping(&mut self, out: &mut Vec<Finding>) {
+        if !self.cfg.storm.enabled {
+            return;
+        }
+        let now = self.now;
+        for rule in Rule::ALL.iter().copied() {
+            let idx = rule.index();
+            if self.storms[idx].active.is_none() {
+                continue;
+            }
+            // Newly started: publish, sweep the window's episodes in, set the escalation timer.
+            if !self.storms[idx].published {
+                let storm = &mut self.storms[idx];
+                storm.published = true;
+                let f = storm.active.as_ref().expect("checked active");
+                let deadline = f.remediation_deadline;
+                out.push((**f).clone());
+                self.stats.opened += 1;
+                self.timers.push(Reverse((deadline, TimerKey::Storm(rule))));
+            }
+            let to_tag = std::mem::take(&mut self.storms[idx].to_tag);
+            for key in to_tag {
+                if let Some(mut st) = self.store.map().get_mut(&key) {
+                    let mut n = 0;
+                    for ep in st
+                        .episodes
+                        .iter_mut()
+                        .filter(|e| e.rule == rule && !e.tagged && e.phase == Phase::Pending)
+                    {
+                        ep.tagged = true;
+                        n += 1;
+                    }
+                    if n > 0 {
+                        self.storms[idx].tagged += n;
+                        self.storms[idx].tagged_keys.insert(key);
+                    }
+                }
+            }
+            let window = self.cfg.storm.window_ms;
+            let threshold = self.threshold();
+            let storm = &mut self.storms[idx];
+            expire_onsets(storm, now, window);
+            if storm.distinct.len() > threshold || storm.tagged > threshold {
+                continue;
+            }
+            // Over: resolve it and let the per-worker episodes still drifting through.
+            let mut f = storm.active.take().expect("checked active");
+            f.status = Status::Resolved;
+            f.transitioned_at = now;
+            self.stats.resolved += 1;
+            out.push(*f);
+            let mut keys: Vec<Key> = std::mem::take(&mut storm.tagged_keys).into_iter().collect();
+            storm.tagged = 0;
+            storm.held = 0;
+            keys.sort();
+            for key in keys {
+                let store = self.store.clone();
+                let Some(mut st) = store.map().get_mut(&key) else {
+                    continue;
+                };
+                for ep in st.episodes.iter_mut().filter(|e| e.rule == rule) {
+                    ep.tagged = false;
+                    if ep.phase == Phase::Held {
+                        ep.phase = Phase::Pending;
+                    }
+                }
+                let cause = timer_cause(&st);
+                self.reconcile(&key, &mut st, now, &cause, out);
+            }
+        }
+    }
+}
+
+fn expire_onsets(storm: &mut Storm, at: Ts, window: i64) {
+    while let Some((t, _, _)) = storm.onsets.front() {
+        if t.plus(window) > at {
+            break;
+        }
+        let (_, k, _) = storm.onsets.pop_front().expect("peeked");
+        if let Some(n) = storm.distinct.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                storm.distinct.remove(&k);
+            }
+        }
+    }
+}
+
+fn timer_cause(st: &WorkerState) -> Cause {
+    match st.primary() {
+        Some(p) => Cause {
+            system: System::Hr,
+            scope: p.source_system.clone(),
+            ev: p.status_ev.clone(),
+        },
+        None => Cause {
+            system: st.accounts.first().map_or(System::Hr, |a| a.system),
+            scope: st
+                .accounts
+                .first()
+                .map_or_else(|| "unknown".into(), |a| a.scope.clone()),
+            ev: None,
+        },
+    }
+}
+
+fn push_evidence(list: &mut Vec<Evidence>, e: Evidence) {
+    if list.len() >= MAX_EVIDENCE {
+        return;
+    }
+    if !list.iter().any(|x| {
+        x.topic == e.topic
+            && x.partition == e.partition
+            && x.offset == e.offset
+            && x.event_id == e.event_id
+    }) {
+        list.push(e);
+    }
+}
+
+fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts) -> String {
+    let opt = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("").as_bytes().to_vec();
+    stable_id(&[
+        rule.as_str().as_bytes(),
+        &[u8::from(key.uncorrelated)],
+        key.id.as_bytes(),
+        s.system.as_str().as_bytes(),
+        &opt(&s.directory),
+        &opt(&s.app_id),
+        &opt(&s.account_id),
+        &opt(&s.entitlement),
+        &since.millis().to_le_bytes(),
+    ])
+}
+
+/// The subject, evidence and one-sentence summary of a condition.
+fn describe(
+    cfg: &Config,
+    key: &Key,
+    st: &WorkerState,
+    c: &Condition,
+) -> (Subject, Vec<Evidence>, String) {
+    let _ = cfg;
+    let mut ev = Vec::new();
+    let who = key
+        .worker_id()
+        .map_or_else(|| "(uncorrelated)".to_string(), |w| format!("`{w}`"));
+    let primary = st.primary();
+    let status_ev = |ev: &mut Vec<Evidence>| {
+        if let Some(e) = primary.and_then(|p| p.status_ev.as_ref()) {
+            push_evidence(ev, e.to_evidence());
+        }
+    };
+    let since = c.since;
+    match c.subject {
+        SubjectRef::Worker => {
+            for r in &st.hr {
+                if let Some(e) = &r.status_ev {
+                    push_evidence(&mut ev, e.to_evidence());
+                }
+            }
+            if matches!(
+                c.rule,
+                Rule::UnreconciledTermination
+                    | Rule::ContractExpiredAccess
+                    | Rule::JoinerNotProvisioned
+            ) {
+                for a in &st.accounts {
+                    push_evidence(&mut ev, a.state_ev.to_evidence());
+                }
+            }
+            let summary = match c.rule {
+                Rule::JoinerNotProvisioned => format!(
+                    "Worker {who} has been active in HR since {since} but has no enabled directory account."
+                ),
+                Rule::UnreconciledTermination => format!(
+                    "Every directory account of worker {who} was disabled or deleted by {since}, but HR still records the worker as active."
+                ),
+                Rule::ContractExpiredAccess => {
+                    let end = st.hr_attrs().and_then(|r| r.contract_end).map_or("?".into(), |t| t.to_string());
+                    let wt = st.hr_attrs().map_or("non-employee", |r| r.worker_type.as_str());
+                    format!(
+                        "Worker {who} ({wt}) passed contract end {end} but HR still records them active and they hold enabled accounts."
+                    )
+                }
+                _ => {
+                    let say = |s| {
+                        st.hr
+                            .iter()
+                            .filter(|r| r.status == s)
+                            .map(|r| format!("`{}`", r.source_system))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    format!(
+                        "HR sources disagree on worker {who}: {} say TERMINATED while {} say ACTIVE.",
+                        say(crate::state::WorkerStatus::Terminated),
+                        say(crate::state::WorkerStatus::Active)
+                    )
+                }
+            };
+            (Subject::hr(), ev, summary)
+        }
+        SubjectRef::Account(i) => {
+            let a = &st.accounts[i];
+            let subject = account_subject(a, None);
+            let place = format!(
+                "{} account `{}` in `{}`",
+                a.system.as_str(),
+                a.account_id,
+                a.scope
+            );
+            match c.rule {
+                Rule::LeaverDirectoryAccess | Rule::AccessDuringLeave => status_ev(&mut ev),
+                Rule::AttributeMismatch => {
+                    if let Some(e) = st.hr_attrs().and_then(|r| r.attrs_ev.as_ref()) {
+                        push_evidence(&mut ev, e.to_evidence());
+                    }
+                }
+                Rule::OrphanedNonHumanIdentity if key.worker_id().is_some() => status_ev(&mut ev),
+                _ => {}
+            }
+            push_evidence(&mut ev, a.state_ev.to_evidence());
+            if let Some(e) = &a.attrs_ev {
+                if c.rule == Rule::AttributeMismatch {
+                    push_evidence(&mut ev, e.to_evidence());
+                }
+            }
+            if c.elevated {
+                for g in a.active_grants().filter(|g| g.privileged) {
+                    push_evidence(&mut ev, g.ev.to_evidence());
+                }
+            }
+            let summary = match c.rule {
+                Rule::LeaverDirectoryAccess => format!(
+                    "Worker {who} is terminated in HR but {place} is still enabled{}.",
+                    if c.elevated {
+                        " and holds privileged access"
+                    } else {
+                        ""
+                    }
+                ),
+                Rule::AccessDuringLeave => {
+                    format!("Worker {who} is on leave but {place} is enabled.")
+                }
+                Rule::AttributeMismatch => format!(
+                    "{place} disagrees with HR on {} for worker {who}.",
+                    rules::mismatched_fields(st, a).join(", ")
+                ),
+                Rule::OrphanAccount => {
+                    if a.has_worker_id && !key.uncorrelated {
+                        format!(
+                            "Enabled {place} belongs to worker_id {who}, which HR has never sent."
+                        )
+                    } else {
+                        format!("Enabled {place} has no worker_id and matches no worker.")
+                    }
+                }
+                _ => {
+                    let owner = a.owner_worker_id.as_deref();
+                    let why = match (owner, key.uncorrelated, st.known_to_hr()) {
+                        (None, _, _) | (_, true, _) => "has no owner".to_string(),
+                        (Some(o), _, false) => format!("is owned by `{o}`, whom HR has never sent"),
+                        (Some(o), _, true) => format!("is owned by `{o}`, who is terminated"),
+                    };
+                    format!("Enabled {} {place} {why}.", a.kind.as_str())
+                }
+            };
+            (subject, ev, summary)
+        }
+        SubjectRef::Grant(i, g) => {
+            let a = &st.accounts[i];
+            let grant = &a.grants[g];
+            let kind = if a.system == System::App {
+                "entitlement"
+            } else {
+                "group"
+            };
+            let subject = account_subject(a, Some(grant.name.clone()));
+            push_evidence(&mut ev, grant.ev.to_evidence());
+            push_evidence(&mut ev, a.state_ev.to_evidence());
+            let summary = if c.rule == Rule::MoverRetainedPrivilege {
+                if let Some((_, tev)) = st
+                    .hr
+                    .iter()
+                    .filter_map(|r| r.transfer.as_ref())
+                    .max_by_key(|t| t.0)
+                {
+                    push_evidence(&mut ev, tev.to_evidence());
+                }
+                format!(
+                    "Worker {who} transferred on {since} but still holds privileged {kind} `{}` on {} account `{}` in `{}`, granted before the transfer and not recertified since.",
+                    grant.name, a.system.as_str(), a.account_id, a.scope
+                )
+            } else {
+                let why = match &grant.approved_by {
+                    None => "with no approval".to_string(),
+                    Some(by) => format!(
+                        "approved by `{by}`, who is not a configured approver of `{}`",
+                        a.scope
+                    ),
+                };
+                format!(
+                    "Privileged {kind} `{}` was granted to {} account `{}` in `{}` {why}.",
+                    grant.name,
+                    a.system.as_str(),
+                    a.account_id,
+                    a.scope
+                )
+            };
+            (subject, ev, summary)
+        }
+        SubjectRef::App(i) => {
+            let app = st.accounts[i].scope.clone();
+            status_ev(&mut ev);
+            let mut n = 0;
+            for a in st
+                .accounts
+                .iter()
+                .filter(|a| a.system == System::App && a.scope == app && a.holds_access())
+            {
+                push_evidence(&mut ev, a.state_ev.to_evidence());
+                for g in a.active_grants() {
+                    n += 1;
+                    push_evidence(&mut ev, g.ev.to_evidence());
+                }
+            }
+            let subject = Subject {
+                system: System::App,
+                directory: None,
+                app_id: Some(app.clone()),
+                account_id: Some(st.accounts[i].account_id.as_ref().into()),
+                entitlement: None,
+            };
+            let summary = format!(
+                "Terminated worker {who} still holds access in app `{app}` ({n} entitlement{}{}).",
+                if n == 1 { "" } else { "s" },
+                if c.elevated { ", privileged" } else { "" }
+            );
+            (subject, ev, summary)
+        }
+    }
+}
+
+fn account_subject(a: &crate::state::Account, entitlement: Option<Arc<str>>) -> Subject {
+    Subject {
+        system: a.system,
+        directory: (a.system == System::Directory).then(|| a.scope.clone()),
+        app_id: (a.system == System::App).then(|| a.scope.clone()),
+        account_id: Some(a.account_id.as_ref().into()),
+        entitlement,
+    }
+}

@@ -1,0 +1,322 @@
+//! The event model of the three input topic families, exactly as the
+//! product contract names them (`BRIEF.md`, "Input topics").
+//!
+//! Field names and enum symbols are a public contract: serde renames nothing
+//! and every enum is `SCREAMING_SNAKE_CASE` on the wire. Unknown extra fields
+//! are ignored; missing required fields are decode errors.
+
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// Which of the three topic families a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Hr,
+    Directory,
+    App,
+}
+
+impl System {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            System::Hr => "hr",
+            System::Directory => "directory",
+            System::App => "app",
+        }
+    }
+}
+
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// HR event types; status follows from them at their `effective_at`.
+    HrEventType {
+        Hire => "HIRE",
+        Rehire => "REHIRE",
+        Transfer => "TRANSFER",
+        Update => "UPDATE",
+        LeaveStart => "LEAVE_START",
+        LeaveEnd => "LEAVE_END",
+        Termination => "TERMINATION",
+        ContractExtension => "CONTRACT_EXTENSION",
+    }
+);
+
+wire_enum!(
+    WorkerType {
+        Employee => "EMPLOYEE",
+        Contractor => "CONTRACTOR",
+        Intern => "INTERN",
+        Contingent => "CONTINGENT",
+    }
+);
+
+wire_enum!(
+    DirectoryEventType {
+        AccountCreated => "ACCOUNT_CREATED",
+        AccountEnabled => "ACCOUNT_ENABLED",
+        AccountDisabled => "ACCOUNT_DISABLED",
+        AccountDeleted => "ACCOUNT_DELETED",
+        AttributesChanged => "ATTRIBUTES_CHANGED",
+        GroupAdded => "GROUP_ADDED",
+        GroupRemoved => "GROUP_REMOVED",
+    }
+);
+
+wire_enum!(
+    AccountKind {
+        Human => "HUMAN",
+        Service => "SERVICE",
+        SharedAdmin => "SHARED_ADMIN",
+    }
+);
+
+wire_enum!(
+    AppEventType {
+        AppAccountCreated => "APP_ACCOUNT_CREATED",
+        AppAccountDisabled => "APP_ACCOUNT_DISABLED",
+        AppAccountDeleted => "APP_ACCOUNT_DELETED",
+        EntitlementGranted => "ENTITLEMENT_GRANTED",
+        EntitlementRevoked => "ENTITLEMENT_REVOKED",
+        AccessRecertified => "ACCESS_RECERTIFIED",
+    }
+);
+
+/// An event on `hr.worker-events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HrEvent {
+    pub event_id: String,
+    pub event_type: HrEventType,
+    pub occurred_at: Ts,
+    pub effective_at: Ts,
+    pub source_system: String,
+    pub worker_id: String,
+    pub worker_type: WorkerType,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub manager_id: Option<String>,
+    #[serde(default)]
+    pub cost_center: Option<String>,
+    #[serde(default)]
+    pub contract_end: Option<Ts>,
+}
+
+/// An event on `directory.account-changes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryEvent {
+    pub event_id: String,
+    pub event_type: DirectoryEventType,
+    pub occurred_at: Ts,
+    pub directory: String,
+    pub account_id: String,
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    pub account_kind: AccountKind,
+    #[serde(default)]
+    pub owner_worker_id: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub manager_id: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default, deserialize_with = "null_as_false")]
+    pub privileged: bool,
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub approval_ref: Option<String>,
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// An event on `app.entitlement-changes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppEvent {
+    pub event_id: String,
+    pub event_type: AppEventType,
+    pub occurred_at: Ts,
+    pub app_id: String,
+    pub account_id: String,
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    pub account_kind: AccountKind,
+    #[serde(default)]
+    pub owner_worker_id: Option<String>,
+    #[serde(default)]
+    pub entitlement: Option<String>,
+    #[serde(default, deserialize_with = "null_as_false")]
+    pub privileged: bool,
+    #[serde(default)]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub approval_ref: Option<String>,
+}
+
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+/// A decoded input event of any family.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Hr(HrEvent),
+    Directory(DirectoryEvent),
+    App(AppEvent),
+}
+
+/// The state-store key that joins the three families.
+///
+/// `worker_id` for HUMAN accounts, `owner_worker_id` for SERVICE and
+/// SHARED_ADMIN accounts, else the `account_id` (uncorrelated). The flag
+/// keeps an uncorrelated account id from ever colliding with a worker id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub uncorrelated: bool,
+    pub id: Box<str>,
+}
+
+impl Key {
+    pub fn worker(id: &str) -> Key {
+        Key {
+            uncorrelated: false,
+            id: id.into(),
+        }
+    }
+
+    /// The worker id of a correlated key.
+    pub fn worker_id(&self) -> Option<&str> {
+        (!self.uncorrelated).then_some(&*self.id)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.uncorrelated {
+            write!(f, "account:{}", self.id)
+        } else {
+            f.write_str(&self.id)
+        }
+    }
+}
+
+fn account_key(
+    kind: AccountKind,
+    worker_id: Option<&str>,
+    owner: Option<&str>,
+    account_id: &str,
+) -> Key {
+    let correlated = match kind {
+        AccountKind::Human => worker_id,
+        AccountKind::Service | AccountKind::SharedAdmin => owner,
+    };
+    match correlated.filter(|s| !s.is_empty()) {
+        Some(id) => Key::worker(id),
+        None => Key {
+            uncorrelated: true,
+            id: account_id.into(),
+        },
+    }
+}
+
+impl Event {
+    pub fn system(&self) -> System {
+        match self {
+            Event::Hr(_) => System::Hr,
+            Event::Directory(_) => System::Directory,
+            Event::App(_) => System::App,
+        }
+    }
+
+    pub fn event_id(&self) -> &str {
+        match self {
+            Event::Hr(e) => &e.event_id,
+            Event::Directory(e) => &e.event_id,
+            Event::App(e) => &e.event_id,
+        }
+    }
+
+    pub fn occurred_at(&self) -> Ts {
+        match self {
+            Event::Hr(e) => e.occurred_at,
+            Event::Directory(e) => e.occurred_at,
+            Event::App(e) => e.occurred_at,
+        }
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::Hr(e) => e.event_type.as_str(),
+            Event::Directory(e) => e.event_type.as_str(),
+            Event::App(e) => e.event_type.as_str(),
+        }
+    }
+
+    /// The correlation key (see [`Key`]).
+    pub fn key(&self) -> Key {
+        match self {
+            Event::Hr(e) => Key::worker(&e.worker_id),
+            Event::Directory(e) => account_key(
+                e.account_kind,
+                e.worker_id.as_deref(),
+                e.owner_worker_id.as_deref(),
+                &e.account_id,
+            ),
+            Event::App(e) => account_key(
+                e.account_kind,
+                e.worker_id.as_deref(),
+                e.owner_worker_id.as_deref(),
+                &e.account_id,
+            ),
+        }
+    }
+}
+
+/// Where a message was read: the evidence coordinates of the contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A decoded event with the coordinates it was read from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub origin: Origin,
+    pub event: Event,
+}

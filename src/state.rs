@@ -1,0 +1,743 @@
+//! The keyed state store: one [`WorkerState`] per correlation key, in a
+//! `DashMap` so that read-only queries can look at it while the owning task
+//! writes.
+//!
+//! Applying an event is pure data manipulation with two guards:
+//! - out of order: each entity (HR status, HR attributes, account state,
+//!   account attributes, each grant) remembers the time of the event that
+//!   last set it, and an older event never overwrites it;
+//! - effective time: an HR event whose `effective_at` lies ahead of stream
+//!   time is parked in `scheduled` and applied when stream time reaches it.
+
+use crate::event::{
+    AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType,
+    Key, Origin, System, WorkerType,
+};
+use crate::finding::Evidence;
+use crate::time::Ts;
+use dashmap::DashMap;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+/// A worker's status by one source of record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkerStatus {
+    PreHire,
+    Active,
+    OnLeave,
+    Terminated,
+}
+
+/// A pointer to the source event behind a piece of state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvRef {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub event_id: Box<str>,
+    pub event_type: &'static str,
+    pub occurred_at: Ts,
+}
+
+impl EvRef {
+    pub fn new(origin: &Origin, event_id: &str, event_type: &'static str, occurred_at: Ts) -> Self {
+        EvRef {
+            topic: origin.topic.clone(),
+            partition: origin.partition,
+            offset: origin.offset,
+            event_id: event_id.into(),
+            event_type,
+            occurred_at,
+        }
+    }
+
+    pub fn to_evidence(&self) -> Evidence {
+        Evidence {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.into(),
+            occurred_at: self.occurred_at,
+        }
+    }
+}
+
+/// Event-time order of an HR change: effective time, then record time, then id.
+type Stamp = (Ts, Ts);
+
+/// Department, title, manager and e-mail as one source states them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attrs {
+    pub email: Option<Box<str>>,
+    pub department: Option<Box<str>>,
+    pub title: Option<Box<str>>,
+    pub manager_id: Option<Box<str>>,
+}
+
+impl Attrs {
+    fn merge(
+        &mut self,
+        email: &Option<String>,
+        dept: &Option<String>,
+        title: &Option<String>,
+        mgr: &Option<String>,
+    ) {
+        for (slot, v) in [
+            (&mut self.email, email),
+            (&mut self.department, dept),
+            (&mut self.title, title),
+            (&mut self.manager_id, mgr),
+        ] {
+            if let Some(v) = v {
+                *slot = Some(v.as_str().into());
+            }
+        }
+    }
+}
+
+/// What one HR source system says about a worker.
+#[derive(Clone, Debug)]
+pub struct HrRecord {
+    pub source_system: Arc<str>,
+    pub status: WorkerStatus,
+    pub status_stamp: Stamp,
+    pub status_cause: Option<HrEventType>,
+    pub status_ev: Option<EvRef>,
+    /// Effective time of the latest HIRE or REHIRE.
+    pub hired_at: Option<Ts>,
+    /// Effective time and event of the latest TRANSFER.
+    pub transfer: Option<(Ts, EvRef)>,
+    pub worker_type: WorkerType,
+    pub attrs: Attrs,
+    pub attrs_stamp: Stamp,
+    pub attrs_ev: Option<EvRef>,
+    pub contract_end: Option<Ts>,
+    /// Future-dated events, applied when stream time reaches `effective_at`.
+    pub scheduled: Vec<(HrEvent, Origin)>,
+}
+
+/// A grant: a directory group membership or an application entitlement.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub name: Arc<str>,
+    pub privileged: bool,
+    pub active: bool,
+    pub granted_at: Ts,
+    pub updated_at: Ts,
+    pub recertified_at: Option<Ts>,
+    pub approved_by: Option<Box<str>>,
+    pub approval_ref: Option<Box<str>>,
+    pub ev: EvRef,
+}
+
+/// A directory or application account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub system: System,
+    /// The directory or the app_id.
+    pub scope: Arc<str>,
+    pub account_id: Box<str>,
+    pub kind: AccountKind,
+    pub owner_worker_id: Option<Box<str>>,
+    pub has_worker_id: bool,
+    pub enabled: bool,
+    pub deleted: bool,
+    pub privileged: bool,
+    /// When the account was last enabled (created enabled, or re-enabled).
+    pub enabled_since: Ts,
+    /// When an enabled account was last disabled or deleted.
+    pub removed_at: Option<Ts>,
+    /// Time of the event that last set enabled/deleted.
+    pub state_at: Ts,
+    pub state_ev: EvRef,
+    pub attrs: Attrs,
+    pub attrs_at: Ts,
+    pub attrs_ev: Option<EvRef>,
+    pub grants: Vec<Grant>,
+}
+
+impl Account {
+    pub fn active_grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(|g| g.active)
+    }
+
+    pub fn has_privileged_grant(&self) -> bool {
+        self.active_grants().any(|g| g.privileged)
+    }
+
+    /// Holds access: enabled, or (for app accounts) still holding entitlements.
+    pub fn holds_access(&self) -> bool {
+        !self.deleted
+            && (self.enabled
+                || (self.system == System::App && self.active_grants().next().is_some()))
+    }
+}
+
+/// Everything known under one correlation key.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerState {
+    pub hr: Vec<HrRecord>,
+    pub accounts: Vec<Account>,
+    pub episodes: Vec<crate::engine::Episode>,
+    /// The time this key's timer is set for, if any.
+    pub wake_at: Option<Ts>,
+}
+
+impl WorkerState {
+    /// The record whose latest status change is newest: the worker's status.
+    pub fn primary(&self) -> Option<&HrRecord> {
+        self.hr
+            .iter()
+            .filter(|r| r.status_ev.is_some())
+            .max_by(|a, b| {
+                a.status_stamp
+                    .cmp(&b.status_stamp)
+                    .then_with(|| b.source_system.cmp(&a.source_system))
+            })
+    }
+
+    pub fn status(&self) -> Option<WorkerStatus> {
+        self.primary().map(|r| r.status)
+    }
+
+    /// Whether any HR source has ever sent an event for this key.
+    pub fn known_to_hr(&self) -> bool {
+        !self.hr.is_empty()
+    }
+
+    /// The newest attributes across sources.
+    pub fn hr_attrs(&self) -> Option<&HrRecord> {
+        self.hr
+            .iter()
+            .filter(|r| r.attrs_ev.is_some())
+            .max_by_key(|r| r.attrs_stamp)
+    }
+
+    /// Earliest effective time of a parked HR event.
+    pub fn next_scheduled(&self) -> Option<Ts> {
+        self.hr
+            .iter()
+            .flat_map(|r| r.scheduled.iter().map(|(e, _)| e.effective_at))
+            .min()
+    }
+
+    /// Applies parked HR events whose effective time has come.
+    pub fn catch_up(&mut self, now: Ts) {
+        for rec in &mut self.hr {
+            if rec.scheduled.iter().all(|(e, _)| e.effective_at > now) {
+                continue;
+            }
+            let mut due: Vec<(HrEvent, Origin)> = Vec::new();
+            rec.scheduled.retain(|(e, o)| {
+                if e.effective_at <= now {
+                    due.push((e.clone(), o.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            due.sort_by(|a, b| {
+                (a.0.effective_at, a.0.occurred_at).cmp(&(b.0.effective_at, b.0.occurred_at))
+            });
+            for (e, o) in &due {
+                rec.apply_effective(e, o);
+            }
+        }
+    }
+
+    pub fn apply_hr(&mut self, e: HrEvent, origin: &Origin, now: Ts) {
+        let idx = match self
+            .hr
+            .iter()
+            .position(|r| *r.source_system == *e.source_system)
+        {
+            Some(i) => i,
+            None => {
+                self.hr.push(HrRecord {
+                    source_system: e.source_system.as_str().into(),
+                    status: WorkerStatus::PreHire,
+                    status_stamp: (Ts::MIN, Ts::MIN),
+                    status_cause: None,
+                    status_ev: None,
+                    hired_at: None,
+                    transfer: None,
+                    worker_type: e.worker_type,
+                    attrs: Attrs::default(),
+                    attrs_stamp: (Ts::MIN, Ts::MIN),
+                    attrs_ev: None,
+                    contract_end: None,
+                    scheduled: Vec::new(),
+                });
+                self.hr.len() - 1
+            }
+        };
+        let rec = &mut self.hr[idx];
+        if e.effective_at > now {
+            rec.scheduled.push((e, origin.clone()));
+        } else {
+            rec.apply_effective(&e, origin);
+        }
+    }
+
+    fn account_mut(
+        &mut self,
+        system: System,
+        scope: &str,
+        account_id: &str,
+    ) -> Option<&mut Account> {
+        self.accounts
+            .iter_mut()
+            .find(|a| a.system == system && *a.scope == *scope && *a.account_id == *account_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn account_entry(
+        &mut self,
+        system: System,
+        scope: &Arc<str>,
+        account_id: &str,
+        kind: AccountKind,
+        has_worker_id: bool,
+        owner: Option<&str>,
+        ev: &EvRef,
+    ) -> &mut Account {
+        if let Some(i) = self
+            .accounts
+            .iter()
+            .position(|a| a.system == system && *a.scope == **scope && *a.account_id == *account_id)
+        {
+            let a = &mut self.accounts[i];
+            if ev.occurred_at >= a.state_at {
+                a.kind = kind;
+                a.has_worker_id = has_worker_id;
+                if owner.is_some() {
+                    a.owner_worker_id = owner.map(Into::into);
+                }
+            }
+            return a;
+        }
+        self.accounts.push(Account {
+            system,
+            scope: scope.clone(),
+            account_id: account_id.into(),
+            kind,
+            owner_worker_id: owner.map(Into::into),
+            has_worker_id,
+            enabled: false,
+            deleted: false,
+            privileged: false,
+            enabled_since: ev.occurred_at,
+            removed_at: None,
+            state_at: Ts::MIN,
+            state_ev: ev.clone(),
+            attrs: Attrs::default(),
+            attrs_at: Ts::MIN,
+            attrs_ev: None,
+            grants: Vec::new(),
+        });
+        self.accounts.last_mut().expect("just pushed")
+    }
+
+    pub fn apply_directory(
+        &mut self,
+        e: DirectoryEvent,
+        origin: &Origin,
+        scope: &Arc<str>,
+        group: Option<Arc<str>>,
+    ) {
+        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
+        let t = e.occurred_at;
+        let acct = self.account_entry(
+            System::Directory,
+            scope,
+            &e.account_id,
+            e.account_kind,
+            e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
+            e.owner_worker_id.as_deref(),
+            &ev,
+        );
+        use DirectoryEventType as D;
+        match e.event_type {
+            D::AccountCreated
+            | D::AccountEnabled
+            | D::AccountDisabled
+            | D::AccountDeleted
+            | D::AttributesChanged => {
+                let enabled = match e.event_type {
+                    D::AccountCreated => Some(e.enabled.unwrap_or(true)),
+                    D::AccountEnabled => Some(true),
+                    D::AccountDisabled => Some(false),
+                    D::AccountDeleted => Some(false),
+                    _ => e.enabled,
+                };
+                if let Some(enabled) = enabled {
+                    set_state(acct, enabled, e.event_type == D::AccountDeleted, &ev);
+                }
+                if e.event_type != D::AttributesChanged
+                    && e.event_type != D::AccountDeleted
+                    && t >= acct.state_at
+                {
+                    acct.privileged =
+                        e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
+                }
+                if t >= acct.attrs_at
+                    && (e.department.is_some()
+                        || e.title.is_some()
+                        || e.manager_id.is_some()
+                        || e.email.is_some())
+                {
+                    acct.attrs
+                        .merge(&e.email, &e.department, &e.title, &e.manager_id);
+                    acct.attrs_at = t;
+                    acct.attrs_ev = Some(ev.clone());
+                }
+            }
+            D::GroupAdded | D::GroupRemoved => {
+                if let Some(name) = group {
+                    set_grant(
+                        acct,
+                        name,
+                        e.event_type == D::GroupAdded,
+                        e.privileged,
+                        e.approved_by,
+                        e.approval_ref,
+                        false,
+                        &ev,
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn apply_app(
+        &mut self,
+        e: AppEvent,
+        origin: &Origin,
+        scope: &Arc<str>,
+        entitlement: Option<Arc<str>>,
+    ) {
+        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
+        let acct = self.account_entry(
+            System::App,
+            scope,
+            &e.account_id,
+            e.account_kind,
+            e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
+            e.owner_worker_id.as_deref(),
+            &ev,
+        );
+        use AppEventType as A;
+        match e.event_type {
+            A::AppAccountCreated => {
+                set_state(acct, true, false, &ev);
+                if e.privileged {
+                    acct.privileged = true;
+                }
+            }
+            A::AppAccountDisabled => set_state(acct, false, false, &ev),
+            A::AppAccountDeleted => set_state(acct, false, true, &ev),
+            A::EntitlementGranted | A::EntitlementRevoked | A::AccessRecertified => {
+                // A grant on an account never seen before implies the account exists.
+                if acct.state_at == Ts::MIN && e.event_type == A::EntitlementGranted {
+                    set_state(acct, true, false, &ev);
+                }
+                if let Some(name) = entitlement {
+                    match e.event_type {
+                        A::EntitlementGranted => set_grant(
+                            acct,
+                            name,
+                            true,
+                            e.privileged,
+                            e.approved_by,
+                            e.approval_ref,
+                            false,
+                            &ev,
+                        ),
+                        A::EntitlementRevoked => set_grant(
+                            acct,
+                            name,
+                            false,
+                            e.privileged,
+                            e.approved_by,
+                            e.approval_ref,
+                            false,
+                            &ev,
+                        ),
+                        _ => set_grant(
+                            acct,
+                            name,
+                            true,
+                            e.privileged,
+                            e.approved_by,
+                            e.approval_ref,
+                            true,
+                            &ev,
+                        ),
+                    }
+                } else if e.event_type == A::AccessRecertified {
+                    // Recertification of the whole account covers every grant on it.
+                    for g in acct.grants.iter_mut().filter(|g| g.active) {
+                        if g.recertified_at.is_none_or(|r| r < ev.occurred_at) {
+                            g.recertified_at = Some(ev.occurred_at);
+                            if e.approved_by.is_some() {
+                                g.approved_by = e.approved_by.as_deref().map(Into::into);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of entries held (accounts, grants, HR records, episodes).
+    pub fn entries(&self) -> usize {
+        self.hr.len()
+            + self.episodes.len()
+            + self
+                .accounts
+                .iter()
+                .map(|a| 1 + a.grants.len())
+                .sum::<usize>()
+    }
+
+    /// For the find-by-subject lookups of the engine.
+    pub fn account(
+        &mut self,
+        system: System,
+        scope: &str,
+        account_id: &str,
+    ) -> Option<&mut Account> {
+        self.account_mut(system, scope, account_id)
+    }
+}
+
+fn set_state(acct: &mut Account, enabled: bool, deleted: bool, ev: &EvRef) {
+    if ev.occurred_at < acct.state_at {
+        return; // an older event never overwrites newer state
+    }
+    let was_enabled = acct.enabled && !acct.deleted;
+    let now_enabled = enabled && !deleted;
+    if now_enabled && !was_enabled {
+        acct.enabled_since = ev.occurred_at;
+    }
+    if was_enabled && !now_enabled {
+        acct.removed_at = Some(ev.occurred_at);
+    }
+    if now_enabled != was_enabled || acct.state_at == Ts::MIN || deleted != acct.deleted {
+        acct.state_ev = ev.clone();
+    }
+    acct.enabled = enabled && !deleted;
+    acct.deleted = deleted;
+    acct.state_at = ev.occurred_at;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn set_grant(
+    acct: &mut Account,
+    name: Arc<str>,
+    active: bool,
+    privileged: bool,
+    approved_by: Option<String>,
+    approval_ref: Option<String>,
+    recertify: bool,
+    ev: &EvRef,
+) {
+    let t = ev.occurred_at;
+    let approved_by = approved_by
+        .filter(|s| !s.is_empty())
+        .map(String::into_boxed_str);
+    let approval_ref = approval_ref
+        .filter(|s| !s.is_empty())
+        .map(String::into_boxed_str);
+    match acct.grants.iter_mut().find(|g| *g.name == *name) {
+        Some(g) => {
+            if t < g.updated_at {
+                return;
+            }
+            if recertify {
+                g.recertified_at = Some(t);
+                if approved_by.is_some() {
+                    g.approved_by = approved_by;
+                    g.approval_ref = approval_ref;
+                }
+            } else if active {
+                if !g.active {
+                    g.granted_at = t;
+                    g.recertified_at = None;
+                    g.approved_by = None;
+                    g.approval_ref = None;
+                    g.ev = ev.clone();
+                }
+                if approved_by.is_some() {
+                    g.approved_by = approved_by;
+                    g.approval_ref = approval_ref;
+                }
+                g.privileged |= privileged;
+                g.active = true;
+            } else {
+                g.active = false;
+                g.ev = ev.clone();
+            }
+            g.updated_at = t;
+        }
+        None => acct.grants.push(Grant {
+            name,
+            privileged,
+            active,
+            granted_at: t,
+            updated_at: t,
+            recertified_at: recertify.then_some(t),
+            approved_by,
+            approval_ref,
+            ev: ev.clone(),
+        }),
+    }
+}
+
+impl HrRecord {
+    /// Applies an HR event whose effective time has come.
+    fn apply_effective(&mut self, e: &HrEvent, origin: &Origin) {
+        let stamp = (e.effective_at, e.occurred_at);
+        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
+        use HrEventType as H;
+        let new_status = match e.event_type {
+            H::Hire | H::Rehire | H::LeaveEnd => Some(WorkerStatus::Active),
+            H::LeaveStart => Some(WorkerStatus::OnLeave),
+            H::Termination => Some(WorkerStatus::Terminated),
+            // A worker first seen through an attribute change is evidently employed.
+            H::Transfer | H::Update | H::ContractExtension if self.status_ev.is_none() => {
+                Some(WorkerStatus::Active)
+            }
+            _ => None,
+        };
+        if let Some(status) = new_status {
+            if stamp >= self.status_stamp {
+                self.status = status;
+                self.status_stamp = stamp;
+                self.status_cause = Some(e.event_type);
+                self.status_ev = Some(ev.clone());
+                self.worker_type = e.worker_type;
+            }
+        }
+        if matches!(e.event_type, H::Hire | H::Rehire)
+            && self.hired_at.is_none_or(|h| h <= e.effective_at)
+        {
+            self.hired_at = Some(e.effective_at);
+        }
+        if e.event_type == H::Transfer
+            && self
+                .transfer
+                .as_ref()
+                .is_none_or(|(t, _)| *t <= e.effective_at)
+        {
+            self.transfer = Some((e.effective_at, ev.clone()));
+        }
+        if stamp >= self.attrs_stamp {
+            self.attrs
+                .merge(&e.email, &e.department, &e.title, &e.manager_id);
+            self.attrs_stamp = stamp;
+            self.attrs_ev = Some(ev);
+            self.worker_type = e.worker_type;
+            if e.contract_end.is_some() {
+                self.contract_end = e.contract_end;
+            }
+        }
+    }
+}
+
+/// The store of one partition task.
+#[derive(Debug, Default)]
+pub struct Store {
+    map: DashMap<Key, WorkerState>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    pub fn map(&self) -> &DashMap<Key, WorkerState> {
+        &self.map
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A bounded memory of recently seen event ids (FIFO eviction), so that a
+/// redelivered event is ignored.
+#[derive(Debug)]
+pub struct Dedup {
+    capacity: usize,
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+}
+
+impl Dedup {
+    pub fn new(capacity: usize) -> Dedup {
+        Dedup {
+            capacity,
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            seen: HashSet::with_capacity(capacity.min(1 << 16)),
+        }
+    }
+
+    /// Returns false when `id` was seen recently.
+    pub fn insert(&mut self, system: System, id: &str) -> bool {
+        let h = fingerprint(system, id);
+        if !self.seen.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// A 64-bit FNV-1a fingerprint of an event id within its family.
+fn fingerprint(system: System, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&(system as u8)).chain(id.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_is_bounded_and_forgets_oldest() {
+        let mut d = Dedup::new(2);
+        assert!(d.insert(System::Hr, "a"));
+        assert!(!d.insert(System::Hr, "a"));
+        assert!(
+            d.insert(System::Directory, "a"),
+            "families have their own ids"
+        );
+        assert!(d.insert(System::Hr, "b"));
+        assert_eq!(d.len(), 2);
+        assert!(d.insert(System::Hr, "a"), "evicted, so accepted again");
+    }
+}

@@ -1,0 +1,254 @@
+//! Event time: UTC milliseconds since the Unix epoch, parsed from and
+//! printed as RFC 3339 strings.
+//!
+//! The engine never reads the wall clock; every `Ts` comes from an event, a
+//! timer or the caller. Parsing is hand-written because it sits on the
+//! decode hot path and the accepted grammar is small:
+//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`.
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A point in event time, in milliseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ts(pub i64);
+
+pub const MS_PER_SECOND: i64 = 1_000;
+pub const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
+pub const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
+pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
+
+impl Ts {
+    pub const MIN: Ts = Ts(i64::MIN);
+    pub const MAX: Ts = Ts(i64::MAX);
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// Adds a duration in milliseconds, saturating at the ends of time.
+    pub fn plus(self, ms: i64) -> Ts {
+        Ts(self.0.saturating_add(ms))
+    }
+
+    /// Parses an RFC 3339 timestamp; the offset is applied, so the result is UTC.
+    pub fn parse(s: &str) -> Result<Ts, TimeError> {
+        parse_rfc3339(s.as_bytes()).ok_or_else(|| TimeError(s.chars().take(64).collect()))
+    }
+}
+
+/// A string that is not an RFC 3339 timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an RFC 3339 timestamp (expected e.g. 2026-11-03T09:00:00Z)")]
+pub struct TimeError(pub String);
+
+fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
+    let mut v = 0i64;
+    for &c in b.get(at..at + n)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn parse_rfc3339(b: &[u8]) -> Option<Ts> {
+    if b.len() < 20 {
+        return None;
+    }
+    let year = digits(b, 0, 4)?;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    // 60 is a leap second; it is folded into the next minute.
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+    }
+    let offset_minutes = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let h = digits(b, i + 1, 2)?;
+            let m = digits(b, i + 4, 2)?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let v = h * 60 + m;
+            if *sign == b'-' {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(Ts(secs * 1_000 + millis))
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+impl fmt::Display for Ts {
+    /// RFC 3339 in UTC; milliseconds are printed only when non-zero.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.rem_euclid(1_000);
+        let secs = self.0.div_euclid(1_000);
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            y,
+            mo,
+            d,
+            sod / 3_600,
+            sod % 3_600 / 60,
+            sod % 60
+        )?;
+        if ms != 0 {
+            write!(f, ".{ms:03}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ts {
+    /// Accepts an RFC 3339 string (JSON) or integer milliseconds (Avro
+    /// `timestamp-millis`).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Ts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ts, E> {
+                Ts::parse(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
+                Ok(Ts(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
+                i64::try_from(v)
+                    .map(Ts)
+                    .map_err(|_| E::custom("timestamp out of range"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &str, expect: Option<&str>) {
+        let got = Ts::parse(input).ok().map(|t| t.to_string());
+        assert_eq!(got.as_deref(), expect, "{input}");
+    }
+
+    #[test]
+    fn parse_and_print() {
+        check("2026-11-03T09:00:00Z", Some("2026-11-03T09:00:00Z"));
+        check("2026-11-03T09:00:00.5Z", Some("2026-11-03T09:00:00.500Z"));
+        check(
+            "2026-11-03T09:00:00.123456Z",
+            Some("2026-11-03T09:00:00.123Z"),
+        );
+        check("2026-11-03T10:30:00+01:30", Some("2026-11-03T09:00:00Z"));
+        check("2026-11-03T01:00:00-08:00", Some("2026-11-03T09:00:00Z"));
+        check("1970-01-01T00:00:00Z", Some("1970-01-01T00:00:00Z"));
+        check("1969-12-31T23:59:59.999Z", Some("1969-12-31T23:59:59.999Z"));
+        check("2024-02-29T00:00:00Z", Some("2024-02-29T00:00:00Z"));
+        check("2026-02-29T00:00:00Z", None);
+        check("2026-13-01T00:00:00Z", None);
+        check("2026-11-03 09:00:00", None);
+        check("2026-11-03T09:00:00", None);
+        check("2026-11-03T09:00:00.Z", None);
+        check("2026-11-03T09:00:00Zjunk", None);
+        check("yesterday", None);
+    }
+
+    #[test]
+    fn epoch_arithmetic() {
+        assert_eq!(Ts::parse("1970-01-02T00:00:00Z").unwrap(), Ts(MS_PER_DAY));
+        for days in [-800_000i64, -1, 0, 1, 59, 365, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

@@ -46,6 +46,8 @@ pub struct Episode {
     pub phase: Phase,
     /// Created in, or swept into, a SOURCE_STORM of its rule.
     pub tagged: bool,
+    /// Serial of the episode's onset in its rule's storm window (0: none).
+    onset: u64,
     seen: u64,
     /// The last published transition, once open.
     pub finding: Option<Box<Finding>>,
@@ -78,11 +80,23 @@ pub struct EngineStats {
     pub held: u64,
 }
 
+/// A condition of one rule that became true, kept for the storm window.
+#[derive(Debug)]
+struct Onset {
+    at: Ts,
+    serial: u64,
+    key: Key,
+    cause: Cause,
+    /// Still drifting: cleared onsets do not count towards a storm.
+    alive: bool,
+}
+
 /// The mass-change guard of one rule.
 #[derive(Debug, Default)]
 struct Storm {
     /// Onsets in the window: observation time, key, cause.
-    onsets: VecDeque<(Ts, Key, Cause)>,
+    onsets: VecDeque<Onset>,
+    /// Live onsets in the window per key; `len()` is the storm measure.
     distinct: HashMap<Key, u32>,
     active: Option<Box<Finding>>,
     /// The active storm's OPEN has been published.
@@ -90,6 +104,9 @@ struct Storm {
     escalated: bool,
     tagged: usize,
     held: usize,
+    /// When a swept-in episode last cleared: the storm ends only after a
+    /// quiet window, so a feed being corrected is not paged half-way.
+    last_clear: Ts,
     tagged_keys: HashSet<Key>,
     to_tag: Vec<Key>,
 }
@@ -107,6 +124,7 @@ pub struct Engine {
     interner: HashSet<Arc<str>>,
     /// Keys in the store (read without locking it).
     tracked: usize,
+    onset_serial: u64,
     stats: EngineStats,
 }
 
@@ -127,6 +145,7 @@ impl Engine {
             generation: 0,
             interner: HashSet::new(),
             tracked: 0,
+            onset_serial: 0,
             stats: EngineStats::default(),
         }
     }
@@ -359,7 +378,7 @@ impl Engine {
             {
                 Some(ei) => ei,
                 None => {
-                    let tagged = self.note_onset(c.rule, at, key, cause);
+                    let (tagged, onset) = self.note_onset(c.rule, at, key, cause);
                     let sla = self.cfg.rule(c.rule).sla_ms;
                     st.episodes.push(Episode {
                         rule: c.rule,
@@ -368,6 +387,7 @@ impl Engine {
                         due: c.since.plus(sla),
                         phase: Phase::Pending,
                         tagged,
+                        onset,
                         seen: 0,
                         finding: None,
                     });
@@ -399,8 +419,10 @@ impl Engine {
                 }
             }
             let storm = &mut self.storms[ep.rule.index()];
+            forget_onset(storm, ep.onset);
             if ep.tagged {
                 storm.tagged = storm.tagged.saturating_sub(1);
+                storm.last_clear = at;
             }
             if ep.phase == Phase::Held {
                 storm.held = storm.held.saturating_sub(1);
@@ -555,35 +577,43 @@ impl Engine {
 
     /// Records that a condition of `rule` became true; returns whether the
     /// new episode belongs to a storm (and is to be held back).
-    fn note_onset(&mut self, rule: Rule, at: Ts, key: &Key, cause: &Cause) -> bool {
+    fn note_onset(&mut self, rule: Rule, at: Ts, key: &Key, cause: &Cause) -> (bool, u64) {
         if !self.cfg.storm.enabled || rule == Rule::SourceStorm {
-            return false;
+            return (false, 0);
         }
         let window = self.cfg.storm.window_ms;
         let threshold = self.threshold();
+        self.onset_serial += 1;
+        let serial = self.onset_serial;
         let storm = &mut self.storms[rule.index()];
         expire_onsets(storm, at, window);
-        storm.onsets.push_back((at, key.clone(), cause.clone()));
+        storm.onsets.push_back(Onset {
+            at,
+            serial,
+            key: key.clone(),
+            cause: cause.clone(),
+            alive: true,
+        });
         *storm.distinct.entry(key.clone()).or_default() += 1;
         if storm.active.is_some() {
-            return true;
+            return (true, serial);
         }
         if storm.distinct.len() <= threshold {
-            return false;
+            return (false, serial);
         }
-        // The storm starts: one finding now; every episode of the window is swept in.
+        // The storm starts: one finding now; every live episode of the window is swept in.
         let f = self.storm_finding(rule, at, threshold);
         let storm = &mut self.storms[rule.index()];
         storm.to_tag = storm
             .onsets
             .iter()
-            .map(|(_, k, _)| k.clone())
-            .filter(|k| k != key)
+            .filter(|o| o.alive && o.key != *key)
+            .map(|o| o.key.clone())
             .collect();
         storm.active = Some(Box::new(f));
         storm.published = false;
         storm.escalated = false;
-        true
+        (true, serial)
     }
 
     fn storm_finding(&self, rule: Rule, at: Ts, threshold: usize) -> Finding {
@@ -591,8 +621,10 @@ impl Engine {
         let storm = &self.storms[rule.index()];
         // Attribute the storm to the source behind most of the window's onsets.
         let mut by_source: HashMap<(System, Arc<str>), usize> = HashMap::new();
-        for (_, _, c) in &storm.onsets {
-            *by_source.entry((c.system, c.scope.clone())).or_default() += 1;
+        for o in storm.onsets.iter().filter(|o| o.alive) {
+            *by_source
+                .entry((o.cause.system, o.cause.scope.clone()))
+                .or_default() += 1;
         }
         let ((system, scope), _) = by_source
             .into_iter()
@@ -607,8 +639,8 @@ impl Engine {
         for ev in storm
             .onsets
             .iter()
-            .filter(|(_, _, c)| c.system == system && c.scope == scope)
-            .filter_map(|(_, _, c)| c.ev.as_ref())
+            .filter(|o| o.alive && o.cause.system == system && o.cause.scope == scope)
+            .filter_map(|o| o.cause.ev.as_ref())
         {
             push_evidence(&mut evidence, ev.to_evidence());
         }
@@ -729,7 +761,10 @@ impl Engine {
             let threshold = self.threshold();
             let storm = &mut self.storms[idx];
             expire_onsets(storm, now, window);
-            if storm.distinct.len() > threshold || storm.tagged > threshold {
+            if storm.distinct.len() > threshold
+                || storm.tagged > threshold
+                || now < storm.last_clear.plus(window)
+            {
                 continue;
             }
             // Over: resolve it and let the per-worker episodes still drifting through.
@@ -761,16 +796,36 @@ impl Engine {
 }
 
 fn expire_onsets(storm: &mut Storm, at: Ts, window: i64) {
-    while let Some((t, _, _)) = storm.onsets.front() {
-        if t.plus(window) > at {
+    while let Some(o) = storm.onsets.front() {
+        if o.at.plus(window) > at {
             break;
         }
-        let (_, k, _) = storm.onsets.pop_front().expect("peeked");
-        if let Some(n) = storm.distinct.get_mut(&k) {
-            *n -= 1;
-            if *n == 0 {
-                storm.distinct.remove(&k);
-            }
+        let o = storm.onsets.pop_front().expect("peeked");
+        if o.alive {
+            uncount(storm, &o.key);
+        }
+    }
+}
+
+/// An episode ended: its onset, if still in the window, no longer counts.
+fn forget_onset(storm: &mut Storm, serial: u64) {
+    if serial == 0 {
+        return;
+    }
+    let Ok(i) = storm.onsets.binary_search_by_key(&serial, |o| o.serial) else {
+        return; // already out of the window
+    };
+    if std::mem::replace(&mut storm.onsets[i].alive, false) {
+        let key = storm.onsets[i].key.clone();
+        uncount(storm, &key);
+    }
+}
+
+fn uncount(storm: &mut Storm, key: &Key) {
+    if let Some(n) = storm.distinct.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            storm.distinct.remove(key);
         }
     }
 }

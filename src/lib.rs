@@ -28,6 +28,7 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod finding;
+pub mod generate;
 pub mod replay;
 pub mod rules;
 pub mod state;

@@ -111,24 +111,18 @@ fn read_dump(
         if line.is_empty() {
             continue;
         }
-        let (partition, offset, payload): (i32, i64, Vec<u8>) = if line.starts_with(b"{\"topic\"") {
-            match serde_json::from_slice::<KcatEnvelope>(line) {
-                Ok(env) => (
-                    env.partition,
-                    env.offset,
-                    env.payload.unwrap_or_default().into_bytes(),
-                ),
-                Err(e) => {
-                    bad.push(BadLine {
-                        file: name.clone(),
-                        line: index,
-                        error: DecodeError::Syntax(format!("kcat envelope: {e}")),
-                    });
-                    continue;
-                }
-            }
+        let envelope = if is_envelope(line) {
+            serde_json::from_slice::<KcatEnvelope>(line).ok()
         } else {
-            (0, index as i64 - 1, line.to_vec())
+            None
+        };
+        let (partition, offset, payload): (i32, i64, Vec<u8>) = match envelope {
+            Some(env) => (
+                env.partition,
+                env.offset,
+                env.payload.unwrap_or_default().into_bytes(),
+            ),
+            None => (0, index as i64 - 1, line.to_vec()),
         };
         match decode_json(system, &payload) {
             Ok(event) => by_partition
@@ -155,6 +149,13 @@ fn read_dump(
     })
 }
 
+/// A `kcat -J` line carries the message in `payload` beside its coordinates;
+/// no input event has a `payload` field.
+fn is_envelope(line: &[u8]) -> bool {
+    let has = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+    has(b"\"payload\"") && has(b"\"offset\"") && has(b"\"partition\"")
+}
+
 fn trim_line(b: &[u8]) -> &[u8] {
     let mut end = b.len();
     while end > 0 && matches!(b[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
@@ -163,12 +164,15 @@ fn trim_line(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
+/// A dump file: its path, topic and family.
+pub type InputFile = (PathBuf, String, System);
+
 /// The input files of a dump directory that belong to configured topics,
 /// sorted by name; the others are returned apart.
 pub fn input_files(
     cfg: &Config,
     dir: &Path,
-) -> Result<(Vec<(PathBuf, String, System)>, Vec<String>), ReplayError> {
+) -> Result<(Vec<InputFile>, Vec<String>), ReplayError> {
     let rd = std::fs::read_dir(dir).map_err(|source| ReplayError::Io {
         path: dir.display().to_string(),
         source,

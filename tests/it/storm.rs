@@ -1,1 +1,225 @@
+//! SOURCE_STORM: a broken HR feed gives one critical finding, not a page per worker.
 
+use driftwatch::config::Config;
+use driftwatch::engine::Engine;
+use driftwatch::event::{Envelope, Origin, System};
+use driftwatch::finding::{Finding, OwnerRole, Severity, Status};
+use driftwatch::rules::Rule;
+use driftwatch::time::Ts;
+use serde_json::json;
+use std::sync::Arc;
+
+struct Feed {
+    engine: Engine,
+    out: Vec<Finding>,
+    offset: i64,
+}
+
+impl Feed {
+    fn new() -> Feed {
+        Feed {
+            engine: Engine::new(Arc::new(Config::default_config())),
+            out: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    fn send(&mut self, system: System, v: serde_json::Value) {
+        self.offset += 1;
+        let event = driftwatch::decode::decode_json(system, v.to_string().as_bytes()).unwrap();
+        let topic = match system {
+            System::Hr => "hr.worker-events",
+            System::Directory => "directory.account-changes",
+            System::App => "app.entitlement-changes",
+        };
+        let origin = Origin {
+            topic: topic.into(),
+            partition: 0,
+            offset: self.offset,
+        };
+        self.engine.apply(Envelope { origin, event }, &mut self.out);
+    }
+
+    fn hr(&mut self, kind: &str, worker: usize, at: Ts) {
+        self.send(
+            System::Hr,
+            json!({"event_id": format!("hr-{}", self.offset), "event_type": kind, "occurred_at": at.to_string(),
+                   "effective_at": at.to_string(), "source_system": "workday", "worker_id": format!("w{worker}"),
+                   "worker_type": "EMPLOYEE"}),
+        );
+    }
+
+    fn account(&mut self, worker: usize, at: Ts) {
+        self.send(
+            System::Directory,
+            json!({"event_id": format!("d-{}", self.offset), "event_type": "ACCOUNT_CREATED", "occurred_at": at.to_string(),
+                   "directory": "entra", "account_id": format!("a{worker}"), "worker_id": format!("w{worker}"),
+                   "account_kind": "HUMAN"}),
+        );
+    }
+
+    fn drain(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+fn t(s: &str) -> Ts {
+    Ts::parse(s).unwrap()
+}
+
+fn count(fs: &[Finding], rule: Rule, status: Status) -> usize {
+    fs.iter()
+        .filter(|f| f.rule == rule && f.status == status)
+        .count()
+}
+
+fn organisation(n: usize) -> Feed {
+    let mut feed = Feed::new();
+    let start = t("2026-11-02T09:00:00Z");
+    for w in 0..n {
+        feed.hr("HIRE", w, start);
+        feed.account(w, start.plus(60_000));
+    }
+    assert!(feed.drain().is_empty());
+    feed
+}
+
+#[test]
+fn termination_storm_gives_one_finding_and_no_page_before_it() {
+    let mut feed = organisation(1000);
+    // 300 terminations within two minutes: a broken HR feed.
+    let at = t("2026-11-10T17:00:00Z");
+    for w in 0..300 {
+        feed.hr("TERMINATION", w, at.plus((w as i64) * 400));
+    }
+    let opened = feed.drain();
+    assert_eq!(
+        count(&opened, Rule::SourceStorm, Status::Open),
+        1,
+        "{opened:#?}"
+    );
+    assert_eq!(opened.len(), 1, "nothing but the storm: {opened:#?}");
+    let storm = &opened[0];
+    assert_eq!(storm.severity, Severity::Critical);
+    assert_eq!(storm.contributing_owner.role, OwnerRole::Hr);
+    assert_eq!(storm.subject.system, System::Hr);
+    assert!(
+        storm.summary.contains("LEAVER_DIRECTORY_ACCESS"),
+        "{}",
+        storm.summary
+    );
+    assert!(storm
+        .evidence
+        .iter()
+        .all(|e| e.event_type.as_ref() == "TERMINATION"));
+    assert!(!storm.evidence.is_empty());
+
+    // The per-worker SLA (1h) expires: still no page; they are held in state.
+    feed.engine
+        .advance_to(at.plus(2 * 3_600_000), &mut feed.out);
+    let later = feed.drain();
+    assert_eq!(
+        count(&later, Rule::LeaverDirectoryAccess, Status::Open),
+        0,
+        "{later:#?}"
+    );
+    assert_eq!(feed.engine.held(), 300);
+
+    // HR fixes the feed: 290 corrections restore the workers. While the
+    // corrections flow the storm holds; after a quiet window it clears and
+    // the ten still drifting are emitted.
+    let fix = at.plus(3 * 3_600_000);
+    for w in 0..290 {
+        feed.hr("REHIRE", w, fix.plus(w as i64 * 100));
+    }
+    assert!(
+        feed.drain().is_empty(),
+        "no page while the feed is being corrected"
+    );
+    feed.engine.advance_to(fix.plus(10 * 60_000), &mut feed.out);
+    let after = feed.drain();
+    assert_eq!(
+        count(&after, Rule::SourceStorm, Status::Resolved),
+        1,
+        "{after:#?}"
+    );
+    assert_eq!(
+        count(&after, Rule::LeaverDirectoryAccess, Status::Open),
+        10,
+        "{after:#?}"
+    );
+    let resolved_at = after
+        .iter()
+        .position(|f| f.rule == Rule::SourceStorm)
+        .unwrap();
+    let first_page = after
+        .iter()
+        .position(|f| f.rule == Rule::LeaverDirectoryAccess)
+        .unwrap();
+    assert!(
+        resolved_at < first_page,
+        "the storm closes before the held findings open"
+    );
+    let mut workers: Vec<_> = after.iter().filter_map(|f| f.worker_id.clone()).collect();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), 10);
+    assert!(workers
+        .iter()
+        .all(|w| w[1..].parse::<usize>().unwrap() >= 290));
+    assert_eq!(feed.engine.held(), 0);
+}
+
+#[test]
+fn storm_escalates_when_it_outlasts_its_deadline() {
+    let mut feed = organisation(200);
+    let at = t("2026-11-10T17:00:00Z");
+    for w in 0..120 {
+        feed.hr("TERMINATION", w, at.plus(w as i64 * 1000));
+    }
+    feed.engine
+        .advance_to(at.plus(5 * 3_600_000), &mut feed.out);
+    let fs = feed.drain();
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 1);
+    let esc: Vec<_> = fs
+        .iter()
+        .filter(|f| f.status == Status::Escalated)
+        .collect();
+    assert_eq!(esc.len(), 1, "{fs:#?}");
+    assert_eq!(esc[0].rule, Rule::SourceStorm);
+    assert_eq!(esc[0].escalation.level, 2);
+    assert_eq!(
+        esc[0].transitioned_at,
+        esc[0].detected_at.plus(4 * 3_600_000)
+    );
+    // The 51st termination (more than max(50, 5% of 200) = 50 workers) started it.
+    assert_eq!(esc[0].detected_at, at.plus(50 * 1000));
+}
+
+#[test]
+fn below_the_threshold_every_worker_is_paged() {
+    let mut feed = organisation(200);
+    let at = t("2026-11-10T17:00:00Z");
+    for w in 0..50 {
+        feed.hr("TERMINATION", w, at.plus(w as i64 * 1000));
+    }
+    feed.engine
+        .advance_to(at.plus(2 * 3_600_000), &mut feed.out);
+    let fs = feed.drain();
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 0);
+    assert_eq!(count(&fs, Rule::LeaverDirectoryAccess, Status::Open), 50);
+}
+
+#[test]
+fn duplicates_are_counted_not_applied() {
+    let mut feed = organisation(3);
+    let before = feed.engine.stats().events;
+    let ev = json!({"event_id": "dup-1", "event_type": "TERMINATION", "occurred_at": "2026-11-10T17:00:00Z",
+                    "effective_at": "2026-11-10T17:00:00Z", "source_system": "workday", "worker_id": "w1",
+                    "worker_type": "EMPLOYEE"});
+    for _ in 0..3 {
+        feed.send(System::Hr, ev.clone());
+    }
+    assert_eq!(feed.engine.stats().events, before + 1);
+    assert_eq!(feed.engine.stats().duplicates, 2);
+}

@@ -169,10 +169,7 @@ pub type InputFile = (PathBuf, String, System);
 
 /// The input files of a dump directory that belong to configured topics,
 /// sorted by name; the others are returned apart.
-pub fn input_files(
-    cfg: &Config,
-    dir: &Path,
-) -> Result<(Vec<InputFile>, Vec<String>), ReplayError> {
+pub fn input_files(cfg: &Config, dir: &Path) -> Result<(Vec<InputFile>, Vec<String>), ReplayError> {
     let rd = std::fs::read_dir(dir).map_err(|source| ReplayError::Io {
         path: dir.display().to_string(),
         source,

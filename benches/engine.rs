@@ -1,1 +1,160 @@
-fn main() {}
+//! Decoded events through state and rules, with 1,000,000 workers in state.
+//!
+//! `cargo bench --bench engine`. Setup loads the organisation (a hire, a
+//! directory account and an app entitlement per worker); each measured batch
+//! is 100,000 fresh events on random workers: directory attribute changes,
+//! group grants and removals, HR updates and entitlement changes, with
+//! event time moving forward, so dedup, timers and all rules run as live.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use driftwatch::config::Config;
+use driftwatch::engine::Engine;
+use driftwatch::event::{
+    AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Envelope, Event,
+    HrEvent, HrEventType, Origin, WorkerType,
+};
+use driftwatch::generate::{Generator, Rng};
+use driftwatch::time::Ts;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+const WORKERS: u64 = 1_000_000;
+const BATCH: usize = 100_000;
+
+fn origin(topic: &Arc<str>, offset: i64) -> Origin {
+    Origin {
+        topic: topic.clone(),
+        partition: 0,
+        offset,
+    }
+}
+
+struct Source {
+    rng: Rng,
+    seq: u64,
+    now: Ts,
+    topic: Arc<str>,
+}
+
+impl Source {
+    fn batch(&mut self) -> Vec<Envelope> {
+        let mut out = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            self.seq += 1;
+            self.now = self.now.plus(2);
+            let w = self.rng.below(WORKERS);
+            let wid = Generator::worker_id(w);
+            let event = match self.seq % 4 {
+                0 => Event::Hr(HrEvent {
+                    event_id: format!("b-{}", self.seq),
+                    event_type: HrEventType::Update,
+                    occurred_at: self.now,
+                    effective_at: self.now,
+                    source_system: "workday".into(),
+                    worker_id: wid,
+                    worker_type: WorkerType::Employee,
+                    email: None,
+                    department: None,
+                    title: None,
+                    manager_id: None,
+                    cost_center: Some(format!("CC{}", self.seq % 97)),
+                    contract_end: None,
+                }),
+                1 | 2 => Event::Directory(DirectoryEvent {
+                    event_id: format!("b-{}", self.seq),
+                    event_type: if self.seq % 4 == 1 {
+                        DirectoryEventType::GroupAdded
+                    } else {
+                        DirectoryEventType::GroupRemoved
+                    },
+                    occurred_at: self.now,
+                    directory: "entra".into(),
+                    account_id: format!("u{w:06}"),
+                    worker_id: Some(wid),
+                    account_kind: AccountKind::Human,
+                    owner_worker_id: None,
+                    enabled: None,
+                    email: None,
+                    department: None,
+                    title: None,
+                    manager_id: None,
+                    group: Some(format!("team-{}", self.seq % 50)),
+                    privileged: false,
+                    approved_by: None,
+                    approval_ref: None,
+                    actor: None,
+                }),
+                _ => Event::App(AppEvent {
+                    event_id: format!("b-{}", self.seq),
+                    event_type: AppEventType::EntitlementGranted,
+                    occurred_at: self.now,
+                    app_id: "salesforce".into(),
+                    account_id: format!("salesforce-{w:06}"),
+                    worker_id: Some(wid),
+                    account_kind: AccountKind::Human,
+                    owner_worker_id: None,
+                    entitlement: Some("Reports".into()),
+                    privileged: false,
+                    approved_by: None,
+                    approval_ref: None,
+                }),
+            };
+            out.push(Envelope {
+                origin: origin(&self.topic, self.seq as i64),
+                event,
+            });
+        }
+        out
+    }
+}
+
+fn loaded_engine() -> (Engine, Ts) {
+    let start = Ts::parse("2026-11-02T09:00:00Z").unwrap();
+    let mut g = Generator::new(1, WORKERS, start);
+    let mut engine = Engine::new(Arc::new(Config::default_config()));
+    let topic: Arc<str> = "bench".into();
+    let mut out = Vec::new();
+    for (i, e) in g.baseline().into_iter().enumerate() {
+        engine.apply(
+            Envelope {
+                origin: origin(&topic, i as i64),
+                event: e,
+            },
+            &mut out,
+        );
+    }
+    (engine, start)
+}
+
+fn engine_apply(c: &mut Criterion) {
+    let (engine, start) = loaded_engine();
+    assert_eq!(engine.tracked(), WORKERS as usize);
+    let engine = RefCell::new(engine);
+    let mut source = Source {
+        rng: Rng::new(42),
+        seq: 0,
+        now: start,
+        topic: "bench".into(),
+    };
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("apply_1m_workers", |b| {
+        b.iter_batched(
+            || source.batch(),
+            |batch| {
+                let mut engine = engine.borrow_mut();
+                let mut out = Vec::new();
+                for env in batch {
+                    engine.apply(env, &mut out);
+                }
+                out.len()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine_apply);
+criterion_main!(benches);

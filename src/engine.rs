@@ -121,7 +121,7 @@ pub struct Engine {
     storms: Vec<Storm>,
     buf: Vec<Condition>,
     generation: u64,
-    interner: HashSet<Arc<str>>,
+    interner: HashSet<Arc<str>, ahash::RandomState>,
     /// Keys in the store (read without locking it).
     tracked: usize,
     onset_serial: u64,
@@ -143,7 +143,7 @@ impl Engine {
             storms: Rule::ALL.iter().map(|_| Storm::default()).collect(),
             buf: Vec::new(),
             generation: 0,
-            interner: HashSet::new(),
+            interner: HashSet::default(),
             tracked: 0,
             onset_serial: 0,
             stats: EngineStats::default(),
@@ -259,11 +259,11 @@ impl Engine {
         let now = self.now;
         let store = self.store.clone();
         {
-            let mut st = match store.map().entry(key.clone()) {
-                dashmap::Entry::Occupied(o) => o.into_ref(),
-                dashmap::Entry::Vacant(v) => {
+            let mut st = match store.map().get_mut(&key) {
+                Some(st) => st,
+                None => {
                     self.tracked += 1;
-                    v.insert(WorkerState::default())
+                    store.map().entry(key.clone()).or_default()
                 }
             };
             match event {
@@ -526,7 +526,8 @@ impl Engine {
         } else {
             rc.severity
         };
-        let (subject, evidence, summary) = describe(cfg, key, st, c);
+        let (subject, evidence, summary) = describe(key, st, c);
+        let summary = capitalize(summary);
         let role = c.rule.contributing_role(subject.system);
         let team = match role {
             OwnerRole::Hr => &cfg.hr,
@@ -878,13 +879,7 @@ fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts) -> String {
 }
 
 /// The subject, evidence and one-sentence summary of a condition.
-fn describe(
-    cfg: &Config,
-    key: &Key,
-    st: &WorkerState,
-    c: &Condition,
-) -> (Subject, Vec<Evidence>, String) {
-    let _ = cfg;
+fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidence>, String) {
     let mut ev = Vec::new();
     let who = key
         .worker_id()
@@ -1083,6 +1078,14 @@ fn describe(
             );
             (subject, ev, summary)
         }
+    }
+}
+
+fn capitalize(s: String) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_lowercase() => c.to_uppercase().chain(chars).collect(),
+        _ => s,
     }
 }
 

@@ -650,7 +650,7 @@ impl HrRecord {
 /// The store of one partition task.
 #[derive(Debug, Default)]
 pub struct Store {
-    map: DashMap<Key, WorkerState>,
+    map: DashMap<Key, WorkerState, ahash::RandomState>,
 }
 
 impl Store {
@@ -658,7 +658,7 @@ impl Store {
         Store::default()
     }
 
-    pub fn map(&self) -> &DashMap<Key, WorkerState> {
+    pub fn map(&self) -> &DashMap<Key, WorkerState, ahash::RandomState> {
         &self.map
     }
 
@@ -677,7 +677,7 @@ impl Store {
 pub struct Dedup {
     capacity: usize,
     order: VecDeque<u64>,
-    seen: HashSet<u64>,
+    seen: HashSet<u64, BuildNoHash>,
 }
 
 impl Dedup {
@@ -685,7 +685,7 @@ impl Dedup {
         Dedup {
             capacity,
             order: VecDeque::with_capacity(capacity.min(1 << 16)),
-            seen: HashSet::with_capacity(capacity.min(1 << 16)),
+            seen: HashSet::with_capacity_and_hasher(capacity.min(1 << 16), BuildNoHash),
         }
     }
 
@@ -710,6 +710,34 @@ impl Dedup {
 
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+}
+
+/// The fingerprints are hashes already: use them as they are.
+#[derive(Clone, Copy, Default, Debug)]
+struct BuildNoHash;
+
+#[derive(Default)]
+struct NoHash(u64);
+
+impl std::hash::Hasher for NoHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+impl std::hash::BuildHasher for BuildNoHash {
+    type Hasher = NoHash;
+    fn build_hasher(&self) -> NoHash {
+        NoHash(0)
     }
 }
 

@@ -18,8 +18,18 @@ use driftwatch::time::Ts;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-const WORKERS: u64 = 1_000_000;
-const BATCH: usize = 100_000;
+const BENCH_WORKERS: u64 = 1_000_000;
+const BENCH_BATCH: usize = 100_000;
+
+/// `cargo test --all-targets` runs each bench once as a smoke test; it
+/// does not pass `--bench`, and gets a small organisation.
+fn sizes() -> (u64, usize) {
+    if std::env::args().any(|a| a == "--bench") {
+        (BENCH_WORKERS, BENCH_BATCH)
+    } else {
+        (10_000, 1_000)
+    }
+}
 
 fn origin(topic: &Arc<str>, offset: i64) -> Origin {
     Origin {
@@ -30,6 +40,8 @@ fn origin(topic: &Arc<str>, offset: i64) -> Origin {
 }
 
 struct Source {
+    workers: u64,
+    batch: usize,
     rng: Rng,
     seq: u64,
     now: Ts,
@@ -38,11 +50,11 @@ struct Source {
 
 impl Source {
     fn batch(&mut self) -> Vec<Envelope> {
-        let mut out = Vec::with_capacity(BATCH);
-        for _ in 0..BATCH {
+        let mut out = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
             self.seq += 1;
             self.now = self.now.plus(2);
-            let w = self.rng.below(WORKERS);
+            let w = self.rng.below(self.workers);
             let wid = Generator::worker_id(w);
             let event = match self.seq % 4 {
                 0 => Event::Hr(HrEvent {
@@ -108,9 +120,9 @@ impl Source {
     }
 }
 
-fn loaded_engine() -> (Engine, Ts) {
+fn loaded_engine(workers: u64) -> (Engine, Ts) {
     let start = Ts::parse("2026-11-02T09:00:00Z").unwrap();
-    let mut g = Generator::new(1, WORKERS, start);
+    let mut g = Generator::new(1, workers, start);
     let mut engine = Engine::new(Arc::new(Config::default_config()));
     let topic: Arc<str> = "bench".into();
     let mut out = Vec::new();
@@ -127,10 +139,13 @@ fn loaded_engine() -> (Engine, Ts) {
 }
 
 fn engine_apply(c: &mut Criterion) {
-    let (engine, start) = loaded_engine();
-    assert_eq!(engine.tracked(), WORKERS as usize);
+    let (workers, batch) = sizes();
+    let (engine, start) = loaded_engine(workers);
+    assert_eq!(engine.tracked(), workers as usize);
     let engine = RefCell::new(engine);
     let mut source = Source {
+        workers,
+        batch,
         rng: Rng::new(42),
         seq: 0,
         now: start,
@@ -138,7 +153,7 @@ fn engine_apply(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("engine");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCH as u64));
+    group.throughput(Throughput::Elements(batch as u64));
     group.bench_function("apply_1m_workers", |b| {
         b.iter_batched(
             || source.batch(),

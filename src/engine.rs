@@ -211,37 +211,15 @@ impl Engine {
             self.advance_to(t, out);
         }
         let key = event.key();
-        let cause = match &event {
-            Event::Hr(e) => Cause {
-                system: System::Hr,
-                scope: self.intern(&e.source_system),
-                ev: Some(EvRef::new(
-                    &origin,
-                    &e.event_id,
-                    e.event_type.as_str(),
-                    e.occurred_at,
-                )),
-            },
-            Event::Directory(e) => Cause {
-                system: System::Directory,
-                scope: self.intern(&e.directory),
-                ev: Some(EvRef::new(
-                    &origin,
-                    &e.event_id,
-                    e.event_type.as_str(),
-                    e.occurred_at,
-                )),
-            },
-            Event::App(e) => Cause {
-                system: System::App,
-                scope: self.intern(&e.app_id),
-                ev: Some(EvRef::new(
-                    &origin,
-                    &e.event_id,
-                    e.event_type.as_str(),
-                    e.occurred_at,
-                )),
-            },
+        let scope = match &event {
+            Event::Hr(e) => self.intern(&e.source_system),
+            Event::Directory(e) => self.intern(&e.directory),
+            Event::App(e) => self.intern(&e.app_id),
+        };
+        let cause = Cause {
+            system: event.system(),
+            scope,
+            ev: Some(EvRef::new(&origin, event.event_id(), event.event_type(), t)),
         };
         let named = match &event {
             Event::Directory(e) => e

@@ -25,10 +25,12 @@
 pub mod avro;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod finding;
 pub mod generate;
+pub mod pipeline;
 pub mod replay;
 pub mod rules;
 pub mod state;

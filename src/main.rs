@@ -38,11 +38,33 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run generator and detector on an embedded Kafka-protocol broker (librdkafka's mock cluster).
+    Demo {
+        /// How long to run (e.g. 60s, 5m); Ctrl-C stops earlier.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Workers in the synthetic organisation.
+        #[arg(long, default_value_t = 2000)]
+        workers: u64,
+        /// Lifecycle changes generated per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Configuration file (default: the built-in config/driftwatch.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))
 }
 
 fn parse_ts(s: &str) -> Result<Ts, String> {
@@ -117,6 +139,26 @@ fn run() -> Result<()> {
                 s.held,
                 report.bad_lines.len()
             );
+        }
+        Command::Demo {
+            duration,
+            workers,
+            rate,
+            partitions,
+            config,
+        } => {
+            let cfg = Arc::new(load_config(config.as_ref())?);
+            let opts = driftwatch::demo::DemoOptions {
+                duration,
+                workers,
+                rate,
+                partitions,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let mut stdout = std::io::stdout();
+            runtime.block_on(driftwatch::demo::run(cfg, opts, &mut stdout))?;
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config)?;

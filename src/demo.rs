@@ -67,7 +67,7 @@ pub async fn run(
     ));
 
     let producer = pipeline::producer(&popts)?;
-    let mut g = Generator::new(2026, opts.workers, pipeline::demo_start());
+    let mut g = Generator::new(2026, opts.workers, demo_start());
     let baseline = g.baseline();
     let _ = writeln!(
         out,
@@ -128,6 +128,15 @@ pub async fn run(
     );
     let _ = write!(out, "{}", tables(&stats));
     Ok(stats)
+}
+
+/// The demo's organisation clock starts at the current wall-clock hour; from
+/// there on the generator's event time drives everything.
+fn demo_start() -> crate::time::Ts {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::time::Ts(now - now.rem_euclid(crate::time::MS_PER_HOUR))
 }
 
 fn summary_line(

@@ -120,6 +120,8 @@ pub struct Engine {
     dedup: Dedup,
     storms: Vec<Storm>,
     buf: Vec<Condition>,
+    /// (episode, condition) pairs of one reconcile, reused.
+    matched: Vec<(usize, usize)>,
     generation: u64,
     interner: HashSet<Arc<str>, ahash::RandomState>,
     /// Keys in the store (read without locking it).
@@ -142,6 +144,7 @@ impl Engine {
             dedup,
             storms: Rule::ALL.iter().map(|_| Storm::default()).collect(),
             buf: Vec::new(),
+            matched: Vec::new(),
             generation: 0,
             interner: HashSet::default(),
             tracked: 0,
@@ -306,18 +309,14 @@ impl Engine {
         eat(&[c.rule as u8]);
         match c.subject {
             SubjectRef::Worker => eat(b"worker"),
-            SubjectRef::Account(i) => {
+            SubjectRef::Account(i) | SubjectRef::Grant(i, _) => {
                 let a = &st.accounts[i];
                 eat(&[a.system as u8]);
                 eat(a.scope.as_bytes());
                 eat(a.account_id.as_bytes());
-            }
-            SubjectRef::Grant(i, g) => {
-                let a = &st.accounts[i];
-                eat(&[a.system as u8]);
-                eat(a.scope.as_bytes());
-                eat(a.account_id.as_bytes());
-                eat(a.grants[g].name.as_bytes());
+                if let SubjectRef::Grant(_, g) = c.subject {
+                    eat(a.grants[g].name.as_bytes());
+                }
             }
             SubjectRef::App(i) => {
                 eat(b"app");
@@ -346,7 +345,8 @@ impl Engine {
         }
         self.generation += 1;
         let generation = self.generation;
-        let mut matched: Vec<(usize, usize)> = Vec::with_capacity(conds.len());
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
         for (ci, c) in conds.iter().enumerate() {
             let sid = self.sid(c, st);
             let ei = match st
@@ -463,6 +463,7 @@ impl Engine {
             }
         }
         self.buf = conds;
+        self.matched = matched;
         self.reschedule(key, st, at);
     }
 

@@ -304,7 +304,7 @@ impl Generator {
             Scenario::CleanJoiner | Scenario::Joiner => {
                 let n = self.next_worker;
                 self.next_worker += 1;
-                let provision = self.pick_clean_joiner();
+                let provision = self.rng.below(5) != 0;
                 self.onboard(n, t, provision, &mut out);
             }
             Scenario::Orphan => {
@@ -354,7 +354,7 @@ impl Generator {
                 d.title = None;
                 d.manager_id = None;
                 out.push(Event::Directory(d));
-                if d_owner_leaves(&mut self.rng) {
+                if self.rng.below(2) == 0 {
                     out.push(Event::Hr(self.hr(
                         HrEventType::Termination,
                         w,
@@ -415,14 +415,6 @@ impl Generator {
         out.sort_by_key(Event::occurred_at);
         out
     }
-
-    fn pick_clean_joiner(&mut self) -> bool {
-        self.rng.below(5) != 0
-    }
-}
-
-fn d_owner_leaves(rng: &mut Rng) -> bool {
-    rng.below(2) == 0
 }
 
 /// Serializes an event as the contract's JSON.

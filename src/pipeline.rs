@@ -16,11 +16,12 @@ use crate::engine::Engine;
 use crate::event::{Envelope, Origin, System};
 use crate::finding::{Finding, OwnerRole, Status};
 use crate::rules::Rule;
-use crate::time::Ts;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +32,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] KafkaError),
     #[error("publishing to {topic} failed: {reason}")]
     Publish { topic: String, reason: String },
 }
@@ -148,27 +149,19 @@ pub async fn run(
                 let partition = msg.partition().to_string();
                 let offset = msg.offset().to_string();
                 let reason = e.to_string();
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "dw.error.type",
-                        value: Some(e.error_type()),
-                    })
-                    .insert(Header {
-                        key: "dw.error.reason",
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "dw.source.topic",
-                        value: Some(msg.topic()),
-                    })
-                    .insert(Header {
-                        key: "dw.source.partition",
-                        value: Some(partition.as_str()),
-                    })
-                    .insert(Header {
-                        key: "dw.source.offset",
-                        value: Some(offset.as_str()),
+                let mut headers = OwnedHeaders::new();
+                for (key, value) in [
+                    ("dw.error.type", e.error_type()),
+                    ("dw.error.reason", reason.as_str()),
+                    ("dw.source.topic", msg.topic()),
+                    ("dw.source.partition", partition.as_str()),
+                    ("dw.source.offset", offset.as_str()),
+                ] {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
                     });
+                }
                 let mut record = FutureRecord::to(&cfg.topics.dead_letter)
                     .payload(payload)
                     .headers(headers);
@@ -178,23 +171,54 @@ pub async fn run(
                 producer
                     .send(record, Timeout::Never)
                     .await
-                    .map_err(|(err, _)| PipelineError::Publish {
-                        topic: cfg.topics.dead_letter.clone(),
-                        reason: err.to_string(),
-                    })?;
+                    .map_err(|(err, _)| publish_error(&cfg.topics.dead_letter, err))?;
                 stats.dead_letters.fetch_add(1, Ordering::Relaxed);
             }
         }
         consumer.store_offset_from_message(&msg)?;
     }
-    // Publish what is pending, then commit what was stored.
-    for engine in engines.values_mut() {
-        let now = engine.now();
-        engine.advance_to(now, &mut out);
+    // Every message's findings were published before its offset was stored:
+    // commit what was stored, and say so if that fails.
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        tracing::warn!(error = %e, "final offset commit failed; the next owner re-reads from the last commit");
     }
-    publish_findings(&producer, &cfg.topics.findings, &mut out, &stats).await?;
-    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     Ok(())
+}
+
+fn publish_error(topic: &str, reason: impl ToString) -> PipelineError {
+    PipelineError::Publish {
+        topic: topic.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Queues one record, waiting while the producer queue is full
+/// (backpressure), and returns its delivery future.
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<DeliveryFuture, PipelineError> {
+    loop {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, _)) => return Err(publish_error(topic, e)),
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of one queued record.
+async fn confirm(topic: &str, delivery: DeliveryFuture) -> Result<(), PipelineError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(publish_error(topic, e)),
+        Err(_) => Err(publish_error(topic, "producer dropped the delivery")),
+    }
 }
 
 /// Publishes the transitions in `out`, keyed by finding_id, and waits for
@@ -205,37 +229,13 @@ async fn publish_findings(
     out: &mut Vec<Finding>,
     stats: &LiveStats,
 ) -> Result<(), PipelineError> {
-    if out.is_empty() {
-        return Ok(());
-    }
     let mut pending = Vec::with_capacity(out.len());
     for f in out.iter() {
-        let payload = f.to_json();
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(topic).key(&f.finding_id).payload(&payload))
-                .map_err(|(e, _)| PipelineError::Publish {
-                    topic: topic.to_string(),
-                    reason: e.to_string(),
-                })?,
-        );
+        pending.push(enqueue(producer, topic, &f.finding_id, f.to_json().as_bytes()).await?);
     }
     for (f, delivery) in out.iter().zip(pending) {
-        match delivery.await {
-            Ok(Ok(_)) => stats.record(f),
-            Ok(Err((e, _))) => {
-                return Err(PipelineError::Publish {
-                    topic: topic.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(PipelineError::Publish {
-                    topic: topic.to_string(),
-                    reason: "producer dropped the delivery".into(),
-                })
-            }
-        }
+        confirm(topic, delivery).await?;
+        stats.record(f);
     }
     out.clear();
     Ok(())
@@ -254,56 +254,14 @@ pub async fn produce_events(
             System::Directory => &cfg.topics.directory[0],
             System::App => &cfg.topics.app[0],
         };
-        let key = e.key();
         let payload = crate::generate::to_json(e);
-        loop {
-            let record = FutureRecord::to(topic).key(&*key.id).payload(&payload);
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push((topic.clone(), f));
-                    break;
-                }
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    _,
-                )) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => {
-                    return Err(PipelineError::Publish {
-                        topic: topic.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
+        pending.push((
+            topic,
+            enqueue(producer, topic, &e.key().id, payload.as_bytes()).await?,
+        ));
     }
-    for (topic, f) in pending {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                return Err(PipelineError::Publish {
-                    topic,
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(PipelineError::Publish {
-                    topic,
-                    reason: "producer dropped the delivery".into(),
-                })
-            }
-        }
+    for (topic, delivery) in pending {
+        confirm(topic, delivery).await?;
     }
     Ok(())
-}
-
-/// Event time as a wall-clock-free helper for the demo's simulated clock.
-pub fn demo_start() -> Ts {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Ts(now - now.rem_euclid(crate::time::MS_PER_HOUR))
 }

@@ -281,17 +281,6 @@ impl WorkerState {
         }
     }
 
-    fn account_mut(
-        &mut self,
-        system: System,
-        scope: &str,
-        account_id: &str,
-    ) -> Option<&mut Account> {
-        self.accounts
-            .iter_mut()
-            .find(|a| a.system == system && *a.scope == *scope && *a.account_id == *account_id)
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn account_entry(
         &mut self,
@@ -500,16 +489,6 @@ impl WorkerState {
                 .iter()
                 .map(|a| 1 + a.grants.len())
                 .sum::<usize>()
-    }
-
-    /// For the find-by-subject lookups of the engine.
-    pub fn account(
-        &mut self,
-        system: System,
-        scope: &str,
-        account_id: &str,
-    ) -> Option<&mut Account> {
-        self.account_mut(system, scope, account_id)
     }
 }
 

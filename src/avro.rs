@@ -138,10 +138,36 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     }
 }
 
-/// Schemas known by id, each for one input family (writer schemas).
-#[derive(Default, Debug, Clone)]
+/// Writer schemas known by id. A schema registered for one family is
+/// checked against the topic's family; a schema known only by id (from the
+/// registry or the id -> file map) is resolved against the built-in schema
+/// of the topic's family, so producers may evolve their schemas compatibly.
+#[derive(Debug, Clone)]
 pub struct SchemaSet {
-    by_id: HashMap<u32, (System, Schema)>,
+    by_id: HashMap<u32, (Option<System>, Schema)>,
+    /// Built-in reader schemas: HR, directory, app.
+    readers: [Schema; 3],
+}
+
+impl Default for SchemaSet {
+    fn default() -> SchemaSet {
+        SchemaSet {
+            by_id: HashMap::new(),
+            readers: [
+                input_schema(System::Hr),
+                input_schema(System::Directory),
+                input_schema(System::App),
+            ],
+        }
+    }
+}
+
+fn reader_index(system: System) -> usize {
+    match system {
+        System::Hr => 0,
+        System::Directory => 1,
+        System::App => 2,
+    }
 }
 
 impl SchemaSet {
@@ -149,27 +175,45 @@ impl SchemaSet {
         SchemaSet::default()
     }
 
+    /// Registers the schema of one family under `id`.
     pub fn insert(&mut self, id: u32, system: System, schema: Schema) {
-        self.by_id.insert(id, (system, schema));
+        self.by_id.insert(id, (Some(system), schema));
     }
 
-    pub fn get(&self, id: u32) -> Option<&(System, Schema)> {
-        self.by_id.get(&id)
+    /// Registers a writer schema whose family is the topic's.
+    pub fn insert_writer(&mut self, id: u32, schema: Schema) {
+        self.by_id.insert(id, (None, schema));
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    /// The writer schema registered under `id`.
+    pub fn get(&self, id: u32) -> Option<&Schema> {
+        self.by_id.get(&id).map(|(_, s)| s)
     }
 
     /// Decodes a Confluent-framed input message of family `system`.
     pub fn decode(&self, system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
         let (id, mut datum) = unframe(bytes)?;
-        let (family, schema) = self.get(id).ok_or(DecodeError::UnknownSchema(id))?;
-        if *family != system {
-            return Err(DecodeError::Avro(format!(
-                "schema id {id} is a {} schema, but the message came from a {} topic",
-                family.as_str(),
-                system.as_str()
-            )));
+        let (family, schema) = self.by_id.get(&id).ok_or(DecodeError::UnknownSchema(id))?;
+        let value = match family {
+            Some(family) if *family != system => {
+                return Err(DecodeError::Avro(format!(
+                    "schema id {id} is a {} schema, but the message came from a {} topic",
+                    family.as_str(),
+                    system.as_str()
+                )))
+            }
+            Some(_) => apache_avro::from_avro_datum(schema, &mut datum, None),
+            None => apache_avro::from_avro_datum(
+                schema,
+                &mut datum,
+                Some(&self.readers[reader_index(system)]),
+            ),
         }
-        let value = apache_avro::from_avro_datum(schema, &mut datum, None)
-            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        .map_err(|e| DecodeError::Avro(format!("schema id {id}: {e}")))?;
         if !datum.is_empty() {
             return Err(DecodeError::Avro(format!(
                 "{} trailing bytes after the datum",

@@ -65,6 +65,41 @@ pub struct RawConfig {
     /// State store limits.
     #[serde(default)]
     pub state: RawState,
+    /// Broker connection and consumer group.
+    #[serde(default)]
+    pub kafka: RawKafka,
+    /// Avro writer schemas for Confluent-framed input.
+    #[serde(default)]
+    pub schemas: RawSchemas,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// `bootstrap.servers`; default `localhost:9092`.
+    pub bootstrap_servers: Option<String>,
+    /// Consumer group of the detector; default `driftwatch`.
+    pub group_id: Option<String>,
+    /// `at_least_once` (default) or `exactly_once`.
+    pub delivery: Option<String>,
+    /// How long a partition task waits for a lagging input topic before it
+    /// takes the next record without it; default `2s`.
+    pub max_task_idle: Option<String>,
+    /// librdkafka properties passed through as they are (security.protocol,
+    /// sasl.*, ssl.*, ...).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemas {
+    /// Confluent Schema Registry base URL (`http://host:8081`).
+    pub registry_url: Option<String>,
+    /// Schema id -> `.avsc` file (relative to the config file), used when
+    /// no registry is configured.
+    #[serde(default)]
+    pub ids: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -72,6 +107,10 @@ pub struct RawConfig {
 pub struct RawDetector {
     /// Instance name; defaults to `driftwatch`.
     pub instance: Option<String>,
+    /// When a partition has been quiet and caught up for this long of wall
+    /// time, its stream time moves to the wall clock less this much, so SLA
+    /// timers fire with no input. `off` disables it; default `10s`.
+    pub idle_advance: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -228,6 +267,84 @@ pub struct Topics {
     pub dead_letter: String,
 }
 
+/// Delivery guarantee of the findings topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Offsets are committed only after the findings they produced are
+    /// acknowledged; a crash may publish a transition again (same
+    /// finding_id and status).
+    AtLeastOnce,
+    /// Findings and offsets commit in one Kafka transaction.
+    ExactlyOnce,
+}
+
+/// librdkafka properties set by driftwatch itself, with the field to use instead.
+const MANAGED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "kafka.bootstrap_servers"),
+    ("group.id", "kafka.group_id"),
+    ("enable.auto.offset.store", "kafka.delivery"),
+    ("enable.auto.commit", "kafka.delivery"),
+    ("transactional.id", "kafka.delivery"),
+    ("isolation.level", "kafka.delivery"),
+    (
+        "partition.assignment.strategy",
+        "nothing: partitions are assigned by range so input topics stay co-partitioned",
+    ),
+];
+
+/// Broker connection, consumer group and delivery guarantee.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub delivery: Delivery,
+    pub max_task_idle_ms: u64,
+    /// Passed through to every librdkafka client as it is.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret (never logged or shown).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k.contains("sasl.oauthbearer.config")
+        || k == "ssl.key.location"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted: BTreeMap<&str, &str> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("delivery", &self.delivery)
+            .field("max_task_idle_ms", &self.max_task_idle_ms)
+            .field("librdkafka", &redacted)
+            .finish()
+    }
+}
+
+/// Where Avro writer schemas come from.
+#[derive(Debug, Clone, Default)]
+pub struct SchemasConfig {
+    pub registry_url: Option<String>,
+    /// Schema id -> `.avsc` path (resolved against the config file's directory by [`Config::load`]).
+    pub ids: BTreeMap<u32, std::path::PathBuf>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -247,6 +364,10 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub storm: StormConfig,
     pub dedup_capacity: usize,
+    /// Wall-clock idle advance of stream time (live only); `None` is off.
+    pub idle_advance_ms: Option<i64>,
+    pub kafka: KafkaConfig,
+    pub schemas: SchemasConfig,
 }
 
 /// Parses a duration such as `90s`, `1h`, `7d` or `0`.
@@ -520,7 +641,26 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
 
+        let idle_advance_ms = match raw.detector.idle_advance.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let ms = parse_duration_ms("detector.idle_advance", other.unwrap_or("10s"))?;
+                if ms <= 0 {
+                    return Err(invalid(
+                        "detector.idle_advance",
+                        "must be longer than zero, or `off`",
+                    ));
+                }
+                Some(ms)
+            }
+        };
+        let kafka = kafka_config(raw.kafka)?;
+        let schemas = schemas_config(raw.schemas)?;
+
         Ok(Config {
+            idle_advance_ms,
+            kafka,
+            schemas,
             instance: raw
                 .detector
                 .instance
@@ -543,6 +683,77 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
+fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
+    let bootstrap_servers = k
+        .bootstrap_servers
+        .unwrap_or_else(|| "localhost:9092".into());
+    if bootstrap_servers.trim().is_empty() {
+        return Err(invalid(
+            "kafka.bootstrap_servers",
+            "is empty; give host:port[,host:port...]",
+        ));
+    }
+    let group_id = k.group_id.unwrap_or_else(|| "driftwatch".into());
+    if group_id.trim().is_empty() {
+        return Err(invalid(
+            "kafka.group_id",
+            "is empty; name the consumer group",
+        ));
+    }
+    let delivery = match k.delivery.as_deref().unwrap_or("at_least_once") {
+        "at_least_once" => Delivery::AtLeastOnce,
+        "exactly_once" => Delivery::ExactlyOnce,
+        other => {
+            return Err(invalid(
+                "kafka.delivery",
+                format!("`{other}` is not a delivery mode; use at_least_once or exactly_once"),
+            ))
+        }
+    };
+    let max_task_idle_ms = parse_duration_ms(
+        "kafka.max_task_idle",
+        k.max_task_idle.as_deref().unwrap_or("2s"),
+    )?;
+    for key in k.librdkafka.keys() {
+        if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
+            return Err(invalid(
+                format!("kafka.librdkafka.\"{key}\""),
+                format!("is set by driftwatch; use {instead}"),
+            ));
+        }
+    }
+    Ok(KafkaConfig {
+        bootstrap_servers,
+        group_id,
+        delivery,
+        max_task_idle_ms: max_task_idle_ms.max(0) as u64,
+        librdkafka: k.librdkafka,
+    })
+}
+
+fn schemas_config(s: RawSchemas) -> Result<SchemasConfig, ConfigError> {
+    let registry_url = match s.registry_url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            return Err(invalid(
+                "schemas.registry_url",
+                format!("`{u}` is not an http:// or https:// URL"),
+            ))
+        }
+        other => other.map(|u| u.trim_end_matches('/').to_string()),
+    };
+    let mut ids = BTreeMap::new();
+    for (id, file) in s.ids {
+        let n: u32 = id.parse().map_err(|_| {
+            invalid(
+                format!("schemas.ids.{id}"),
+                "is not a schema id; keys are the numeric ids of the Confluent header",
+            )
+        })?;
+        ids.insert(n, std::path::PathBuf::from(file));
+    }
+    Ok(SchemasConfig { registry_url, ids })
+}
+
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -556,7 +767,14 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_toml(&text)
+        let mut cfg = Config::from_toml(&text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for file in cfg.schemas.ids.values_mut() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(cfg)
     }
 
     /// The shipped default configuration.
@@ -641,5 +859,35 @@ mod tests {
             "`rules.LEAVER_APP_ACCESS.elevated_severity`",
         );
         check_err("[apps.crm]\ncontact = \"x\"", "missing field `team`");
+        check_err(
+            "[kafka]\ndelivery = \"twice\"",
+            "`kafka.delivery`: `twice` is not a delivery mode",
+        );
+        check_err(
+            "[kafka.librdkafka]\n\"group.id\" = \"x\"",
+            "use kafka.group_id",
+        );
+        check_err("[schemas.ids]\nhr = \"x.avsc\"", "`schemas.ids.hr`");
+        check_err(
+            "[detector]\nidle_advance = \"soon\"",
+            "`detector.idle_advance`",
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = Config::from_toml(
+            "[kafka.librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"svc\"",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("svc"), "{shown}");
+        assert_eq!(
+            Config::from_toml("[detector]\nidle_advance = \"off\"")
+                .unwrap()
+                .idle_advance_ms,
+            None
+        );
     }
 }

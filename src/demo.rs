@@ -9,7 +9,7 @@
 use crate::config::Config;
 use crate::finding::{Finding, Status};
 use crate::generate::Generator;
-use crate::pipeline::{self, LiveStats, PipelineError, PipelineOptions};
+use crate::pipeline::{self, LiveStats, PipelineError};
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -52,57 +52,47 @@ pub async fn run(
         "follow the findings:  kcat -b {bootstrap} -C -t {} -o beginning",
         t.findings
     );
-    let popts = PipelineOptions {
-        bootstrap: bootstrap.clone(),
-        group_id: "driftwatch-demo".into(),
-        librdkafka: BTreeMap::new(),
-    };
+    // The demo's event time runs fast, so the wall clock must not move it.
+    let mut demo_cfg = (*cfg).clone();
+    demo_cfg.kafka.bootstrap_servers = bootstrap.clone();
+    demo_cfg.kafka.group_id = "driftwatch-demo".into();
+    demo_cfg.idle_advance_ms = None;
+    let cfg = Arc::new(demo_cfg);
     let stats = Arc::new(LiveStats::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let detector = tokio::spawn(pipeline::run(
-        cfg.clone(),
-        popts.clone(),
-        stats.clone(),
-        stop_rx,
-    ));
+    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
 
-    let producer = pipeline::producer(&popts)?;
-    let mut g = Generator::new(2026, opts.workers, demo_start());
-    let baseline = g.baseline();
-    let _ = writeln!(
-        out,
-        "loading a synthetic organisation: {} workers, {} events",
-        opts.workers,
-        baseline.len()
-    );
-    pipeline::produce_events(&producer, &cfg, &baseline).await?;
-    let mut produced = baseline.len() as u64;
-
+    let producer = pipeline::producer(&cfg)?;
+    let gen_opts = GenerateOptions {
+        seed: 2026,
+        workers: opts.workers,
+        rate: opts.rate,
+        duration: opts.duration,
+        step: Duration::from_secs(600),
+        start: demo_start(),
+    };
     let started = Instant::now();
     let mut next_report = Duration::from_secs(5);
-    let tick = Duration::from_millis(100);
-    let per_tick = (opts.rate / 10).max(1);
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    while started.elapsed() < opts.duration {
-        let mut batch = Vec::new();
-        for _ in 0..per_tick {
-            batch.extend(g.next_batch(10 * 60_000));
-        }
-        pipeline::produce_events(&producer, &cfg, &batch).await?;
-        produced += batch.len() as u64;
-        if started.elapsed() >= next_report {
-            next_report += Duration::from_secs(5);
+    let (produced, now) = generate(&cfg, &producer, &gen_opts, |event| match event {
+        Progress::Baseline(n) => {
             let _ = writeln!(
                 out,
-                "{}",
-                summary_line(&stats, produced, started.elapsed(), g.now())
+                "loading a synthetic organisation: {} workers, {n} events",
+                opts.workers
             );
         }
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = &mut ctrl_c => break,
+        Progress::Tick { produced, now } => {
+            if started.elapsed() >= next_report {
+                next_report += Duration::from_secs(5);
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    summary_line(&stats, produced, started.elapsed(), now)
+                );
+            }
         }
-    }
+    })
+    .await?;
     // Let the detector catch up with what was produced, then stop it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while stats.events.load(Ordering::Relaxed) + stats.dead_letters.load(Ordering::Relaxed)
@@ -124,15 +114,80 @@ pub async fn run(
     let _ = writeln!(
         out,
         "{}",
-        summary_line(&stats, produced, started.elapsed(), g.now())
+        summary_line(&stats, produced, started.elapsed(), now)
     );
     let _ = write!(out, "{}", tables(&stats));
     Ok(stats)
 }
 
+/// What `driftwatch generate` (and the demo) produce.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub seed: u64,
+    /// Workers in the organisation (each hired with an account and entitlements).
+    pub workers: u64,
+    /// Lifecycle changes per second of wall time.
+    pub rate: u64,
+    /// How long to produce changes after the baseline; Ctrl-C stops earlier.
+    pub duration: Duration,
+    /// Event time between two changes: up to this much.
+    pub step: Duration,
+    /// Event time of the first change.
+    pub start: crate::time::Ts,
+}
+
+/// What the generator reports while it runs.
+pub enum Progress {
+    /// The baseline organisation was produced (events).
+    Baseline(usize),
+    /// About every 100 ms.
+    Tick { produced: u64, now: crate::time::Ts },
+}
+
+/// Produces a synthetic organisation, then lifecycle changes with injected
+/// drift of every rule at `rate` per second, every record acknowledged.
+/// Returns the events produced and the final event time.
+pub async fn generate(
+    cfg: &Config,
+    producer: &rdkafka::producer::FutureProducer,
+    opts: &GenerateOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<(u64, crate::time::Ts), PipelineError> {
+    let mut g = Generator::new(opts.seed, opts.workers, opts.start);
+    let baseline = g.baseline();
+    pipeline::produce_events(producer, cfg, &baseline).await?;
+    progress(Progress::Baseline(baseline.len()));
+    let mut produced = baseline.len() as u64;
+    let started = Instant::now();
+    let tick = Duration::from_millis(100);
+    let step_ms = opts.step.as_millis().max(1) as i64;
+    let mut changes = 0u64;
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    while started.elapsed() < opts.duration {
+        // Catch up with the rate even when producing took longer than a tick.
+        let due = (started.elapsed().as_secs_f64() * opts.rate as f64) as u64 + 1;
+        let mut batch = Vec::new();
+        while changes < due {
+            batch.extend(g.next_batch(step_ms));
+            changes += 1;
+        }
+        pipeline::produce_events(producer, cfg, &batch).await?;
+        produced += batch.len() as u64;
+        progress(Progress::Tick {
+            produced,
+            now: g.now(),
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = &mut ctrl_c => break,
+        }
+    }
+    Ok((produced, g.now()))
+}
+
 /// The demo's organisation clock starts at the current wall-clock hour; from
 /// there on the generator's event time drives everything.
-fn demo_start() -> crate::time::Ts {
+pub fn demo_start() -> crate::time::Ts {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);

@@ -30,6 +30,7 @@ pub mod engine;
 pub mod event;
 pub mod finding;
 pub mod generate;
+pub mod merge;
 pub mod pipeline;
 pub mod replay;
 pub mod rules;

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
-use driftwatch::replay;
 use driftwatch::time::Ts;
+use driftwatch::{pipeline, replay};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +56,57 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the detector against a Kafka cluster until SIGTERM or Ctrl-C.
+    Run {
+        /// Configuration file (default: the built-in config/driftwatch.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides kafka.bootstrap_servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Overrides kafka.group_id.
+        #[arg(long)]
+        group_id: Option<String>,
+    },
+    /// Produce a synthetic organisation and a stream of lifecycle changes with injected drift to a Kafka cluster.
+    Generate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides kafka.bootstrap_servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Workers in the synthetic organisation.
+        #[arg(long, default_value_t = 2000)]
+        workers: u64,
+        /// Lifecycle changes per second of wall time.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// How long to produce changes (e.g. 60s, 1h); Ctrl-C stops earlier.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Event time between two changes: up to this much (e.g. 10m makes hours of event time pass in seconds).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        step: std::time::Duration,
+        /// Seed of the generator: the same seed produces the same events.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Event time of the first change (RFC 3339; default: the current hour).
+        #[arg(long, value_parser = parse_ts)]
+        start: Option<Ts>,
+    },
+    /// Create the configured input, findings and dead-letter topics that do not exist yet.
+    CreateTopics {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides kafka.bootstrap_servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Partitions per topic (the same for every input topic: they must be co-partitioned).
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+    },
     /// Validate a configuration file.
     CheckConfig {
         #[arg(long)]
@@ -78,6 +129,27 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,13 +161,19 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
+    let cli = Cli::parse();
+    // The demo's screen is its summary and tables; its logs stay quiet unless asked.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Replay {
             input,
@@ -154,11 +232,105 @@ fn run() -> Result<()> {
                 rate,
                 partitions,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             let mut stdout = std::io::stdout();
-            runtime.block_on(driftwatch::demo::run(cfg, opts, &mut stdout))?;
+            runtime()?.block_on(driftwatch::demo::run(cfg, opts, &mut stdout))?;
+        }
+        Command::Run {
+            config,
+            bootstrap_servers,
+            group_id,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = bootstrap_servers {
+                cfg.kafka.bootstrap_servers = b;
+            }
+            if let Some(g) = group_id {
+                cfg.kafka.group_id = g;
+            }
+            let cfg = Arc::new(cfg);
+            runtime()?.block_on(async {
+                let stats = Arc::new(pipeline::LiveStats::default());
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("stopping: publishing pending findings and committing (a second signal exits at once)");
+                    let _ = stop_tx.send(true);
+                    wait_for_signal().await;
+                    std::process::exit(130);
+                });
+                pipeline::run(cfg, stats, stop_rx).await
+            })?;
+        }
+        Command::Generate {
+            config,
+            bootstrap_servers,
+            workers,
+            rate,
+            duration,
+            step,
+            seed,
+            start,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = bootstrap_servers {
+                cfg.kafka.bootstrap_servers = b;
+            }
+            let opts = driftwatch::demo::GenerateOptions {
+                seed,
+                workers,
+                rate,
+                duration,
+                step,
+                start: start.unwrap_or_else(driftwatch::demo::demo_start),
+            };
+            runtime()?.block_on(async {
+                let producer = pipeline::producer(&cfg)?;
+                let mut last_report = std::time::Instant::now();
+                let (produced, now) =
+                    driftwatch::demo::generate(&cfg, &producer, &opts, |p| match p {
+                        driftwatch::demo::Progress::Baseline(n) => {
+                            eprintln!(
+                                "produced the baseline organisation: {workers} workers, {n} events"
+                            )
+                        }
+                        driftwatch::demo::Progress::Tick { produced, now } => {
+                            if last_report.elapsed().as_secs() >= 5 {
+                                last_report = std::time::Instant::now();
+                                eprintln!("produced {produced} events (event time {now})");
+                            }
+                        }
+                    })
+                    .await?;
+                eprintln!(
+                    "produced {produced} events to {}; event time reached {now}",
+                    cfg.kafka.bootstrap_servers
+                );
+                Ok::<_, pipeline::PipelineError>(())
+            })?;
+        }
+        Command::CreateTopics {
+            config,
+            bootstrap_servers,
+            partitions,
+            replication_factor,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(b) = bootstrap_servers {
+                cfg.kafka.bootstrap_servers = b;
+            }
+            let created = runtime()?.block_on(pipeline::create_topics(
+                &cfg,
+                partitions,
+                replication_factor,
+            ))?;
+            for t in pipeline::all_topics(&cfg) {
+                let state = if created.contains(&t) {
+                    "created"
+                } else {
+                    "exists"
+                };
+                println!("{t}: {state}");
+            }
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config)?;

@@ -19,6 +19,7 @@ use crate::decode::{decode_json, DecodeError};
 use crate::engine::{Engine, EngineStats};
 use crate::event::{Envelope, Origin, System};
 use crate::finding::Finding;
+use crate::merge::Merge;
 use crate::time::Ts;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -283,23 +284,16 @@ fn replay_dumps(
         .collect();
     let mut findings = Vec::new();
     for p in partitions {
-        let mut queues: Vec<VecDeque<Envelope>> = dumps
-            .iter_mut()
-            .map(|d| d.by_partition.remove(&p).unwrap_or_default())
-            .collect();
-        let mut engine = Engine::new(cfg.clone());
-        loop {
-            let mut best: Option<(Ts, usize)> = None;
-            for (i, q) in queues.iter().enumerate() {
-                if let Some(head) = q.front() {
-                    let t = head.event.occurred_at();
-                    if best.is_none_or(|(bt, _)| t < bt) {
-                        best = Some((t, i));
-                    }
-                }
+        let mut merge = Merge::new(dumps.len());
+        for (q, d) in dumps.iter_mut().enumerate() {
+            for env in d.by_partition.remove(&p).unwrap_or_default() {
+                let offset = env.origin.offset;
+                merge.push(q, offset, env);
             }
-            let Some((_, i)) = best else { break };
-            let env = queues[i].pop_front().expect("head exists");
+        }
+        let mut engine = Engine::new(cfg.clone());
+        // A file has nothing more to come: an empty queue never holds the others back.
+        while let Some((_, _, env)) = merge.pop(|_| true) {
             report.events += 1;
             engine.apply(env, &mut findings);
         }

@@ -50,7 +50,7 @@ fn every_example_event_round_trips_through_avro() {
             System::Directory => 2,
             System::App => 3,
         };
-        let bytes = avro::encode_event(id, &set.get(id).unwrap().1, &event).unwrap();
+        let bytes = avro::encode_event(id, set.get(id).unwrap(), &event).unwrap();
         assert_eq!(bytes[0], 0);
         let back = set
             .decode(system, &bytes)
@@ -66,7 +66,7 @@ fn every_example_event_round_trips_through_avro() {
 fn wrong_schema_ids_and_families_are_decode_errors() {
     let set = schemas();
     let (_, hire) = examples().remove(0);
-    let bytes = avro::encode_event(1, &set.get(1).unwrap().1, &hire).unwrap();
+    let bytes = avro::encode_event(1, set.get(1).unwrap(), &hire).unwrap();
     let mut unknown = bytes.clone();
     unknown[4] = 99;
     assert_eq!(

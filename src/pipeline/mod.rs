@@ -1,0 +1,566 @@
+//! The Kafka shell around the engine: one consumer group over the input
+//! topics, one task (and one engine) per assigned partition number, findings
+//! and dead letters produced back to Kafka.
+//!
+//! # Threads
+//!
+//! One consumer thread polls a librdkafka `BaseConsumer`; rebalance
+//! callbacks run on it. It copies each message to the task of its partition
+//! number over a bounded channel (a slow task slows the poll loop down:
+//! backpressure). Partition tasks run on the tokio runtime; see [`task`].
+//!
+//! # Offsets (at-least-once)
+//!
+//! Auto-commit is on but `enable.auto.offset.store` is off: a task stores a
+//! message's offset only after every finding (or the dead letter) it produced,
+//! and everything before it in stream order, is acknowledged by the broker.
+//! Nothing is committed before its findings are safe; a crash re-reads from
+//! the last commit and may publish a transition again, with the same
+//! finding_id and status.
+//!
+//! # State belongs to partitions
+//!
+//! Input topics must be co-partitioned (same partition count, same key ->
+//! partition) and are assigned by range, so partition `p` of every input
+//! topic lands on one process. On assignment the task restores its engine by
+//! re-reading partition `p` of each input topic from the beginning up to the
+//! committed offset (no findings are published for that part: they were
+//! published before the commit), and the live partitions stay paused until
+//! it is done. On revocation each task publishes what it has applied, stores
+//! its offsets, and the callback commits them before the partitions go.
+
+mod publish;
+mod task;
+
+pub use publish::{dead_letter_headers, produce_events, topic_for};
+
+use crate::avro::SchemaSet;
+use crate::config::{Config, Delivery};
+use crate::decode::{decode_json_limited, DecodeError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::event::{Event, System};
+use crate::finding::{Finding, OwnerRole, Status};
+use crate::rules::Rule;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// Why the pipeline stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("publishing to {topic} failed: {reason}")]
+    Publish { topic: String, reason: String },
+    #[error("{0}")]
+    Topology(String),
+    #[error("restoring partition {partition}: {reason}")]
+    Restore { partition: i32, reason: String },
+}
+
+/// Counters shared with whoever reports on the pipeline.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Input events applied to an engine (restore not included).
+    pub events: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Finding transitions acknowledged by the broker.
+    pub findings: AtomicU64,
+    /// Events re-applied while restoring partitions.
+    pub restored: AtomicU64,
+    pub rebalances: AtomicU64,
+    /// Partition numbers currently owned by this process.
+    pub partitions: Mutex<BTreeSet<i32>>,
+    /// Transitions by rule, contributing owner role and status.
+    pub by_rule: Mutex<BTreeMap<(Rule, OwnerRole, Status), u64>>,
+    /// The most recent transitions, newest last.
+    pub recent: Mutex<Vec<Finding>>,
+}
+
+const RECENT: usize = 200;
+
+impl LiveStats {
+    fn record(&self, f: Finding) {
+        self.findings.fetch_add(1, Ordering::Relaxed);
+        *self
+            .by_rule
+            .lock()
+            .expect("stats lock")
+            .entry((f.rule, f.contributing_owner.role, f.status))
+            .or_default() += 1;
+        let mut recent = self.recent.lock().expect("stats lock");
+        if recent.len() == RECENT {
+            recent.remove(0);
+        }
+        recent.push(f);
+    }
+}
+
+/// Client settings shared by every client: bootstrap and the passthrough.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+    for (k, v) in &cfg.kafka.librdkafka {
+        c.set(k, v);
+    }
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    c
+}
+
+/// A producer for findings, dead letters and generated events.
+pub fn producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
+    Ok(client_config(cfg)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
+/// Creates the configured topics that do not exist yet (brokers such as
+/// Tansu do not auto-create). Existing topics are left as they are.
+pub async fn create_topics(
+    cfg: &Config,
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<String>, PipelineError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
+    let names = all_topics(cfg);
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(PipelineError::Topology(format!(
+                    "cannot create topic `{name}`: {code}"
+                )))
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Input, findings and dead-letter topics.
+pub fn all_topics(cfg: &Config) -> Vec<String> {
+    let t = &cfg.topics;
+    t.hr.iter()
+        .chain(&t.directory)
+        .chain(&t.app)
+        .chain([&t.findings, &t.dead_letter])
+        .cloned()
+        .collect()
+}
+
+/// An input topic as a partition task sees it.
+#[derive(Debug)]
+pub(crate) struct InputTopic {
+    pub(crate) name: Arc<str>,
+    pub(crate) c_name: CString,
+    pub(crate) system: System,
+}
+
+/// Input decoding: JSON, or Avro when the message starts with the
+/// Confluent magic byte 0 (no JSON document starts with a NUL byte).
+#[derive(Debug, Default)]
+pub struct InputDecoder {
+    pub schemas: SchemaSet,
+    pub max_message_bytes: usize,
+}
+
+impl InputDecoder {
+    /// A decoder with the configured writer schemas (id -> file map).
+    pub fn from_config(cfg: &Config) -> Result<InputDecoder, PipelineError> {
+        let mut schemas = SchemaSet::new();
+        for (id, path) in &cfg.schemas.ids {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                PipelineError::Topology(format!(
+                    "config field `schemas.ids.{id}`: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let schema = apache_avro::Schema::parse_str(&text).map_err(|e| {
+                PipelineError::Topology(format!(
+                    "config field `schemas.ids.{id}`: {} is not an Avro schema: {e}",
+                    path.display()
+                ))
+            })?;
+            schemas.insert_writer(*id, schema);
+        }
+        Ok(InputDecoder {
+            schemas,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        })
+    }
+
+    pub fn decode(&self, system: System, payload: &[u8]) -> Result<Event, DecodeError> {
+        match payload.first() {
+            Some(0) => {
+                if payload.len() > self.max_message_bytes {
+                    return Err(DecodeError::Oversize {
+                        size: payload.len(),
+                        limit: self.max_message_bytes,
+                    });
+                }
+                self.schemas.decode(system, payload)
+            }
+            _ => decode_json_limited(system, payload, self.max_message_bytes),
+        }
+    }
+}
+
+pub(crate) type LiveConsumer = BaseConsumer<Ctx>;
+
+/// What the consumer thread, the rebalance callbacks and the partition
+/// tasks share.
+pub(crate) struct Shared {
+    pub(crate) cfg: Arc<Config>,
+    /// Input topics sorted by name: the merge order of ties.
+    pub(crate) topics: Vec<InputTopic>,
+    index: HashMap<String, usize>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) producer: FutureProducer,
+    pub(crate) stats: Arc<LiveStats>,
+    pub(crate) decoder: InputDecoder,
+    tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
+    fatal: Mutex<Option<PipelineError>>,
+    failed: AtomicBool,
+    consumer: OnceLock<Weak<LiveConsumer>>,
+}
+
+impl Shared {
+    /// Records the first fatal error; the consumer thread stops on it.
+    pub(crate) fn fail(&self, e: PipelineError) {
+        tracing::error!(error = %e, "pipeline failed");
+        let mut fatal = self.fatal.lock().expect("fatal lock");
+        fatal.get_or_insert(e);
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.index.get(topic).copied()
+    }
+
+    /// Stops the tasks of `partitions` (all when `None`) and waits until each
+    /// has published what it applied and stored its offsets.
+    fn stop_tasks(&self, partitions: Option<&BTreeSet<i32>>) {
+        let handles: Vec<task::TaskHandle> = {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            let keys: Vec<i32> = tasks
+                .keys()
+                .copied()
+                .filter(|p| partitions.is_none_or(|set| set.contains(p)))
+                .collect();
+            keys.iter().filter_map(|p| tasks.remove(p)).collect()
+        };
+        if handles.is_empty() {
+            return;
+        }
+        {
+            let mut owned = self.stats.partitions.lock().expect("stats lock");
+            for h in &handles {
+                owned.remove(&h.partition);
+            }
+        }
+        self.runtime.block_on(async {
+            for h in handles {
+                h.stop().await;
+            }
+        });
+    }
+}
+
+/// The consumer's context: rebalance callbacks and librdkafka's log.
+pub(crate) struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &LiveConsumer, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions revoked: publishing, committing and dropping their state");
+            self.shared.stop_tasks(Some(&parts));
+            if !consumer.assignment_lost() {
+                commit_stored(consumer);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &LiveConsumer, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.on_assign(consumer, tpl) {
+                    self.shared.fail(e);
+                }
+            }
+            Rebalance::Revoke(_) => {
+                self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+impl Ctx {
+    fn on_assign(
+        &self,
+        consumer: &LiveConsumer,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        let shared = &self.shared;
+        let Some(live) = shared.consumer.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        // The live partitions wait while their state is restored.
+        consumer.pause(tpl)?;
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(30))?;
+        let mut by_partition: BTreeMap<i32, Vec<Option<i64>>> = BTreeMap::new();
+        for e in committed.elements() {
+            let Some(q) = shared.topic_index(e.topic()) else {
+                continue;
+            };
+            let slot = by_partition
+                .entry(e.partition())
+                .or_insert_with(|| vec![None; shared.topics.len()]);
+            slot[q] = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            };
+        }
+        tracing::info!(partitions = ?by_partition.keys().collect::<Vec<_>>(), "partitions assigned: restoring state");
+        let mut tasks = shared.tasks.lock().expect("tasks lock");
+        let mut owned = shared.stats.partitions.lock().expect("stats lock");
+        for (p, offsets) in by_partition {
+            tasks.insert(p, task::spawn(shared.clone(), live.clone(), p, offsets));
+            owned.insert(p);
+        }
+        Ok(())
+    }
+}
+
+/// Commits what the tasks stored; "nothing stored" is not an error.
+fn commit_stored(consumer: &LiveConsumer) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit")
+        }
+    }
+}
+
+/// Checks that every input topic exists with the same partition count and
+/// that the output topics exist; returns the partition count.
+pub fn check_topics<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    cfg: &Config,
+) -> Result<i32, PipelineError> {
+    let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    let counts: HashMap<&str, usize> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect();
+    let missing: Vec<String> = all_topics(cfg)
+        .into_iter()
+        .filter(|t| !counts.contains_key(t.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PipelineError::Topology(format!(
+            "topics missing on {}: {}; create them (`driftwatch create-topics --config FILE`) or fix [topics] in the config",
+            cfg.kafka.bootstrap_servers,
+            missing.join(", ")
+        )));
+    }
+    let t = &cfg.topics;
+    let inputs: Vec<(&str, usize)> =
+        t.hr.iter()
+            .chain(&t.directory)
+            .chain(&t.app)
+            .map(|n| (n.as_str(), counts[n.as_str()]))
+            .collect();
+    let first = inputs[0].1;
+    if inputs.iter().any(|(_, n)| *n != first) {
+        let list: Vec<String> = inputs.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        return Err(PipelineError::Topology(format!(
+            "input topics are not co-partitioned ({}): a worker's HR, directory and app events must land in the same partition number; give every input topic the same partition count and the same key (worker_id)",
+            list.join(", ")
+        )));
+    }
+    Ok(first as i32)
+}
+
+/// Runs the detector until `shutdown` turns true or a fatal error occurs.
+pub async fn run(
+    cfg: Arc<Config>,
+    stats: Arc<LiveStats>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    if cfg.kafka.delivery == Delivery::ExactlyOnce {
+        return Err(PipelineError::Topology(
+            "config field `kafka.delivery`: exactly_once is not available in this version; use at_least_once".into(),
+        ));
+    }
+    let mut topics: Vec<InputTopic> = Vec::new();
+    for (system, list) in [
+        (System::Hr, &cfg.topics.hr),
+        (System::Directory, &cfg.topics.directory),
+        (System::App, &cfg.topics.app),
+    ] {
+        for name in list {
+            topics.push(InputTopic {
+                name: name.as_str().into(),
+                c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
+                system,
+            });
+        }
+    }
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let index = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.to_string(), i))
+        .collect();
+    let shared = Arc::new(Shared {
+        decoder: InputDecoder::from_config(&cfg)?,
+        producer: producer(&cfg)?,
+        topics,
+        index,
+        runtime: tokio::runtime::Handle::current(),
+        stats,
+        tasks: Mutex::new(BTreeMap::new()),
+        fatal: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        consumer: OnceLock::new(),
+        cfg: cfg.clone(),
+    });
+    let consumer: LiveConsumer = client_config(&cfg)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(Ctx {
+            shared: shared.clone(),
+        })?;
+    let consumer = Arc::new(consumer);
+    let _ = shared.consumer.set(Arc::downgrade(&consumer));
+    let partitions = tokio::task::block_in_place(|| check_topics(&*consumer, &cfg))?;
+    tracing::info!(
+        bootstrap = %cfg.kafka.bootstrap_servers,
+        group = %cfg.kafka.group_id,
+        partitions,
+        "input topics are co-partitioned; joining the group"
+    );
+    let names: Vec<&str> = shared.topics.iter().map(|t| &*t.name).collect();
+    consumer.subscribe(&names)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("driftwatch-consumer".into())
+            .spawn(move || {
+                consume(&shared, consumer, &stop);
+                let _ = done_tx.send(());
+            })
+            .expect("spawn the consumer thread")
+    };
+    let mut done_rx = done_rx;
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        _ = &mut done_rx => {}
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = done_rx.await;
+    let _ = thread.join();
+    let fatal = shared.fatal.lock().expect("fatal lock").take();
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The consumer thread: poll, hand messages to partition tasks, and on stop
+/// drain the tasks, commit and leave the group.
+fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) && !shared.failed.load(Ordering::SeqCst) {
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = match result {
+            Ok(m) => m,
+            Err(KafkaError::MessageConsumptionFatal(code)) => {
+                shared.fail(PipelineError::Kafka(KafkaError::MessageConsumptionFatal(
+                    code,
+                )));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error (librdkafka retries)");
+                continue;
+            }
+        };
+        let Some(q) = shared.topic_index(msg.topic()) else {
+            continue;
+        };
+        let tx = shared
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .get(&msg.partition())
+            .map(|t| t.input.clone());
+        let Some(tx) = tx else {
+            tracing::warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                "message of a partition with no task; it is read again by its owner"
+            );
+            continue;
+        };
+        let raw = task::Raw {
+            topic: q,
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+        };
+        // A full channel blocks here: the partition task is behind.
+        let _ = tx.blocking_send(raw);
+    }
+    shared.stop_tasks(None);
+    commit_stored(&consumer);
+    consumer.unsubscribe();
+    // Dropping the last handle closes the consumer and leaves the group.
+    drop(consumer);
+}

@@ -1,0 +1,119 @@
+//! Producing findings, dead letters and generated events.
+
+use super::PipelineError;
+use crate::config::Config;
+use crate::decode::DecodeError;
+use crate::event::System;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+pub(crate) fn publish_error(topic: &str, reason: impl ToString) -> PipelineError {
+    PipelineError::Publish {
+        topic: topic.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Queues one record, waiting while the producer queue is full
+/// (backpressure), and returns its delivery future.
+pub(crate) async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+) -> Result<DeliveryFuture, PipelineError> {
+    loop {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(publish_error(topic, e)),
+        }
+    }
+}
+
+/// Waits for the broker's acknowledgement of one queued record.
+pub(crate) async fn confirm(topic: &str, delivery: DeliveryFuture) -> Result<(), PipelineError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(publish_error(topic, e)),
+        Err(_) => Err(publish_error(topic, "producer dropped the delivery")),
+    }
+}
+
+/// The headers of a dead letter: why it was refused and where it came from.
+pub fn dead_letter_headers(
+    error: &DecodeError,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    let reason = error.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(5);
+    for (key, value) in [
+        ("dw.error.type", error.error_type()),
+        ("dw.error.reason", reason.as_str()),
+        ("dw.source.topic", topic),
+        ("dw.source.partition", partition.as_str()),
+        ("dw.source.offset", offset.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers
+}
+
+/// The topic an event of a family is produced to: the family's first topic.
+pub fn topic_for(cfg: &Config, system: System) -> &str {
+    match system {
+        System::Hr => &cfg.topics.hr[0],
+        System::Directory => &cfg.topics.directory[0],
+        System::App => &cfg.topics.app[0],
+    }
+}
+
+/// Produces events as JSON to their family's first topic, keyed by
+/// correlation key, and waits for every acknowledgement.
+pub async fn produce_events(
+    producer: &FutureProducer,
+    cfg: &Config,
+    events: &[crate::event::Event],
+) -> Result<(), PipelineError> {
+    let mut pending = Vec::with_capacity(events.len());
+    for e in events {
+        let topic = topic_for(cfg, e.system());
+        let payload = crate::generate::to_json(e);
+        let key = e.key();
+        pending.push((
+            topic,
+            enqueue(
+                producer,
+                topic,
+                Some(key.id.as_bytes()),
+                payload.as_bytes(),
+                None,
+            )
+            .await?,
+        ));
+    }
+    for (topic, delivery) in pending {
+        confirm(topic, delivery).await?;
+    }
+    Ok(())
+}

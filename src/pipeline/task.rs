@@ -1,0 +1,471 @@
+//! One partition task: partition `p` of every input topic, one engine.
+//!
+//! The task first restores its engine (see [`restore`]), then resumes the
+//! live partitions and loops: decode what the consumer thread hands over,
+//! merge the topics by event time ([`crate::merge`]), apply, and queue the
+//! findings and dead letters of each batch to the producer. A second task,
+//! the confirmer, waits for the broker's acknowledgements batch by batch, in
+//! order, and only then stores the batch's offsets: an offset is never
+//! stored before everything it caused is safe.
+//!
+//! When a topic of the partition has nothing buffered, the task takes the
+//! next record without it only if the topic is caught up (librdkafka's
+//! cached high watermark is not beyond what was received) or has kept the
+//! others waiting longer than `kafka.max_task_idle`.
+
+use super::publish::{confirm, dead_letter_headers, enqueue};
+use super::{LiveConsumer, PipelineError, Shared};
+use crate::decode::DecodeError;
+use crate::engine::Engine;
+use crate::event::{Envelope, Origin};
+use crate::finding::Finding;
+use crate::merge::{Merge, Timed};
+use crate::time::Ts;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+/// A message as the consumer thread hands it over.
+pub(crate) struct Raw {
+    pub(crate) topic: usize,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+}
+
+/// A message that could not be decoded, on its way to the dead-letter topic.
+struct Bad {
+    error: DecodeError,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// Events are the common case: not boxed, so decoding does not allocate twice.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Event(Envelope),
+    Bad(Box<Bad>),
+}
+
+impl Timed for Item {
+    fn order_time(&self) -> Option<Ts> {
+        match self {
+            Item::Event(env) => env.order_time(),
+            Item::Bad(_) => None,
+        }
+    }
+}
+
+/// What the consumer thread holds of a running task.
+pub(crate) struct TaskHandle {
+    pub(crate) partition: i32,
+    pub(crate) input: mpsc::Sender<Raw>,
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl TaskHandle {
+    /// Asks the task to stop and waits until it has published what it
+    /// applied and stored the offsets.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.join.await;
+    }
+}
+
+/// Records handed over but not yet merged, per task.
+const INPUT_CHANNEL: usize = 4096;
+/// Records applied between two publishes.
+const MAX_BATCH: usize = 1024;
+/// Batches queued to the producer but not yet acknowledged.
+const IN_FLIGHT_BATCHES: usize = 64;
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    consumer: Arc<LiveConsumer>,
+    partition: i32,
+    committed: Vec<Option<i64>>,
+) -> TaskHandle {
+    let (input, rx) = mpsc::channel(INPUT_CHANNEL);
+    let (stop, stop_rx) = watch::channel(false);
+    let runtime = shared.runtime.clone();
+    let join = runtime.spawn(
+        async move {
+            if let Err(e) = run(&shared, consumer, partition, committed, rx, stop_rx).await {
+                shared.fail(e);
+            }
+        }
+        .instrument(tracing::info_span!("partition", partition)),
+    );
+    TaskHandle {
+        partition,
+        input,
+        stop,
+        join,
+    }
+}
+
+/// Outputs of a run of records, and the offsets they complete.
+#[derive(Default)]
+struct Batch {
+    deliveries: Vec<(DeliveryFuture, Option<Finding>)>,
+    /// Per topic index: the last offset applied in this batch.
+    offsets: Vec<Option<i64>>,
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    consumer: Arc<LiveConsumer>,
+    partition: i32,
+    committed: Vec<Option<i64>>,
+    mut rx: mpsc::Receiver<Raw>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let restored = {
+        let shared = shared.clone();
+        let committed = committed.clone();
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || restore(&shared, partition, &committed, &stop))
+            .await
+            .map_err(|e| PipelineError::Restore {
+                partition,
+                reason: e.to_string(),
+            })??
+    };
+    let Some((mut engine, events)) = restored else {
+        return Ok(()); // revoked while restoring
+    };
+    tracing::info!(
+        events,
+        tracked = engine.tracked(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state restored; resuming"
+    );
+    let topics = &shared.topics;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        tpl.add_partition(&t.name, partition);
+    }
+    consumer.resume(&tpl)?;
+
+    let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
+    let confirmer = tokio::spawn(confirm_batches(
+        shared.clone(),
+        consumer.clone(),
+        partition,
+        batches_rx,
+    ));
+    let cfg = shared.cfg.clone();
+    let max_idle = Duration::from_millis(cfg.kafka.max_task_idle_ms);
+    let idle_advance = cfg.idle_advance_ms;
+    let mut merge: Merge<Item> = Merge::new(topics.len());
+    // The next offset expected per topic: what was received, else the start.
+    let mut next: Vec<i64> = committed.iter().map(|c| c.unwrap_or(0)).collect();
+    let mut waiting_since: Option<Instant> = None;
+    let mut last_input = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut out: Vec<Finding> = Vec::new();
+    let caught_up = |q: usize, next: &[i64]| {
+        cached_watermarks(&consumer, &topics[q].c_name, partition)
+            .is_some_and(|(low, high)| high <= next[q].max(low))
+    };
+
+    loop {
+        let mut batch = Batch {
+            deliveries: Vec::new(),
+            offsets: vec![None; topics.len()],
+        };
+        let force = waiting_since.is_some_and(|t| t.elapsed() >= max_idle);
+        let mut applied = 0;
+        while applied < MAX_BATCH {
+            let Some((q, offset, item)) = merge.pop(|q| force || caught_up(q, &next)) else {
+                break;
+            };
+            applied += 1;
+            batch.offsets[q] = Some(offset);
+            match item {
+                Item::Event(env) => {
+                    engine.apply(env, &mut out);
+                    shared.stats.events.fetch_add(1, Ordering::Relaxed);
+                }
+                Item::Bad(bad) => {
+                    let topic = &topics[q].name;
+                    tracing::debug!(topic = &**topic, offset, error = %bad.error, "dead letter");
+                    let headers = dead_letter_headers(&bad.error, topic, partition, offset);
+                    let delivery = enqueue(
+                        &shared.producer,
+                        &cfg.topics.dead_letter,
+                        bad.key.as_deref(),
+                        &bad.payload,
+                        Some(&headers),
+                    )
+                    .await?;
+                    batch.deliveries.push((delivery, None));
+                }
+            }
+        }
+        if applied > 0 {
+            last_input = Instant::now();
+            waiting_since = None;
+        } else if !merge.is_empty() {
+            waiting_since.get_or_insert_with(Instant::now);
+        }
+        if let Some(idle_ms) = idle_advance {
+            if merge.is_empty()
+                && last_input.elapsed() >= Duration::from_millis(idle_ms as u64)
+                && (0..topics.len()).all(|q| caught_up(q, &next))
+            {
+                let target = Ts(wall_clock_ms() - idle_ms);
+                if target > engine.now() {
+                    engine.advance_to(target, &mut out);
+                }
+            }
+        }
+        for f in out.drain(..) {
+            let delivery = enqueue(
+                &shared.producer,
+                &cfg.topics.findings,
+                Some(f.finding_id.as_bytes()),
+                f.to_json().as_bytes(),
+                None,
+            )
+            .await?;
+            batch.deliveries.push((delivery, Some(f)));
+        }
+        let has_work = !batch.deliveries.is_empty() || batch.offsets.iter().any(Option::is_some);
+        if has_work && batches_tx.send(batch).await.is_err() {
+            break; // the confirmer failed; its error is reported below
+        }
+        if applied == MAX_BATCH {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            raw = rx.recv() => {
+                let Some(raw) = raw else { break };
+                ingest(shared, partition, raw, &mut merge, &mut next);
+                while merge.len() < 4 * MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(raw) => ingest(shared, partition, raw, &mut merge, &mut next),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+    }
+    // Records merged but not applied are not stored: the next owner reads them.
+    merge.clear();
+    drop(batches_tx);
+    confirmer.await.map_err(|e| PipelineError::Publish {
+        topic: cfg.topics.findings.clone(),
+        reason: format!("confirmer task failed: {e}"),
+    })?
+}
+
+fn ingest(shared: &Shared, partition: i32, raw: Raw, merge: &mut Merge<Item>, next: &mut [i64]) {
+    let topic = &shared.topics[raw.topic];
+    next[raw.topic] = raw.offset + 1;
+    let item = match raw.payload {
+        None => Item::Bad(Box::new(Bad {
+            error: DecodeError::Empty,
+            key: raw.key,
+            payload: Vec::new(),
+        })),
+        Some(payload) => match shared.decoder.decode(topic.system, &payload) {
+            Ok(event) => Item::Event(Envelope {
+                origin: Origin {
+                    topic: topic.name.clone(),
+                    partition,
+                    offset: raw.offset,
+                },
+                event,
+            }),
+            Err(error) => Item::Bad(Box::new(Bad {
+                error,
+                key: raw.key,
+                payload,
+            })),
+        },
+    };
+    merge.push(raw.topic, raw.offset, item);
+}
+
+/// Waits for each batch's acknowledgements in order, then stores its offsets.
+async fn confirm_batches(
+    shared: Arc<Shared>,
+    consumer: Arc<LiveConsumer>,
+    partition: i32,
+    mut batches: mpsc::Receiver<Batch>,
+) -> Result<(), PipelineError> {
+    let cfg = shared.cfg.clone();
+    while let Some(batch) = batches.recv().await {
+        for (delivery, finding) in batch.deliveries {
+            match finding {
+                Some(f) => {
+                    confirm(&cfg.topics.findings, delivery).await?;
+                    shared.stats.record(f);
+                }
+                None => {
+                    confirm(&cfg.topics.dead_letter, delivery).await?;
+                    shared.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for (q, offset) in batch.offsets.iter().enumerate() {
+            if let Some(o) = offset {
+                consumer.store_offset(&shared.topics[q].name, partition, o + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// librdkafka's cached low and high watermarks of a partition, as of the
+/// last fetch response (no request is sent).
+fn cached_watermarks(
+    consumer: &LiveConsumer,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let mut low = -1i64;
+    let mut high = -1i64;
+    // SAFETY: the client pointer lives as long as `consumer`, `topic` is a
+    // NUL-terminated string, and the out-parameters are valid for writes.
+    // rd_kafka_get_watermark_offsets only reads local state under its locks.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long restore waits with no progress before it gives up.
+const RESTORE_STALL: Duration = Duration::from_secs(60);
+
+/// Rebuilds a partition's engine from its input topics, from the beginning
+/// up to the committed offsets, in stream order, publishing nothing.
+/// Returns `None` when the task was stopped meanwhile.
+fn restore(
+    shared: &Shared,
+    partition: i32,
+    committed: &[Option<i64>],
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<(Engine, u64)>, PipelineError> {
+    let mut engine = Engine::new(shared.cfg.clone());
+    let topics = &shared.topics;
+    let mut done: Vec<bool> = committed.iter().map(|c| c.is_none_or(|c| c <= 0)).collect();
+    if done.iter().all(|d| *d) {
+        return Ok(Some((engine, 0)));
+    }
+    let err = |reason: String| PipelineError::Restore { partition, reason };
+    let consumer: BaseConsumer = super::client_config(&shared.cfg)
+        .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (q, d) in done.iter().enumerate() {
+        if !d {
+            tpl.add_partition_offset(&topics[q].name, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut merge: Merge<Envelope> = Merge::new(topics.len());
+    let mut scratch = Vec::new();
+    let mut applied = 0u64;
+    let mut last_progress = Instant::now();
+    loop {
+        while let Some((_, _, env)) = merge.pop(|q| done[q]) {
+            engine.apply(env, &mut scratch);
+            scratch.clear();
+            applied += 1;
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        if *stop.borrow() {
+            return Ok(None);
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let Some(q) = shared.topic_index(m.topic()) else {
+                    continue;
+                };
+                let end = committed[q].unwrap_or(0);
+                if m.offset() < end {
+                    // Records that were dead letters change no state.
+                    if let Ok(event) = m.payload().map_or(Err(DecodeError::Empty), |p| {
+                        shared.decoder.decode(topics[q].system, p)
+                    }) {
+                        merge.push(
+                            q,
+                            m.offset(),
+                            Envelope {
+                                origin: Origin {
+                                    topic: topics[q].name.clone(),
+                                    partition,
+                                    offset: m.offset(),
+                                },
+                                event,
+                            },
+                        );
+                    }
+                }
+                if m.offset() + 1 >= end {
+                    done[q] = true;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "restore consumer error (librdkafka retries)")
+            }
+            None => {
+                // Control records or deleted records can leave a gap before
+                // the committed offset: the position tells.
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements() {
+                        if let (Some(q), Offset::Offset(o)) =
+                            (shared.topic_index(e.topic()), e.offset())
+                        {
+                            if o >= committed[q].unwrap_or(0) {
+                                done[q] = true;
+                            }
+                        }
+                    }
+                }
+                if last_progress.elapsed() > RESTORE_STALL {
+                    return Err(err(format!(
+                        "no progress for {}s before reaching the committed offsets {committed:?}",
+                        RESTORE_STALL.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+    shared.stats.restored.fetch_add(applied, Ordering::Relaxed);
+    Ok(Some((engine, applied)))
+}

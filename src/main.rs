@@ -8,6 +8,7 @@ use driftwatch::{pipeline, replay};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -258,7 +259,15 @@ fn run() -> Result<()> {
                     wait_for_signal().await;
                     std::process::exit(130);
                 });
-                pipeline::run(cfg, stats, stop_rx).await
+                let result = pipeline::run(cfg, stats.clone(), stop_rx).await;
+                tracing::info!(
+                    events = stats.events.load(Ordering::Relaxed),
+                    restored = stats.restored.load(Ordering::Relaxed),
+                    findings = stats.findings.load(Ordering::Relaxed),
+                    dead_letters = stats.dead_letters.load(Ordering::Relaxed),
+                    "stopped"
+                );
+                result
             })?;
         }
         Command::Generate {

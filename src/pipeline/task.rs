@@ -322,10 +322,16 @@ async fn confirm_batches(
                 }
             }
         }
+        // The committed offset is the next one to read (librdkafka's
+        // single-offset store would add the 1 itself; the list form does not).
+        let mut tpl = TopicPartitionList::new();
         for (q, offset) in batch.offsets.iter().enumerate() {
             if let Some(o) = offset {
-                consumer.store_offset(&shared.topics[q].name, partition, o + 1)?;
+                tpl.add_partition_offset(&shared.topics[q].name, partition, Offset::Offset(o + 1))?;
             }
+        }
+        if tpl.count() > 0 {
+            consumer.store_offsets(&tpl)?;
         }
     }
     Ok(())
@@ -333,8 +339,8 @@ async fn confirm_batches(
 
 /// librdkafka's cached low and high watermarks of a partition, as of the
 /// last fetch response (no request is sent).
-fn cached_watermarks(
-    consumer: &LiveConsumer,
+fn cached_watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &std::ffi::CStr,
     partition: i32,
 ) -> Option<(i64, i64)> {

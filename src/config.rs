@@ -85,6 +85,8 @@ pub struct RawKafka {
     /// How long a partition task waits for a lagging input topic before it
     /// takes the next record without it; default `2s`.
     pub max_task_idle: Option<String>,
+    /// How often acknowledged offsets are committed; default `1s`.
+    pub commit_interval: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
     /// sasl.*, ssl.*, ...).
     #[serde(default)]
@@ -283,7 +285,8 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("bootstrap.servers", "kafka.bootstrap_servers"),
     ("group.id", "kafka.group_id"),
     ("enable.auto.offset.store", "kafka.delivery"),
-    ("enable.auto.commit", "kafka.delivery"),
+    ("enable.auto.commit", "kafka.commit_interval"),
+    ("auto.commit.interval.ms", "kafka.commit_interval"),
     ("transactional.id", "kafka.delivery"),
     ("isolation.level", "kafka.delivery"),
     (
@@ -299,6 +302,7 @@ pub struct KafkaConfig {
     pub group_id: String,
     pub delivery: Delivery,
     pub max_task_idle_ms: u64,
+    pub commit_interval_ms: u64,
     /// Passed through to every librdkafka client as it is.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -332,6 +336,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("delivery", &self.delivery)
             .field("max_task_idle_ms", &self.max_task_idle_ms)
+            .field("commit_interval_ms", &self.commit_interval_ms)
             .field("librdkafka", &redacted)
             .finish()
     }
@@ -714,6 +719,11 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         "kafka.max_task_idle",
         k.max_task_idle.as_deref().unwrap_or("2s"),
     )?;
+    let commit_interval_ms =
+        parse_duration_ms("kafka.commit_interval", k.commit_interval.as_deref().unwrap_or("1s"))?;
+    if commit_interval_ms <= 0 {
+        return Err(invalid("kafka.commit_interval", "must be longer than zero"));
+    }
     for key in k.librdkafka.keys() {
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
             return Err(invalid(
@@ -727,6 +737,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         group_id,
         delivery,
         max_task_idle_ms: max_task_idle_ms.max(0) as u64,
+        commit_interval_ms: commit_interval_ms as u64,
         librdkafka: k.librdkafka,
     })
 }

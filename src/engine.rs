@@ -42,6 +42,9 @@ pub struct Episode {
     /// Identity of the subject within the key.
     pub sid: u64,
     pub since: Ts,
+    /// Stream time the episode began: a condition that ends and holds again
+    /// later is a new episode, and so a new finding, even with the same `since`.
+    pub began: Ts,
     pub due: Ts,
     pub phase: Phase,
     /// Created in, or swept into, a SOURCE_STORM of its rule.
@@ -362,6 +365,7 @@ impl Engine {
                         rule: c.rule,
                         sid,
                         since: c.since,
+                        began: at,
                         due: c.since.plus(sla),
                         phase: Phase::Pending,
                         tagged,
@@ -430,7 +434,8 @@ impl Engine {
                         self.storms[c.rule.index()].held += 1;
                         self.stats.held += 1;
                     } else {
-                        let f = self.open_finding(key, st, &c, at);
+                        let began = ep.began;
+                        let f = self.open_finding(key, st, &c, began, at);
                         let ep = &mut st.episodes[ei];
                         ep.phase = Phase::Open;
                         self.stats.opened += 1;
@@ -497,7 +502,14 @@ impl Engine {
         }
     }
 
-    fn open_finding(&self, key: &Key, st: &WorkerState, c: &Condition, at: Ts) -> Finding {
+    fn open_finding(
+        &self,
+        key: &Key,
+        st: &WorkerState,
+        c: &Condition,
+        began: Ts,
+        at: Ts,
+    ) -> Finding {
         let cfg = &self.cfg;
         let rc = cfg.rule(c.rule);
         let severity = if c.elevated {
@@ -513,7 +525,7 @@ impl Engine {
             OwnerRole::AppOwner => cfg.app_owner(subject.app_id.as_deref().unwrap_or_default()),
             _ => &cfg.it,
         };
-        let id = finding_id(c.rule, key, &subject, c.since);
+        let id = finding_id(c.rule, key, &subject, c.since, began);
         Finding {
             finding_id: id,
             status: Status::Open,
@@ -842,7 +854,9 @@ fn push_evidence(list: &mut Vec<Evidence>, e: Evidence) {
     }
 }
 
-fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts) -> String {
+/// One episode of one rule on one subject: the condition's `since` and the
+/// stream time the episode began tell apart two episodes of one subject.
+fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts, began: Ts) -> String {
     let opt = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("").as_bytes().to_vec();
     stable_id(&[
         rule.as_str().as_bytes(),
@@ -854,6 +868,7 @@ fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts) -> String {
         &opt(&s.account_id),
         &opt(&s.entitlement),
         &since.millis().to_le_bytes(),
+        &began.millis().to_le_bytes(),
     ])
 }
 

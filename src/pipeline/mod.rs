@@ -11,12 +11,15 @@
 //!
 //! # Offsets (at-least-once)
 //!
-//! Auto-commit is on but `enable.auto.offset.store` is off: a task stores a
-//! message's offset only after every finding (or the dead letter) it produced,
-//! and everything before it in stream order, is acknowledged by the broker.
-//! Nothing is committed before its findings are safe; a crash re-reads from
-//! the last commit and may publish a transition again, with the same
-//! finding_id and status.
+//! A task marks a batch's offsets done only after every finding (or dead
+//! letter) of the batch, and of every batch before it, is acknowledged by
+//! the broker. The consumer thread commits the marks of all topics of a
+//! partition together, from one snapshot, every `kafka.commit_interval`
+//! (librdkafka's auto-commit could catch one topic's mark without the
+//! other's, and a restore would then apply a different prefix than the one
+//! that was published). Nothing is committed before its findings are safe; a
+//! crash re-reads from the last commit and may publish a transition again,
+//! with the same finding_id and status.
 //!
 //! # State belongs to partitions
 //!
@@ -240,6 +243,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<LiveStats>,
     pub(crate) decoder: InputDecoder,
     tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
+    /// Next offset to read per (topic index, partition) whose outputs are
+    /// all acknowledged and which is not committed yet.
+    done: Mutex<BTreeMap<(usize, i32), i64>>,
     fatal: Mutex<Option<PipelineError>>,
     failed: AtomicBool,
     consumer: OnceLock<Weak<LiveConsumer>>,
@@ -252,6 +258,41 @@ impl Shared {
         let mut fatal = self.fatal.lock().expect("fatal lock");
         fatal.get_or_insert(e);
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks offsets of one partition as done (acknowledged), all at once.
+    pub(crate) fn mark_done(&self, partition: i32, next: &[Option<i64>]) {
+        let mut done = self.done.lock().expect("done lock");
+        for (q, n) in next.iter().enumerate() {
+            if let Some(n) = n {
+                done.insert((q, partition), *n);
+            }
+        }
+    }
+
+    /// Commits the done offsets of `partitions` (all when `None`) from one
+    /// snapshot; `sync` waits for the broker.
+    fn commit_done(&self, consumer: &LiveConsumer, partitions: Option<&BTreeSet<i32>>, sync: bool) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut done = self.done.lock().expect("done lock");
+            let keys: Vec<(usize, i32)> = done
+                .keys()
+                .copied()
+                .filter(|(_, p)| partitions.is_none_or(|set| set.contains(p)))
+                .collect();
+            for k in keys {
+                let next = done.remove(&k).expect("key listed");
+                let _ = tpl.add_partition_offset(&self.topics[k.0].name, k.1, Offset::Offset(next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit");
+        }
     }
 
     fn topic_index(&self, topic: &str) -> Option<usize> {
@@ -304,8 +345,11 @@ impl ConsumerContext for Ctx {
             let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(partitions = ?parts, "partitions revoked: publishing, committing and dropping their state");
             self.shared.stop_tasks(Some(&parts));
-            if !consumer.assignment_lost() {
-                commit_stored(consumer);
+            if consumer.assignment_lost() {
+                // Someone else owns them now; our marks must not overwrite theirs.
+                self.shared.done.lock().expect("done lock").retain(|(_, p), _| !parts.contains(p));
+            } else {
+                self.shared.commit_done(consumer, Some(&parts), true);
             }
         }
     }
@@ -363,17 +407,6 @@ impl Ctx {
             owned.insert(p);
         }
         Ok(())
-    }
-}
-
-/// Commits what the tasks stored; "nothing stored" is not an error.
-fn commit_stored(consumer: &LiveConsumer) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit")
-        }
     }
 }
 
@@ -458,6 +491,7 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         stats,
         tasks: Mutex::new(BTreeMap::new()),
+        done: Mutex::new(BTreeMap::new()),
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
         consumer: OnceLock::new(),
@@ -465,7 +499,7 @@ pub async fn run(
     });
     let consumer: LiveConsumer = client_config(&cfg)
         .set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
@@ -515,7 +549,13 @@ pub async fn run(
 /// The consumer thread: poll, hand messages to partition tasks, and on stop
 /// drain the tasks, commit and leave the group.
 fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool) {
+    let interval = Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
+    let mut last_commit = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) && !shared.failed.load(Ordering::SeqCst) {
+        if last_commit.elapsed() >= interval {
+            shared.commit_done(&consumer, None, false);
+            last_commit = std::time::Instant::now();
+        }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
@@ -559,7 +599,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
         let _ = tx.blocking_send(raw);
     }
     shared.stop_tasks(None);
-    commit_stored(&consumer);
+    shared.commit_done(&consumer, None, true);
     consumer.unsubscribe();
     // Dropping the last handle closes the consumer and leaves the group.
     drop(consumer);

@@ -83,6 +83,8 @@ impl TaskHandle {
 const INPUT_CHANNEL: usize = 4096;
 /// Records applied between two publishes.
 const MAX_BATCH: usize = 1024;
+/// Records held for the merge before a lagging topic stops holding the others back.
+const MAX_BUFFERED: usize = 200_000;
 /// Batches queued to the producer but not yet acknowledged.
 const IN_FLIGHT_BATCHES: usize = 64;
 
@@ -156,12 +158,7 @@ async fn run(
     consumer.resume(&tpl)?;
 
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
-    let confirmer = tokio::spawn(confirm_batches(
-        shared.clone(),
-        consumer.clone(),
-        partition,
-        batches_rx,
-    ));
+    let confirmer = tokio::spawn(confirm_batches(shared.clone(), partition, batches_rx));
     let cfg = shared.cfg.clone();
     let max_idle = Duration::from_millis(cfg.kafka.max_task_idle_ms);
     let idle_advance = cfg.idle_advance_ms;
@@ -183,7 +180,10 @@ async fn run(
             deliveries: Vec::new(),
             offsets: vec![None; topics.len()],
         };
-        let force = waiting_since.is_some_and(|t| t.elapsed() >= max_idle);
+        // A lagging topic holds the others back for at most max_task_idle,
+        // and never beyond MAX_BUFFERED records held in memory.
+        let force = waiting_since.is_some_and(|t| t.elapsed() >= max_idle)
+            || merge.len() > MAX_BUFFERED;
         let mut applied = 0;
         while applied < MAX_BATCH {
             let Some((q, offset, item)) = merge.pop(|q| force || caught_up(q, &next)) else {
@@ -193,6 +193,7 @@ async fn run(
             batch.offsets[q] = Some(offset);
             match item {
                 Item::Event(env) => {
+                    tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
                     engine.apply(env, &mut out);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
                 }
@@ -254,11 +255,10 @@ async fn run(
             raw = rx.recv() => {
                 let Some(raw) = raw else { break };
                 ingest(shared, partition, raw, &mut merge, &mut next);
-                while merge.len() < 4 * MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(raw) => ingest(shared, partition, raw, &mut merge, &mut next),
-                        Err(_) => break,
-                    }
+                // Take all that is waiting: a record of a lagging topic may
+                // be behind many of another's, and the merge needs it.
+                while let Ok(raw) = rx.try_recv() {
+                    ingest(shared, partition, raw, &mut merge, &mut next);
                 }
             }
             _ = tick.tick() => {}
@@ -304,7 +304,6 @@ fn ingest(shared: &Shared, partition: i32, raw: Raw, merge: &mut Merge<Item>, ne
 /// Waits for each batch's acknowledgements in order, then stores its offsets.
 async fn confirm_batches(
     shared: Arc<Shared>,
-    consumer: Arc<LiveConsumer>,
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
 ) -> Result<(), PipelineError> {
@@ -322,17 +321,9 @@ async fn confirm_batches(
                 }
             }
         }
-        // The committed offset is the next one to read (librdkafka's
-        // single-offset store would add the 1 itself; the list form does not).
-        let mut tpl = TopicPartitionList::new();
-        for (q, offset) in batch.offsets.iter().enumerate() {
-            if let Some(o) = offset {
-                tpl.add_partition_offset(&shared.topics[q].name, partition, Offset::Offset(o + 1))?;
-            }
-        }
-        if tpl.count() > 0 {
-            consumer.store_offsets(&tpl)?;
-        }
+        // The committed offset is the next one to read.
+        let next: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.map(|o| o + 1)).collect();
+        shared.mark_done(partition, &next);
     }
     Ok(())
 }

@@ -1,0 +1,491 @@
+//! Brokers, detector processes and topic readers for the pipeline tests.
+//!
+//! Two real Kafka-protocol brokers: librdkafka's mock cluster (in this
+//! process, over TCP) and Tansu (started by `scripts/test.sh`, found
+//! through `DRIFTWATCH_TANSU_BOOTSTRAP`). Detectors run as child processes
+//! of the `driftwatch` binary so they can be killed for real.
+
+use driftwatch::config::Config;
+use driftwatch::event::{Envelope, Event, Origin, System};
+use driftwatch::finding::Finding;
+use driftwatch::generate::Generator;
+use driftwatch::pipeline::{self, InputDecoder};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PARTITIONS: i32 = 3;
+
+/// A broker the tests talk to.
+pub enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(String),
+}
+
+impl Broker {
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("start the mock cluster"))
+    }
+
+    /// Tansu at `DRIFTWATCH_TANSU_BOOTSTRAP`; `None` (the test is skipped
+    /// with a message) when it is not set, unless `DRIFTWATCH_REQUIRE_TANSU`
+    /// says it must be there.
+    pub fn tansu() -> Option<Broker> {
+        match std::env::var("DRIFTWATCH_TANSU_BOOTSTRAP") {
+            Ok(b) if !b.is_empty() => Some(Broker::Tansu(b)),
+            _ => {
+                assert!(
+                    std::env::var_os("DRIFTWATCH_REQUIRE_TANSU").is_none(),
+                    "DRIFTWATCH_REQUIRE_TANSU is set but DRIFTWATCH_TANSU_BOOTSTRAP is not: start Tansu (scripts/test.sh does)"
+                );
+                eprintln!("skipped: no Tansu broker (run scripts/test.sh, or set DRIFTWATCH_TANSU_BOOTSTRAP)");
+                None
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Tansu(b) => b.clone(),
+        }
+    }
+
+    /// Creates the topics of `cfg` with [`PARTITIONS`] partitions each.
+    pub async fn create_topics(&self, cfg: &Config) {
+        match self {
+            Broker::Mock(m) => {
+                for t in pipeline::all_topics(cfg) {
+                    m.create_topic(&t, PARTITIONS, 1).expect("create topic");
+                }
+            }
+            Broker::Tansu(_) => {
+                let created = pipeline::create_topics(cfg, PARTITIONS, 1)
+                    .await
+                    .expect("create topics on Tansu");
+                assert_eq!(created.len(), 5, "{created:?}");
+            }
+        }
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other test (or earlier run on the same broker) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One test's world: its topics, its config file, its scratch directory.
+pub struct Setup {
+    pub cfg: Arc<Config>,
+    pub dir: PathBuf,
+    generator: std::sync::Mutex<Option<Generator>>,
+}
+
+impl Setup {
+    pub async fn new(broker: &Broker, name: &str) -> Setup {
+        let id = unique(name);
+        let dir = std::env::temp_dir().join(format!("driftwatch-it-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = format!(
+            r#"
+[detector]
+instance = "it"
+idle_advance = "off"
+
+[topics]
+hr = "{id}.hr"
+directory = "{id}.dir"
+app = "{id}.app"
+findings = "{id}.findings"
+dead_letter = "{id}.dlq"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{id}.detector"
+commit_interval = "200ms"
+
+[kafka.librdkafka]
+
+# A killed member leaves the group after this long (the broker's minimum).
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"#,
+            bootstrap = broker.bootstrap()
+        );
+        let path = dir.join("driftwatch.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let cfg = Arc::new(Config::load(&path).unwrap());
+        broker.create_topics(&cfg).await;
+        Setup {
+            cfg,
+            dir,
+            generator: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("driftwatch.toml")
+    }
+
+    /// Starts a detector process; its log goes to `DIR/<name>.log`.
+    pub fn detector(&self, name: &str) -> Detector {
+        let log = self.dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", std::env::var("DRIFTWATCH_IT_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start driftwatch run");
+        Detector {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Produces the generated organisation and `changes` lifecycle changes
+    /// (every rule's drift injected); returns the events.
+    pub async fn produce_generated(&self, seed: u64, workers: u64, changes: usize) -> Vec<Event> {
+        let mut g = Generator::new(seed, workers, driftwatch::time::Ts::parse("2026-11-02T08:00:00Z").unwrap());
+        let baseline = g.baseline();
+        *self.generator.lock().unwrap() = Some(g);
+        self.produce(&baseline).await;
+        let mut events = self.produce_more(changes).await;
+        events.splice(0..0, baseline);
+        events
+    }
+
+    /// `changes` more lifecycle changes from the same organisation.
+    pub async fn produce_more(&self, changes: usize) -> Vec<Event> {
+        let events: Vec<Event> = {
+            let mut guard = self.generator.lock().unwrap();
+            let g = guard.as_mut().expect("produce_generated first");
+            (0..changes).flat_map(|_| g.next_batch(10 * 60_000)).collect()
+        };
+        self.produce(&events).await;
+        events
+    }
+
+    async fn produce(&self, events: &[Event]) {
+        let producer = pipeline::producer(&self.cfg).unwrap();
+        pipeline::produce_events(&producer, &self.cfg, events)
+            .await
+            .unwrap();
+    }
+
+    /// Produces raw bytes to a topic (for malformed input).
+    pub async fn produce_raw(&self, topic: &str, key: &[u8], payload: &[u8]) {
+        let producer = pipeline::producer(&self.cfg).unwrap();
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(key)
+            .payload(payload);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    fn reader(&self) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap()
+    }
+
+    /// Every record of a topic, partition by partition.
+    pub fn read_topic(&self, topic: &str) -> Vec<Record> {
+        let consumer = self.reader();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..PARTITIONS {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
+                ends.insert(p, high);
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return out;
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        while ends.iter().any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end) {
+            assert!(Instant::now() < deadline, "reading {topic} timed out at {next:?} of {ends:?}");
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            next.insert(m.partition(), m.offset() + 1);
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+        out
+    }
+
+    /// Records in a topic so far (sum of high watermarks): cheap to poll.
+    pub fn count(&self, consumer: &BaseConsumer, topic: &str) -> i64 {
+        (0..PARTITIONS)
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap();
+                high - low
+            })
+            .sum()
+    }
+
+    /// A consumer for [`Setup::count`].
+    pub fn counter(&self) -> BaseConsumer {
+        self.reader()
+    }
+
+    /// The published findings, decoded.
+    pub fn findings(&self) -> Vec<Finding> {
+        self.read_topic(&self.cfg.topics.findings)
+            .into_iter()
+            .map(|r| serde_json::from_slice(&r.payload).expect("a finding in the contract's JSON"))
+            .collect()
+    }
+
+    /// What one uninterrupted process must publish: the input topics as
+    /// they are on the broker, replayed (same partitions, offsets, merge).
+    pub fn reference_findings(&self) -> Vec<Finding> {
+        let decoder = InputDecoder::from_config(&self.cfg).unwrap();
+        let t = &self.cfg.topics;
+        let mut streams = Vec::new();
+        for (system, topic) in [
+            (System::Hr, &t.hr[0]),
+            (System::Directory, &t.directory[0]),
+            (System::App, &t.app[0]),
+        ] {
+            let name: Arc<str> = topic.as_str().into();
+            let envs = self
+                .read_topic(topic)
+                .into_iter()
+                .filter_map(|r| {
+                    decoder.decode(system, &r.payload).ok().map(|event| Envelope {
+                        origin: Origin {
+                            topic: name.clone(),
+                            partition: r.partition,
+                            offset: r.offset,
+                        },
+                        event,
+                    })
+                })
+                .collect();
+            streams.push((name, envs));
+        }
+        driftwatch::replay::replay_streams(self.cfg.clone(), streams, None).0
+    }
+
+    /// Waits until the detector group has committed the end of every input
+    /// partition.
+    pub fn wait_caught_up(&self, timeout: Duration, detectors: &mut [&mut Detector]) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for d in detectors.iter_mut() {
+                d.assert_running();
+            }
+            let behind = self.behind();
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "detectors did not catch up: {behind:?}\n{}",
+                detectors.iter().map(|d| d.log_text()).collect::<Vec<_>>().join("\n----\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The input partitions whose committed offset is short of their end.
+    pub fn behind(&self) -> Vec<String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.kafka.bootstrap_servers)
+            .set("group.id", &self.cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let t = &self.cfg.topics;
+        let mut ends = TopicPartitionList::new();
+        let mut tpl = TopicPartitionList::new();
+        for topic in t.hr.iter().chain(&t.directory).chain(&t.app) {
+            for p in 0..PARTITIONS {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap();
+                ends.add_partition_offset(topic, p, Offset::Offset(high)).unwrap();
+                tpl.add_partition(topic, p);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        ends
+                .elements()
+                .iter()
+                .filter(|e| {
+                    let end = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => 0,
+                    };
+                    let at = match committed
+                        .find_partition(e.topic(), e.partition())
+                        .map(|c| c.offset())
+                    {
+                        Some(Offset::Offset(o)) => o,
+                        _ => 0,
+                    };
+                    at < end
+                })
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect()
+    }
+}
+
+/// A record read back from a topic.
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A `driftwatch run` child process.
+pub struct Detector {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Detector {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("detector exited early ({status}):\n{}", self.log_text());
+        }
+    }
+
+    /// Waits until the log says `needle` (e.g. that partitions are restored).
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            self.assert_running();
+            assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye to the group.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and the exit status of a graceful stop.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Detector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Findings as a set of (finding_id, status) with the whole JSON, so two
+/// runs compare exactly while at-least-once duplicates collapse.
+pub fn finding_set(findings: &[Finding]) -> BTreeMap<(String, String), String> {
+    findings
+        .iter()
+        .map(|f| ((f.finding_id.clone(), f.status.to_string()), f.to_json()))
+        .collect()
+}
+
+/// Every duplicate in a findings topic is the same transition again: the
+/// same finding_id and status with the same content.
+pub fn assert_duplicates_are_identical(findings: &[Finding]) {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    for f in findings {
+        let json = f.to_json();
+        if let Some(prev) = seen.insert((f.finding_id.clone(), f.status.to_string()), json.clone()) {
+            assert_eq!(prev, json, "a redelivered transition differs");
+        }
+    }
+}
+
+/// The contributing-owner roles (families) the findings cover.
+pub fn roles(findings: &[Finding]) -> BTreeSet<String> {
+    findings
+        .iter()
+        .map(|f| f.contributing_owner.role.to_string())
+        .collect()
+}

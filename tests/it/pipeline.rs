@@ -1,0 +1,187 @@
+//! `driftwatch run` end to end against real brokers: the mock cluster and
+//! Tansu. Each scenario is written once and run on both.
+//!
+//! The reference for "what must be published" is the replay of the input
+//! topics as they sit on the broker (same partitions, same offsets): one
+//! uninterrupted process must publish exactly that, and a killed,
+//! restarted or split detector must publish at least that, with
+//! duplicates only as identical transitions.
+
+use crate::harness::{assert_duplicates_are_identical, finding_set, roles, Broker, Setup};
+use std::time::Duration;
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+macro_rules! on_both_brokers {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mock_cluster() {
+                super::$scenario(crate::harness::Broker::mock()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tansu() {
+                if let Some(b) = crate::harness::Broker::tansu() {
+                    super::$scenario(b).await;
+                }
+            }
+        }
+    };
+}
+
+on_both_brokers!(live_run_publishes_what_replay_finds);
+on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed);
+on_both_brokers!(killed_detector_restarts_without_losing_a_finding);
+on_both_brokers!(two_detectors_split_the_partitions);
+
+async fn live_run_publishes_what_replay_finds(broker: Broker) {
+    let s = Setup::new(&broker, "live").await;
+    s.produce_generated(7, 150, 300).await;
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+
+    let published = s.findings();
+    let reference = s.reference_findings();
+    assert!(reference.len() > 50, "the generator injects drift: {}", reference.len());
+    // A finding is never emitted twice with the same status.
+    assert_eq!(finding_set(&reference).len(), reference.len());
+    // One uninterrupted process publishes each transition once.
+    assert_eq!(published.len(), reference.len(), "{}", d.log_text());
+    assert_eq!(finding_set(&published), finding_set(&reference));
+    // Every family's drift is found: HR-, directory- and app-caused.
+    let families = roles(&published);
+    for role in ["HR", "IT", "APP_OWNER"] {
+        assert!(families.contains(role), "no {role} finding in {families:?}");
+    }
+}
+
+async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker: Broker) {
+    let s = Setup::new(&broker, "dlq").await;
+    let hr = s.cfg.topics.hr[0].clone();
+    s.produce_generated(11, 40, 0).await;
+    s.produce_raw(&hr, b"W000001", b"{\"event_id\": \"broken\", \"event_type\": ")
+        .await;
+    s.produce_raw(
+        &hr,
+        b"W000002",
+        br#"{"event_id":"e-bad-type","event_type":"FIRED","worker_id":"W000002","occurred_at":"2026-11-01T09:00:00Z","effective_at":"2026-11-01T09:00:00Z","source_system":"workday","worker_type":"EMPLOYEE"}"#,
+    )
+    .await;
+    // The next good message: W000003 leaves, so a leaver finding must follow.
+    s.produce_raw(
+        &hr,
+        b"W000003",
+        br#"{"event_id":"e-good-after-bad","event_type":"TERMINATION","worker_id":"W000003","occurred_at":"2026-11-01T09:00:00Z","effective_at":"2026-11-01T09:00:00Z","source_system":"workday","worker_type":"EMPLOYEE"}"#,
+    )
+    .await;
+    s.produce_more(60).await;
+
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+
+    let dead = s.read_topic(&s.cfg.topics.dead_letter);
+    assert_eq!(dead.len(), 2, "two malformed messages");
+    let types: Vec<&str> = dead.iter().map(|r| r.headers["dw.error.type"].as_str()).collect();
+    assert!(types.contains(&"malformed_json"), "{types:?}");
+    assert!(types.contains(&"invalid_field"), "{types:?}");
+    for r in &dead {
+        assert_eq!(r.headers["dw.source.topic"], hr);
+        assert!(!r.headers["dw.error.reason"].is_empty());
+        let partition: i32 = r.headers["dw.source.partition"].parse().unwrap();
+        let offset: i64 = r.headers["dw.source.offset"].parse().unwrap();
+        let source = s
+            .read_topic(&hr)
+            .into_iter()
+            .find(|m| m.partition == partition && m.offset == offset)
+            .expect("the dead letter names its source");
+        assert_eq!(source.payload, r.payload, "the payload is kept as it was");
+    }
+    let bad_type = dead
+        .iter()
+        .find(|r| r.headers["dw.error.type"] == "invalid_field")
+        .unwrap();
+    assert!(
+        bad_type.headers["dw.error.reason"].contains("event_type"),
+        "{}",
+        bad_type.headers["dw.error.reason"]
+    );
+
+    let published = s.findings();
+    assert_eq!(finding_set(&published), finding_set(&s.reference_findings()));
+    assert!(
+        published
+            .iter()
+            .any(|f| f.worker_id.as_deref() == Some("W000003") && f.rule.as_str().starts_with("LEAVER")),
+        "the good message after the bad ones was processed"
+    );
+}
+
+async fn killed_detector_restarts_without_losing_a_finding(broker: Broker) {
+    let s = Setup::new(&broker, "kill").await;
+    s.produce_generated(21, 400, 5000).await;
+    let reference = s.reference_findings();
+    let mut kills = 0;
+    let mut published_before = 0;
+    let counter = s.counter();
+    'rounds: for round in 0..3 {
+        let mut d = s.detector(&format!("detector-{round}"));
+        // Kill as soon as the detector has published something new, while
+        // input is still unprocessed: mid-stream.
+        let deadline = std::time::Instant::now() + CATCH_UP;
+        loop {
+            d.assert_running();
+            let n = s.count(&counter, &s.cfg.topics.findings);
+            if n > published_before {
+                published_before = n;
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d.kill();
+        if s.behind().is_empty() {
+            break 'rounds; // it finished before the kill landed
+        }
+        kills += 1;
+    }
+    assert!(kills >= 1, "no kill happened mid-stream; give the detector more input");
+    let mut d = s.detector("detector-last");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    assert!(d.log_text().contains("state restored"), "{}", d.log_text());
+
+    let published = s.findings();
+    let got = finding_set(&published);
+    let want = finding_set(&reference);
+    assert_duplicates_are_identical(&published);
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} findings lost after {kills} kills: {missing:?}",
+        missing.len()
+    );
+    assert_eq!(got, want, "nothing published that one process would not publish");
+}
+
+async fn two_detectors_split_the_partitions(broker: Broker) {
+    let s = Setup::new(&broker, "split").await;
+    s.produce_generated(31, 200, 600).await;
+    let mut a = s.detector("a");
+    a.wait_for_log("state restored", CATCH_UP);
+    let mut b = s.detector("b");
+    b.wait_for_log("state restored", CATCH_UP);
+    s.wait_caught_up(CATCH_UP, &mut [&mut a, &mut b]);
+    // Both took part: each owned partitions after the rebalance.
+    for d in [&a, &b] {
+        assert!(d.log_text().contains("partitions assigned"), "{}", d.log_text());
+    }
+    assert!(a.terminate().success(), "{}", a.log_text());
+    assert!(b.terminate().success(), "{}", b.log_text());
+
+    let published = s.findings();
+    assert_duplicates_are_identical(&published);
+    assert_eq!(finding_set(&published), finding_set(&s.reference_findings()));
+}

@@ -719,8 +719,10 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         "kafka.max_task_idle",
         k.max_task_idle.as_deref().unwrap_or("2s"),
     )?;
-    let commit_interval_ms =
-        parse_duration_ms("kafka.commit_interval", k.commit_interval.as_deref().unwrap_or("1s"))?;
+    let commit_interval_ms = parse_duration_ms(
+        "kafka.commit_interval",
+        k.commit_interval.as_deref().unwrap_or("1s"),
+    )?;
     if commit_interval_ms <= 0 {
         return Err(invalid("kafka.commit_interval", "must be longer than zero"));
     }

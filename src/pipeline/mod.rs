@@ -289,7 +289,11 @@ impl Shared {
         if tpl.count() == 0 {
             return;
         }
-        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit");
         }
@@ -347,7 +351,11 @@ impl ConsumerContext for Ctx {
             self.shared.stop_tasks(Some(&parts));
             if consumer.assignment_lost() {
                 // Someone else owns them now; our marks must not overwrite theirs.
-                self.shared.done.lock().expect("done lock").retain(|(_, p), _| !parts.contains(p));
+                self.shared
+                    .done
+                    .lock()
+                    .expect("done lock")
+                    .retain(|(_, p), _| !parts.contains(p));
             } else {
                 self.shared.commit_done(consumer, Some(&parts), true);
             }

@@ -182,8 +182,8 @@ async fn run(
         };
         // A lagging topic holds the others back for at most max_task_idle,
         // and never beyond MAX_BUFFERED records held in memory.
-        let force = waiting_since.is_some_and(|t| t.elapsed() >= max_idle)
-            || merge.len() > MAX_BUFFERED;
+        let force =
+            waiting_since.is_some_and(|t| t.elapsed() >= max_idle) || merge.len() > MAX_BUFFERED;
         let mut applied = 0;
         while applied < MAX_BATCH {
             let Some((q, offset, item)) = merge.pop(|q| force || caught_up(q, &next)) else {

@@ -154,7 +154,10 @@ commit_interval = "200ms"
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", std::env::var("DRIFTWATCH_IT_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("DRIFTWATCH_IT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)
@@ -169,7 +172,11 @@ commit_interval = "200ms"
     /// Produces the generated organisation and `changes` lifecycle changes
     /// (every rule's drift injected); returns the events.
     pub async fn produce_generated(&self, seed: u64, workers: u64, changes: usize) -> Vec<Event> {
-        let mut g = Generator::new(seed, workers, driftwatch::time::Ts::parse("2026-11-02T08:00:00Z").unwrap());
+        let mut g = Generator::new(
+            seed,
+            workers,
+            driftwatch::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+        );
         let baseline = g.baseline();
         *self.generator.lock().unwrap() = Some(g);
         self.produce(&baseline).await;
@@ -183,7 +190,9 @@ commit_interval = "200ms"
         let events: Vec<Event> = {
             let mut guard = self.generator.lock().unwrap();
             let g = guard.as_mut().expect("produce_generated first");
-            (0..changes).flat_map(|_| g.next_batch(10 * 60_000)).collect()
+            (0..changes)
+                .flat_map(|_| g.next_batch(10 * 60_000))
+                .collect()
         };
         self.produce(&events).await;
         events
@@ -228,7 +237,8 @@ commit_interval = "200ms"
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .unwrap();
             if high > low {
-                tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                    .unwrap();
                 ends.insert(p, high);
             }
         }
@@ -239,8 +249,14 @@ commit_interval = "200ms"
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        while ends.iter().any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end) {
-            assert!(Instant::now() < deadline, "reading {topic} timed out at {next:?} of {ends:?}");
+        while ends
+            .iter()
+            .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} timed out at {next:?} of {ends:?}"
+            );
             let Some(m) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
             };
@@ -310,14 +326,17 @@ commit_interval = "200ms"
                 .read_topic(topic)
                 .into_iter()
                 .filter_map(|r| {
-                    decoder.decode(system, &r.payload).ok().map(|event| Envelope {
-                        origin: Origin {
-                            topic: name.clone(),
-                            partition: r.partition,
-                            offset: r.offset,
-                        },
-                        event,
-                    })
+                    decoder
+                        .decode(system, &r.payload)
+                        .ok()
+                        .map(|event| Envelope {
+                            origin: Origin {
+                                topic: name.clone(),
+                                partition: r.partition,
+                                offset: r.offset,
+                            },
+                            event,
+                        })
                 })
                 .collect();
             streams.push((name, envs));
@@ -340,7 +359,11 @@ commit_interval = "200ms"
             assert!(
                 Instant::now() < deadline,
                 "detectors did not catch up: {behind:?}\n{}",
-                detectors.iter().map(|d| d.log_text()).collect::<Vec<_>>().join("\n----\n")
+                detectors
+                    .iter()
+                    .map(|d| d.log_text())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -362,32 +385,32 @@ commit_interval = "200ms"
                 let (_, high) = consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .unwrap();
-                ends.add_partition_offset(topic, p, Offset::Offset(high)).unwrap();
+                ends.add_partition_offset(topic, p, Offset::Offset(high))
+                    .unwrap();
                 tpl.add_partition(topic, p);
             }
         }
         let committed = consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .unwrap();
-        ends
-                .elements()
-                .iter()
-                .filter(|e| {
-                    let end = match e.offset() {
-                        Offset::Offset(o) => o,
-                        _ => 0,
-                    };
-                    let at = match committed
-                        .find_partition(e.topic(), e.partition())
-                        .map(|c| c.offset())
-                    {
-                        Some(Offset::Offset(o)) => o,
-                        _ => 0,
-                    };
-                    at < end
-                })
-                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-                .collect()
+        ends.elements()
+            .iter()
+            .filter(|e| {
+                let end = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let at = match committed
+                    .find_partition(e.topic(), e.partition())
+                    .map(|c| c.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                };
+                at < end
+            })
+            .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+            .collect()
     }
 }
 
@@ -422,7 +445,11 @@ impl Detector {
         let deadline = Instant::now() + timeout;
         while !self.log_text().contains(needle) {
             self.assert_running();
-            assert!(Instant::now() < deadline, "no `{needle}` in:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -449,7 +476,11 @@ impl Detector {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -476,7 +507,8 @@ pub fn assert_duplicates_are_identical(findings: &[Finding]) {
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     for f in findings {
         let json = f.to_json();
-        if let Some(prev) = seen.insert((f.finding_id.clone(), f.status.to_string()), json.clone()) {
+        if let Some(prev) = seen.insert((f.finding_id.clone(), f.status.to_string()), json.clone())
+        {
             assert_eq!(prev, json, "a redelivered transition differs");
         }
     }

@@ -44,7 +44,11 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
 
     let published = s.findings();
     let reference = s.reference_findings();
-    assert!(reference.len() > 50, "the generator injects drift: {}", reference.len());
+    assert!(
+        reference.len() > 50,
+        "the generator injects drift: {}",
+        reference.len()
+    );
     // A finding is never emitted twice with the same status.
     assert_eq!(finding_set(&reference).len(), reference.len());
     // One uninterrupted process publishes each transition once.
@@ -61,8 +65,12 @@ async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker:
     let s = Setup::new(&broker, "dlq").await;
     let hr = s.cfg.topics.hr[0].clone();
     s.produce_generated(11, 40, 0).await;
-    s.produce_raw(&hr, b"W000001", b"{\"event_id\": \"broken\", \"event_type\": ")
-        .await;
+    s.produce_raw(
+        &hr,
+        b"W000001",
+        b"{\"event_id\": \"broken\", \"event_type\": ",
+    )
+    .await;
     s.produce_raw(
         &hr,
         b"W000002",
@@ -84,7 +92,10 @@ async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker:
 
     let dead = s.read_topic(&s.cfg.topics.dead_letter);
     assert_eq!(dead.len(), 2, "two malformed messages");
-    let types: Vec<&str> = dead.iter().map(|r| r.headers["dw.error.type"].as_str()).collect();
+    let types: Vec<&str> = dead
+        .iter()
+        .map(|r| r.headers["dw.error.type"].as_str())
+        .collect();
     assert!(types.contains(&"malformed_json"), "{types:?}");
     assert!(types.contains(&"invalid_field"), "{types:?}");
     for r in &dead {
@@ -110,11 +121,15 @@ async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker:
     );
 
     let published = s.findings();
-    assert_eq!(finding_set(&published), finding_set(&s.reference_findings()));
+    assert_eq!(
+        finding_set(&published),
+        finding_set(&s.reference_findings())
+    );
     assert!(
         published
             .iter()
-            .any(|f| f.worker_id.as_deref() == Some("W000003") && f.rule.as_str().starts_with("LEAVER")),
+            .any(|f| f.worker_id.as_deref() == Some("W000003")
+                && f.rule.as_str().starts_with("LEAVER")),
         "the good message after the bad ones was processed"
     );
 }
@@ -147,7 +162,10 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker) {
         }
         kills += 1;
     }
-    assert!(kills >= 1, "no kill happened mid-stream; give the detector more input");
+    assert!(
+        kills >= 1,
+        "no kill happened mid-stream; give the detector more input"
+    );
     let mut d = s.detector("detector-last");
     s.wait_caught_up(CATCH_UP, &mut [&mut d]);
     assert!(d.terminate().success(), "{}", d.log_text());
@@ -163,7 +181,10 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker) {
         "{} findings lost after {kills} kills: {missing:?}",
         missing.len()
     );
-    assert_eq!(got, want, "nothing published that one process would not publish");
+    assert_eq!(
+        got, want,
+        "nothing published that one process would not publish"
+    );
 }
 
 async fn two_detectors_split_the_partitions(broker: Broker) {
@@ -176,12 +197,19 @@ async fn two_detectors_split_the_partitions(broker: Broker) {
     s.wait_caught_up(CATCH_UP, &mut [&mut a, &mut b]);
     // Both took part: each owned partitions after the rebalance.
     for d in [&a, &b] {
-        assert!(d.log_text().contains("partitions assigned"), "{}", d.log_text());
+        assert!(
+            d.log_text().contains("partitions assigned"),
+            "{}",
+            d.log_text()
+        );
     }
     assert!(a.terminate().success(), "{}", a.log_text());
     assert!(b.terminate().success(), "{}", b.log_text());
 
     let published = s.findings();
     assert_duplicates_are_identical(&published);
-    assert_eq!(finding_set(&published), finding_set(&s.reference_findings()));
+    assert_eq!(
+        finding_set(&published),
+        finding_set(&s.reference_findings())
+    );
 }

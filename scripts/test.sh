@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test suite with everything it needs: installs Tansu (a Kafka-compatible
+# broker, cached in ~/.cargo/bin after the first install), starts it on a
+# fresh sqlite file, runs `cargo test --all-targets` against it and the
+# in-process mock cluster, and stops it.
+#
+#   scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION=0.6.0
+PORT="${DRIFTWATCH_TANSU_PORT:-19092}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "== installing Tansu $TANSU_VERSION (once; about 15 minutes on two cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+fi
+
+work="$(mktemp -d)"
+tansu_pid=""
+cleanup() {
+  if [ -n "$tansu_pid" ]; then kill "$tansu_pid" 2>/dev/null || true; wait "$tansu_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting Tansu on 127.0.0.1:$PORT"
+(cd "$work" && exec tansu broker \
+  --storage-engine "sqlite://broker.db" \
+  --listener-url "tcp://127.0.0.1:$PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$PORT" >"$work/tansu.log" 2>&1) &
+tansu_pid=$!
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+  if ! kill -0 "$tansu_pid" 2>/dev/null; then cat "$work/tansu.log"; echo "Tansu did not start"; exit 1; fi
+  sleep 0.1
+done
+
+export DRIFTWATCH_TANSU_BOOTSTRAP="127.0.0.1:$PORT"
+export DRIFTWATCH_REQUIRE_TANSU=1
+echo "== cargo test --all-targets"
+cargo test --all-targets "$@"

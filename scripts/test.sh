@@ -25,6 +25,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "port $PORT is in use; stop what listens there or set DRIFTWATCH_TANSU_PORT" >&2
+  exit 1
+fi
 echo "== starting Tansu on 127.0.0.1:$PORT"
 (cd "$work" && exec tansu broker \
   --storage-engine "sqlite://broker.db" \

@@ -32,6 +32,7 @@ pub mod finding;
 pub mod generate;
 pub mod merge;
 pub mod pipeline;
+pub mod registry;
 pub mod replay;
 pub mod rules;
 pub mod state;

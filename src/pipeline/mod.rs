@@ -49,7 +49,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -127,6 +127,26 @@ pub fn producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
         .create()?)
 }
 
+/// The exactly-once producer: transactional, with an id unique to this
+/// process (fencing of zombies comes from the consumer group generation
+/// sent with the offsets, KIP-447).
+fn transactional_producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let id = format!(
+        "{}.{}.{}-{nanos}",
+        cfg.kafka.group_id,
+        cfg.instance,
+        std::process::id()
+    );
+    Ok(client_config(cfg)
+        .set("transactional.id", &id)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
 /// Creates the configured topics that do not exist yet (brokers such as
 /// Tansu do not auto-create). Existing topics are left as they are.
 pub async fn create_topics(
@@ -181,15 +201,24 @@ pub(crate) struct InputTopic {
 }
 
 /// Input decoding: JSON, or Avro when the message starts with the
-/// Confluent magic byte 0 (no JSON document starts with a NUL byte).
-#[derive(Debug, Default)]
+/// Confluent magic byte 0 (no JSON document starts with a NUL byte). Avro
+/// schema ids resolve through the `[schemas.ids]` files, then through the
+/// schema registry when one is configured.
 pub struct InputDecoder {
-    pub schemas: SchemaSet,
+    schemas: std::sync::RwLock<SchemaSet>,
+    registry: Option<crate::registry::Registry>,
+    /// Ids the registry did not know, and when it said so.
+    unknown: Mutex<HashMap<u32, std::time::Instant>>,
     pub max_message_bytes: usize,
+    /// How long the registry may stay unreachable before decoding fails.
+    pub registry_patience: Duration,
 }
 
+/// How long an id the registry did not know is not asked for again.
+const UNKNOWN_ID_TTL: Duration = Duration::from_secs(60);
+
 impl InputDecoder {
-    /// A decoder with the configured writer schemas (id -> file map).
+    /// A decoder with the configured writer schemas and registry.
     pub fn from_config(cfg: &Config) -> Result<InputDecoder, PipelineError> {
         let mut schemas = SchemaSet::new();
         for (id, path) in &cfg.schemas.ids {
@@ -208,22 +237,83 @@ impl InputDecoder {
             schemas.insert_writer(*id, schema);
         }
         Ok(InputDecoder {
-            schemas,
+            schemas: std::sync::RwLock::new(schemas),
+            registry: cfg
+                .schemas
+                .registry_url
+                .as_deref()
+                .map(crate::registry::Registry::new),
+            unknown: Mutex::new(HashMap::new()),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            registry_patience: Duration::from_secs(60),
         })
     }
 
-    pub fn decode(&self, system: System, payload: &[u8]) -> Result<Event, DecodeError> {
-        match payload.first() {
-            Some(0) => {
-                if payload.len() > self.max_message_bytes {
-                    return Err(DecodeError::Oversize {
-                        size: payload.len(),
-                        limit: self.max_message_bytes,
-                    });
-                }
-                self.schemas.decode(system, payload)
+    /// Makes sure the schema id of a Confluent-framed payload is known,
+    /// asking the registry if need be. Fails only when the registry stays
+    /// unreachable: the message is not a dead letter, the pipeline stops
+    /// and its offset is not committed.
+    pub fn ensure_schema(&self, payload: &[u8]) -> Result<(), PipelineError> {
+        let (Some(registry), [0, a, b, c, d, ..]) = (&self.registry, payload) else {
+            return Ok(());
+        };
+        let id = u32::from_be_bytes([*a, *b, *c, *d]);
+        if self.schemas.read().expect("schemas lock").contains(id) {
+            return Ok(());
+        }
+        if let Some(at) = self.unknown.lock().expect("unknown lock").get(&id) {
+            if at.elapsed() < UNKNOWN_ID_TTL {
+                return Ok(());
             }
+        }
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result = tokio::task::block_in_place(|| registry.lookup(id));
+            match result {
+                Ok(crate::registry::Lookup::Found(schema)) => {
+                    tracing::info!(id, "schema fetched from the registry");
+                    self.schemas
+                        .write()
+                        .expect("schemas lock")
+                        .insert_writer(id, schema);
+                    return Ok(());
+                }
+                Ok(crate::registry::Lookup::Unknown) => {
+                    self.unknown
+                        .lock()
+                        .expect("unknown lock")
+                        .insert(id, std::time::Instant::now());
+                    return Ok(());
+                }
+                Err(reason) if started.elapsed() < self.registry_patience => {
+                    tracing::warn!(id, %reason, "schema registry unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(reason) => {
+                    return Err(PipelineError::Topology(format!(
+                        "schema registry unavailable for {}s: {reason}",
+                        self.registry_patience.as_secs()
+                    )))
+                }
+            }
+        }
+    }
+
+    pub fn decode(&self, system: System, payload: &[u8]) -> Result<Event, DecodeError> {
+        if payload.len() > self.max_message_bytes {
+            return Err(DecodeError::Oversize {
+                size: payload.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        match payload.first() {
+            Some(0) => self
+                .schemas
+                .read()
+                .expect("schemas lock")
+                .decode(system, payload),
             _ => decode_json_limited(system, payload, self.max_message_bytes),
         }
     }
@@ -243,6 +333,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<LiveStats>,
     pub(crate) decoder: InputDecoder,
     tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
+    /// Exactly-once mode: the transaction gate.
+    pub(crate) txn: Option<Txn>,
     /// Next offset to read per (topic index, partition) whose outputs are
     /// all acknowledged and which is not committed yet.
     done: Mutex<BTreeMap<(usize, i32), i64>>,
@@ -270,9 +362,16 @@ impl Shared {
         }
     }
 
-    /// Commits the done offsets of `partitions` (all when `None`) from one
-    /// snapshot; `sync` waits for the broker.
+    /// Commits what is done: in exactly-once mode the open transaction
+    /// (outputs and all marked offsets), else the marked offsets of
+    /// `partitions` (all when `None`); `sync` waits for the broker.
     fn commit_done(&self, consumer: &LiveConsumer, partitions: Option<&BTreeSet<i32>>, sync: bool) {
+        if self.txn.is_some() {
+            if let Err(e) = self.commit_transaction(consumer) {
+                self.fail(e);
+            }
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         {
             let mut done = self.done.lock().expect("done lock");
@@ -297,6 +396,42 @@ impl Shared {
         if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit");
         }
+    }
+
+    fn take_marks(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let mut done = self.done.lock().expect("done lock");
+        for ((q, p), next) in std::mem::take(&mut *done) {
+            let _ = tpl.add_partition_offset(&self.topics[q].name, p, Offset::Offset(next));
+        }
+        tpl
+    }
+
+    /// Commits the open transaction with the marked offsets and opens the
+    /// next. Waits for the batches in progress.
+    fn commit_transaction(&self, consumer: &LiveConsumer) -> Result<(), PipelineError> {
+        let txn = self.txn.as_ref().expect("exactly-once mode");
+        if self.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _gate = txn.gate.blocking_write();
+        let tpl = self.take_marks();
+        if tpl.count() == 0 && !txn.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        txn.dirty.store(false, Ordering::SeqCst);
+        let timeout = Duration::from_secs(60);
+        if tpl.count() > 0 {
+            let group = consumer.group_metadata().ok_or_else(|| {
+                PipelineError::Topology("exactly_once: the consumer has no group metadata".into())
+            })?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, timeout)?;
+        }
+        self.producer.commit_transaction(timeout)?;
+        self.producer.begin_transaction()?;
+        tracing::debug!(offsets = tpl.count(), "transaction committed");
+        Ok(())
     }
 
     fn topic_index(&self, topic: &str) -> Option<usize> {
@@ -330,6 +465,15 @@ impl Shared {
             }
         });
     }
+}
+
+/// Exactly-once mode: tasks hold the gate for reading while they apply a
+/// batch, produce its outputs and mark its offsets; the committer takes it
+/// for writing, so a transaction always holds whole batches.
+pub(crate) struct Txn {
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    /// Something was produced or marked since the last commit.
+    pub(crate) dirty: AtomicBool,
 }
 
 /// The consumer's context: rebalance callbacks and librdkafka's log.
@@ -466,11 +610,6 @@ pub async fn run(
     stats: Arc<LiveStats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
-    if cfg.kafka.delivery == Delivery::ExactlyOnce {
-        return Err(PipelineError::Topology(
-            "config field `kafka.delivery`: exactly_once is not available in this version; use at_least_once".into(),
-        ));
-    }
     let mut topics: Vec<InputTopic> = Vec::new();
     for (system, list) in [
         (System::Hr, &cfg.topics.hr),
@@ -491,9 +630,29 @@ pub async fn run(
         .enumerate()
         .map(|(i, t)| (t.name.to_string(), i))
         .collect();
+    let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
+    let producer = if exactly_once {
+        let p = transactional_producer(&cfg)?;
+        tokio::task::block_in_place(|| {
+            p.init_transactions(Duration::from_secs(60))?;
+            p.begin_transaction()
+        })
+        .map_err(|e| {
+            PipelineError::Topology(format!(
+                "kafka.delivery = exactly_once needs a broker with transactions (Apache Kafka 2.5 or later): {e}"
+            ))
+        })?;
+        p
+    } else {
+        producer(&cfg)?
+    };
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
-        producer: producer(&cfg)?,
+        producer,
+        txn: exactly_once.then(|| Txn {
+            gate: tokio::sync::RwLock::new(()),
+            dirty: AtomicBool::new(false),
+        }),
         topics,
         index,
         runtime: tokio::runtime::Handle::current(),
@@ -608,6 +767,12 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
     }
     shared.stop_tasks(None);
     shared.commit_done(&consumer, None, true);
+    if shared.txn.is_some() && shared.failed.load(Ordering::SeqCst) {
+        // What the failed transaction holds must not become visible.
+        if let Err(e) = shared.producer.abort_transaction(Duration::from_secs(30)) {
+            tracing::warn!(error = %e, "aborting the transaction failed");
+        }
+    }
     consumer.unsubscribe();
     // Dropping the last handle closes the consumer and leaves the group.
     drop(consumer);

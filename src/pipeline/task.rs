@@ -176,6 +176,12 @@ async fn run(
     };
 
     loop {
+        // Exactly-once: a batch is applied, produced and marked within one
+        // transaction; the committer waits for the batch in progress.
+        let gate = match &shared.txn {
+            Some(t) => Some(t.gate.read().await),
+            None => None,
+        };
         let mut batch = Batch {
             deliveries: Vec::new(),
             offsets: vec![None; topics.len()],
@@ -241,6 +247,17 @@ async fn run(
             .await?;
             batch.deliveries.push((delivery, Some(f)));
         }
+        if let Some(txn) = &shared.txn {
+            // The transaction commit flushes the outputs; the offsets go
+            // into that same transaction.
+            if !batch.deliveries.is_empty() || batch.offsets.iter().any(Option::is_some) {
+                txn.dirty.store(true, Ordering::SeqCst);
+            }
+            let next: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.map(|o| o + 1)).collect();
+            shared.mark_done(partition, &next);
+            batch.offsets.iter_mut().for_each(|o| *o = None);
+        }
+        drop(gate);
         let has_work = !batch.deliveries.is_empty() || batch.offsets.iter().any(Option::is_some);
         if has_work && batches_tx.send(batch).await.is_err() {
             break; // the confirmer failed; its error is reported below
@@ -254,11 +271,11 @@ async fn run(
             _ = stop.changed() => break,
             raw = rx.recv() => {
                 let Some(raw) = raw else { break };
-                ingest(shared, partition, raw, &mut merge, &mut next);
+                ingest(shared, partition, raw, &mut merge, &mut next)?;
                 // Take all that is waiting: a record of a lagging topic may
                 // be behind many of another's, and the merge needs it.
                 while let Ok(raw) = rx.try_recv() {
-                    ingest(shared, partition, raw, &mut merge, &mut next);
+                    ingest(shared, partition, raw, &mut merge, &mut next)?;
                 }
             }
             _ = tick.tick() => {}
@@ -273,8 +290,17 @@ async fn run(
     })?
 }
 
-fn ingest(shared: &Shared, partition: i32, raw: Raw, merge: &mut Merge<Item>, next: &mut [i64]) {
+fn ingest(
+    shared: &Shared,
+    partition: i32,
+    raw: Raw,
+    merge: &mut Merge<Item>,
+    next: &mut [i64],
+) -> Result<(), PipelineError> {
     let topic = &shared.topics[raw.topic];
+    if let Some(p) = &raw.payload {
+        shared.decoder.ensure_schema(p)?;
+    }
     next[raw.topic] = raw.offset + 1;
     let item = match raw.payload {
         None => Item::Bad(Box::new(Bad {
@@ -299,6 +325,7 @@ fn ingest(shared: &Shared, partition: i32, raw: Raw, merge: &mut Merge<Item>, ne
         },
     };
     merge.push(raw.topic, raw.offset, item);
+    Ok(())
 }
 
 /// Waits for each batch's acknowledgements in order, then stores its offsets.
@@ -415,6 +442,9 @@ fn restore(
                 };
                 let end = committed[q].unwrap_or(0);
                 if m.offset() < end {
+                    if let Some(p) = m.payload() {
+                        shared.decoder.ensure_schema(p)?;
+                    }
                     // Records that were dead letters change no state.
                     if let Ok(event) = m.payload().map_or(Err(DecodeError::Empty), |p| {
                         shared.decoder.decode(topics[q].system, p)

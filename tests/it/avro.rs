@@ -117,3 +117,80 @@ fn findings_round_trip_through_avro() {
         assert_eq!(&back, f);
     }
 }
+
+/// A schema registry speaking the Confluent API for one id, on a real socket.
+async fn registry_serving(id: u32, schema: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, body) = if path == format!("/schemas/ids/{id}") {
+                (
+                    "200 OK",
+                    serde_json::json!({ "schema": schema }).to_string(),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
+                )
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_ids_resolve_through_the_schema_registry() {
+    use driftwatch::pipeline::InputDecoder;
+    let url = registry_serving(42, avro::HR_SCHEMA).await;
+    let cfg = Config::from_toml(&format!("[schemas]\nregistry_url = \"{url}\"")).unwrap();
+    let decoder = InputDecoder::from_config(&cfg).unwrap();
+    let (system, hire) = examples()
+        .into_iter()
+        .find(|(s, _)| *s == System::Hr)
+        .unwrap();
+    let known = avro::encode_event(42, &avro::input_schema(system), &hire).unwrap();
+    decoder.ensure_schema(&known).unwrap();
+    assert_eq!(decoder.decode(system, &known).unwrap(), hire);
+    // An id the registry does not know is a dead letter, not a failure.
+    let unknown = avro::encode_event(43, &avro::input_schema(system), &hire).unwrap();
+    decoder.ensure_schema(&unknown).unwrap();
+    let err = decoder.decode(system, &unknown).unwrap_err();
+    assert_eq!(err.error_type(), "unknown_schema", "{err}");
+    // JSON needs no registry.
+    assert!(decoder.ensure_schema(b"{}").is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_stops_decoding_instead_of_dead_lettering() {
+    use driftwatch::pipeline::InputDecoder;
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = Config::from_toml(&format!(
+        "[schemas]\nregistry_url = \"http://127.0.0.1:{port}\""
+    ))
+    .unwrap();
+    let mut decoder = InputDecoder::from_config(&cfg).unwrap();
+    decoder.registry_patience = std::time::Duration::from_millis(500);
+    let framed = avro::confluent_frame(5, &[2, 0]);
+    let err = decoder.ensure_schema(&framed).unwrap_err().to_string();
+    assert!(err.contains("schema registry unavailable"), "{err}");
+}

@@ -98,10 +98,26 @@ pub struct Setup {
     pub cfg: Arc<Config>,
     pub dir: PathBuf,
     generator: std::sync::Mutex<Option<Generator>>,
+    /// Produce events as Confluent-framed Avro (ids 1, 2, 3 by family).
+    avro: bool,
 }
 
 impl Setup {
     pub async fn new(broker: &Broker, name: &str) -> Setup {
+        Setup::with(broker, name, false, "").await
+    }
+
+    /// A setup with more `[kafka]` keys (appended to that section).
+    pub async fn with_kafka(broker: &Broker, name: &str, kafka: &str) -> Setup {
+        Setup::with(broker, name, false, kafka).await
+    }
+
+    /// A setup whose producers write Avro, with the id -> file map configured.
+    pub async fn avro(broker: &Broker, name: &str) -> Setup {
+        Setup::with(broker, name, true, "").await
+    }
+
+    async fn with(broker: &Broker, name: &str, avro: bool, kafka: &str) -> Setup {
         let id = unique(name);
         let dir = std::env::temp_dir().join(format!("driftwatch-it-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -122,6 +138,7 @@ dead_letter = "{id}.dlq"
 bootstrap_servers = "{bootstrap}"
 group_id = "{id}.detector"
 commit_interval = "200ms"
+{kafka}
 
 [kafka.librdkafka]
 
@@ -131,6 +148,16 @@ commit_interval = "200ms"
 "#,
             bootstrap = broker.bootstrap()
         );
+        let mut toml = toml;
+        if avro {
+            let schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+            toml.push_str(&format!(
+                "\n[schemas.ids]\n1 = \"{}\"\n2 = \"{}\"\n3 = \"{}\"\n",
+                schemas.join("hr.worker-events.avsc").display(),
+                schemas.join("directory.account-changes.avsc").display(),
+                schemas.join("app.entitlement-changes.avsc").display()
+            ));
+        }
         let path = dir.join("driftwatch.toml");
         std::fs::write(&path, &toml).unwrap();
         let cfg = Arc::new(Config::load(&path).unwrap());
@@ -139,6 +166,7 @@ commit_interval = "200ms"
             cfg,
             dir,
             generator: std::sync::Mutex::new(None),
+            avro,
         }
     }
 
@@ -200,6 +228,29 @@ commit_interval = "200ms"
 
     async fn produce(&self, events: &[Event]) {
         let producer = pipeline::producer(&self.cfg).unwrap();
+        if self.avro {
+            let schemas =
+                [System::Hr, System::Directory, System::App].map(driftwatch::avro::input_schema);
+            let mut pending = Vec::new();
+            for e in events {
+                let (id, schema) = match e.system() {
+                    System::Hr => (1, &schemas[0]),
+                    System::Directory => (2, &schemas[1]),
+                    System::App => (3, &schemas[2]),
+                };
+                let payload = driftwatch::avro::encode_event(id, schema, e).unwrap();
+                let key = e.key();
+                let topic = pipeline::topic_for(&self.cfg, e.system()).to_string();
+                let record = rdkafka::producer::FutureRecord::to(&topic)
+                    .key(key.id.as_bytes())
+                    .payload(&payload);
+                pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
+            for p in pending {
+                p.await.unwrap().map_err(|(e, _)| e).unwrap();
+            }
+            return;
+        }
         pipeline::produce_events(&producer, &self.cfg, events)
             .await
             .unwrap();

@@ -34,6 +34,7 @@ on_both_brokers!(live_run_publishes_what_replay_finds);
 on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed);
 on_both_brokers!(killed_detector_restarts_without_losing_a_finding);
 on_both_brokers!(two_detectors_split_the_partitions);
+on_both_brokers!(avro_input_is_detected_like_json);
 
 async fn live_run_publishes_what_replay_finds(broker: Broker) {
     let s = Setup::new(&broker, "live").await;
@@ -212,4 +213,43 @@ async fn two_detectors_split_the_partitions(broker: Broker) {
         finding_set(&published),
         finding_set(&s.reference_findings())
     );
+}
+
+async fn avro_input_is_detected_like_json(broker: Broker) {
+    let s = Setup::avro(&broker, "avro").await;
+    s.produce_generated(41, 100, 200).await;
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    assert!(s.read_topic(&s.cfg.topics.dead_letter).is_empty());
+    let published = s.findings();
+    let reference = s.reference_findings();
+    assert!(reference.len() > 20, "{}", reference.len());
+    assert_eq!(finding_set(&published), finding_set(&reference));
+}
+
+/// Transactions: the mock cluster runs them (Tansu 0.6 lacks EndTxn), but
+/// it neither stores offsets sent with TxnOffsetCommit nor isolates
+/// uncommitted records, so this checks the transactional output path: every
+/// finding is published through committed transactions, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_publishes_through_transactions() {
+    let broker = Broker::mock();
+    let s = Setup::with_kafka(&broker, "eos", "delivery = \"exactly_once\"").await;
+    s.produce_generated(51, 150, 300).await;
+    let reference = s.reference_findings();
+    assert!(reference.len() > 50, "{}", reference.len());
+    let mut d = s.detector("detector");
+    d.wait_for_log("state restored", CATCH_UP);
+    let counter = s.counter();
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while s.count(&counter, &s.cfg.topics.findings) < reference.len() as i64 {
+        d.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let published = s.findings();
+    assert_eq!(published.len(), reference.len(), "{}", d.log_text());
+    assert_eq!(finding_set(&published), finding_set(&reference));
 }

@@ -104,20 +104,25 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, false, "").await
+        Setup::with(broker, name, false, "", "off").await
     }
 
     /// A setup with more `[kafka]` keys (appended to that section).
     pub async fn with_kafka(broker: &Broker, name: &str, kafka: &str) -> Setup {
-        Setup::with(broker, name, false, kafka).await
+        Setup::with(broker, name, false, kafka, "off").await
+    }
+
+    /// A setup whose detector advances idle partitions with the wall clock.
+    pub async fn with_idle_advance(broker: &Broker, name: &str, idle: &str) -> Setup {
+        Setup::with(broker, name, false, "", idle).await
     }
 
     /// A setup whose producers write Avro, with the id -> file map configured.
     pub async fn avro(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, true, "").await
+        Setup::with(broker, name, true, "", "off").await
     }
 
-    async fn with(broker: &Broker, name: &str, avro: bool, kafka: &str) -> Setup {
+    async fn with(broker: &Broker, name: &str, avro: bool, kafka: &str, idle: &str) -> Setup {
         let id = unique(name);
         let dir = std::env::temp_dir().join(format!("driftwatch-it-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -125,7 +130,7 @@ impl Setup {
             r#"
 [detector]
 instance = "it"
-idle_advance = "off"
+idle_advance = "{idle}"
 
 [topics]
 hr = "{id}.hr"
@@ -254,6 +259,11 @@ commit_interval = "200ms"
         pipeline::produce_events(&producer, &self.cfg, events)
             .await
             .unwrap();
+    }
+
+    /// Produces events as they are (JSON).
+    pub async fn produce_events(&self, events: &[Event]) {
+        self.produce(events).await;
     }
 
     /// Produces raw bytes to a topic (for malformed input).

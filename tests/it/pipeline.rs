@@ -253,3 +253,49 @@ async fn exactly_once_mode_publishes_through_transactions() {
     assert_eq!(published.len(), reference.len(), "{}", d.log_text());
     assert_eq!(finding_set(&published), finding_set(&reference));
 }
+
+/// With no input at all after a termination, the SLA still expires: the
+/// idle partition's stream time follows the wall clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_follow_the_wall_clock() {
+    use driftwatch::generate::Generator;
+    use driftwatch::time::Ts;
+    let broker = Broker::mock();
+    let s = Setup::with_idle_advance(&broker, "idle", "1s").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut g = Generator::new(61, 5, Ts(now - 86_400_000));
+    s.produce_events(&g.baseline()).await;
+    // W000001 leaves two hours ago; the directory SLA is one hour.
+    let terminate = format!(
+        r#"{{"event_id":"idle-term","event_type":"TERMINATION","worker_id":"W000001","occurred_at":"{t}","effective_at":"{t}","source_system":"workday","worker_type":"EMPLOYEE"}}"#,
+        t = Ts(now - 2 * 3_600_000)
+    );
+    s.produce_raw(&s.cfg.topics.hr[0], b"W000001", terminate.as_bytes())
+        .await;
+    let mut d = s.detector("detector");
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    loop {
+        d.assert_running();
+        let found = s.findings().into_iter().find(|f| {
+            f.rule.as_str() == "LEAVER_DIRECTORY_ACCESS"
+                && f.worker_id.as_deref() == Some("W000001")
+        });
+        if let Some(f) = found {
+            // Opened when the SLA expired in event time, not at the wall clock.
+            assert_eq!(f.detected_at, Ts(now - 3_600_000));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.terminate().success(), "{}", d.log_text());
+    // Replay, which never reads the wall clock, does not open it.
+    assert!(!s
+        .reference_findings()
+        .iter()
+        .any(|f| f.rule.as_str() == "LEAVER_DIRECTORY_ACCESS"
+            && f.worker_id.as_deref() == Some("W000001")));
+}

@@ -71,6 +71,17 @@ pub struct RawConfig {
     /// Avro writer schemas for Confluent-framed input.
     #[serde(default)]
     pub schemas: RawSchemas,
+    /// The admin HTTP port.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port` of /metrics, /healthz and /readyz, or `off`; default
+    /// `127.0.0.1:9464` (loopback only).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -113,6 +124,8 @@ pub struct RawDetector {
     /// time, its stream time moves to the wall clock less this much, so SLA
     /// timers fire with no input. `off` disables it; default `10s`.
     pub idle_advance: Option<String>,
+    /// Bound on a graceful stop (publish, commit, leave); default `30s`.
+    pub shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -373,6 +386,10 @@ pub struct Config {
     pub idle_advance_ms: Option<i64>,
     pub kafka: KafkaConfig,
     pub schemas: SchemasConfig,
+    /// Where the admin port listens; `None` is off.
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// How long a graceful stop may take before the process exits anyway.
+    pub shutdown_timeout_ms: u64,
 }
 
 /// Parses a duration such as `90s`, `1h`, `7d` or `0`.
@@ -660,9 +677,30 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let kafka = kafka_config(raw.kafka)?;
+        let admin_listen = match raw.admin.listen.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let text = other.unwrap_or("127.0.0.1:9464");
+                Some(text.parse().map_err(|_| {
+                    invalid(
+                        "admin.listen",
+                        format!("`{text}` is not host:port (e.g. 127.0.0.1:9464, or 0.0.0.0:9464 to listen on every interface), nor `off`"),
+                    )
+                })?)
+            }
+        };
+        let shutdown_timeout_ms = parse_duration_ms(
+            "detector.shutdown_timeout",
+            raw.detector.shutdown_timeout.as_deref().unwrap_or("30s"),
+        )?;
+        if shutdown_timeout_ms <= 0 {
+            return Err(invalid("detector.shutdown_timeout", "must be longer than zero"));
+        }
         let schemas = schemas_config(raw.schemas)?;
 
         Ok(Config {
+            admin_listen,
+            shutdown_timeout_ms: shutdown_timeout_ms as u64,
             idle_advance_ms,
             kafka,
             schemas,
@@ -767,7 +805,145 @@ fn schemas_config(s: RawSchemas) -> Result<SchemasConfig, ConfigError> {
     Ok(SchemasConfig { registry_url, ids })
 }
 
+/// Prefix of environment overrides: `DRIFTWATCH_<SECTION>__<KEY>`, sections
+/// and keys separated by a double underscore, e.g.
+/// `DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS=broker:9092` or
+/// `DRIFTWATCH_RULES__ORPHAN_ACCOUNT__SLA=2h`. Under `kafka.librdkafka` the
+/// single underscores of the key become dots:
+/// `DRIFTWATCH_KAFKA__LIBRDKAFKA__SASL_PASSWORD` sets `sasl.password`.
+pub const ENV_PREFIX: &str = "DRIFTWATCH_";
+
+/// The TOML path an environment variable overrides, if it is one.
+fn env_path(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    if !rest.contains("__") {
+        return None; // e.g. DRIFTWATCH_LOG_FORMAT: not a config key
+    }
+    let parts: Vec<&str> = rest.split("__").collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let mut path: Vec<String> = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        let seg = match (path.first().map(String::as_str), path.get(1).map(String::as_str), i) {
+            // Rule ids are upper case.
+            (Some("rules"), _, 1) => p.to_string(),
+            (Some("kafka"), Some("librdkafka"), 2) => p.to_ascii_lowercase().replace('_', "."),
+            _ => p.to_ascii_lowercase(),
+        };
+        path.push(seg);
+    }
+    Some(path)
+}
+
+/// An environment value as TOML when it reads as a scalar or array
+/// (`true`, `5`, `0.1`, `["a","b"]`), else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => match t.remove("v") {
+            Some(v) if !v.is_table() => v,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Applies environment overrides to a parsed TOML table; returns the
+/// names of the variables applied.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let Some(path) = env_path(&name) else {
+            continue;
+        };
+        let (last, parents) = path.split_last().expect("at least two segments");
+        let mut node = &mut *table;
+        for seg in parents {
+            let entry = node
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| {
+                invalid(
+                    path.join("."),
+                    format!("{name} sets a key inside `{seg}`, which is not a table"),
+                )
+            })?;
+        }
+        node.insert(last.clone(), env_value(&raw));
+        applied.push(name);
+    }
+    Ok(applied)
+}
+
+/// A copy of a config table safe to show: secret librdkafka values and
+/// credentials in URLs replaced.
+pub fn redacted(table: &toml::Table) -> toml::Table {
+    let mut t = table.clone();
+    if let Some(lib) = t
+        .get_mut("kafka")
+        .and_then(|k| k.get_mut("librdkafka"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        for (k, v) in lib.iter_mut() {
+            if is_secret_property(k) {
+                *v = toml::Value::String("[redacted]".into());
+            }
+        }
+    }
+    if let Some(toml::Value::String(url)) = t
+        .get_mut("schemas")
+        .and_then(|s| s.get_mut("registry_url"))
+    {
+        if let Some((scheme, rest)) = url.split_once("://") {
+            if let Some((_, host)) = rest.split_once('@') {
+                *url = format!("{scheme}://[redacted]@{host}");
+            }
+        }
+    }
+    t
+}
+
 impl Config {
+    /// The file (or the built-in default) with environment overrides on
+    /// top; returns the validated config and the effective table.
+    pub fn load_layered(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, toml::Table), ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => DEFAULT_TOML.to_string(),
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let applied = apply_env(&mut table, vars)?;
+        let raw = RawConfig::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            let mut msg = e.to_string();
+            if !applied.is_empty() {
+                msg.push_str(&format!(" (environment overrides: {})", applied.join(", ")));
+            }
+            ConfigError::Parse(msg)
+        })?;
+        let mut cfg = Config::try_from(raw)?;
+        if let Some(p) = path {
+            let base = p.parent().unwrap_or(Path::new(""));
+            for file in cfg.schemas.ids.values_mut() {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        Ok((cfg, table))
+    }
+
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -885,6 +1061,37 @@ mod tests {
             "[detector]\nidle_advance = \"soon\"",
             "`detector.idle_advance`",
         );
+    }
+
+    #[test]
+    fn environment_overrides_name_their_keys() {
+        let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        let (c, table) = Config::load_layered(
+            None,
+            vars(&[
+                ("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092"),
+                ("DRIFTWATCH_KAFKA__LIBRDKAFKA__SASL_PASSWORD", "hunter2"),
+                ("DRIFTWATCH_RULES__ORPHAN_ACCOUNT__SLA", "2h"),
+                ("DRIFTWATCH_STORM__MIN_WORKERS", "7"),
+                ("DRIFTWATCH_TANSU_BOOTSTRAP", "not a config key"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "b1:9092,b2:9092");
+        assert_eq!(c.kafka.librdkafka["sasl.password"], "hunter2");
+        assert_eq!(c.rule(Rule::OrphanAccount).sla_ms, 2 * 3_600_000);
+        assert_eq!(c.storm.min_workers, 7);
+        let shown = toml::to_string(&redacted(&table)).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+        let err = Config::load_layered(None, vars(&[("DRIFTWATCH_KAFKA__BOOTSTRAP", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bootstrap`"), "{err}");
+        assert!(err.contains("DRIFTWATCH_KAFKA__BOOTSTRAP"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,16 @@ pub async fn run(
     let cfg = Arc::new(demo_cfg);
     let stats = Arc::new(LiveStats::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
+    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx.clone()));
+    if let Some(addr) = cfg.admin_listen {
+        let _ = writeln!(out, "metrics:  curl http://{addr}/metrics");
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(addr, stats, stop_rx).await {
+                tracing::warn!(%addr, error = %e, "admin port not served (set admin.listen, or `off`)");
+            }
+        });
+    }
 
     let producer = pipeline::producer(&cfg)?;
     let gen_opts = GenerateOptions {

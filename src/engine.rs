@@ -129,6 +129,7 @@ pub struct Engine {
     interner: HashSet<Arc<str>, ahash::RandomState>,
     /// Keys in the store (read without locking it).
     tracked: usize,
+    entries: usize,
     onset_serial: u64,
     stats: EngineStats,
 }
@@ -151,6 +152,7 @@ impl Engine {
             generation: 0,
             interner: HashSet::default(),
             tracked: 0,
+            entries: 0,
             onset_serial: 0,
             stats: EngineStats::default(),
         }
@@ -173,6 +175,27 @@ impl Engine {
     /// Keys in the state store.
     pub fn tracked(&self) -> usize {
         self.tracked
+    }
+
+    /// Entries held in state: HR records, accounts, grants, episodes.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Rule and severity of every finding open or escalated now (a walk
+    /// over the whole store: for restores, not for the hot path).
+    pub fn open_findings(&self) -> Vec<(Rule, crate::finding::Severity)> {
+        let mut out = Vec::new();
+        for st in self.store.map().iter() {
+            for ep in &st.episodes {
+                if matches!(ep.phase, Phase::Open | Phase::Escalated) {
+                    if let Some(f) = &ep.finding {
+                        out.push((f.rule, f.severity));
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -250,6 +273,7 @@ impl Engine {
                     store.map().entry(key.clone()).or_default()
                 }
             };
+            let before = st.entries();
             match event {
                 Event::Hr(e) => st.apply_hr(e, &origin, now),
                 Event::Directory(e) => st.apply_directory(e, &origin, &cause.scope, named),
@@ -257,6 +281,7 @@ impl Engine {
             }
             st.catch_up(now);
             self.reconcile(&key, &mut st, now, &cause, out);
+            self.entries = (self.entries + st.entries()).saturating_sub(before);
         }
         self.storm_housekeeping(out);
     }
@@ -281,11 +306,13 @@ impl Engine {
                     let entry = store.map().get_mut(&key);
                     if let Some(mut st) = entry {
                         if st.wake_at == Some(at) {
+                            let before = st.entries();
                             self.stats.timers_fired += 1;
                             st.wake_at = None;
                             st.catch_up(now);
                             let cause = timer_cause(&st);
                             self.reconcile(&key, &mut st, now, &cause, out);
+                            self.entries = (self.entries + st.entries()).saturating_sub(before);
                         }
                     }
                 }

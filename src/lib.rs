@@ -22,6 +22,7 @@
 //! (files, Kafka, HTTP) lives at the edges.
 #![deny(unreachable_pub)]
 
+pub mod admin;
 pub mod avro;
 pub mod config;
 pub mod decode;
@@ -31,6 +32,7 @@ pub mod event;
 pub mod finding;
 pub mod generate;
 pub mod merge;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod replay;

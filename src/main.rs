@@ -18,6 +18,10 @@ use std::sync::Arc;
     about = "Streaming identity-drift detector"
 )]
 struct Cli {
+    /// Log format: human (default) or json. Also DRIFTWATCH_LOG_FORMAT; the
+    /// level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_parser = ["human", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,9 +113,11 @@ enum Command {
         replication_factor: i32,
     },
     /// Validate a configuration file.
+    /// Validate a configuration (file plus DRIFTWATCH_* environment overrides) and print the effective config with secrets redacted.
     CheckConfig {
+        /// Configuration file (default: the built-in config/driftwatch.toml).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
 }
 
@@ -123,11 +129,9 @@ fn parse_ts(s: &str) -> Result<Ts, String> {
     Ts::parse(s).map_err(|e| e.to_string())
 }
 
+/// The config file (or the built-in one) with DRIFTWATCH_* environment overrides.
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::default_config(),
-    })
+    Ok(Config::load_layered(path.map(PathBuf::as_path), std::env::vars())?.0)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -168,13 +172,20 @@ fn run() -> Result<()> {
         Command::Demo { .. } => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let format = cli
+        .log_format
+        .clone()
+        .or_else(|| std::env::var("DRIFTWATCH_LOG_FORMAT").ok());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_deref() {
+        Some("json") => logs.json().with_current_span(true).init(),
+        Some("human") | None => logs.init(),
+        Some(other) => anyhow::bail!("DRIFTWATCH_LOG_FORMAT `{other}`: use human or json"),
+    }
     match cli.command {
         Command::Replay {
             input,
@@ -252,13 +263,33 @@ fn run() -> Result<()> {
             runtime()?.block_on(async {
                 let stats = Arc::new(pipeline::LiveStats::default());
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let drain = std::time::Duration::from_millis(cfg.shutdown_timeout_ms);
                 tokio::spawn(async move {
                     wait_for_signal().await;
-                    tracing::info!("stopping: publishing pending findings and committing (a second signal exits at once)");
+                    tracing::info!(
+                        timeout_s = drain.as_secs(),
+                        "stopping: publishing pending findings and committing (a second signal exits at once)"
+                    );
                     let _ = stop_tx.send(true);
-                    wait_for_signal().await;
-                    std::process::exit(130);
+                    tokio::select! {
+                        _ = wait_for_signal() => {
+                            tracing::warn!("second signal: exiting now");
+                            std::process::exit(130);
+                        }
+                        _ = tokio::time::sleep(drain) => {
+                            tracing::error!("graceful stop took longer than detector.shutdown_timeout; exiting");
+                            std::process::exit(1);
+                        }
+                    }
                 });
+                if let Some(addr) = cfg.admin_listen {
+                    let (stats, stop) = (stats.clone(), stop_rx.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = driftwatch::admin::serve(addr, stats, stop).await {
+                            tracing::error!(%addr, error = %e, "admin port failed (set admin.listen, or `off`)");
+                        }
+                    });
+                }
                 let result = pipeline::run(cfg, stats.clone(), stop_rx).await;
                 tracing::info!(
                     events = stats.events.load(Ordering::Relaxed),
@@ -342,10 +373,16 @@ fn run() -> Result<()> {
             }
         }
         Command::CheckConfig { config } => {
-            let cfg = Config::load(&config)?;
+            let (cfg, table) = Config::load_layered(config.as_deref(), std::env::vars())?;
+            print!(
+                "{}",
+                toml::to_string(&driftwatch::config::redacted(&table))?
+            );
             println!(
-                "{}: valid ({} apps configured, {} of {} rules enabled)",
-                config.display(),
+                "# {}: valid ({} apps configured, {} of {} rules enabled); keys not shown take their defaults",
+                config
+                    .as_ref()
+                    .map_or_else(|| "built-in config".to_string(), |p| p.display().to_string()),
                 cfg.apps.len(),
                 cfg.rules.iter().filter(|r| r.enabled).count(),
                 cfg.rules.len()

@@ -87,13 +87,39 @@ pub struct LiveStats {
     pub by_rule: Mutex<BTreeMap<(Rule, OwnerRole, Status), u64>>,
     /// The most recent transitions, newest last.
     pub recent: Mutex<Vec<Finding>>,
+    /// The Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// The pipeline hit a fatal error and is stopping.
+    pub failed: AtomicBool,
+    /// librdkafka reports every broker down.
+    pub brokers_down: AtomicBool,
 }
 
 const RECENT: usize = 200;
 
 impl LiveStats {
+    /// Ready: partitions assigned and restored, brokers reachable, no
+    /// fatal error. The reason when not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let m = &self.metrics;
+        let ready = if self.failed.load(Ordering::Relaxed) {
+            Err("the pipeline failed and is stopping")
+        } else if self.brokers_down.load(Ordering::Relaxed) {
+            Err("all brokers are down")
+        } else if m.partitions_assigned.get() == 0 {
+            Err("no partitions assigned")
+        } else if m.partitions_restoring.get() > 0 {
+            Err("restoring partition state")
+        } else {
+            Ok(())
+        };
+        m.ready.set(if ready.is_ok() { 1.0 } else { 0.0 });
+        ready
+    }
+
     fn record(&self, f: Finding) {
         self.findings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.finding(&f);
         *self
             .by_rule
             .lock()
@@ -350,6 +376,7 @@ impl Shared {
         let mut fatal = self.fatal.lock().expect("fatal lock");
         fatal.get_or_insert(e);
         self.failed.store(true, Ordering::SeqCst);
+        self.stats.failed.store(true, Ordering::SeqCst);
     }
 
     /// Marks offsets of one partition as done (acknowledged), all at once.
@@ -458,6 +485,7 @@ impl Shared {
             for h in &handles {
                 owned.remove(&h.partition);
             }
+            self.stats.metrics.partitions_assigned.set(owned.len() as i64);
         }
         self.runtime.block_on(async {
             for h in handles {
@@ -483,7 +511,26 @@ pub(crate) struct Ctx {
 
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
+            self.shared.stats.brokers_down.store(true, Ordering::Relaxed);
+        }
         tracing::warn!(%error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = &self.shared.stats.metrics.consumer_lag;
+        for (name, topic) in &statistics.topics {
+            if self.shared.topic_index(name).is_none() {
+                continue;
+            }
+            for (p, part) in &topic.partitions {
+                // -1 is librdkafka's internal partition; a negative lag is unknown.
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.with_label_values(&[name, &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
     }
 }
 
@@ -510,12 +557,14 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.metrics.rebalances.inc();
                 if let Err(e) = self.on_assign(consumer, tpl) {
                     self.shared.fail(e);
                 }
             }
             Rebalance::Revoke(_) => {
                 self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.metrics.rebalances.inc();
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
@@ -558,6 +607,7 @@ impl Ctx {
             tasks.insert(p, task::spawn(shared.clone(), live.clone(), p, offsets));
             owned.insert(p);
         }
+        shared.stats.metrics.partitions_assigned.set(owned.len() as i64);
         Ok(())
     }
 }
@@ -664,7 +714,11 @@ pub async fn run(
         consumer: OnceLock::new(),
         cfg: cfg.clone(),
     });
-    let consumer: LiveConsumer = client_config(&cfg)
+    let mut consumer_config = client_config(&cfg);
+    if !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
+        consumer_config.set("statistics.interval.ms", "5000");
+    }
+    let consumer: LiveConsumer = consumer_config
         .set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -722,6 +776,11 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
         if last_commit.elapsed() >= interval {
             shared.commit_done(&consumer, None, false);
             last_commit = std::time::Instant::now();
+            shared
+                .stats
+                .metrics
+                .producer_queue
+                .set(i64::from(shared.producer.in_flight_count()));
         }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -742,6 +801,8 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
         let Some(q) = shared.topic_index(msg.topic()) else {
             continue;
         };
+        shared.stats.brokers_down.store(false, Ordering::Relaxed);
+        shared.stats.metrics.events_consumed.with_label_values(&[msg.topic()]).inc();
         let tx = shared
             .tasks
             .lock()
@@ -757,6 +818,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
             continue;
         };
         let raw = task::Raw {
+            received: std::time::Instant::now(),
             topic: q,
             offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),

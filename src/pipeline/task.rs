@@ -33,6 +33,8 @@ use tracing::Instrument;
 
 /// A message as the consumer thread hands it over.
 pub(crate) struct Raw {
+    /// When the consumer thread got it: processing latency starts here.
+    pub(crate) received: Instant,
     pub(crate) topic: usize,
     pub(crate) offset: i64,
     pub(crate) key: Option<Vec<u8>>,
@@ -49,17 +51,24 @@ struct Bad {
 /// Events are the common case: not boxed, so decoding does not allocate twice.
 #[allow(clippy::large_enum_variant)]
 enum Item {
-    Event(Envelope),
+    Event(Envelope, Instant),
     Bad(Box<Bad>),
 }
 
 impl Timed for Item {
     fn order_time(&self) -> Option<Ts> {
         match self {
-            Item::Event(env) => env.order_time(),
+            Item::Event(env, _) => env.order_time(),
             Item::Bad(_) => None,
         }
     }
+}
+
+/// What a queued record is, for the confirmer.
+enum Output {
+    /// A finding transition and when the message that caused it arrived.
+    Finding(Finding, Instant),
+    DeadLetter,
 }
 
 /// What the consumer thread holds of a running task.
@@ -116,7 +125,7 @@ pub(crate) fn spawn(
 /// Outputs of a run of records, and the offsets they complete.
 #[derive(Default)]
 struct Batch {
-    deliveries: Vec<(DeliveryFuture, Option<Finding>)>,
+    deliveries: Vec<(DeliveryFuture, Output)>,
     /// Per topic index: the last offset applied in this batch.
     offsets: Vec<Option<i64>>,
 }
@@ -130,6 +139,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
+    shared.stats.metrics.partitions_restoring.inc();
     let restored = {
         let shared = shared.clone();
         let committed = committed.clone();
@@ -139,8 +149,11 @@ async fn run(
             .map_err(|e| PipelineError::Restore {
                 partition,
                 reason: e.to_string(),
-            })??
+            })
+            .and_then(|r| r)
     };
+    shared.stats.metrics.partitions_restoring.dec();
+    let restored = restored?;
     let Some((mut engine, events)) = restored else {
         return Ok(()); // revoked while restoring
     };
@@ -158,7 +171,13 @@ async fn run(
     consumer.resume(&tpl)?;
 
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
-    let confirmer = tokio::spawn(confirm_batches(shared.clone(), partition, batches_rx));
+    let restored_open = engine.open_findings();
+    let confirmer = tokio::spawn(confirm_batches(
+        shared.clone(),
+        partition,
+        batches_rx,
+        restored_open,
+    ));
     let cfg = shared.cfg.clone();
     let max_idle = Duration::from_millis(cfg.kafka.max_task_idle_ms);
     let idle_advance = cfg.idle_advance_ms;
@@ -170,6 +189,17 @@ async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut out: Vec<Finding> = Vec::new();
+    // When the message behind each finding in `out` arrived.
+    let mut out_received: Vec<Instant> = Vec::new();
+    let mut dead_letter_log = RateLimitedLog::default();
+    let label = partition.to_string();
+    let m = &shared.stats.metrics;
+    let gauges = (
+        m.tracked_workers.with_label_values(&[&label]),
+        m.state_entries.with_label_values(&[&label]),
+        m.stream_time.with_label_values(&[&label]),
+        m.stream_lag.with_label_values(&[&label]),
+    );
     let caught_up = |q: usize, next: &[i64]| {
         cached_watermarks(&consumer, &topics[q].c_name, partition)
             .is_some_and(|(low, high)| high <= next[q].max(low))
@@ -198,14 +228,15 @@ async fn run(
             applied += 1;
             batch.offsets[q] = Some(offset);
             match item {
-                Item::Event(env) => {
+                Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
                     engine.apply(env, &mut out);
+                    out_received.resize(out.len(), received);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
                 }
                 Item::Bad(bad) => {
                     let topic = &topics[q].name;
-                    tracing::debug!(topic = &**topic, offset, error = %bad.error, "dead letter");
+                    dead_letter_log.note(topic, offset, &bad.error);
                     let headers = dead_letter_headers(&bad.error, topic, partition, offset);
                     let delivery = enqueue(
                         &shared.producer,
@@ -215,7 +246,7 @@ async fn run(
                         Some(&headers),
                     )
                     .await?;
-                    batch.deliveries.push((delivery, None));
+                    batch.deliveries.push((delivery, Output::DeadLetter));
                 }
             }
         }
@@ -233,10 +264,11 @@ async fn run(
                 let target = Ts(wall_clock_ms() - idle_ms);
                 if target > engine.now() {
                     engine.advance_to(target, &mut out);
+                    out_received.resize(out.len(), Instant::now());
                 }
             }
         }
-        for f in out.drain(..) {
+        for (f, received) in out.drain(..).zip(out_received.drain(..)) {
             let delivery = enqueue(
                 &shared.producer,
                 &cfg.topics.findings,
@@ -245,7 +277,7 @@ async fn run(
                 None,
             )
             .await?;
-            batch.deliveries.push((delivery, Some(f)));
+            batch.deliveries.push((delivery, Output::Finding(f, received)));
         }
         if let Some(txn) = &shared.txn {
             // The transaction commit flushes the outputs; the offsets go
@@ -261,6 +293,13 @@ async fn run(
         let has_work = !batch.deliveries.is_empty() || batch.offsets.iter().any(Option::is_some);
         if has_work && batches_tx.send(batch).await.is_err() {
             break; // the confirmer failed; its error is reported below
+        }
+        gauges.0.set(engine.tracked() as i64);
+        gauges.1.set(engine.entries() as i64);
+        if engine.now() > Ts(i64::MIN) {
+            let t = engine.now().millis() as f64 / 1000.0;
+            gauges.2.set(t);
+            gauges.3.set(wall_clock_ms() as f64 / 1000.0 - t);
         }
         if applied == MAX_BATCH {
             tokio::task::yield_now().await;
@@ -309,14 +348,17 @@ fn ingest(
             payload: Vec::new(),
         })),
         Some(payload) => match shared.decoder.decode(topic.system, &payload) {
-            Ok(event) => Item::Event(Envelope {
-                origin: Origin {
-                    topic: topic.name.clone(),
-                    partition,
-                    offset: raw.offset,
+            Ok(event) => Item::Event(
+                Envelope {
+                    origin: Origin {
+                        topic: topic.name.clone(),
+                        partition,
+                        offset: raw.offset,
+                    },
+                    event,
                 },
-                event,
-            }),
+                raw.received,
+            ),
             Err(error) => Item::Bad(Box::new(Bad {
                 error,
                 key: raw.key,
@@ -324,35 +366,97 @@ fn ingest(
             })),
         },
     };
+    if let Item::Bad(bad) = &item {
+        shared
+            .stats
+            .metrics
+            .decode_failures
+            .with_label_values(&[bad.error.error_type()])
+            .inc();
+    }
     merge.push(raw.topic, raw.offset, item);
     Ok(())
 }
 
-/// Waits for each batch's acknowledgements in order, then stores its offsets.
+/// Waits for each batch's acknowledgements in order, then marks its offsets
+/// done. Keeps the open-findings gauge for the partition, starting from
+/// what the restore found open, and takes it back when the task ends.
 async fn confirm_batches(
     shared: Arc<Shared>,
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
+    restored_open: Vec<(crate::rules::Rule, crate::finding::Severity)>,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();
-    while let Some(batch) = batches.recv().await {
-        for (delivery, finding) in batch.deliveries {
-            match finding {
-                Some(f) => {
-                    confirm(&cfg.topics.findings, delivery).await?;
-                    shared.stats.record(f);
-                }
-                None => {
-                    confirm(&cfg.topics.dead_letter, delivery).await?;
-                    shared.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    let metrics = &shared.stats.metrics;
+    let mut open: std::collections::HashMap<(crate::rules::Rule, crate::finding::Severity), i64> =
+        std::collections::HashMap::new();
+    for k in restored_open {
+        *open.entry(k).or_default() += 1;
+        metrics.open(k.0, k.1, 1);
+    }
+    let result = async {
+        while let Some(batch) = batches.recv().await {
+            for (delivery, output) in batch.deliveries {
+                match output {
+                    Output::Finding(f, received) => {
+                        confirm(&cfg.topics.findings, delivery).await?;
+                        metrics
+                            .processing_latency
+                            .observe(received.elapsed().as_secs_f64());
+                        let delta = crate::metrics::Metrics::open_delta(f.status);
+                        if delta != 0 {
+                            *open.entry((f.rule, f.severity)).or_default() += delta;
+                            metrics.open(f.rule, f.severity, delta);
+                        }
+                        shared.stats.record(f);
+                    }
+                    Output::DeadLetter => {
+                        confirm(&cfg.topics.dead_letter, delivery).await?;
+                        shared.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        metrics.dead_letters.inc();
+                    }
                 }
             }
+            // The committed offset is the next one to read.
+            let next: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.map(|o| o + 1)).collect();
+            shared.mark_done(partition, &next);
         }
-        // The committed offset is the next one to read.
-        let next: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.map(|o| o + 1)).collect();
-        shared.mark_done(partition, &next);
+        Ok(())
     }
-    Ok(())
+    .await;
+    // The partition's findings are someone else's from now on.
+    for ((rule, severity), n) in open {
+        metrics.open(rule, severity, -n);
+    }
+    result
+}
+
+/// Logs dead letters at most once a second per partition, with how many
+/// were not logged in between.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn note(&mut self, topic: &str, offset: i64, error: &DecodeError) {
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            topic,
+            offset,
+            error_type = error.error_type(),
+            %error,
+            suppressed = self.suppressed,
+            "message sent to the dead-letter topic"
+        );
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
 }
 
 /// librdkafka's cached low and high watermarks of a partition, as of the
@@ -494,5 +598,6 @@ fn restore(
         }
     }
     shared.stats.restored.fetch_add(applied, Ordering::Relaxed);
+    shared.stats.metrics.restore_events.inc_by(applied);
     Ok(Some((engine, applied)))
 }

@@ -96,6 +96,8 @@ pub fn unique(prefix: &str) -> String {
 /// One test's world: its topics, its config file, its scratch directory.
 pub struct Setup {
     pub cfg: Arc<Config>,
+    /// The detector's admin port.
+    pub admin: std::net::SocketAddr,
     pub dir: PathBuf,
     generator: std::sync::Mutex<Option<Generator>>,
     /// Produce events as Confluent-framed Avro (ids 1, 2, 3 by family).
@@ -124,6 +126,10 @@ impl Setup {
 
     async fn with(broker: &Broker, name: &str, avro: bool, kafka: &str, idle: &str) -> Setup {
         let id = unique(name);
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let dir = std::env::temp_dir().join(format!("driftwatch-it-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let toml = format!(
@@ -131,6 +137,9 @@ impl Setup {
 [detector]
 instance = "it"
 idle_advance = "{idle}"
+
+[admin]
+listen = "{admin}"
 
 [topics]
 hr = "{id}.hr"
@@ -169,6 +178,7 @@ commit_interval = "200ms"
         broker.create_topics(&cfg).await;
         Setup {
             cfg,
+            admin,
             dir,
             generator: std::sync::Mutex::new(None),
             avro,
@@ -259,6 +269,32 @@ commit_interval = "200ms"
         pipeline::produce_events(&producer, &self.cfg, events)
             .await
             .unwrap();
+    }
+
+    /// One scrape of the detector's /metrics: each sample line's value by
+    /// its name and labels.
+    pub fn scrape(&self) -> BTreeMap<String, f64> {
+        let text = ureq::get(&format!("http://{}/metrics", self.admin))
+            .call()
+            .expect("scrape /metrics")
+            .into_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Sum of a metric over its label sets.
+    pub fn metric_sum(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
+        samples
+            .iter()
+            .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Produces events as they are (JSON).

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, a module per area.
 
+mod admin;
 mod avro;
 mod harness;
 mod kafka;

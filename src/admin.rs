@@ -26,7 +26,10 @@ async fn metrics(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
     // Refreshes the driftwatch_ready gauge.
     let _ = stats.readiness();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         stats.metrics.render(),
     )
 }
@@ -42,7 +45,10 @@ async fn healthz(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
 async fn readyz(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
     match stats.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

@@ -694,7 +694,10 @@ impl TryFrom<RawConfig> for Config {
             raw.detector.shutdown_timeout.as_deref().unwrap_or("30s"),
         )?;
         if shutdown_timeout_ms <= 0 {
-            return Err(invalid("detector.shutdown_timeout", "must be longer than zero"));
+            return Err(invalid(
+                "detector.shutdown_timeout",
+                "must be longer than zero",
+            ));
         }
         let schemas = schemas_config(raw.schemas)?;
 
@@ -825,7 +828,11 @@ fn env_path(name: &str) -> Option<Vec<String>> {
     }
     let mut path: Vec<String> = Vec::with_capacity(parts.len());
     for (i, p) in parts.iter().enumerate() {
-        let seg = match (path.first().map(String::as_str), path.get(1).map(String::as_str), i) {
+        let seg = match (
+            path.first().map(String::as_str),
+            path.get(1).map(String::as_str),
+            i,
+        ) {
             // Rule ids are upper case.
             (Some("rules"), _, 1) => p.to_string(),
             (Some("kafka"), Some("librdkafka"), 2) => p.to_ascii_lowercase().replace('_', "."),
@@ -895,9 +902,8 @@ pub fn redacted(table: &toml::Table) -> toml::Table {
             }
         }
     }
-    if let Some(toml::Value::String(url)) = t
-        .get_mut("schemas")
-        .and_then(|s| s.get_mut("registry_url"))
+    if let Some(toml::Value::String(url)) =
+        t.get_mut("schemas").and_then(|s| s.get_mut("registry_url"))
     {
         if let Some((scheme, rest)) = url.split_once("://") {
             if let Some((_, host)) = rest.split_once('@') {
@@ -1066,7 +1072,9 @@ mod tests {
     #[test]
     fn environment_overrides_name_their_keys() {
         let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let (c, table) = Config::load_layered(
             None,

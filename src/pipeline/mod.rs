@@ -485,7 +485,10 @@ impl Shared {
             for h in &handles {
                 owned.remove(&h.partition);
             }
-            self.stats.metrics.partitions_assigned.set(owned.len() as i64);
+            self.stats
+                .metrics
+                .partitions_assigned
+                .set(owned.len() as i64);
         }
         self.runtime.block_on(async {
             for h in handles {
@@ -512,7 +515,10 @@ pub(crate) struct Ctx {
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
-            self.shared.stats.brokers_down.store(true, Ordering::Relaxed);
+            self.shared
+                .stats
+                .brokers_down
+                .store(true, Ordering::Relaxed);
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
@@ -607,7 +613,11 @@ impl Ctx {
             tasks.insert(p, task::spawn(shared.clone(), live.clone(), p, offsets));
             owned.insert(p);
         }
-        shared.stats.metrics.partitions_assigned.set(owned.len() as i64);
+        shared
+            .stats
+            .metrics
+            .partitions_assigned
+            .set(owned.len() as i64);
         Ok(())
     }
 }
@@ -802,7 +812,12 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
             continue;
         };
         shared.stats.brokers_down.store(false, Ordering::Relaxed);
-        shared.stats.metrics.events_consumed.with_label_values(&[msg.topic()]).inc();
+        shared
+            .stats
+            .metrics
+            .events_consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
         let tx = shared
             .tasks
             .lock()

@@ -277,7 +277,9 @@ async fn run(
                 None,
             )
             .await?;
-            batch.deliveries.push((delivery, Output::Finding(f, received)));
+            batch
+                .deliveries
+                .push((delivery, Output::Finding(f, received)));
         }
         if let Some(txn) = &shared.txn {
             // The transaction commit flushes the outputs; the offsets go
@@ -302,6 +304,11 @@ async fn run(
             gauges.3.set(wall_clock_ms() as f64 / 1000.0 - t);
         }
         if applied == MAX_BATCH {
+            // A backlog does not delay a stop: what is not applied yet is
+            // read again by the next owner.
+            if stop.has_changed().unwrap_or(true) {
+                break;
+            }
             tokio::task::yield_now().await;
             continue;
         }
@@ -442,7 +449,10 @@ struct RateLimitedLog {
 
 impl RateLimitedLog {
     fn note(&mut self, topic: &str, offset: i64, error: &DecodeError) {
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             self.suppressed += 1;
             return;
         }

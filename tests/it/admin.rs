@@ -13,7 +13,9 @@ async fn get(stats: &Arc<LiveStats>, path: &str) -> (StatusCode, String) {
         .await
         .unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -35,8 +37,12 @@ async fn health_readiness_and_metrics() {
     m.partitions_restoring.set(0);
     assert_eq!(get(&stats, "/readyz").await.0, StatusCode::OK);
 
-    m.events_consumed.with_label_values(&["hr.worker-events"]).inc_by(3);
-    m.decode_failures.with_label_values(&["malformed_json"]).inc();
+    m.events_consumed
+        .with_label_values(&["hr.worker-events"])
+        .inc_by(3);
+    m.decode_failures
+        .with_label_values(&["malformed_json"])
+        .inc();
     m.processing_latency.observe(0.004);
     let (status, body) = get(&stats, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
@@ -59,6 +65,9 @@ async fn health_readiness_and_metrics() {
     stats
         .failed
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(get(&stats, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&stats, "/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(get(&stats, "/nowhere").await.0, StatusCode::NOT_FOUND);
 }

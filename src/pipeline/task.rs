@@ -64,7 +64,9 @@ impl Timed for Item {
     }
 }
 
-/// What a queued record is, for the confirmer.
+/// What a queued record is, for the confirmer. Findings are the common
+/// case: not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Output {
     /// A finding transition and when the message that caused it arrived.
     Finding(Finding, Instant),

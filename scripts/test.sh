@@ -17,6 +17,15 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
 
+# fastavro, the independent Avro reader of the finding encoding tests.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/driftwatch-test-venv"
+if ! "$venv/bin/python" -c "import fastavro" 2>/dev/null; then
+  echo "== installing fastavro into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q fastavro
+fi
+export DRIFTWATCH_PYTHON="$venv/bin/python"
+
 work="$(mktemp -d)"
 tansu_pid=""
 cleanup() {

@@ -74,6 +74,18 @@ pub struct RawConfig {
     /// The admin HTTP port.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// How findings are encoded on the findings topic.
+    #[serde(default)]
+    pub output: RawOutput,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// `json` (the contract, default), `avro` or `ocsf`.
+    pub encoding: Option<String>,
+    /// Schema id of `schemas/finding.avsc` in the registry, for `avro`.
+    pub avro_schema_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -390,6 +402,8 @@ pub struct Config {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout_ms: u64,
+    /// Encoding of the findings topic.
+    pub output: crate::output::Encoding,
 }
 
 /// Parses a duration such as `90s`, `1h`, `7d` or `0`.
@@ -701,7 +715,21 @@ impl TryFrom<RawConfig> for Config {
         }
         let schemas = schemas_config(raw.schemas)?;
 
+        let output = {
+            let name = raw.output.encoding.as_deref().unwrap_or("json");
+            let enc = crate::output::Encoding::parse(name, raw.output.avro_schema_id)
+                .map_err(|e| invalid("output.encoding", e))?;
+            if name == "avro" && raw.output.avro_schema_id.is_none() {
+                return Err(invalid(
+                    "output.avro_schema_id",
+                    "is needed with encoding = \"avro\": the id under which schemas/finding.avsc is registered (the Confluent header carries it)",
+                ));
+            }
+            enc
+        };
+
         Ok(Config {
+            output,
             admin_listen,
             shutdown_timeout_ms: shutdown_timeout_ms as u64,
             idle_advance_ms,

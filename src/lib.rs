@@ -33,6 +33,7 @@ pub mod finding;
 pub mod generate;
 pub mod merge;
 pub mod metrics;
+pub mod output;
 pub mod pipeline;
 pub mod registry;
 pub mod replay;

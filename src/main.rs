@@ -42,6 +42,9 @@ enum Command {
         /// Configuration file (default: the built-in config/driftwatch.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// json (the contract, one per line), ocsf (OCSF Detection Finding JSON lines) or avro (an Avro object container file of schemas/finding.avsc).
+        #[arg(long, default_value = "json", value_parser = ["json", "ocsf", "avro"])]
+        format: String,
     },
     /// Run generator and detector on an embedded Kafka-protocol broker (librdkafka's mock cluster).
     Demo {
@@ -192,8 +195,11 @@ fn run() -> Result<()> {
             until,
             output,
             config,
+            format,
         } => {
             let cfg = Arc::new(load_config(config.as_ref())?);
+            let encoding =
+                driftwatch::output::Encoding::parse(&format, None).map_err(anyhow::Error::msg)?;
             let mut sink: Box<dyn Write> = match output.as_ref().filter(|p| p.as_os_str() != "-") {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
@@ -201,7 +207,7 @@ fn run() -> Result<()> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let report = replay::replay_dir(cfg, &input, until, &mut sink)?;
+            let report = replay::replay_dir_as(cfg, &input, until, encoding, &mut sink)?;
             drop(sink);
             for name in &report.ignored_files {
                 eprintln!("ignored {name}: not a configured input topic");

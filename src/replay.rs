@@ -205,6 +205,17 @@ pub fn replay_dir(
     until: Option<Ts>,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_dir_as(cfg, dir, until, crate::output::Encoding::Json, out)
+}
+
+/// Replays a dump directory, writing findings in `encoding`.
+pub fn replay_dir_as(
+    cfg: Arc<Config>,
+    dir: &Path,
+    until: Option<Ts>,
+    encoding: crate::output::Encoding,
+    out: &mut dyn Write,
+) -> Result<ReplayReport, ReplayError> {
     let (files, ignored) = input_files(&cfg, dir)?;
     if files.is_empty() {
         let all: Vec<&str> = cfg
@@ -235,10 +246,8 @@ pub fn replay_dir(
         )?);
     }
     let findings = replay_dumps(cfg, dumps, until, &mut report);
-    for f in &findings {
-        writeln!(out, "{}", f.to_json()).map_err(ReplayError::Output)?;
-    }
-    out.flush().map_err(ReplayError::Output)?;
+    crate::output::write_findings(encoding, &findings, out)
+        .map_err(|e| ReplayError::Output(io::Error::other(e)))?;
     report.findings = findings.len() as u64;
     Ok(report)
 }

@@ -358,6 +358,7 @@ pub(crate) struct Shared {
     pub(crate) producer: FutureProducer,
     pub(crate) stats: Arc<LiveStats>,
     pub(crate) decoder: InputDecoder,
+    pub(crate) encoder: crate::output::FindingEncoder,
     tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
     /// Exactly-once mode: the transaction gate.
     pub(crate) txn: Option<Txn>,
@@ -708,6 +709,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
+        encoder: crate::output::FindingEncoder::new(cfg.output),
         producer,
         txn: exactly_once.then(|| Txn {
             gate: tokio::sync::RwLock::new(()),

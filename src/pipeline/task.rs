@@ -271,11 +271,18 @@ async fn run(
             }
         }
         for (f, received) in out.drain(..).zip(out_received.drain(..)) {
+            let value = shared
+                .encoder
+                .encode(&f)
+                .map_err(|e| PipelineError::Publish {
+                    topic: cfg.topics.findings.clone(),
+                    reason: format!("encoding finding {}: {e}", f.finding_id),
+                })?;
             let delivery = enqueue(
                 &shared.producer,
                 &cfg.topics.findings,
                 Some(f.finding_id.as_bytes()),
-                f.to_json().as_bytes(),
+                &value,
                 None,
             )
             .await?;

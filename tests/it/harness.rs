@@ -114,6 +114,18 @@ impl Setup {
         Setup::with(broker, name, false, kafka, "off").await
     }
 
+    /// A setup whose findings topic carries Avro (schema id 77).
+    pub async fn with_avro_output(broker: &Broker, name: &str) -> Setup {
+        let s = Setup::with(broker, name, false, "", "off").await;
+        let mut toml = std::fs::read_to_string(s.config_path()).unwrap();
+        toml.push_str("\n[output]\nencoding = \"avro\"\navro_schema_id = 77\n");
+        std::fs::write(s.config_path(), toml).unwrap();
+        Setup {
+            cfg: Arc::new(Config::load(&s.config_path()).unwrap()),
+            ..s
+        }
+    }
+
     /// A setup whose detector advances idle partitions with the wall clock.
     pub async fn with_idle_advance(broker: &Broker, name: &str, idle: &str) -> Setup {
         Setup::with(broker, name, false, "", idle).await

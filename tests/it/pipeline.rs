@@ -356,3 +356,54 @@ async fn sigterm_under_load_commits_what_it_published(broker: Broker) {
         "the stop came after all input was processed; give it more input"
     );
 }
+
+/// The findings topic in Avro (Confluent wire format), read back with
+/// apache-avro here and, when `DRIFTWATCH_PYTHON` names a Python with
+/// fastavro (scripts/test.sh sets one up), with fastavro too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_findings_on_the_topic_decode_with_an_independent_reader() {
+    let broker = Broker::mock();
+    let s = Setup::with_avro_output(&broker, "avroout").await;
+    s.produce_generated(81, 100, 200).await;
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let records = s.read_topic(&s.cfg.topics.findings);
+    let reference = s.reference_findings();
+    assert_eq!(records.len(), reference.len());
+    let schema = driftwatch::avro::schema(driftwatch::avro::FINDING_SCHEMA);
+    let mut hex = String::new();
+    let mut decoded = Vec::new();
+    for r in &records {
+        let (id, mut datum) = driftwatch::avro::unframe(&r.payload).unwrap();
+        assert_eq!(id, 77);
+        let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
+        decoded.push(apache_avro::from_value::<driftwatch::finding::Finding>(&value).unwrap());
+        hex.extend(r.payload.iter().map(|b| format!("{b:02x}")));
+        hex.push('\n');
+    }
+    assert_eq!(finding_set(&decoded), finding_set(&reference));
+    let file = s.dir.join("findings.framed.hex");
+    std::fs::write(&file, hex).unwrap();
+    match std::env::var("DRIFTWATCH_PYTHON") {
+        Ok(python) => {
+            let checker = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python/check_findings.py");
+            let out = std::process::Command::new(python)
+                .arg(checker)
+                .arg("framed")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "fastavro: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!(
+            "fastavro check skipped: DRIFTWATCH_PYTHON is not set (scripts/test.sh sets it)"
+        ),
+    }
+}

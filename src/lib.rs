@@ -35,6 +35,7 @@ pub mod merge;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod query;
 pub mod registry;
 pub mod replay;
 pub mod rules;

@@ -93,6 +93,8 @@ pub struct LiveStats {
     pub failed: AtomicBool,
     /// librdkafka reports every broker down.
     pub brokers_down: AtomicBool,
+    /// The state store of each owned partition, for read-only queries.
+    pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::state::Store>>>,
 }
 
 const RECENT: usize = 200;

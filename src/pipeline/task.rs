@@ -174,6 +174,12 @@ async fn run(
 
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
     let restored_open = engine.open_findings();
+    shared
+        .stats
+        .stores
+        .write()
+        .expect("stores lock")
+        .insert(partition, engine.store().clone());
     let confirmer = tokio::spawn(confirm_batches(
         shared.clone(),
         partition,
@@ -338,6 +344,12 @@ async fn run(
     }
     // Records merged but not applied are not stored: the next owner reads them.
     merge.clear();
+    shared
+        .stats
+        .stores
+        .write()
+        .expect("stores lock")
+        .remove(&partition);
     drop(batches_tx);
     confirmer.await.map_err(|e| PipelineError::Publish {
         topic: cfg.topics.findings.clone(),

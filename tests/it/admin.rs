@@ -71,3 +71,68 @@ async fn health_readiness_and_metrics() {
     );
     assert_eq!(get(&stats, "/nowhere").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn live_state_queries_read_the_stores() {
+    use driftwatch::config::Config;
+    use driftwatch::engine::Engine;
+    use driftwatch::event::{Envelope, Origin};
+    use driftwatch::generate::Generator;
+    use driftwatch::time::Ts;
+
+    let mut engine = Engine::new(Arc::new(Config::default_config()));
+    let mut g = Generator::new(5, 50, Ts::parse("2026-11-02T08:00:00Z").unwrap());
+    let mut events = g.baseline();
+    for _ in 0..300 {
+        events.extend(g.next_batch(10 * 60_000));
+    }
+    let mut out = Vec::new();
+    for (i, event) in events.into_iter().enumerate() {
+        let origin = Origin {
+            topic: "t".into(),
+            partition: 0,
+            offset: i as i64,
+        };
+        engine.apply(Envelope { origin, event }, &mut out);
+    }
+    let open: Vec<_> = engine.open_findings();
+    assert!(!open.is_empty());
+    let stats = Arc::new(LiveStats::default());
+    stats
+        .stores
+        .write()
+        .unwrap()
+        .insert(0, engine.store().clone());
+
+    let (status, body) = get(&stats, "/v1/findings?status=OPEN&limit=5").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let findings = v["findings"].as_array().unwrap();
+    assert!(!findings.is_empty() && findings.len() <= 5, "{body}");
+    assert!(findings.iter().all(|f| f["status"] == "OPEN"));
+
+    let rule = findings[0]["rule"].as_str().unwrap().to_string();
+    let (_, body) = get(&stats, &format!("/v1/findings?rule={rule}&limit=100000")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["rule"] == rule.as_str()));
+    assert_eq!(v["truncated"], false);
+
+    let (status, body) = get(&stats, "/v1/workers/W000001").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["partition"], 0);
+    assert!(!v["state"]["hr"].as_array().unwrap().is_empty(), "{body}");
+    assert!(
+        !v["state"]["accounts"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+
+    assert_eq!(
+        get(&stats, "/v1/workers/W999999").await.0,
+        StatusCode::NOT_FOUND
+    );
+}

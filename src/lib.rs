@@ -29,6 +29,7 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod explain;
 pub mod finding;
 pub mod generate;
 pub mod merge;

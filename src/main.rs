@@ -116,6 +116,26 @@ enum Command {
         replication_factor: i32,
     },
     /// Validate a configuration file.
+    /// One worker: timeline across HR, directory and app events, merged state, and every finding with owners, deadlines and evidence.
+    Explain {
+        /// The worker_id.
+        worker_id: String,
+        /// Replay this dump directory (as `replay --input`).
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        input: Option<PathBuf>,
+        /// Evaluate the state as of this event time at the end of the input (RFC 3339).
+        #[arg(long, value_parser = parse_ts)]
+        until: Option<Ts>,
+        /// Ask a running instance instead: its admin URL (e.g. http://127.0.0.1:9464).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (default: the built-in config/driftwatch.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration (file plus DRIFTWATCH_* environment overrides) and print the effective config with secrets redacted.
     CheckConfig {
         /// Configuration file (default: the built-in config/driftwatch.toml).
@@ -376,6 +396,33 @@ fn run() -> Result<()> {
                     "exists"
                 };
                 println!("{t}: {state}");
+            }
+        }
+        Command::Explain {
+            worker_id,
+            input,
+            until,
+            admin,
+            json,
+            config,
+        } => {
+            let value = match (input, admin) {
+                (Some(dir), _) => {
+                    let cfg = Arc::new(load_config(config.as_ref())?);
+                    let history = replay::worker_history(cfg, &dir, until, &worker_id)?;
+                    if history.state.is_none() && history.timeline.is_empty() {
+                        anyhow::bail!("worker `{worker_id}` does not appear in {}", dir.display());
+                    }
+                    driftwatch::explain::history_json(&worker_id, &history)
+                }
+                (None, Some(url)) => driftwatch::explain::from_instance(&url, &worker_id)
+                    .map_err(anyhow::Error::msg)?,
+                (None, None) => anyhow::bail!("give --input DIR or --admin URL"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", driftwatch::explain::render_text(&value));
             }
         }
         Command::CheckConfig { config } => {

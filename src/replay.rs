@@ -216,7 +216,68 @@ pub fn replay_dir_as(
     encoding: crate::output::Encoding,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
-    let (files, ignored) = input_files(&cfg, dir)?;
+    let (dumps, mut report) = read_dir(&cfg, dir)?;
+    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |_, _| {});
+    crate::output::write_findings(encoding, &findings, out)
+        .map_err(|e| ReplayError::Output(io::Error::other(e)))?;
+    report.findings = findings.len() as u64;
+    Ok(report)
+}
+
+/// What a replay knows of one worker: the events keyed to it in stream
+/// order, its merged state at the end, and its finding transitions.
+#[derive(Debug)]
+pub struct WorkerHistory {
+    pub partition: Option<i32>,
+    pub timeline: Vec<Envelope>,
+    pub state: Option<serde_json::Value>,
+    pub findings: Vec<Finding>,
+}
+
+/// Replays a dump directory and keeps what concerns one worker.
+pub fn worker_history(
+    cfg: Arc<Config>,
+    dir: &Path,
+    until: Option<Ts>,
+    worker_id: &str,
+) -> Result<WorkerHistory, ReplayError> {
+    let key = crate::event::Key::worker(worker_id);
+    let (dumps, mut report) = read_dir(&cfg, dir)?;
+    let mut timeline: Vec<Envelope> = dumps
+        .iter()
+        .flat_map(|d| d.by_partition.values().flatten())
+        .filter(|e| e.event.key() == key)
+        .cloned()
+        .collect();
+    timeline.sort_by(|a, b| {
+        (a.event.occurred_at(), &a.origin.topic, a.origin.offset).cmp(&(
+            b.event.occurred_at(),
+            &b.origin.topic,
+            b.origin.offset,
+        ))
+    });
+    let mut state = None;
+    let mut partition = None;
+    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |p, engine| {
+        if let Some(st) = engine.store().map().get(&key) {
+            state = Some(crate::query::worker_view(&key, &st));
+            partition = Some(p);
+        }
+    });
+    Ok(WorkerHistory {
+        partition,
+        timeline,
+        state,
+        findings: findings
+            .into_iter()
+            .filter(|f| f.worker_id.as_deref() == Some(worker_id))
+            .collect(),
+    })
+}
+
+/// Reads every configured input file of a dump directory.
+fn read_dir(cfg: &Config, dir: &Path) -> Result<(Vec<Dump>, ReplayReport), ReplayError> {
+    let (files, ignored) = input_files(cfg, dir)?;
     if files.is_empty() {
         let all: Vec<&str> = cfg
             .topics
@@ -245,11 +306,7 @@ pub fn replay_dir_as(
             &mut report.bad_lines,
         )?);
     }
-    let findings = replay_dumps(cfg, dumps, until, &mut report);
-    crate::output::write_findings(encoding, &findings, out)
-        .map_err(|e| ReplayError::Output(io::Error::other(e)))?;
-    report.findings = findings.len() as u64;
-    Ok(report)
+    Ok((dumps, report))
 }
 
 /// Replays already-decoded streams: one list per input topic, each in arrival order.
@@ -275,16 +332,19 @@ pub fn replay_streams(
         })
         .collect();
     let mut report = ReplayReport::default();
-    let findings = replay_dumps(cfg, dumps, until, &mut report);
+    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |_, _| {});
     report.findings = findings.len() as u64;
     (findings, report)
 }
 
+/// Replays dumps partition by partition; `inspect` sees each partition's
+/// engine when its input is done.
 fn replay_dumps(
     cfg: Arc<Config>,
     mut dumps: Vec<Dump>,
     until: Option<Ts>,
     report: &mut ReplayReport,
+    inspect: &mut dyn FnMut(i32, &Engine),
 ) -> Vec<Finding> {
     dumps.sort_by(|a, b| a.topic.cmp(&b.topic));
     let partitions: std::collections::BTreeSet<i32> = dumps
@@ -309,6 +369,7 @@ fn replay_dumps(
         if let Some(t) = until {
             engine.advance_to(t, &mut findings);
         }
+        inspect(p, &engine);
         report.tasks += 1;
         let s = engine.stats();
         report.stats.events += s.events;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod avro;
+mod explain;
 mod harness;
 mod kafka;
 mod pipeline;

@@ -32,6 +32,7 @@ pub mod event;
 pub mod explain;
 pub mod finding;
 pub mod generate;
+pub mod kafka_replay;
 pub mod merge;
 pub mod metrics;
 pub mod output;

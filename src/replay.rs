@@ -54,6 +54,8 @@ pub struct ReplayReport {
     pub events: u64,
     pub findings: u64,
     pub bad_lines: Vec<BadLine>,
+    /// Undecodable messages skipped by a replay from Kafka.
+    pub bad_messages: u64,
     pub stats: EngineStats,
     pub ignored_files: Vec<String>,
 }
@@ -148,6 +150,22 @@ fn read_dump(
         topic,
         by_partition,
     })
+}
+
+impl ReplayReport {
+    /// Adds another report's counts to this one.
+    pub fn merge(&mut self, other: &ReplayReport) {
+        self.tasks += other.tasks;
+        self.events += other.events;
+        self.bad_messages += other.bad_messages;
+        self.stats.events += other.stats.events;
+        self.stats.duplicates += other.stats.duplicates;
+        self.stats.timers_fired += other.stats.timers_fired;
+        self.stats.opened += other.stats.opened;
+        self.stats.escalated += other.stats.escalated;
+        self.stats.resolved += other.stats.resolved;
+        self.stats.held += other.stats.held;
+    }
 }
 
 /// A `kcat -J` line carries the message in `payload` beside its coordinates;

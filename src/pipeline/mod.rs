@@ -175,6 +175,38 @@ fn transactional_producer(cfg: &Config) -> Result<FutureProducer, PipelineError>
         .create()?)
 }
 
+/// Publishes findings (e.g. of a replay) to `topic`, keyed by finding_id,
+/// and waits for every acknowledgement; returns how many.
+pub async fn publish_findings_to(
+    cfg: &Config,
+    topic: &str,
+    encoding: crate::output::Encoding,
+    findings: &[Finding],
+) -> Result<usize, PipelineError> {
+    let producer = producer(cfg)?;
+    let encoder = crate::output::FindingEncoder::new(encoding);
+    let mut pending = Vec::with_capacity(findings.len());
+    for f in findings {
+        let value = encoder
+            .encode(f)
+            .map_err(|e| publish::publish_error(topic, e))?;
+        pending.push(
+            publish::enqueue(
+                &producer,
+                topic,
+                Some(f.finding_id.as_bytes()),
+                &value,
+                None,
+            )
+            .await?,
+        );
+    }
+    for d in pending {
+        publish::confirm(topic, d).await?;
+    }
+    Ok(findings.len())
+}
+
 /// Creates the configured topics that do not exist yet (brokers such as
 /// Tansu do not auto-create). Existing topics are left as they are.
 pub async fn create_topics(

@@ -419,6 +419,73 @@ commit_interval = "200ms"
             .collect()
     }
 
+    /// Writes the input topics as `kcat -J` dumps into `dir`, as a data
+    /// team would for a file replay.
+    pub fn dump_inputs(&self, dir: &std::path::Path) {
+        self.dump_inputs_after(dir, &BTreeMap::new());
+    }
+
+    /// The end offset of every input partition now.
+    pub fn input_ends(&self) -> BTreeMap<(String, i32), i64> {
+        let consumer = self.reader();
+        let t = &self.cfg.topics;
+        let mut ends = BTreeMap::new();
+        for topic in t.hr.iter().chain(&t.directory).chain(&t.app) {
+            for p in 0..PARTITIONS {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap();
+                ends.insert((topic.clone(), p), high);
+            }
+        }
+        ends
+    }
+
+    /// Like [`Setup::dump_inputs`], keeping only records at or after `start`
+    /// (per topic and partition).
+    pub fn dump_inputs_after(&self, dir: &std::path::Path, start: &BTreeMap<(String, i32), i64>) {
+        std::fs::create_dir_all(dir).unwrap();
+        let t = &self.cfg.topics;
+        for topic in t.hr.iter().chain(&t.directory).chain(&t.app) {
+            let mut text = String::new();
+            for r in self.read_topic(topic) {
+                if r.offset
+                    < start
+                        .get(&(topic.clone(), r.partition))
+                        .copied()
+                        .unwrap_or(0)
+                {
+                    continue;
+                }
+                let line = serde_json::json!({
+                    "topic": topic,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "payload": String::from_utf8_lossy(&r.payload),
+                });
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            std::fs::write(dir.join(format!("{topic}.jsonl")), text).unwrap();
+        }
+    }
+
+    /// Runs the `driftwatch` binary with this setup's config; its stdout.
+    pub fn cli(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "driftwatch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// What one uninterrupted process must publish: the input topics as
     /// they are on the broker, replayed (same partitions, offsets, merge).
     pub fn reference_findings(&self) -> Vec<Finding> {

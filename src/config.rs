@@ -138,6 +138,8 @@ pub struct RawDetector {
     pub idle_advance: Option<String>,
     /// Bound on a graceful stop (publish, commit, leave); default `30s`.
     pub shutdown_timeout: Option<String>,
+    /// Larger input messages are dead letters (`oversize`); default 1 MiB.
+    pub max_message_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -404,6 +406,8 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Encoding of the findings topic.
     pub output: crate::output::Encoding,
+    /// Larger input messages are dead letters.
+    pub max_message_bytes: usize,
 }
 
 /// Parses a duration such as `90s`, `1h`, `7d` or `0`.
@@ -728,7 +732,16 @@ impl TryFrom<RawConfig> for Config {
             enc
         };
 
+        let max_message_bytes = raw
+            .detector
+            .max_message_bytes
+            .unwrap_or(crate::decode::DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes == 0 {
+            return Err(invalid("detector.max_message_bytes", "must be at least 1"));
+        }
+
         Ok(Config {
+            max_message_bytes,
             output,
             admin_listen,
             shutdown_timeout_ms: shutdown_timeout_ms as u64,

@@ -39,7 +39,7 @@ pub use publish::{dead_letter_headers, produce_events, topic_for};
 
 use crate::avro::SchemaSet;
 use crate::config::{Config, Delivery};
-use crate::decode::{decode_json_limited, DecodeError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::decode::{decode_json_limited, DecodeError};
 use crate::event::{Event, System};
 use crate::finding::{Finding, OwnerRole, Status};
 use crate::rules::Rule;
@@ -304,7 +304,7 @@ impl InputDecoder {
                 .as_deref()
                 .map(crate::registry::Registry::new),
             unknown: Mutex::new(HashMap::new()),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: cfg.max_message_bytes,
             registry_patience: Duration::from_secs(60),
         })
     }

@@ -116,13 +116,19 @@ impl Setup {
 
     /// A setup whose findings topic carries Avro (schema id 77).
     pub async fn with_avro_output(broker: &Broker, name: &str) -> Setup {
-        let s = Setup::with(broker, name, false, "", "off").await;
-        let mut toml = std::fs::read_to_string(s.config_path()).unwrap();
-        toml.push_str("\n[output]\nencoding = \"avro\"\navro_schema_id = 77\n");
-        std::fs::write(s.config_path(), toml).unwrap();
+        Setup::with(broker, name, false, "", "off")
+            .await
+            .edit_config(|t| t.push_str("\n[output]\nencoding = \"avro\"\navro_schema_id = 77\n"))
+    }
+
+    /// Rewrites the config file (for detectors and the reference alike).
+    pub fn edit_config(self, edit: impl FnOnce(&mut String)) -> Setup {
+        let mut toml = std::fs::read_to_string(self.config_path()).unwrap();
+        edit(&mut toml);
+        std::fs::write(self.config_path(), toml).unwrap();
         Setup {
-            cfg: Arc::new(Config::load(&s.config_path()).unwrap()),
-            ..s
+            cfg: Arc::new(Config::load(&self.config_path()).unwrap()),
+            ..self
         }
     }
 

@@ -6,6 +6,7 @@ mod explain;
 mod harness;
 mod kafka;
 mod pipeline;
+mod reliability;
 mod replay;
 mod scenarios;
 mod storm;

@@ -55,9 +55,13 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
     // `explain` against the running instance reads its live state.
     let admin = format!("http://{}", s.admin);
     let explained: serde_json::Value =
-        serde_json::from_slice(&s.cli(&["explain", "W000001", "--admin", &admin, "--json"])).unwrap();
+        serde_json::from_slice(&s.cli(&["explain", "W000001", "--admin", &admin, "--json"]))
+            .unwrap();
     assert_eq!(explained["worker_id"], "W000001");
-    assert!(!explained["state"]["hr"].as_array().unwrap().is_empty(), "{explained}");
+    assert!(
+        !explained["state"]["hr"].as_array().unwrap().is_empty(),
+        "{explained}"
+    );
     assert!(d.terminate().success(), "{}", d.log_text());
 
     let published = s.findings();

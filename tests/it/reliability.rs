@@ -1,0 +1,197 @@
+//! Bad input is refused and nothing is lost: a corpus of more than 10,000
+//! malformed messages of every kind, interleaved with good ones, against
+//! both brokers.
+
+use crate::harness::{finding_set, Broker, Setup};
+use driftwatch::generate::{to_json, Rng};
+use rdkafka::producer::FutureRecord;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const CATCH_UP: Duration = Duration::from_secs(240);
+
+/// One malformed message and the dead-letter type it must get.
+struct Bad {
+    topic: usize,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    expect: &'static str,
+}
+
+/// A valid event's JSON, broken in the way `kind` says.
+fn corrupt(rng: &mut Rng, good: &str, kind: u64) -> (Option<Vec<u8>>, &'static str) {
+    match kind {
+        0 => {
+            // Truncated JSON.
+            let cut = 1 + rng.below(good.len() as u64 - 2) as usize;
+            (Some(good.as_bytes()[..cut].to_vec()), "malformed_json")
+        }
+        1 => (Some(b"not json at all \x01\x02".to_vec()), "malformed_json"),
+        2 => {
+            // A wrong type.
+            let v = good.replacen("\"event_id\":\"", "\"event_id\":42,\"x\":\"", 1);
+            (Some(v.into_bytes()), "invalid_field")
+        }
+        3 => {
+            // A missing required field.
+            let mut v: serde_json::Value = serde_json::from_str(good).unwrap();
+            v.as_object_mut().unwrap().remove("event_type");
+            (Some(v.to_string().into_bytes()), "invalid_field")
+        }
+        4 => {
+            // An unknown enum value.
+            let mut v: serde_json::Value = serde_json::from_str(good).unwrap();
+            v["event_type"] = "FIRED_OUT_OF_A_CANNON".into();
+            (Some(v.to_string().into_bytes()), "invalid_field")
+        }
+        5 => {
+            // Invalid UTF-8 inside a string.
+            let mut b = good.as_bytes().to_vec();
+            let at = b.iter().position(|c| *c == b':').unwrap() + 2;
+            b.splice(at..at, [0xff, 0xfe, 0xfd]);
+            (Some(b), "invalid_utf8")
+        }
+        6 => (None, "empty"), // tombstone
+        7 => (Some(Vec::new()), "empty"),
+        8 => {
+            // Avro with a schema id nobody registered.
+            let mut b = vec![0, 0, 0, 3, 231];
+            b.extend_from_slice(&good.as_bytes()[..20]);
+            (Some(b), "unknown_schema")
+        }
+        _ => {
+            // Wrong timestamp text.
+            let v = good.replacen("\"occurred_at\":\"", "\"occurred_at\":\"yesterday", 1);
+            (Some(v.into_bytes()), "invalid_field")
+        }
+    }
+}
+
+async fn bad_input_corpus_is_dead_lettered_and_nothing_is_lost(broker: Broker) {
+    let limit = 16 * 1024;
+    let s = Setup::new(&broker, "corpus").await.edit_config(|t| {
+        *t = t.replace(
+            "[detector]\n",
+            &format!("[detector]\nmax_message_bytes = {limit}\n"),
+        )
+    });
+    let topics = [
+        s.cfg.topics.hr[0].clone(),
+        s.cfg.topics.directory[0].clone(),
+        s.cfg.topics.app[0].clone(),
+    ];
+    let good = s.produce_generated(101, 200, 0).await;
+    let mut rng = Rng::new(7);
+    let mut bad: Vec<Bad> = Vec::new();
+    for i in 0..10_200u64 {
+        let sample = &good[rng.below(good.len() as u64) as usize];
+        let json = to_json(sample);
+        // To its own family's topic, so the expected error type is exact.
+        let topic = match sample.system() {
+            driftwatch::event::System::Hr => 0,
+            driftwatch::event::System::Directory => 1,
+            driftwatch::event::System::App => 2,
+        };
+        let (payload, expect) = if i % 200 == 0 {
+            // Oversize: valid JSON padded past the limit.
+            let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            v["padding"] = "x".repeat(limit + 100).into();
+            (Some(v.to_string().into_bytes()), "oversize")
+        } else {
+            let kind = rng.below(10);
+            corrupt(&mut rng, &json, kind)
+        };
+        // Every fifth one has no key.
+        let key = (i % 5 != 0).then(|| sample.key().id.as_bytes().to_vec());
+        bad.push(Bad {
+            topic,
+            key,
+            payload,
+            expect,
+        });
+    }
+    // Interleave: bad messages between rounds of good lifecycle changes.
+    let producer = driftwatch::pipeline::producer(&s.cfg).unwrap();
+    for chunk in bad.chunks(1000) {
+        let mut pending = Vec::new();
+        for b in chunk {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topics[b.topic]);
+            if let Some(k) = &b.key {
+                record = record.key(k);
+            }
+            if let Some(p) = &b.payload {
+                record = record.payload(p);
+            }
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        for p in pending {
+            p.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        s.produce_more(60).await;
+    }
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    let samples = s.scrape();
+    assert!(d.terminate().success(), "{}", d.log_text());
+
+    let dead = s.read_topic(&s.cfg.topics.dead_letter);
+    assert_eq!(dead.len(), bad.len(), "every bad message is a dead letter");
+    let mut want: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &bad {
+        *want.entry(b.expect).or_default() += 1;
+    }
+    let mut got: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &dead {
+        *got.entry(r.headers["dw.error.type"].as_str()).or_default() += 1;
+        assert!(!r.headers["dw.error.reason"].is_empty());
+        assert!(topics.contains(&r.headers["dw.source.topic"]));
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        Setup::metric_sum(&samples, "driftwatch_dead_letters_total"),
+        bad.len() as f64
+    );
+    assert_eq!(
+        Setup::metric_sum(&samples, "driftwatch_decode_failures_total"),
+        bad.len() as f64
+    );
+    // Every good message was processed: the findings are those of a replay
+    // of the same topics (which skips the bad ones).
+    let published = finding_set(&s.findings());
+    let reference = finding_set(&s.reference_findings());
+    assert!(reference.len() > 50, "{}", reference.len());
+    let missing: Vec<_> = reference
+        .keys()
+        .filter(|k| !published.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = published
+        .keys()
+        .filter(|k| !reference.contains_key(*k))
+        .take(5)
+        .collect();
+    let differ = reference
+        .iter()
+        .filter(|(k, v)| published.get(*k).is_some_and(|p| p != *v))
+        .count();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ == 0,
+        "missing {missing:?}, extra {extra:?}, {differ} differ; {} published, {} expected",
+        published.len(),
+        reference.len()
+    );
+}
+
+mod corpus {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster() {
+        super::bad_input_corpus_is_dead_lettered_and_nothing_is_lost(crate::harness::Broker::mock()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu() {
+        if let Some(b) = crate::harness::Broker::tansu() {
+            super::bad_input_corpus_is_dead_lettered_and_nothing_is_lost(b).await;
+        }
+    }
+}

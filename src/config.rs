@@ -956,6 +956,38 @@ pub fn redacted(table: &toml::Table) -> toml::Table {
 }
 
 impl Config {
+    /// Secret values this config holds: librdkafka secrets and the
+    /// password in the registry URL.
+    pub fn secret_values(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .kafka
+            .librdkafka
+            .iter()
+            .filter(|(k, v)| is_secret_property(k) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if let Some(url) = &self.schemas.registry_url {
+            if let Some((userinfo, _)) = url.split_once("://").and_then(|(_, r)| r.split_once('@'))
+            {
+                if let Some((_, password)) = userinfo.split_once(':') {
+                    if !password.is_empty() {
+                        out.push(password);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `text` with every secret value of this config replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in self.secret_values() {
+            out = out.replace(secret, "[redacted]");
+        }
+        out
+    }
+
     /// The file (or the built-in default) with environment overrides on
     /// top; returns the validated config and the effective table.
     pub fn load_layered(

@@ -40,12 +40,15 @@ pub fn replay_kafka(
     cfg: Arc<Config>,
     opts: &KafkaReplayOptions,
 ) -> Result<(Vec<Finding>, ReplayReport), PipelineError> {
-    let consumer: BaseConsumer = client_config(&cfg)
-        .set("group.id", format!("{}.replay", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    let consumer: BaseConsumer = crate::pipeline::create_client(
+        &cfg,
+        client_config(&cfg)
+            .set("group.id", format!("{}.replay", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false"),
+        rdkafka::consumer::DefaultConsumerContext,
+    )?;
     let partitions = crate::pipeline::check_topics(&consumer, &cfg)?;
     let t = &cfg.topics;
     let mut topics: Vec<(String, System)> = Vec::new();

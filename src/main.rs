@@ -172,7 +172,9 @@ fn parse_ts(s: &str) -> Result<Ts, String> {
 
 /// The config file (or the built-in one) with DRIFTWATCH_* environment overrides.
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
-    Ok(Config::load_layered(path.map(PathBuf::as_path), std::env::vars())?.0)
+    let cfg = Config::load_layered(path.map(PathBuf::as_path), std::env::vars())?.0;
+    let _ = SECRETS.set(cfg.clone());
+    Ok(cfg)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -196,11 +198,16 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Secret values of the loaded config, so that no error ever prints them.
+static SECRETS: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            let text = SECRETS.get().map_or(text.clone(), |c| c.redact(&text));
+            eprintln!("error: {text}");
             ExitCode::from(2)
         }
     }

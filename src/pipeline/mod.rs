@@ -147,12 +147,27 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// Creates a librdkafka client. librdkafka's configuration errors quote
+/// the offending value, so they pass through [`Config::redact`].
+pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: ClientContext>(
+    cfg: &Config,
+    config: &ClientConfig,
+    context: C,
+) -> Result<T, PipelineError> {
+    config.create_with_context(context).map_err(|e| {
+        PipelineError::Topology(format!("kafka client: {}", cfg.redact(&e.to_string())))
+    })
+}
+
 /// A producer for findings, dead letters and generated events.
 pub fn producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
-    Ok(client_config(cfg)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?)
+    create_client(
+        cfg,
+        client_config(cfg)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5"),
+        rdkafka::client::DefaultClientContext,
+    )
 }
 
 /// The exactly-once producer: transactional, with an id unique to this
@@ -168,11 +183,14 @@ fn transactional_producer(cfg: &Config) -> Result<FutureProducer, PipelineError>
         cfg.instance,
         std::process::id()
     );
-    Ok(client_config(cfg)
-        .set("transactional.id", &id)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()?)
+    create_client(
+        cfg,
+        client_config(cfg)
+            .set("transactional.id", &id)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5"),
+        rdkafka::client::DefaultClientContext,
+    )
 }
 
 /// Publishes findings (e.g. of a replay) to `topic`, keyed by finding_id,
@@ -214,7 +232,8 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<String>, PipelineError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        create_client(cfg, &client_config(cfg), DefaultClientContext)?;
     let names = all_topics(cfg);
     let new: Vec<NewTopic> = names
         .iter()
@@ -764,15 +783,18 @@ pub async fn run(
     if !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
         consumer_config.set("statistics.interval.ms", "5000");
     }
-    let consumer: LiveConsumer = consumer_config
-        .set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        .create_with_context(Ctx {
+    let consumer: LiveConsumer = create_client(
+        &cfg,
+        consumer_config
+            .set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range"),
+        Ctx {
             shared: shared.clone(),
-        })?;
+        },
+    )?;
     let consumer = Arc::new(consumer);
     let _ = shared.consumer.set(Arc::downgrade(&consumer));
     let partitions = tokio::task::block_in_place(|| check_topics(&*consumer, &cfg))?;

@@ -540,12 +540,15 @@ fn restore(
         return Ok(Some((engine, 0)));
     }
     let err = |reason: String| PipelineError::Restore { partition, reason };
-    let consumer: BaseConsumer = super::client_config(&shared.cfg)
-        .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let consumer: BaseConsumer = super::create_client(
+        &shared.cfg,
+        super::client_config(&shared.cfg)
+            .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest"),
+        rdkafka::consumer::DefaultConsumerContext,
+    )?;
     let mut tpl = TopicPartitionList::new();
     for (q, d) in done.iter().enumerate() {
         if !d {

@@ -209,16 +209,19 @@ commit_interval = "200ms"
 
     /// Starts a detector process; its log goes to `DIR/<name>.log`.
     pub fn detector(&self, name: &str) -> Detector {
+        let level = std::env::var("DRIFTWATCH_IT_LOG").unwrap_or_else(|_| "info".into());
+        self.detector_logging(name, &level)
+    }
+
+    /// A detector process logging at `level` (a RUST_LOG filter).
+    pub fn detector_logging(&self, name: &str, level: &str) -> Detector {
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("DRIFTWATCH_IT_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", level)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)

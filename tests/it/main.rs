@@ -3,10 +3,12 @@
 mod admin;
 mod avro;
 mod explain;
+mod fuzz;
 mod harness;
 mod kafka;
 mod pipeline;
 mod reliability;
 mod replay;
 mod scenarios;
+mod security;
 mod storm;

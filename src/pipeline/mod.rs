@@ -445,8 +445,8 @@ impl Shared {
 
     /// Commits what is done: in exactly-once mode the open transaction
     /// (outputs and all marked offsets), else the marked offsets of
-    /// `partitions` (all when `None`); `sync` waits for the broker.
-    fn commit_done(&self, consumer: &LiveConsumer, partitions: Option<&BTreeSet<i32>>, sync: bool) {
+    /// `partitions` (all when `None`), waiting for the broker.
+    fn commit_done(&self, consumer: &LiveConsumer, partitions: Option<&BTreeSet<i32>>) {
         if self.txn.is_some() {
             if let Err(e) = self.commit_transaction(consumer) {
                 self.fail(e);
@@ -454,6 +454,7 @@ impl Shared {
             return;
         }
         let mut tpl = TopicPartitionList::new();
+        let mut taken: Vec<((usize, i32), i64)> = Vec::new();
         {
             let mut done = self.done.lock().expect("done lock");
             let keys: Vec<(usize, i32)> = done
@@ -464,18 +465,20 @@ impl Shared {
             for k in keys {
                 let next = done.remove(&k).expect("key listed");
                 let _ = tpl.add_partition_offset(&self.topics[k.0].name, k.1, Offset::Offset(next));
+                taken.push((k, next));
             }
         }
         if tpl.count() == 0 {
             return;
         }
-        let mode = if sync {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            tracing::warn!(error = %e, "offset commit failed; the next owner re-reads from the last commit");
+        // Synchronous: a failed commit puts its marks back to be tried again
+        // (unless newer ones arrived meanwhile).
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "offset commit failed; retrying at the next interval");
+            let mut done = self.done.lock().expect("done lock");
+            for (k, next) in taken {
+                done.entry(k).or_insert(next);
+            }
         }
     }
 
@@ -600,16 +603,16 @@ impl ConsumerContext for Ctx {
             let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(partitions = ?parts, "partitions revoked: publishing, committing and dropping their state");
             self.shared.stop_tasks(Some(&parts));
-            if consumer.assignment_lost() {
-                // Someone else owns them now; our marks must not overwrite theirs.
-                self.shared
-                    .done
-                    .lock()
-                    .expect("done lock")
-                    .retain(|(_, p), _| !parts.contains(p));
-            } else {
-                self.shared.commit_done(consumer, Some(&parts), true);
+            if !consumer.assignment_lost() {
+                self.shared.commit_done(consumer, Some(&parts));
             }
+            // Someone else owns them now: what did not commit must not
+            // overwrite their commits later.
+            self.shared
+                .done
+                .lock()
+                .expect("done lock")
+                .retain(|(_, p), _| !parts.contains(p));
         }
     }
 
@@ -842,7 +845,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
     let mut last_commit = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) && !shared.failed.load(Ordering::SeqCst) {
         if last_commit.elapsed() >= interval {
-            shared.commit_done(&consumer, None, false);
+            shared.commit_done(&consumer, None);
             last_commit = std::time::Instant::now();
             shared
                 .stats
@@ -901,7 +904,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
         let _ = tx.blocking_send(raw);
     }
     shared.stop_tasks(None);
-    shared.commit_done(&consumer, None, true);
+    shared.commit_done(&consumer, None);
     if shared.txn.is_some() && shared.failed.load(Ordering::SeqCst) {
         // What the failed transaction holds must not become visible.
         if let Err(e) = shared.producer.abort_transaction(Duration::from_secs(30)) {

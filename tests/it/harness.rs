@@ -28,6 +28,56 @@ pub const PARTITIONS: i32 = 3;
 pub enum Broker {
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu(String),
+    /// A Tansu process of the test's own, which it may stop and restart.
+    OwnTansu(std::sync::Mutex<OwnTansu>),
+}
+
+/// A Tansu broker on its own port and sqlite file.
+pub struct OwnTansu {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnTansu {
+    fn start(&mut self) {
+        let child = Command::new("tansu")
+            .args(["broker", "--storage-engine", "sqlite://broker.db"])
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("tansu.log")).unwrap())
+            .spawn()
+            .expect("start tansu (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the broker (SIGKILL: no goodbye to anyone).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.start();
+    }
+}
+
+impl Drop for OwnTansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Broker {
@@ -52,10 +102,31 @@ impl Broker {
         }
     }
 
+    /// A Tansu of the test's own, when Tansu is available (as for
+    /// [`Broker::tansu`]).
+    pub fn own_tansu() -> Option<Broker> {
+        Broker::tansu()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique("tansu"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut t = OwnTansu {
+            port,
+            dir,
+            child: None,
+        };
+        t.start();
+        Some(Broker::OwnTansu(std::sync::Mutex::new(t)))
+    }
+
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Mock(m) => m.bootstrap_servers(),
             Broker::Tansu(b) => b.clone(),
+            Broker::OwnTansu(t) => format!("127.0.0.1:{}", t.lock().unwrap().port),
         }
     }
 
@@ -67,7 +138,7 @@ impl Broker {
                     m.create_topic(&t, PARTITIONS, 1).expect("create topic");
                 }
             }
-            Broker::Tansu(_) => {
+            Broker::Tansu(_) | Broker::OwnTansu(_) => {
                 let created = pipeline::create_topics(cfg, PARTITIONS, 1)
                     .await
                     .expect("create topics on Tansu");

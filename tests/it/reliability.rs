@@ -195,3 +195,132 @@ mod corpus {
         }
     }
 }
+
+/// What /readyz says now.
+fn readyz(s: &Setup) -> (u16, String) {
+    match ureq::get(&format!("http://{}/readyz", s.admin)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The broker goes away mid-stream and comes back: the detector waits,
+/// says so on /readyz, recovers, and loses nothing.
+async fn broker_outage(
+    broker: &Broker,
+    name: &str,
+    outage: Duration,
+    down: &dyn Fn(),
+    up: &dyn Fn(),
+) {
+    let s = Setup::new(broker, name).await;
+    s.produce_generated(111, 300, 1500).await;
+    let mut d = s.detector("detector");
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while readyz(&s).0 != 200 {
+        d.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    down();
+    let started = std::time::Instant::now();
+    let mut reported = None;
+    while started.elapsed() < outage {
+        d.assert_running();
+        let (code, body) = readyz(&s);
+        if code == 503 && reported.is_none() {
+            reported = Some(body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    up();
+    let reported = reported.expect("/readyz never said the brokers were down");
+    assert!(reported.contains("brokers"), "{reported}");
+    s.produce_more(500).await;
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while readyz(&s).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {:?}",
+            readyz(&s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let published = s.findings();
+    crate::harness::assert_duplicates_are_identical(&published);
+    assert_eq!(
+        finding_set(&published),
+        finding_set(&s.reference_findings())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_broker_down_and_up() {
+    let broker = Broker::mock();
+    let Broker::Mock(mock) = &broker else {
+        unreachable!()
+    };
+    broker_outage(
+        &broker,
+        "down",
+        Duration::from_secs(8),
+        &|| mock.broker_down(1).unwrap(),
+        &|| mock.broker_up(1).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_request_errors_are_retried() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "reqerr").await;
+    s.produce_generated(121, 300, 1500).await;
+    let Broker::Mock(mock) = &broker else {
+        unreachable!()
+    };
+    // Transient errors on produce, fetch and offset commit.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 30],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 10],
+    );
+    mock.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 10],
+    );
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let published = s.findings();
+    crate::harness::assert_duplicates_are_identical(&published);
+    assert_eq!(
+        finding_set(&published),
+        finding_set(&s.reference_findings())
+    );
+}
+
+/// Tansu killed for 30 seconds and started again on the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_stopped_for_30s_and_restarted() {
+    let Some(broker) = Broker::own_tansu() else {
+        return;
+    };
+    let Broker::OwnTansu(t) = &broker else {
+        unreachable!()
+    };
+    broker_outage(
+        &broker,
+        "restart",
+        Duration::from_secs(30),
+        &|| t.lock().unwrap().stop(),
+        &|| t.lock().unwrap().restart(),
+    )
+    .await;
+}

@@ -777,3 +777,57 @@ pub fn roles(findings: &[Finding]) -> BTreeSet<String> {
         .map(|f| f.contributing_owner.role.to_string())
         .collect()
 }
+
+/// Asserts that two runs published the same transitions (as sets), with a
+/// short report of what differs.
+#[track_caller]
+pub fn assert_same_findings(published: &[Finding], reference: &[Finding]) {
+    let got = finding_set(published);
+    let want = finding_set(reference);
+    if got == want {
+        return;
+    }
+    let brief = |f: &Finding| {
+        format!(
+            "{} {} {} {:?} at {} detected {}",
+            f.rule.as_str(),
+            f.status.as_str(),
+            f.worker_id.as_deref().unwrap_or("-"),
+            f.subject.account_id.as_deref(),
+            f.transitioned_at,
+            f.detected_at
+        )
+    };
+    let by_key = |fs: &[Finding]| -> BTreeMap<(String, String), Finding> {
+        fs.iter()
+            .map(|f| ((f.finding_id.clone(), f.status.to_string()), f.clone()))
+            .collect()
+    };
+    let (g, w) = (by_key(published), by_key(reference));
+    let missing: Vec<String> = w
+        .iter()
+        .filter(|(k, _)| !g.contains_key(*k))
+        .map(|(_, f)| brief(f))
+        .take(8)
+        .collect();
+    let extra: Vec<String> = g
+        .iter()
+        .filter(|(k, _)| !w.contains_key(*k))
+        .map(|(_, f)| brief(f))
+        .take(8)
+        .collect();
+    let differ: Vec<String> = g
+        .iter()
+        .filter_map(|(k, f)| {
+            w.get(k)
+                .filter(|r| r.to_json() != f.to_json())
+                .map(|r| format!("{} vs {}", brief(f), brief(r)))
+        })
+        .take(8)
+        .collect();
+    panic!(
+        "findings differ ({} published, {} expected)\nmissing: {missing:#?}\nextra: {extra:#?}\ndiffer: {differ:#?}",
+        got.len(),
+        want.len()
+    );
+}

@@ -324,3 +324,48 @@ async fn tansu_stopped_for_30s_and_restarted() {
     )
     .await;
 }
+
+/// A second detector joins while the first works through a backlog, and
+/// leaves (SIGTERM) while there is still work: together they publish what
+/// one uninterrupted process would. (All input is on the broker first, so
+/// the stream order is fixed; see RELIABILITY.md on concurrent producers.)
+async fn rebalance_under_load(broker: Broker) {
+    let s = Setup::new(&broker, "rebalance").await;
+    s.produce_generated(131, 400, 12_000).await;
+    let mut a = s.detector("a");
+    a.wait_for_log("state restored", CATCH_UP);
+    let mut b = s.detector("b");
+    b.wait_for_log("state restored", CATCH_UP);
+    assert!(
+        !s.behind().is_empty(),
+        "B joined after the backlog was done"
+    );
+    assert!(b.terminate().success(), "{}", b.log_text());
+    let left_mid_stream = !s.behind().is_empty();
+    s.wait_caught_up(CATCH_UP, &mut [&mut a]);
+    assert!(a.terminate().success(), "{}", a.log_text());
+    // A gave partitions away when B joined and took them back when B left.
+    assert!(
+        a.log_text().matches("partitions assigned").count() >= 3,
+        "{}",
+        a.log_text()
+    );
+    let published = s.findings();
+    crate::harness::assert_duplicates_are_identical(&published);
+    crate::harness::assert_same_findings(&published, &s.reference_findings());
+    eprintln!("B left mid-stream: {left_mid_stream}");
+}
+
+mod rebalance {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster() {
+        super::rebalance_under_load(crate::harness::Broker::mock()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu() {
+        if let Some(b) = crate::harness::Broker::tansu() {
+            super::rebalance_under_load(b).await;
+        }
+    }
+}

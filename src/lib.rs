@@ -33,6 +33,7 @@ pub mod explain;
 pub mod finding;
 pub mod generate;
 pub mod kafka_replay;
+pub mod loadtest;
 pub mod merge;
 pub mod metrics;
 pub mod output;

@@ -120,6 +120,28 @@ enum Command {
         #[arg(long, value_parser = parse_ts)]
         start: Option<Ts>,
     },
+    /// The load harness: raw consume rate vs detector throughput, latency at a fixed rate, restore rate, memory per worker.
+    Bench {
+        /// A broker to measure (default: the embedded mock cluster). Topics with a bench- prefix are created.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Input events for the throughput and restore phases.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Offered rate of the latency phase (events/s).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Length of the latency phase (seconds).
+        #[arg(long, default_value_t = 20)]
+        latency_secs: u64,
+        /// Workers of the memory phase (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        memory_workers: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create the configured input, findings and dead-letter topics that do not exist yet.
     CreateTopics {
         #[arg(long)]
@@ -217,7 +239,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     // The demo's screen is its summary and tables; its logs stay quiet unless asked.
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
         _ => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -451,6 +473,27 @@ fn run() -> Result<()> {
                 );
                 Ok::<_, pipeline::PipelineError>(())
             })?;
+        }
+        Command::Bench {
+            bootstrap_servers,
+            partitions,
+            events,
+            rate,
+            latency_secs,
+            memory_workers,
+            config,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let opts = driftwatch::loadtest::BenchOptions {
+                bootstrap: bootstrap_servers,
+                partitions,
+                events,
+                rate,
+                latency_secs,
+                memory_workers,
+            };
+            let mut stdout = std::io::stdout();
+            runtime()?.block_on(driftwatch::loadtest::run(cfg, opts, &mut stdout))?;
         }
         Command::CreateTopics {
             config,

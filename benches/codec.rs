@@ -25,6 +25,21 @@ fn stream() -> Vec<(System, String)> {
     events.iter().map(|e| (e.system(), to_json(e))).collect()
 }
 
+/// Decodes and applies every message to `engine`; the finding transitions.
+fn apply_all(engine: &mut Engine, messages: &[(System, String)], topic: &Arc<str>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, (sys, json)) in messages.iter().enumerate() {
+        let event = decode_json(*sys, json.as_bytes()).unwrap();
+        let origin = Origin {
+            topic: topic.clone(),
+            partition: 0,
+            offset: i as i64,
+        };
+        engine.apply(Envelope { origin, event }, &mut out);
+    }
+    out
+}
+
 fn bench(c: &mut Criterion) {
     let messages = stream();
     let mut group = c.benchmark_group("codec");
@@ -72,36 +87,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function("json_decode_and_engine", |b| {
         b.iter_batched(
             || Engine::new(cfg.clone()),
-            |mut engine| {
-                let mut out = Vec::new();
-                for (i, (sys, json)) in messages.iter().enumerate() {
-                    let event = decode_json(*sys, json.as_bytes()).unwrap();
-                    let origin = Origin {
-                        topic: topic.clone(),
-                        partition: 0,
-                        offset: i as i64,
-                    };
-                    engine.apply(Envelope { origin, event }, &mut out);
-                }
-                out.len()
-            },
+            |mut engine| apply_all(&mut engine, &messages, &topic).len(),
             BatchSize::PerIteration,
         )
     });
     group.finish();
 
     // Finding encodes: the findings of replaying the stream.
-    let mut engine = Engine::new(cfg.clone());
-    let mut findings: Vec<Finding> = Vec::new();
-    for (i, (sys, json)) in messages.iter().enumerate() {
-        let event = decode_json(*sys, json.as_bytes()).unwrap();
-        let origin = Origin {
-            topic: topic.clone(),
-            partition: 0,
-            offset: i as i64,
-        };
-        engine.apply(Envelope { origin, event }, &mut findings);
-    }
+    let findings = apply_all(&mut Engine::new(cfg.clone()), &messages, &topic);
     let mut group = c.benchmark_group("finding_encode");
     group.throughput(Throughput::Elements(findings.len() as u64));
     group.sample_size(10);

@@ -600,6 +600,15 @@ commit_interval = "200ms"
         driftwatch::replay::replay_streams(self.cfg.clone(), streams, None).0
     }
 
+    /// The findings topic holds exactly the reference's transitions, with
+    /// duplicates only as identical redeliveries.
+    #[track_caller]
+    pub fn assert_published_as_reference(&self) {
+        let published = self.findings();
+        assert_duplicates_are_identical(&published);
+        assert_same_findings(&published, &self.reference_findings());
+    }
+
     /// Waits until the detector group has committed the end of every input
     /// partition.
     pub fn wait_caught_up(&self, timeout: Duration, detectors: &mut [&mut Detector]) {

@@ -247,12 +247,7 @@ async fn two_detectors_split_the_partitions(broker: Broker) {
     assert!(a.terminate().success(), "{}", a.log_text());
     assert!(b.terminate().success(), "{}", b.log_text());
 
-    let published = s.findings();
-    assert_duplicates_are_identical(&published);
-    assert_eq!(
-        finding_set(&published),
-        finding_set(&s.reference_findings())
-    );
+    s.assert_published_as_reference();
 }
 
 async fn avro_input_is_detected_like_json(broker: Broker) {

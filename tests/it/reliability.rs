@@ -249,12 +249,7 @@ async fn broker_outage(
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(d.terminate().success(), "{}", d.log_text());
-    let published = s.findings();
-    crate::harness::assert_duplicates_are_identical(&published);
-    assert_eq!(
-        finding_set(&published),
-        finding_set(&s.reference_findings())
-    );
+    s.assert_published_as_reference();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,12 +293,7 @@ async fn mock_request_errors_are_retried() {
     let mut d = s.detector("detector");
     s.wait_caught_up(CATCH_UP, &mut [&mut d]);
     assert!(d.terminate().success(), "{}", d.log_text());
-    let published = s.findings();
-    crate::harness::assert_duplicates_are_identical(&published);
-    assert_eq!(
-        finding_set(&published),
-        finding_set(&s.reference_findings())
-    );
+    s.assert_published_as_reference();
 }
 
 /// Tansu killed for 30 seconds and started again on the same data.
@@ -350,9 +340,7 @@ async fn rebalance_under_load(broker: Broker) {
         "{}",
         a.log_text()
     );
-    let published = s.findings();
-    crate::harness::assert_duplicates_are_identical(&published);
-    crate::harness::assert_same_findings(&published, &s.reference_findings());
+    s.assert_published_as_reference();
     eprintln!("B left mid-stream: {left_mid_stream}");
 }
 

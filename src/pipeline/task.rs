@@ -350,6 +350,13 @@ async fn run(
         .write()
         .expect("stores lock")
         .remove(&partition);
+    // The partition's gauges belong to its next owner.
+    for g in [&m.tracked_workers, &m.state_entries] {
+        let _ = g.remove_label_values(&[&label]);
+    }
+    for g in [&m.stream_time, &m.stream_lag] {
+        let _ = g.remove_label_values(&[&label]);
+    }
     drop(batches_tx);
     confirmer.await.map_err(|e| PipelineError::Publish {
         topic: cfg.topics.findings.clone(),

@@ -150,6 +150,10 @@ impl Broker {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Tansu tests take turns: one shared Tansu under several detector fleets
+/// at once stops answering in time on a two-core machine.
+pub static TANSU_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A name no other test (or earlier run on the same broker) uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

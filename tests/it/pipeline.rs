@@ -23,6 +23,7 @@ macro_rules! on_both_brokers {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tansu() {
                 if let Some(b) = crate::harness::Broker::tansu() {
+                    let _turn = crate::harness::TANSU_TURN.lock().await;
                     super::$scenario(b).await;
                 }
             }
@@ -32,25 +33,13 @@ macro_rules! on_both_brokers {
 
 on_both_brokers!(live_run_publishes_what_replay_finds);
 on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed);
-/// Ten SIGKILLs on the mock cluster; four on Tansu, whose group coordinator
-/// (0.6) stops answering heartbeats after many members died without
-/// leaving (see RELIABILITY.md).
-mod killed_detector_restarts_without_losing_a_finding {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mock_cluster() {
-        super::killed_detector_restarts_without_losing_a_finding(
-            crate::harness::Broker::mock(),
-            10,
-        )
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tansu() {
-        if let Some(b) = crate::harness::Broker::tansu() {
-            super::killed_detector_restarts_without_losing_a_finding(b, 4).await;
-        }
-    }
+/// Ten SIGKILLs, on the mock cluster. Tansu 0.6's group coordinator stalls
+/// after members die without leaving (it stops answering heartbeats and
+/// metadata requests), so the kill series does not run there; see
+/// RELIABILITY.md. The graceful stop and the two-process split do run on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_detector_restarts_without_losing_a_finding_mock_cluster() {
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10).await;
 }
 on_both_brokers!(two_detectors_split_the_partitions);
 on_both_brokers!(avro_input_is_detected_like_json);
@@ -353,7 +342,7 @@ fn consumed(s: &Setup) -> f64 {
 
 async fn sigterm_under_load_commits_what_it_published(broker: Broker) {
     let s = Setup::new(&broker, "sigterm").await;
-    s.produce_generated(71, 300, 4000).await;
+    s.produce_generated(71, 300, 12_000).await;
     let reference = s.reference_findings();
     let mut d = s.detector("first");
     // SIGTERM once the detector is under way: it has consumed some input.
@@ -481,6 +470,7 @@ async fn replay_from_kafka_by_time_range() {
     let Some(broker) = Broker::tansu() else {
         return;
     };
+    let _turn = crate::harness::TANSU_TURN.lock().await;
     let s = Setup::new(&broker, "krange").await;
     s.produce_generated(93, 80, 100).await;
     std::thread::sleep(Duration::from_millis(1500));

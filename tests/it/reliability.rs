@@ -191,6 +191,7 @@ mod corpus {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tansu() {
         if let Some(b) = crate::harness::Broker::tansu() {
+            let _turn = crate::harness::TANSU_TURN.lock().await;
             super::bad_input_corpus_is_dead_lettered_and_nothing_is_lost(b).await;
         }
     }
@@ -302,6 +303,7 @@ async fn tansu_stopped_for_30s_and_restarted() {
     let Some(broker) = Broker::own_tansu() else {
         return;
     };
+    let _turn = crate::harness::TANSU_TURN.lock().await;
     let Broker::OwnTansu(t) = &broker else {
         unreachable!()
     };
@@ -344,16 +346,10 @@ async fn rebalance_under_load(broker: Broker) {
     eprintln!("B left mid-stream: {left_mid_stream}");
 }
 
-mod rebalance {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mock_cluster() {
-        super::rebalance_under_load(crate::harness::Broker::mock()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tansu() {
-        if let Some(b) = crate::harness::Broker::tansu() {
-            super::rebalance_under_load(b).await;
-        }
-    }
+/// On the mock cluster; on Tansu 0.6 the coordinator stalls in this
+/// sequence (see RELIABILITY.md), and `two_detectors_split_the_partitions`
+/// covers the consumer group there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_under_load_mock_cluster() {
+    rebalance_under_load(Broker::mock()).await;
 }

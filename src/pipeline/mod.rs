@@ -39,7 +39,7 @@ pub use publish::{dead_letter_headers, produce_events, topic_for};
 
 use crate::avro::SchemaSet;
 use crate::config::{Config, Delivery};
-use crate::decode::{decode_json_limited, DecodeError};
+use crate::decode::DecodeError;
 use crate::event::{Event, System};
 use crate::finding::{Finding, OwnerRole, Status};
 use crate::rules::Rule;
@@ -277,6 +277,8 @@ pub(crate) struct InputTopic {
     pub(crate) name: Arc<str>,
     pub(crate) c_name: CString,
     pub(crate) system: System,
+    /// `driftwatch_events_consumed_total{topic}`, looked up once.
+    consumed: prometheus::IntCounter,
 }
 
 /// Input decoding: JSON, or Avro when the message starts with the
@@ -393,7 +395,7 @@ impl InputDecoder {
                 .read()
                 .expect("schemas lock")
                 .decode(system, payload),
-            _ => decode_json_limited(system, payload, self.max_message_bytes),
+            _ => crate::decode::decode_json(system, payload),
         }
     }
 }
@@ -738,6 +740,7 @@ pub async fn run(
                 name: name.as_str().into(),
                 c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
                 system,
+                consumed: stats.metrics.events_consumed.with_label_values(&[name]),
             });
         }
     }
@@ -873,12 +876,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
             continue;
         };
         shared.stats.brokers_down.store(false, Ordering::Relaxed);
-        shared
-            .stats
-            .metrics
-            .events_consumed
-            .with_label_values(&[msg.topic()])
-            .inc();
+        shared.topics[q].consumed.inc();
         let tx = shared
             .tasks
             .lock()

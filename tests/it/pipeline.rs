@@ -38,7 +38,6 @@ on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed
 /// metadata requests), so the kill series does not run there; see
 /// RELIABILITY.md. The graceful stop and the two-process split do run on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open defect: intermittently loses findings after repeated SIGKILLs (passed in earlier runs, failed twice at the end of the session); run with --ignored while fixing"]
 async fn killed_detector_restarts_without_losing_a_finding_mock_cluster() {
     killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10).await;
 }

@@ -245,10 +245,11 @@ impl Engine {
             Event::Directory(e) => self.intern(&e.directory),
             Event::App(e) => self.intern(&e.app_id),
         };
+        let ev = EvRef::new(&origin, event.event_id(), event.event_type(), t);
         let cause = Cause {
             system: event.system(),
             scope,
-            ev: Some(EvRef::new(&origin, event.event_id(), event.event_type(), t)),
+            ev: Some(ev.clone()),
         };
         let named = match &event {
             Event::Directory(e) => e
@@ -275,9 +276,9 @@ impl Engine {
             };
             let before = st.entries();
             match event {
-                Event::Hr(e) => st.apply_hr(e, &origin, now),
-                Event::Directory(e) => st.apply_directory(e, &origin, &cause.scope, named),
-                Event::App(e) => st.apply_app(e, &origin, &cause.scope, named),
+                Event::Hr(e) => st.apply_hr(e, &origin, &cause.scope, &ev, now),
+                Event::Directory(e) => st.apply_directory(e, &ev, &cause.scope, named),
+                Event::App(e) => st.apply_app(e, &ev, &cause.scope, named),
             }
             st.catch_up(now);
             self.reconcile(&key, &mut st, now, &cause, out);

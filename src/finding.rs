@@ -112,7 +112,7 @@ pub struct Evidence {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub event_id: Box<str>,
+    pub event_id: Arc<str>,
     pub event_type: Box<str>,
     pub occurred_at: Ts,
 }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounter,
+    pub merge_forced: IntCounter,
     pub producer_queue: IntGauge,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -160,6 +161,11 @@ impl Metrics {
                 &r,
                 "driftwatch_rebalances_total",
                 "Partition assignments and revocations seen.",
+            ),
+            merge_forced: counter(
+                &r,
+                "driftwatch_merge_forced_total",
+                "Times a partition task stopped waiting for a lagging input topic (kafka.max_task_idle or the buffer limit) and applied records without it: event-time order across topics may differ from a replay from then on.",
             ),
             producer_queue: gauge(
                 &r,

@@ -19,6 +19,17 @@ use dashmap::DashMap;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+/// Pushes onto a vector that is usually tiny: the first few slots grow one
+/// at a time (a worker has one or two accounts, an account a handful of
+/// grants; the doubling growth would leave most of their capacity empty
+/// in every one of a million workers), then geometrically.
+fn push_compact<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+    v.push(x);
+}
+
 /// A worker's status by one source of record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -35,7 +46,8 @@ pub struct EvRef {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub event_id: Box<str>,
+    /// Shared by every piece of state the event set: one allocation per event.
+    pub event_id: Arc<str>,
     pub event_type: &'static str,
     pub occurred_at: Ts,
 }
@@ -242,12 +254,22 @@ impl WorkerState {
                 (a.0.effective_at, a.0.occurred_at).cmp(&(b.0.effective_at, b.0.occurred_at))
             });
             for (e, o) in &due {
-                rec.apply_effective(e, o);
+                let ev = EvRef::new(o, &e.event_id, e.event_type.as_str(), e.occurred_at);
+                rec.apply_effective(e, &ev);
             }
         }
     }
 
-    pub fn apply_hr(&mut self, e: HrEvent, origin: &Origin, now: Ts) {
+    /// Applies an HR event from `source` (the interned source system);
+    /// `ev` points at it.
+    pub fn apply_hr(
+        &mut self,
+        e: HrEvent,
+        origin: &Origin,
+        source: &Arc<str>,
+        ev: &EvRef,
+        now: Ts,
+    ) {
         let idx = match self
             .hr
             .iter()
@@ -255,21 +277,24 @@ impl WorkerState {
         {
             Some(i) => i,
             None => {
-                self.hr.push(HrRecord {
-                    source_system: e.source_system.as_str().into(),
-                    status: WorkerStatus::PreHire,
-                    status_stamp: (Ts::MIN, Ts::MIN),
-                    status_cause: None,
-                    status_ev: None,
-                    hired_at: None,
-                    transfer: None,
-                    worker_type: e.worker_type,
-                    attrs: Attrs::default(),
-                    attrs_stamp: (Ts::MIN, Ts::MIN),
-                    attrs_ev: None,
-                    contract_end: None,
-                    scheduled: Vec::new(),
-                });
+                push_compact(
+                    &mut self.hr,
+                    HrRecord {
+                        source_system: source.clone(),
+                        status: WorkerStatus::PreHire,
+                        status_stamp: (Ts::MIN, Ts::MIN),
+                        status_cause: None,
+                        status_ev: None,
+                        hired_at: None,
+                        transfer: None,
+                        worker_type: e.worker_type,
+                        attrs: Attrs::default(),
+                        attrs_stamp: (Ts::MIN, Ts::MIN),
+                        attrs_ev: None,
+                        contract_end: None,
+                        scheduled: Vec::new(),
+                    },
+                );
                 self.hr.len() - 1
             }
         };
@@ -277,7 +302,7 @@ impl WorkerState {
         if e.effective_at > now {
             rec.scheduled.push((e, origin.clone()));
         } else {
-            rec.apply_effective(&e, origin);
+            rec.apply_effective(&e, ev);
         }
     }
 
@@ -307,36 +332,38 @@ impl WorkerState {
             }
             return a;
         }
-        self.accounts.push(Account {
-            system,
-            scope: scope.clone(),
-            account_id: account_id.into(),
-            kind,
-            owner_worker_id: owner.map(Into::into),
-            has_worker_id,
-            enabled: false,
-            deleted: false,
-            privileged: false,
-            enabled_since: ev.occurred_at,
-            removed_at: None,
-            state_at: Ts::MIN,
-            state_ev: ev.clone(),
-            attrs: Attrs::default(),
-            attrs_at: Ts::MIN,
-            attrs_ev: None,
-            grants: Vec::new(),
-        });
+        push_compact(
+            &mut self.accounts,
+            Account {
+                system,
+                scope: scope.clone(),
+                account_id: account_id.into(),
+                kind,
+                owner_worker_id: owner.map(Into::into),
+                has_worker_id,
+                enabled: false,
+                deleted: false,
+                privileged: false,
+                enabled_since: ev.occurred_at,
+                removed_at: None,
+                state_at: Ts::MIN,
+                state_ev: ev.clone(),
+                attrs: Attrs::default(),
+                attrs_at: Ts::MIN,
+                attrs_ev: None,
+                grants: Vec::new(),
+            },
+        );
         self.accounts.last_mut().expect("just pushed")
     }
 
     pub fn apply_directory(
         &mut self,
         e: DirectoryEvent,
-        origin: &Origin,
+        ev: &EvRef,
         scope: &Arc<str>,
         group: Option<Arc<str>>,
     ) {
-        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
         let t = e.occurred_at;
         let acct = self.account_entry(
             System::Directory,
@@ -345,7 +372,7 @@ impl WorkerState {
             e.account_kind,
             e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
             e.owner_worker_id.as_deref(),
-            &ev,
+            ev,
         );
         use DirectoryEventType as D;
         match e.event_type {
@@ -362,7 +389,7 @@ impl WorkerState {
                     _ => e.enabled,
                 };
                 if let Some(enabled) = enabled {
-                    set_state(acct, enabled, e.event_type == D::AccountDeleted, &ev);
+                    set_state(acct, enabled, e.event_type == D::AccountDeleted, ev);
                 }
                 if e.event_type != D::AttributesChanged
                     && e.event_type != D::AccountDeleted
@@ -393,7 +420,7 @@ impl WorkerState {
                         e.approved_by,
                         e.approval_ref,
                         false,
-                        &ev,
+                        ev,
                     );
                 }
             }
@@ -403,11 +430,10 @@ impl WorkerState {
     pub fn apply_app(
         &mut self,
         e: AppEvent,
-        origin: &Origin,
+        ev: &EvRef,
         scope: &Arc<str>,
         entitlement: Option<Arc<str>>,
     ) {
-        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
         let acct = self.account_entry(
             System::App,
             scope,
@@ -415,22 +441,22 @@ impl WorkerState {
             e.account_kind,
             e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
             e.owner_worker_id.as_deref(),
-            &ev,
+            ev,
         );
         use AppEventType as A;
         match e.event_type {
             A::AppAccountCreated => {
-                set_state(acct, true, false, &ev);
+                set_state(acct, true, false, ev);
                 if e.privileged {
                     acct.privileged = true;
                 }
             }
-            A::AppAccountDisabled => set_state(acct, false, false, &ev),
-            A::AppAccountDeleted => set_state(acct, false, true, &ev),
+            A::AppAccountDisabled => set_state(acct, false, false, ev),
+            A::AppAccountDeleted => set_state(acct, false, true, ev),
             A::EntitlementGranted | A::EntitlementRevoked | A::AccessRecertified => {
                 // A grant on an account never seen before implies the account exists.
                 if acct.state_at == Ts::MIN && e.event_type == A::EntitlementGranted {
-                    set_state(acct, true, false, &ev);
+                    set_state(acct, true, false, ev);
                 }
                 if let Some(name) = entitlement {
                     match e.event_type {
@@ -442,7 +468,7 @@ impl WorkerState {
                             e.approved_by,
                             e.approval_ref,
                             false,
-                            &ev,
+                            ev,
                         ),
                         A::EntitlementRevoked => set_grant(
                             acct,
@@ -452,7 +478,7 @@ impl WorkerState {
                             e.approved_by,
                             e.approval_ref,
                             false,
-                            &ev,
+                            ev,
                         ),
                         _ => set_grant(
                             acct,
@@ -462,7 +488,7 @@ impl WorkerState {
                             e.approved_by,
                             e.approval_ref,
                             true,
-                            &ev,
+                            ev,
                         ),
                     }
                 } else if e.event_type == A::AccessRecertified {
@@ -530,7 +556,12 @@ fn set_grant(
     let approval_ref = approval_ref
         .filter(|s| !s.is_empty())
         .map(String::into_boxed_str);
-    match acct.grants.iter_mut().find(|g| *g.name == *name) {
+    // Names are interned, so the pointer usually decides.
+    match acct
+        .grants
+        .iter_mut()
+        .find(|g| Arc::ptr_eq(&g.name, &name) || *g.name == *name)
+    {
         Some(g) => {
             if t < g.updated_at {
                 return;
@@ -561,25 +592,27 @@ fn set_grant(
             }
             g.updated_at = t;
         }
-        None => acct.grants.push(Grant {
-            name,
-            privileged,
-            active,
-            granted_at: t,
-            updated_at: t,
-            recertified_at: recertify.then_some(t),
-            approved_by,
-            approval_ref,
-            ev: ev.clone(),
-        }),
+        None => push_compact(
+            &mut acct.grants,
+            Grant {
+                name,
+                privileged,
+                active,
+                granted_at: t,
+                updated_at: t,
+                recertified_at: recertify.then_some(t),
+                approved_by,
+                approval_ref,
+                ev: ev.clone(),
+            },
+        ),
     }
 }
 
 impl HrRecord {
     /// Applies an HR event whose effective time has come.
-    fn apply_effective(&mut self, e: &HrEvent, origin: &Origin) {
+    fn apply_effective(&mut self, e: &HrEvent, ev: &EvRef) {
         let stamp = (e.effective_at, e.occurred_at);
-        let ev = EvRef::new(origin, &e.event_id, e.event_type.as_str(), e.occurred_at);
         use HrEventType as H;
         let new_status = match e.event_type {
             H::Hire | H::Rehire | H::LeaveEnd => Some(WorkerStatus::Active),
@@ -617,7 +650,7 @@ impl HrRecord {
             self.attrs
                 .merge(&e.email, &e.department, &e.title, &e.manager_id);
             self.attrs_stamp = stamp;
-            self.attrs_ev = Some(ev);
+            self.attrs_ev = Some(ev.clone());
             self.worker_type = e.worker_type;
             if e.contract_end.is_some() {
                 self.contract_end = e.contract_end;

@@ -228,6 +228,18 @@ async fn run(
         // and never beyond MAX_BUFFERED records held in memory.
         let force =
             waiting_since.is_some_and(|t| t.elapsed() >= max_idle) || merge.len() > MAX_BUFFERED;
+        if force && waiting_since.is_some() {
+            let lagging: Vec<&str> = (0..topics.len())
+                .filter(|&q| merge.is_empty_queue(q) && !caught_up(q, &next))
+                .map(|q| &*topics[q].name)
+                .collect();
+            tracing::warn!(
+                ?lagging,
+                buffered = merge.len(),
+                "input topics lag: applying the others' records without waiting (kafka.max_task_idle); order across topics may differ from a replay"
+            );
+            shared.stats.metrics.merge_forced.inc();
+        }
         let mut applied = 0;
         while applied < MAX_BATCH {
             let Some((q, offset, item)) = merge.pop(|q| force || caught_up(q, &next)) else {

@@ -230,11 +230,11 @@ async fn run(
             waiting_since.is_some_and(|t| t.elapsed() >= max_idle) || merge.len() > MAX_BUFFERED;
         if force && waiting_since.is_some() {
             let lagging: Vec<&str> = (0..topics.len())
-                .filter(|&q| merge.is_empty_queue(q) && !caught_up(q, &next))
+                .filter(|&q| merge.is_empty_queue(q))
                 .map(|q| &*topics[q].name)
                 .collect();
             tracing::warn!(
-                ?lagging,
+                waiting_for = ?lagging,
                 buffered = merge.len(),
                 "input topics lag: applying the others' records without waiting (kafka.max_task_idle); order across topics may differ from a replay"
             );

@@ -256,6 +256,11 @@ dead_letter = "{id}.dlq"
 bootstrap_servers = "{bootstrap}"
 group_id = "{id}.detector"
 commit_interval = "200ms"
+# Every test compares with a replay, which needs strict event-time order
+# across topics: on this shared two-core machine a topic's fetch can lag
+# for seconds, and the default 2s would then (correctly) apply the other
+# topics without it and diverge from the replay.
+max_task_idle = "60s"
 {kafka}
 
 [kafka.librdkafka]

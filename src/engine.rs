@@ -1044,7 +1044,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 if let Some((_, tev)) = st
                     .hr
                     .iter()
-                    .filter_map(|r| r.transfer.as_ref())
+                    .filter_map(|r| r.transfer.as_deref())
                     .max_by_key(|t| t.0)
                 {
                     push_evidence(&mut ev, tev.to_evidence());

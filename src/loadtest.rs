@@ -146,8 +146,9 @@ pub async fn run(
     let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
     let mut first: Option<Instant> = None;
     loop {
+        // Done means applied and every output acknowledged by the broker.
         let done =
-            stats.events.load(Ordering::Relaxed) + stats.dead_letters.load(Ordering::Relaxed);
+            stats.confirmed.load(Ordering::Relaxed) + stats.dead_letters.load(Ordering::Relaxed);
         if done > 0 && first.is_none() {
             first = Some(Instant::now());
         }

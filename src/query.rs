@@ -39,7 +39,7 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
                 "status": r.status,
                 "worker_type": r.worker_type.as_str(),
                 "hired_at": r.hired_at.map(|t| t.to_string()),
-                "transferred_at": r.transfer.as_ref().map(|(t, _)| t.to_string()),
+                "transferred_at": r.transfer.as_deref().map(|(t, _)| t.to_string()),
                 "contract_end": r.contract_end.map(|t| t.to_string()),
                 "attributes": attrs(&r.attrs),
                 "scheduled_events": r.scheduled.len(),

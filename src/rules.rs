@@ -223,7 +223,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
         .and_then(|_| {
             st.hr
                 .iter()
-                .filter_map(|r| r.transfer.as_ref().map(|(t, _)| *t))
+                .filter_map(|r| r.transfer.as_deref().map(|(t, _)| *t))
                 .max()
         });
     for (i, a) in st.accounts.iter().enumerate() {

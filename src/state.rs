@@ -119,8 +119,9 @@ pub struct HrRecord {
     pub status_ev: Option<EvRef>,
     /// Effective time of the latest HIRE or REHIRE.
     pub hired_at: Option<Ts>,
-    /// Effective time and event of the latest TRANSFER.
-    pub transfer: Option<(Ts, EvRef)>,
+    /// Effective time and event of the latest TRANSFER (boxed: most workers
+    /// have none, and the record is held for every worker).
+    pub transfer: Option<Box<(Ts, EvRef)>>,
     pub worker_type: WorkerType,
     pub attrs: Attrs,
     pub attrs_stamp: Stamp,
@@ -166,7 +167,8 @@ pub struct Account {
     pub state_ev: EvRef,
     pub attrs: Attrs,
     pub attrs_at: Ts,
-    pub attrs_ev: Option<EvRef>,
+    /// Boxed: application accounts never carry attributes.
+    pub attrs_ev: Option<Box<EvRef>>,
     pub grants: Vec<Grant>,
 }
 
@@ -407,7 +409,7 @@ impl WorkerState {
                     acct.attrs
                         .merge(&e.email, &e.department, &e.title, &e.manager_id);
                     acct.attrs_at = t;
-                    acct.attrs_ev = Some(ev.clone());
+                    acct.attrs_ev = Some(Box::new(ev.clone()));
                 }
             }
             D::GroupAdded | D::GroupRemoved => {
@@ -641,10 +643,10 @@ impl HrRecord {
         if e.event_type == H::Transfer
             && self
                 .transfer
-                .as_ref()
+                .as_deref()
                 .is_none_or(|(t, _)| *t <= e.effective_at)
         {
-            self.transfer = Some((e.effective_at, ev.clone()));
+            self.transfer = Some(Box::new((e.effective_at, ev.clone())));
         }
         if stamp >= self.attrs_stamp {
             self.attrs

@@ -76,6 +76,9 @@ pub struct LiveStats {
     /// Input events applied to an engine (restore not included).
     pub events: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Input events applied whose outputs the broker has acknowledged
+    /// (their offsets may be committed).
+    pub confirmed: AtomicU64,
     /// Finding transitions acknowledged by the broker.
     pub findings: AtomicU64,
     /// Events re-applied while restoring partitions.

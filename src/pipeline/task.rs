@@ -130,6 +130,8 @@ struct Batch {
     deliveries: Vec<(DeliveryFuture, Output)>,
     /// Per topic index: the last offset applied in this batch.
     offsets: Vec<Option<i64>>,
+    /// Events (not dead letters) applied in this batch.
+    events: u64,
 }
 
 async fn run(
@@ -223,6 +225,7 @@ async fn run(
         let mut batch = Batch {
             deliveries: Vec::new(),
             offsets: vec![None; topics.len()],
+            events: 0,
         };
         // A lagging topic holds the others back for at most max_task_idle,
         // and never beyond MAX_BUFFERED records held in memory.
@@ -253,6 +256,7 @@ async fn run(
                     engine.apply(env, &mut out);
                     out_received.resize(out.len(), received);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
+                    batch.events += 1;
                 }
                 Item::Bad(bad) => {
                     let topic = &topics[q].name;
@@ -319,7 +323,9 @@ async fn run(
             batch.offsets.iter_mut().for_each(|o| *o = None);
         }
         drop(gate);
-        let has_work = !batch.deliveries.is_empty() || batch.offsets.iter().any(Option::is_some);
+        let has_work = !batch.deliveries.is_empty()
+            || batch.offsets.iter().any(Option::is_some)
+            || batch.events > 0;
         if has_work && batches_tx.send(batch).await.is_err() {
             break; // the confirmer failed; its error is reported below
         }
@@ -468,6 +474,10 @@ async fn confirm_batches(
             // The committed offset is the next one to read.
             let next: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.map(|o| o + 1)).collect();
             shared.mark_done(partition, &next);
+            shared
+                .stats
+                .confirmed
+                .fetch_add(batch.events, Ordering::Relaxed);
         }
         Ok(())
     }

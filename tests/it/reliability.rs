@@ -273,7 +273,16 @@ async fn mock_broker_down_and_up() {
 async fn mock_request_errors_are_retried() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = Broker::mock();
-    let s = Setup::new(&broker, "reqerr").await;
+    // One produce request in flight per connection. With several, the last
+    // injected error can fail request R1 while R2, right behind it on the
+    // same partition, succeeds: the mock appends R2 (it checks sequence
+    // numbers only for transactional producers), and librdkafka, as a real
+    // broker would have refused R2 had R1 not been written, takes R2's
+    // success as proof that R1 was persisted and acknowledges R1's
+    // messages, which the mock never stored.
+    let s = Setup::new(&broker, "reqerr").await.edit_config(|toml| {
+        toml.push_str("\n\"max.in.flight.requests.per.connection\" = \"1\"\n");
+    });
     s.produce_generated(121, 300, 1500).await;
     let Broker::Mock(mock) = &broker else {
         unreachable!()

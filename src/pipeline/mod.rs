@@ -668,7 +668,7 @@ impl Ctx {
                 _ => None,
             };
         }
-        tracing::info!(partitions = ?by_partition.keys().collect::<Vec<_>>(), "partitions assigned: restoring state");
+        tracing::info!(committed = ?by_partition, "partitions assigned: restoring state up to the committed offsets (per partition, per input topic in name order)");
         let mut tasks = shared.tasks.lock().expect("tasks lock");
         let mut owned = shared.stats.partitions.lock().expect("stats lock");
         for (p, offsets) in by_partition {

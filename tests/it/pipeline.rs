@@ -177,6 +177,8 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     // Where a detector stopped waiting for a lagging topic, its order (and
     // so its findings) may legitimately differ from the replay's.
     let mut lagged = Vec::new();
+    // What each detector restored: where the committed offsets cut the input.
+    let mut assignments = Vec::new();
     for round in 0..rounds {
         let mut d = s.detector(&format!("detector-{round}"));
         let deadline = std::time::Instant::now() + CATCH_UP;
@@ -188,6 +190,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
         std::thread::sleep(Duration::from_millis(rng.below(150)));
         d.kill();
         lagged.extend(lag_warnings(&d.log_text()));
+        assignments.extend(assignment_lines(&d.log_text(), round));
         kills += 1;
         if !s.behind().is_empty() {
             mid_stream += 1;
@@ -211,7 +214,38 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     let want = finding_set(&reference);
     assert_duplicates_are_identical(&published);
     lagged.extend(lag_warnings(&d.log_text()));
+    assignments.extend(assignment_lines(&d.log_text(), rounds));
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    if !missing.is_empty() {
+        // Where the lost transitions' evidence sits relative to the cuts.
+        for f in reference
+            .iter()
+            .filter(|f| missing.contains(&&(f.finding_id.clone(), f.status.to_string())))
+        {
+            let evidence: Vec<String> = f
+                .evidence
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}[{}]@{} {}",
+                        e.topic, e.partition, e.offset, e.occurred_at
+                    )
+                })
+                .collect();
+            eprintln!(
+                "lost: {} {} {} {} at {} began {:?}; evidence {evidence:?}",
+                f.rule.as_str(),
+                f.status.as_str(),
+                f.worker_id.as_deref().unwrap_or("-"),
+                f.finding_id,
+                f.transitioned_at,
+                f.detected_at
+            );
+        }
+        for a in &assignments {
+            eprintln!("{a}");
+        }
+    }
     assert!(
         missing.is_empty(),
         "{} findings lost after {kills} kills ({mid_stream} mid-stream; lag warnings: {lagged:?}): {missing:?}",
@@ -221,6 +255,14 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
         got, want,
         "nothing published that one process would not publish"
     );
+}
+
+/// The detector's assignment and restore lines, tagged with its round.
+fn assignment_lines(log: &str, round: usize) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("partitions assigned") || l.contains("state restored"))
+        .map(|l| format!("round {round}: {l}"))
+        .collect()
 }
 
 /// The detector's warnings that it applied records without a lagging topic.

@@ -94,11 +94,6 @@ impl<T: Timed> Merge<T> {
         Some((q, offset, item))
     }
 
-    /// Whether queue `q` has nothing waiting.
-    pub fn is_empty_queue(&self, q: usize) -> bool {
-        self.queues[q].is_empty()
-    }
-
     /// Drops everything waiting (records not yet applied are read again by
     /// whoever owns the partition next).
     pub fn clear(&mut self) {

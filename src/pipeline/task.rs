@@ -195,6 +195,8 @@ async fn run(
     // The next offset expected per topic: what was received, else the start.
     let mut next: Vec<i64> = committed.iter().map(|c| c.unwrap_or(0)).collect();
     let mut waiting_since: Option<Instant> = None;
+    // The previous batch passed over a lagging topic.
+    let mut forcing = false;
     let mut last_input = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -231,21 +233,19 @@ async fn run(
         // and never beyond MAX_BUFFERED records held in memory.
         let force =
             waiting_since.is_some_and(|t| t.elapsed() >= max_idle) || merge.len() > MAX_BUFFERED;
-        if force && waiting_since.is_some() {
-            let lagging: Vec<&str> = (0..topics.len())
-                .filter(|&q| merge.is_empty_queue(q))
-                .map(|q| &*topics[q].name)
-                .collect();
-            tracing::warn!(
-                waiting_for = ?lagging,
-                buffered = merge.len(),
-                "input topics lag: applying the others' records without waiting (kafka.max_task_idle); order across topics may differ from a replay"
-            );
-            shared.stats.metrics.merge_forced.inc();
-        }
+        // Topics a forced pop passed over while they were not caught up.
+        let passed_over: std::cell::RefCell<Vec<usize>> = Default::default();
         let mut applied = 0;
         while applied < MAX_BATCH {
-            let Some((q, offset, item)) = merge.pop(|q| force || caught_up(q, &next)) else {
+            let Some((q, offset, item)) = merge.pop(|q| {
+                if caught_up(q, &next) {
+                    return true;
+                }
+                if force && !passed_over.borrow().contains(&q) {
+                    passed_over.borrow_mut().push(q);
+                }
+                force
+            }) else {
                 break;
             };
             applied += 1;
@@ -274,6 +274,18 @@ async fn run(
                 }
             }
         }
+        // Said once per episode of lag, not per batch.
+        let passed_over = passed_over.into_inner();
+        if !passed_over.is_empty() && !forcing {
+            let lagging: Vec<&str> = passed_over.iter().map(|&q| &*topics[q].name).collect();
+            tracing::warn!(
+                lagging = ?lagging,
+                buffered = merge.len(),
+                "input topics lag: applying the others' records without waiting for them (kafka.max_task_idle or the buffer limit); order across topics may differ from a replay"
+            );
+            shared.stats.metrics.merge_forced.inc();
+        }
+        forcing = !passed_over.is_empty();
         if applied > 0 {
             last_input = Instant::now();
             waiting_since = None;

@@ -241,7 +241,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
                 })
                 .collect();
             eprintln!(
-                "lost: {} {} {} {} at {} began {:?}; evidence {evidence:?}",
+                "lost: {} {} {} {} at {} detected {}; evidence {evidence:?}",
                 f.rule.as_str(),
                 f.status.as_str(),
                 f.worker_id.as_deref().unwrap_or("-"),

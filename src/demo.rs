@@ -197,9 +197,7 @@ pub async fn generate(
 /// The demo's organisation clock starts at the current wall-clock hour; from
 /// there on the generator's event time drives everything.
 pub fn demo_start() -> crate::time::Ts {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::time::Ts::wall_clock().millis();
     crate::time::Ts(now - now.rem_euclid(crate::time::MS_PER_HOUR))
 }
 

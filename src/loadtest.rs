@@ -42,12 +42,6 @@ pub struct BenchOptions {
     pub memory_workers: u64,
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -69,7 +63,7 @@ pub async fn run(
     opts: BenchOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<(), PipelineError> {
-    let id = format!("bench-{}", wall_ms() % 1_000_000_000);
+    let id = format!("bench-{}", Ts::wall_clock().millis() % 1_000_000_000);
     cfg.topics.hr = vec![format!("{id}.hr")];
     cfg.topics.directory = vec![format!("{id}.dir")];
     cfg.topics.app = vec![format!("{id}.app")];
@@ -117,7 +111,7 @@ pub async fn run(
 
     // Input.
     let producer = pipeline::producer(&cfg)?;
-    let mut g = Generator::new(7, 20_000, Ts(wall_ms() - 30 * 86_400_000));
+    let mut g = Generator::new(7, 20_000, Ts(Ts::wall_clock().millis() - 30 * 86_400_000));
     let mut events = g.baseline();
     while (events.len() as u64) < opts.events {
         events.extend(g.next_batch(60_000));
@@ -343,7 +337,7 @@ async fn latency(
             offered += 1;
             let w = offered % 20_000;
             let wid = Generator::worker_id(w);
-            let now = Ts(wall_ms());
+            let now = Ts::wall_clock();
             let event_id = format!("lat-{offered}");
             let event = if offered % 10 == 0 {
                 Event::App(AppEvent {

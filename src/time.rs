@@ -28,6 +28,14 @@ impl Ts {
     }
 
     /// Adds a duration in milliseconds, saturating at the ends of time.
+    /// The wall clock now. For the edges (live idle advance, gauges, the
+    /// demo and the load harness); the engine itself never reads a clock.
+    pub fn wall_clock() -> Ts {
+        Ts(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64))
+    }
+
     pub fn plus(self, ms: i64) -> Ts {
         Ts(self.0.saturating_add(ms))
     }

@@ -297,7 +297,7 @@ async fn run(
                 && last_input.elapsed() >= Duration::from_millis(idle_ms as u64)
                 && (0..topics.len()).all(|q| caught_up(q, &next))
             {
-                let target = Ts(wall_clock_ms() - idle_ms);
+                let target = Ts(Ts::wall_clock().millis() - idle_ms);
                 if target > engine.now() {
                     engine.advance_to(target, &mut out);
                     out_received.resize(out.len(), Instant::now());
@@ -346,7 +346,7 @@ async fn run(
         if engine.now() > Ts(i64::MIN) {
             let t = engine.now().millis() as f64 / 1000.0;
             gauges.2.set(t);
-            gauges.3.set(wall_clock_ms() as f64 / 1000.0 - t);
+            gauges.3.set(Ts::wall_clock().millis() as f64 / 1000.0 - t);
         }
         if applied == MAX_BATCH {
             // A backlog does not delay a stop: what is not applied yet is
@@ -554,12 +554,6 @@ fn cached_watermarks<C: rdkafka::consumer::ConsumerContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low, high))
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long restore waits with no progress before it gives up.

@@ -180,9 +180,10 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     let mut rng = driftwatch::generate::Rng::new(0xdead);
     let mut kills = 0;
     let mut mid_stream = 0;
-    // Where a detector stopped waiting for a lagging topic, its order (and
-    // so its findings) may legitimately differ from the replay's.
-    let mut lagged = Vec::new();
+    // Where a detector stopped waiting for a lagging topic its order (and
+    // so its findings) may legitimately differ from the replay's; librdkafka
+    // warnings tell of request timeouts and transport errors.
+    let mut warnings = Vec::new();
     // What each detector restored: where the committed offsets cut the input.
     let mut assignments = Vec::new();
     for round in 0..rounds {
@@ -199,7 +200,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
         }
         std::thread::sleep(Duration::from_millis(rng.below(150)));
         d.kill();
-        lagged.extend(lag_warnings(&d.log_text()));
+        warnings.extend(detector_warnings(&d.log_text()));
         assignments.extend(assignment_lines(&d.log_text(), round));
         kills += 1;
         if !s.behind().is_empty() {
@@ -221,7 +222,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     let got = finding_set(&published);
     let want = finding_set(&reference);
     assert_duplicates_are_identical(&published);
-    lagged.extend(lag_warnings(&d.log_text()));
+    warnings.extend(detector_warnings(&d.log_text()));
     assignments.extend(assignment_lines(&d.log_text(), rounds));
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     if !missing.is_empty() {
@@ -256,7 +257,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     }
     assert!(
         missing.is_empty(),
-        "{} findings lost after {kills} kills ({mid_stream} mid-stream; lag warnings: {lagged:?}): {missing:?}",
+        "{} findings lost after {kills} kills ({mid_stream} mid-stream; warnings: {warnings:?}): {missing:?}",
         missing.len()
     );
     assert_eq!(
@@ -275,7 +276,7 @@ fn assignment_lines(log: &str, round: usize) -> Vec<String> {
 
 /// The detector's warnings that it applied records without a lagging topic,
 /// and what librdkafka reported (request timeouts, transport errors).
-fn lag_warnings(log: &str) -> Vec<String> {
+fn detector_warnings(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
             l.contains("input topics lag")

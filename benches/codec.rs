@@ -12,6 +12,7 @@ use driftwatch::engine::Engine;
 use driftwatch::event::{Envelope, Origin, System};
 use driftwatch::finding::Finding;
 use driftwatch::generate::{to_json, Generator};
+use driftwatch::id::Topic;
 use driftwatch::output::{Encoding, FindingEncoder};
 use driftwatch::time::Ts;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ fn apply_all(engine: &mut Engine, messages: &[(System, String)], topic: &Arc<str
     for (i, (sys, json)) in messages.iter().enumerate() {
         let event = decode_json(*sys, json.as_bytes()).unwrap();
         let origin = Origin {
-            topic: topic.clone(),
+            topic: Topic::new(topic),
             partition: 0,
             offset: i as i64,
         };

@@ -14,6 +14,7 @@ use driftwatch::event::{
     HrEvent, HrEventType, Origin, WorkerType,
 };
 use driftwatch::generate::{Generator, Rng};
+use driftwatch::id::Topic;
 use driftwatch::time::Ts;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ fn sizes() -> (u64, usize) {
 
 fn origin(topic: &Arc<str>, offset: i64) -> Origin {
     Origin {
-        topic: topic.clone(),
+        topic: Topic::new(topic),
         partition: 0,
         offset,
     }

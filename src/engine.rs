@@ -17,12 +17,14 @@ use crate::finding::{
     stable_id, AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding,
     OwnerRole, Severity, Status, Subject,
 };
+use crate::id::EventId;
 use crate::rules::{self, Condition, Rule, SubjectRef};
-use crate::state::{Dedup, EvRef, Store, WorkerState};
+use crate::state::{push_compact, Dedup, EvRef, Store, WorkerState};
 use crate::time::Ts;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 /// Where an episode is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +247,7 @@ impl Engine {
             Event::Directory(e) => self.intern(&e.directory),
             Event::App(e) => self.intern(&e.app_id),
         };
-        let ev = EvRef::new(&origin, event.event_id(), event.event_type(), t);
+        let ev = EvRef::new(&origin, EventId::new(event.event_id()), event.kind(), t);
         let cause = Cause {
             system: event.system(),
             scope,
@@ -389,18 +391,21 @@ impl Engine {
                 None => {
                     let (tagged, onset) = self.note_onset(c.rule, at, key, cause);
                     let sla = self.cfg.rule(c.rule).sla_ms;
-                    st.episodes.push(Episode {
-                        rule: c.rule,
-                        sid,
-                        since: c.since,
-                        began: at,
-                        due: c.since.plus(sla),
-                        phase: Phase::Pending,
-                        tagged,
-                        onset,
-                        seen: 0,
-                        finding: None,
-                    });
+                    push_compact(
+                        &mut st.episodes,
+                        Episode {
+                            rule: c.rule,
+                            sid,
+                            since: c.since,
+                            began: at,
+                            due: c.since.plus(sla),
+                            phase: Phase::Pending,
+                            tagged,
+                            onset,
+                            seen: 0,
+                            finding: None,
+                        },
+                    );
                     if tagged {
                         let storm = &mut self.storms[c.rule.index()];
                         storm.tagged += 1;
@@ -448,6 +453,11 @@ impl Engine {
                     out.push(*f);
                 }
             }
+        }
+        if st.episodes.is_empty() {
+            // Most keys have an episode only for a while (a hire awaiting
+            // its account): hold no empty allocation for the rest of their life.
+            st.episodes = ThinVec::new();
         }
 
         // Episodes whose condition holds move on when their time has come.
@@ -982,7 +992,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 _ => {}
             }
             push_evidence(&mut ev, a.state_ev.to_evidence());
-            if let Some(e) = &a.attrs_ev {
+            if let Some(e) = a.attrs_ev() {
                 if c.rule == Rule::AttributeMismatch {
                     push_evidence(&mut ev, e.to_evidence());
                 }

@@ -5,10 +5,10 @@
 //! and every enum is `SCREAMING_SNAKE_CASE` on the wire. Unknown extra fields
 //! are ignored; missing required fields are decode errors.
 
+use crate::id::{Name, Topic};
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Arc;
 
 /// Which of the three topic families a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -211,6 +211,25 @@ fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
     d.deserialize_any(V)
 }
 
+/// The type of an event of any family, in two bytes (held in every
+/// [`crate::state::EvRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Hr(HrEventType),
+    Directory(DirectoryEventType),
+    App(AppEventType),
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Hr(t) => t.as_str(),
+            EventType::Directory(t) => t.as_str(),
+            EventType::App(t) => t.as_str(),
+        }
+    }
+}
+
 /// A decoded input event of any family.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -227,7 +246,7 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub uncorrelated: bool,
-    pub id: Box<str>,
+    pub id: Name,
 }
 
 impl Key {
@@ -299,10 +318,14 @@ impl Event {
     }
 
     pub fn event_type(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    pub fn kind(&self) -> EventType {
         match self {
-            Event::Hr(e) => e.event_type.as_str(),
-            Event::Directory(e) => e.event_type.as_str(),
-            Event::App(e) => e.event_type.as_str(),
+            Event::Hr(e) => EventType::Hr(e.event_type),
+            Event::Directory(e) => EventType::Directory(e.event_type),
+            Event::App(e) => EventType::App(e.event_type),
         }
     }
 
@@ -329,7 +352,7 @@ impl Event {
 /// Where a message was read: the evidence coordinates of the contract.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    pub topic: Arc<str>,
+    pub topic: Topic,
     pub partition: i32,
     pub offset: i64,
 }

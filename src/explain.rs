@@ -15,7 +15,7 @@ pub fn history_json(worker_id: &str, h: &WorkerHistory) -> Value {
         .map(|e| {
             json!({
                 "occurred_at": e.event.occurred_at().to_string(),
-                "topic": &*e.origin.topic,
+                "topic": e.origin.topic.as_str(),
                 "partition": e.origin.partition,
                 "offset": e.origin.offset,
                 "system": e.event.system().as_str(),

@@ -102,6 +102,7 @@ pub fn replay_kafka(
         for (topic, system) in &topics {
             let (start, end) = ranges[&(topic.clone(), p)];
             let name: Arc<str> = topic.as_str().into();
+            let topic_id = crate::id::Topic::new(topic);
             let mut envs = Vec::new();
             if start < end {
                 let mut tpl = TopicPartitionList::new();
@@ -130,7 +131,7 @@ pub fn replay_kafka(
                     match decoder.decode(*system, payload) {
                         Ok(event) => envs.push(Envelope {
                             origin: Origin {
-                                topic: name.clone(),
+                                topic: topic_id,
                                 partition: p,
                                 offset: m.offset(),
                             },

@@ -39,6 +39,7 @@ pub mod event;
 pub mod explain;
 pub mod finding;
 pub mod generate;
+pub mod id;
 pub mod kafka_replay;
 pub mod loadtest;
 pub mod merge;

@@ -415,7 +415,7 @@ fn memory(cfg: &Arc<Config>, workers: u64) -> (f64, f64) {
     let before = rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let mut engine = Engine::new(cfg.clone());
-    let topic: Arc<str> = "mem".into();
+    let topic = crate::id::Topic::new("mem");
     let mut out = Vec::new();
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut offset = 0i64;
@@ -424,7 +424,7 @@ fn memory(cfg: &Arc<Config>, workers: u64) -> (f64, f64) {
         engine.apply(
             Envelope {
                 origin: Origin {
-                    topic: topic.clone(),
+                    topic,
                     partition: 0,
                     offset,
                 },

@@ -59,7 +59,7 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
                 "enabled": a.enabled,
                 "deleted": a.deleted,
                 "privileged": a.privileged,
-                "attributes": attrs(&a.attrs),
+                "attributes": attrs(a.attrs()),
                 "grants": a.grants.iter().map(|g| json!({
                     "name": &*g.name,
                     "privileged": g.privileged,

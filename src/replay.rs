@@ -101,6 +101,7 @@ fn read_dump(
     let mut by_partition: BTreeMap<i32, VecDeque<Envelope>> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut index = 0usize;
+    let topic_id = crate::id::Topic::new(&topic);
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -133,7 +134,7 @@ fn read_dump(
                 .or_default()
                 .push_back(Envelope {
                     origin: Origin {
-                        topic: topic.clone(),
+                        topic: topic_id,
                         partition,
                         offset,
                     },

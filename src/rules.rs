@@ -394,10 +394,10 @@ fn attribute_mismatch(st: &WorkerState, a: &Account) -> Option<Ts> {
     let hr = st.hr_attrs()?;
     let differs =
         |x: &Option<Box<str>>, y: &Option<Box<str>>| matches!((x, y), (Some(x), Some(y)) if x != y);
-    let mismatch = differs(&hr.attrs.department, &a.attrs.department)
-        || differs(&hr.attrs.title, &a.attrs.title)
-        || differs(&hr.attrs.manager_id, &a.attrs.manager_id);
-    mismatch.then_some(a.attrs_at.max(a.enabled_since))
+    let mismatch = differs(&hr.attrs.department, &a.attrs().department)
+        || differs(&hr.attrs.title, &a.attrs().title)
+        || differs(&hr.attrs.manager_id, &a.attrs().manager_id);
+    mismatch.then_some(a.attrs_at().max(a.enabled_since))
 }
 
 /// Which attributes differ, for the summary.
@@ -407,9 +407,9 @@ pub fn mismatched_fields(st: &WorkerState, a: &Account) -> Vec<&'static str> {
     };
     let mut out = Vec::new();
     for (name, x, y) in [
-        ("department", &hr.attrs.department, &a.attrs.department),
-        ("title", &hr.attrs.title, &a.attrs.title),
-        ("manager_id", &hr.attrs.manager_id, &a.attrs.manager_id),
+        ("department", &hr.attrs.department, &a.attrs().department),
+        ("title", &hr.attrs.title, &a.attrs().title),
+        ("manager_id", &hr.attrs.manager_id, &a.attrs().manager_id),
     ] {
         if matches!((x, y), (Some(x), Some(y)) if x != y) {
             out.push(name);

@@ -10,20 +10,25 @@
 //!   time is parked in `scheduled` and applied when stream time reaches it.
 
 use crate::event::{
-    AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType,
-    Key, Origin, System, WorkerType,
+    AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, EventType, HrEvent,
+    HrEventType, Key, Origin, System, WorkerType,
 };
 use crate::finding::Evidence;
+use crate::id::Name;
+use crate::id::{EventId, Topic};
 use crate::time::Ts;
 use dashmap::DashMap;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 /// Pushes onto a vector that is usually tiny: the first few slots grow one
 /// at a time (a worker has one or two accounts, an account a handful of
 /// grants; the doubling growth would leave most of their capacity empty
-/// in every one of a million workers), then geometrically.
-fn push_compact<T>(v: &mut Vec<T>, x: T) {
+/// in every one of a million workers), then geometrically. The vectors of
+/// state are `ThinVec`s: one pointer wide, with nothing allocated while
+/// empty.
+pub(crate) fn push_compact<T>(v: &mut ThinVec<T>, x: T) {
     if v.len() == v.capacity() && v.len() < 8 {
         v.reserve_exact(1);
     }
@@ -40,37 +45,38 @@ pub enum WorkerStatus {
     Terminated,
 }
 
-/// A pointer to the source event behind a piece of state.
+/// A pointer to the source event behind a piece of state: 48 bytes, held
+/// about ten times per worker (no allocation for an event id of up to 22
+/// bytes or a canonical UUID; a longer id is shared by every copy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EvRef {
-    pub topic: Arc<str>,
-    pub partition: i32,
     pub offset: i64,
-    /// Shared by every piece of state the event set: one allocation per event.
-    pub event_id: Arc<str>,
-    pub event_type: &'static str,
     pub occurred_at: Ts,
+    pub event_id: EventId,
+    pub partition: i32,
+    pub topic: Topic,
+    pub event_type: EventType,
 }
 
 impl EvRef {
-    pub fn new(origin: &Origin, event_id: &str, event_type: &'static str, occurred_at: Ts) -> Self {
+    pub fn new(origin: &Origin, event_id: EventId, event_type: EventType, occurred_at: Ts) -> Self {
         EvRef {
-            topic: origin.topic.clone(),
-            partition: origin.partition,
             offset: origin.offset,
-            event_id: event_id.into(),
-            event_type,
             occurred_at,
+            event_id,
+            partition: origin.partition,
+            topic: origin.topic,
+            event_type,
         }
     }
 
     pub fn to_evidence(&self) -> Evidence {
         Evidence {
-            topic: self.topic.clone(),
+            topic: self.topic.as_str().into(),
             partition: self.partition,
             offset: self.offset,
-            event_id: self.event_id.clone(),
-            event_type: self.event_type.into(),
+            event_id: self.event_id.to_arc(),
+            event_type: self.event_type.as_str().into(),
             occurred_at: self.occurred_at,
         }
     }
@@ -128,7 +134,7 @@ pub struct HrRecord {
     pub attrs_ev: Option<EvRef>,
     pub contract_end: Option<Ts>,
     /// Future-dated events, applied when stream time reaches `effective_at`.
-    pub scheduled: Vec<(HrEvent, Origin)>,
+    pub scheduled: ThinVec<(HrEvent, Origin)>,
 }
 
 /// A grant: a directory group membership or an application entitlement.
@@ -141,7 +147,15 @@ pub struct Grant {
     pub updated_at: Ts,
     pub recertified_at: Option<Ts>,
     pub approved_by: Option<Box<str>>,
-    pub approval_ref: Option<Box<str>>,
+    pub ev: EvRef,
+}
+
+/// Attributes a directory account states, with the event that last set
+/// them (boxed in [`Account`]: application accounts never carry any).
+#[derive(Clone, Debug)]
+pub struct AccountAttrs {
+    pub attrs: Attrs,
+    pub at: Ts,
     pub ev: EvRef,
 }
 
@@ -151,7 +165,7 @@ pub struct Account {
     pub system: System,
     /// The directory or the app_id.
     pub scope: Arc<str>,
-    pub account_id: Box<str>,
+    pub account_id: Name,
     pub kind: AccountKind,
     pub owner_worker_id: Option<Box<str>>,
     pub has_worker_id: bool,
@@ -165,14 +179,32 @@ pub struct Account {
     /// Time of the event that last set enabled/deleted.
     pub state_at: Ts,
     pub state_ev: EvRef,
-    pub attrs: Attrs,
-    pub attrs_at: Ts,
-    /// Boxed: application accounts never carry attributes.
-    pub attrs_ev: Option<Box<EvRef>>,
-    pub grants: Vec<Grant>,
+    pub stated: Option<Box<AccountAttrs>>,
+    pub grants: ThinVec<Grant>,
 }
 
+static NO_ATTRS: Attrs = Attrs {
+    email: None,
+    department: None,
+    title: None,
+    manager_id: None,
+};
+
 impl Account {
+    /// The attributes the account states (none stated: all empty).
+    pub fn attrs(&self) -> &Attrs {
+        self.stated.as_deref().map_or(&NO_ATTRS, |s| &s.attrs)
+    }
+
+    /// Time of the event that last set the attributes.
+    pub fn attrs_at(&self) -> Ts {
+        self.stated.as_deref().map_or(Ts::MIN, |s| s.at)
+    }
+
+    pub fn attrs_ev(&self) -> Option<&EvRef> {
+        self.stated.as_deref().map(|s| &s.ev)
+    }
+
     pub fn active_grants(&self) -> impl Iterator<Item = &Grant> {
         self.grants.iter().filter(|g| g.active)
     }
@@ -192,9 +224,9 @@ impl Account {
 /// Everything known under one correlation key.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerState {
-    pub hr: Vec<HrRecord>,
-    pub accounts: Vec<Account>,
-    pub episodes: Vec<crate::engine::Episode>,
+    pub hr: ThinVec<HrRecord>,
+    pub accounts: ThinVec<Account>,
+    pub episodes: ThinVec<crate::engine::Episode>,
     /// The time this key's timer is set for, if any.
     pub wake_at: Option<Ts>,
 }
@@ -256,7 +288,12 @@ impl WorkerState {
                 (a.0.effective_at, a.0.occurred_at).cmp(&(b.0.effective_at, b.0.occurred_at))
             });
             for (e, o) in &due {
-                let ev = EvRef::new(o, &e.event_id, e.event_type.as_str(), e.occurred_at);
+                let ev = EvRef::new(
+                    o,
+                    EventId::new(&e.event_id),
+                    EventType::Hr(e.event_type),
+                    e.occurred_at,
+                );
                 rec.apply_effective(e, &ev);
             }
         }
@@ -294,7 +331,7 @@ impl WorkerState {
                         attrs_stamp: (Ts::MIN, Ts::MIN),
                         attrs_ev: None,
                         contract_end: None,
-                        scheduled: Vec::new(),
+                        scheduled: ThinVec::new(),
                     },
                 );
                 self.hr.len() - 1
@@ -350,10 +387,8 @@ impl WorkerState {
                 removed_at: None,
                 state_at: Ts::MIN,
                 state_ev: ev.clone(),
-                attrs: Attrs::default(),
-                attrs_at: Ts::MIN,
-                attrs_ev: None,
-                grants: Vec::new(),
+                stated: None,
+                grants: ThinVec::new(),
             },
         );
         self.accounts.last_mut().expect("just pushed")
@@ -400,16 +435,24 @@ impl WorkerState {
                     acct.privileged =
                         e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
                 }
-                if t >= acct.attrs_at
+                if t >= acct.attrs_at()
                     && (e.department.is_some()
                         || e.title.is_some()
                         || e.manager_id.is_some()
                         || e.email.is_some())
                 {
-                    acct.attrs
+                    let stated = acct.stated.get_or_insert_with(|| {
+                        Box::new(AccountAttrs {
+                            attrs: Attrs::default(),
+                            at: t,
+                            ev: ev.clone(),
+                        })
+                    });
+                    stated
+                        .attrs
                         .merge(&e.email, &e.department, &e.title, &e.manager_id);
-                    acct.attrs_at = t;
-                    acct.attrs_ev = Some(Box::new(ev.clone()));
+                    stated.at = t;
+                    stated.ev = ev.clone();
                 }
             }
             D::GroupAdded | D::GroupRemoved => {
@@ -420,7 +463,6 @@ impl WorkerState {
                         e.event_type == D::GroupAdded,
                         e.privileged,
                         e.approved_by,
-                        e.approval_ref,
                         false,
                         ev,
                     );
@@ -462,36 +504,13 @@ impl WorkerState {
                 }
                 if let Some(name) = entitlement {
                     match e.event_type {
-                        A::EntitlementGranted => set_grant(
-                            acct,
-                            name,
-                            true,
-                            e.privileged,
-                            e.approved_by,
-                            e.approval_ref,
-                            false,
-                            ev,
-                        ),
-                        A::EntitlementRevoked => set_grant(
-                            acct,
-                            name,
-                            false,
-                            e.privileged,
-                            e.approved_by,
-                            e.approval_ref,
-                            false,
-                            ev,
-                        ),
-                        _ => set_grant(
-                            acct,
-                            name,
-                            true,
-                            e.privileged,
-                            e.approved_by,
-                            e.approval_ref,
-                            true,
-                            ev,
-                        ),
+                        A::EntitlementGranted => {
+                            set_grant(acct, name, true, e.privileged, e.approved_by, false, ev)
+                        }
+                        A::EntitlementRevoked => {
+                            set_grant(acct, name, false, e.privileged, e.approved_by, false, ev)
+                        }
+                        _ => set_grant(acct, name, true, e.privileged, e.approved_by, true, ev),
                     }
                 } else if e.event_type == A::AccessRecertified {
                     // Recertification of the whole account covers every grant on it.
@@ -547,15 +566,11 @@ fn set_grant(
     active: bool,
     privileged: bool,
     approved_by: Option<String>,
-    approval_ref: Option<String>,
     recertify: bool,
     ev: &EvRef,
 ) {
     let t = ev.occurred_at;
     let approved_by = approved_by
-        .filter(|s| !s.is_empty())
-        .map(String::into_boxed_str);
-    let approval_ref = approval_ref
         .filter(|s| !s.is_empty())
         .map(String::into_boxed_str);
     // Names are interned, so the pointer usually decides.
@@ -572,19 +587,16 @@ fn set_grant(
                 g.recertified_at = Some(t);
                 if approved_by.is_some() {
                     g.approved_by = approved_by;
-                    g.approval_ref = approval_ref;
                 }
             } else if active {
                 if !g.active {
                     g.granted_at = t;
                     g.recertified_at = None;
                     g.approved_by = None;
-                    g.approval_ref = None;
                     g.ev = ev.clone();
                 }
                 if approved_by.is_some() {
                     g.approved_by = approved_by;
-                    g.approval_ref = approval_ref;
                 }
                 g.privileged |= privileged;
                 g.active = true;
@@ -604,7 +616,6 @@ fn set_grant(
                 updated_at: t,
                 recertified_at: recertify.then_some(t),
                 approved_by,
-                approval_ref,
                 ev: ev.clone(),
             },
         ),
@@ -781,5 +792,18 @@ mod tests {
         assert!(d.insert(System::Hr, "b"));
         assert_eq!(d.len(), 2);
         assert!(d.insert(System::Hr, "a"), "evicted, so accepted again");
+    }
+
+    /// The budget of the structures held per worker (BENCHMARKS.md,
+    /// "Memory"): a field added to one of them shows up here first.
+    #[test]
+    fn state_structures_stay_within_their_budget() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<EvRef>(), 48);
+        assert_eq!(size_of::<Key>(), 32);
+        assert_eq!(size_of::<WorkerState>(), 40);
+        assert!(size_of::<Grant>() <= 120, "{}", size_of::<Grant>());
+        assert!(size_of::<Account>() <= 160, "{}", size_of::<Account>());
+        assert!(size_of::<HrRecord>() <= 264, "{}", size_of::<HrRecord>());
     }
 }

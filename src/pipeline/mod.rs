@@ -278,6 +278,8 @@ pub fn all_topics(cfg: &Config) -> Vec<String> {
 #[derive(Debug)]
 pub(crate) struct InputTopic {
     pub(crate) name: Arc<str>,
+    /// The name interned for evidence coordinates.
+    pub(crate) id: crate::id::Topic,
     pub(crate) c_name: CString,
     pub(crate) system: System,
     /// `driftwatch_events_consumed_total{topic}`, looked up once.
@@ -741,6 +743,7 @@ pub async fn run(
         for name in list {
             topics.push(InputTopic {
                 name: name.as_str().into(),
+                id: crate::id::Topic::new(name),
                 c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
                 system,
                 consumed: stats.metrics.events_consumed.with_label_values(&[name]),

@@ -416,7 +416,7 @@ fn ingest(
             Ok(event) => Item::Event(
                 Envelope {
                     origin: Origin {
-                        topic: topic.name.clone(),
+                        topic: topic.id,
                         partition,
                         offset: raw.offset,
                     },
@@ -627,7 +627,7 @@ fn restore(
                             m.offset(),
                             Envelope {
                                 origin: Origin {
-                                    topic: topics[q].name.clone(),
+                                    topic: topics[q].id,
                                     partition,
                                     offset: m.offset(),
                                 },

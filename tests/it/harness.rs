@@ -623,7 +623,7 @@ max_task_idle = "60s"
                         .ok()
                         .map(|event| Envelope {
                             origin: Origin {
-                                topic: name.clone(),
+                                topic: topic.as_str().into(),
                                 partition: r.partition,
                                 offset: r.offset,
                             },

@@ -1,0 +1,374 @@
+//! Compact identifiers for the state held per worker.
+//!
+//! Memory per tracked worker is a product feature (BENCHMARKS.md), and the
+//! state of a million workers is mostly identifiers: keys, account ids and
+//! the event ids of the evidence. Three types keep them small:
+//!
+//! - [`Name`]: a string of up to 22 bytes stored inline (worker ids,
+//!   account ids, generated event ids), a longer one shared on the heap.
+//!   Inline names cost no allocation, and comparing keys in a hash-table
+//!   probe touches no other cache line.
+//! - [`EventId`]: a [`Name`], or a canonical lower-case UUID (the usual
+//!   event id) packed into its 16 bytes.
+//! - [`Topic`]: a topic name interned for the life of the process, two bytes.
+//!
+//! Each string has exactly one representation, so the derived equality and
+//! hash of the representation agree with those of the string.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, RwLock};
+
+const INLINE: usize = 22;
+
+/// An immutable string: inline up to 22 bytes, else shared.
+#[derive(Clone)]
+pub struct Name(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    pub fn new(s: &str) -> Name {
+        if s.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Name(Repr::Inline {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            Name(Repr::Shared(s.into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline { len, buf } => {
+                // Copied from a `&str` whole, so always valid UTF-8; the
+                // check is a few bytes long.
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// Whether the name lives inline (no allocation of its own).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline { .. })
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name::new(s)
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Name {
+        Name::new(s)
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::new(&s)
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// An event id: a packed canonical UUID, or any other string as a [`Name`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum EventId {
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lower-case hex.
+    Uuid([u8; 16]),
+    Other(Name),
+}
+
+impl EventId {
+    pub fn new(s: &str) -> EventId {
+        match parse_uuid(s) {
+            Some(b) => EventId::Uuid(b),
+            None => EventId::Other(Name::new(s)),
+        }
+    }
+
+    /// The id as published in evidence.
+    pub fn to_arc(&self) -> Arc<str> {
+        match self {
+            EventId::Other(n) => n.as_str().into(),
+            EventId::Uuid(_) => self.to_string().into(),
+        }
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(s: &str) -> EventId {
+        EventId::new(s)
+    }
+}
+
+const UUID_DASHES: [usize; 4] = [8, 13, 18, 23];
+
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 || UUID_DASHES.iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut digits = b
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !UUID_DASHES.contains(i))
+        .map(|(_, &c)| c);
+    for byte in &mut out {
+        let hi = lower_hex(digits.next()?)?;
+        let lo = lower_hex(digits.next()?)?;
+        *byte = (hi << 4) | lo;
+    }
+    Some(out)
+}
+
+/// Only lower-case digits, so that printing gives back the same string.
+fn lower_hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventId::Other(n) => f.write_str(n),
+            EventId::Uuid(b) => {
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// A topic name, interned for the life of the process (the set of topics
+/// a process reads is small and fixed by its configuration and files).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Topic(u16);
+
+fn topic_table() -> &'static RwLock<Vec<&'static str>> {
+    static TABLE: OnceLock<RwLock<Vec<&'static str>>> = OnceLock::new();
+    TABLE.get_or_init(|| RwLock::new(Vec::new()))
+}
+
+impl Topic {
+    /// The topic called `name`; the first call for a name records it.
+    ///
+    /// # Panics
+    /// After 65,536 distinct topic names in one process.
+    pub fn new(name: &str) -> Topic {
+        let table = topic_table();
+        let find = |t: &[&str]| t.iter().position(|n| *n == name);
+        if let Some(i) = find(&table.read().unwrap_or_else(|e| e.into_inner())) {
+            return Topic(i as u16);
+        }
+        let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = find(&t) {
+            return Topic(i as u16);
+        }
+        let i = u16::try_from(t.len()).expect("at most 65,536 topic names per process");
+        t.push(Box::leak(name.to_owned().into_boxed_str()));
+        Topic(i)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        topic_table().read().unwrap_or_else(|e| e.into_inner())[usize::from(self.0)]
+    }
+}
+
+impl From<&str> for Topic {
+    fn from(s: &str) -> Topic {
+        Topic::new(s)
+    }
+}
+
+impl From<&String> for Topic {
+    fn from(s: &String) -> Topic {
+        Topic::new(s)
+    }
+}
+
+impl From<String> for Topic {
+    fn from(s: String) -> Topic {
+        Topic::new(&s)
+    }
+}
+
+impl PartialOrd for Topic {
+    fn partial_cmp(&self, other: &Topic) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By name, like the strings they stand for.
+impl Ord for Topic {
+    fn cmp(&self, other: &Topic) -> Ordering {
+        if self.0 == other.0 {
+            Ordering::Equal
+        } else {
+            self.as_str().cmp(other.as_str())
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_inline_and_shared() {
+        for s in [
+            "",
+            "W000001",
+            "exactly-twenty-two-b22",
+            "twenty-three-bytes-long",
+        ] {
+            let n = Name::new(s);
+            assert_eq!(n.as_str(), s);
+            assert_eq!(n.is_inline(), s.len() <= 22, "{s}");
+            assert_eq!(n, Name::from(s.to_string()));
+        }
+        assert!(Name::new("a") < Name::new("b"));
+        assert!(Name::new("zz") > Name::new("a-much-longer-name-than-inline"));
+        assert_eq!(std::mem::size_of::<Name>(), 24);
+        assert_eq!(std::mem::size_of::<EventId>(), 24);
+    }
+
+    #[test]
+    fn uuids_pack_and_print_back_exactly() {
+        let s = "0559c919-4f3a-4b8e-9d2c-7e1f00aa12ff";
+        let id = EventId::new(s);
+        assert!(matches!(id, EventId::Uuid(_)));
+        assert_eq!(id.to_string(), s);
+        assert_eq!(&*id.to_arc(), s);
+        // Anything not canonical keeps its exact spelling.
+        for other in [
+            "0559C919-4F3A-4B8E-9D2C-7E1F00AA12FF",
+            "0559c9194f3a4b8e9d2c7e1f00aa12ff",
+            "0559c919-4f3a-4b8e-9d2c-7e1f00aa12f",
+            "0559c919-4f3a-4b8e-9d2c_7e1f00aa12ff",
+            "hr-000000123",
+        ] {
+            let id = EventId::new(other);
+            assert!(matches!(id, EventId::Other(_)), "{other}");
+            assert_eq!(id.to_string(), other);
+        }
+    }
+
+    #[test]
+    fn topics_intern_by_name() {
+        let a = Topic::new("id-test.topic-a");
+        assert_eq!(a, Topic::from("id-test.topic-a".to_string()));
+        assert_eq!(a.as_str(), "id-test.topic-a");
+        let b = Topic::new("id-test.topic-b");
+        assert_ne!(a, b);
+        assert!(a < b);
+    }
+}

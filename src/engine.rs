@@ -19,7 +19,7 @@ use crate::finding::{
 };
 use crate::id::EventId;
 use crate::rules::{self, Condition, Rule, SubjectRef};
-use crate::state::{push_compact, Dedup, EvRef, Store, WorkerState};
+use crate::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::time::Ts;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -266,6 +266,17 @@ impl Engine {
                 .map(|g| self.intern(g)),
             Event::Hr(_) => None,
         };
+        let stated = match &event {
+            Event::Hr(e) => Attrs::stated(&e.email, &e.department, &e.title, &e.manager_id, |s| {
+                self.intern(s)
+            }),
+            Event::Directory(e) => {
+                Attrs::stated(&e.email, &e.department, &e.title, &e.manager_id, |s| {
+                    self.intern(s)
+                })
+            }
+            Event::App(_) => Attrs::default(),
+        };
         let now = self.now;
         let store = self.store.clone();
         {
@@ -278,8 +289,8 @@ impl Engine {
             };
             let before = st.entries();
             match event {
-                Event::Hr(e) => st.apply_hr(e, &origin, &cause.scope, &ev, now),
-                Event::Directory(e) => st.apply_directory(e, &ev, &cause.scope, named),
+                Event::Hr(e) => st.apply_hr(e, &origin, &cause.scope, &stated, &ev, now),
+                Event::Directory(e) => st.apply_directory(e, &stated, &ev, &cause.scope, named),
                 Event::App(e) => st.apply_app(e, &ev, &cause.scope, named),
             }
             st.catch_up(now);

@@ -13,6 +13,7 @@ use crate::state::{Account, WorkerState, WorkerStatus};
 use crate::time::{Ts, MS_PER_DAY, MS_PER_HOUR};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! rules {
     ($($variant:ident => $s:literal, $sla:expr, $sev:ident, $elev:ident;)+) => {
@@ -392,12 +393,21 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
 /// if they differ on department, title or manager_id (both sides non-null).
 fn attribute_mismatch(st: &WorkerState, a: &Account) -> Option<Ts> {
     let hr = st.hr_attrs()?;
-    let differs =
-        |x: &Option<Box<str>>, y: &Option<Box<str>>| matches!((x, y), (Some(x), Some(y)) if x != y);
-    let mismatch = differs(&hr.attrs.department, &a.attrs().department)
-        || differs(&hr.attrs.title, &a.attrs().title)
-        || differs(&hr.attrs.manager_id, &a.attrs().manager_id);
+    let (x, y) = (&hr.attrs, a.attrs());
+    let mismatch = differs(&x.department, &y.department, Arc::ptr_eq)
+        || differs(&x.title, &y.title, Arc::ptr_eq)
+        || differs(&x.manager_id, &y.manager_id, |_, _| false);
     mismatch.then_some(a.attrs_at().max(a.enabled_since))
+}
+
+/// Both sides state a value and the values differ (interned strings
+/// compare by pointer first).
+fn differs<T: std::ops::Deref<Target = str>>(
+    x: &Option<T>,
+    y: &Option<T>,
+    same: impl Fn(&T, &T) -> bool,
+) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if !same(x, y) && **x != **y)
 }
 
 /// Which attributes differ, for the summary.
@@ -405,17 +415,21 @@ pub fn mismatched_fields(st: &WorkerState, a: &Account) -> Vec<&'static str> {
     let Some(hr) = st.hr_attrs() else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for (name, x, y) in [
-        ("department", &hr.attrs.department, &a.attrs().department),
-        ("title", &hr.attrs.title, &a.attrs().title),
-        ("manager_id", &hr.attrs.manager_id, &a.attrs().manager_id),
-    ] {
-        if matches!((x, y), (Some(x), Some(y)) if x != y) {
-            out.push(name);
-        }
-    }
-    out
+    let (x, y) = (&hr.attrs, a.attrs());
+    [
+        (
+            "department",
+            differs(&x.department, &y.department, Arc::ptr_eq),
+        ),
+        ("title", differs(&x.title, &y.title, Arc::ptr_eq)),
+        (
+            "manager_id",
+            differs(&x.manager_id, &y.manager_id, |_, _| false),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, d)| d.then_some(name))
+    .collect()
 }
 
 /// The earliest future moment at which a rule's answer could change with no

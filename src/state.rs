@@ -86,31 +86,56 @@ impl EvRef {
 type Stamp = (Ts, Ts);
 
 /// Department, title, manager and e-mail as one source states them.
+///
+/// Departments and titles are few and shared by many workers: the engine
+/// interns them, so comparing HR's with a directory account's (done for
+/// every event of the key) usually compares two pointers. Manager ids are
+/// worker ids, inline [`Name`]s.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attrs {
-    pub email: Option<Box<str>>,
-    pub department: Option<Box<str>>,
-    pub title: Option<Box<str>>,
-    pub manager_id: Option<Box<str>>,
+    pub email: Option<Name>,
+    pub department: Option<Arc<str>>,
+    pub title: Option<Arc<str>>,
+    pub manager_id: Option<Name>,
 }
 
 impl Attrs {
-    fn merge(
-        &mut self,
+    /// The attributes an event states; `intern` shares department and title.
+    pub fn stated(
         email: &Option<String>,
         dept: &Option<String>,
         title: &Option<String>,
         mgr: &Option<String>,
-    ) {
-        for (slot, v) in [
-            (&mut self.email, email),
-            (&mut self.department, dept),
-            (&mut self.title, title),
-            (&mut self.manager_id, mgr),
-        ] {
-            if let Some(v) = v {
-                *slot = Some(v.as_str().into());
-            }
+        mut intern: impl FnMut(&str) -> Arc<str>,
+    ) -> Attrs {
+        Attrs {
+            email: email.as_deref().map(Name::new),
+            department: dept.as_deref().map(&mut intern),
+            title: title.as_deref().map(&mut intern),
+            manager_id: mgr.as_deref().map(Name::new),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.email.is_none()
+            && self.department.is_none()
+            && self.title.is_none()
+            && self.manager_id.is_none()
+    }
+
+    /// Takes every attribute `new` states; keeps the others.
+    fn merge(&mut self, new: &Attrs) {
+        if new.email.is_some() {
+            self.email.clone_from(&new.email);
+        }
+        if new.department.is_some() {
+            self.department.clone_from(&new.department);
+        }
+        if new.title.is_some() {
+            self.title.clone_from(&new.title);
+        }
+        if new.manager_id.is_some() {
+            self.manager_id.clone_from(&new.manager_id);
         }
     }
 }
@@ -294,18 +319,24 @@ impl WorkerState {
                     EventType::Hr(e.event_type),
                     e.occurred_at,
                 );
-                rec.apply_effective(e, &ev);
+                let stated = Attrs::stated(&e.email, &e.department, &e.title, &e.manager_id, |s| {
+                    s.into()
+                });
+                rec.apply_effective(e, &ev, &stated);
             }
         }
     }
 
     /// Applies an HR event from `source` (the interned source system);
     /// `ev` points at it.
+    /// Applies an HR event from `source` (the interned source system)
+    /// stating `stated`; `ev` points at it.
     pub fn apply_hr(
         &mut self,
         e: HrEvent,
         origin: &Origin,
         source: &Arc<str>,
+        stated: &Attrs,
         ev: &EvRef,
         now: Ts,
     ) {
@@ -341,7 +372,7 @@ impl WorkerState {
         if e.effective_at > now {
             rec.scheduled.push((e, origin.clone()));
         } else {
-            rec.apply_effective(&e, ev);
+            rec.apply_effective(&e, ev, stated);
         }
     }
 
@@ -397,6 +428,7 @@ impl WorkerState {
     pub fn apply_directory(
         &mut self,
         e: DirectoryEvent,
+        stated: &Attrs,
         ev: &EvRef,
         scope: &Arc<str>,
         group: Option<Arc<str>>,
@@ -435,24 +467,17 @@ impl WorkerState {
                     acct.privileged =
                         e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
                 }
-                if t >= acct.attrs_at()
-                    && (e.department.is_some()
-                        || e.title.is_some()
-                        || e.manager_id.is_some()
-                        || e.email.is_some())
-                {
-                    let stated = acct.stated.get_or_insert_with(|| {
+                if t >= acct.attrs_at() && !stated.is_empty() {
+                    let s = acct.stated.get_or_insert_with(|| {
                         Box::new(AccountAttrs {
                             attrs: Attrs::default(),
                             at: t,
                             ev: ev.clone(),
                         })
                     });
-                    stated
-                        .attrs
-                        .merge(&e.email, &e.department, &e.title, &e.manager_id);
-                    stated.at = t;
-                    stated.ev = ev.clone();
+                    s.attrs.merge(stated);
+                    s.at = t;
+                    s.ev = ev.clone();
                 }
             }
             D::GroupAdded | D::GroupRemoved => {
@@ -624,7 +649,7 @@ fn set_grant(
 
 impl HrRecord {
     /// Applies an HR event whose effective time has come.
-    fn apply_effective(&mut self, e: &HrEvent, ev: &EvRef) {
+    fn apply_effective(&mut self, e: &HrEvent, ev: &EvRef, stated: &Attrs) {
         let stamp = (e.effective_at, e.occurred_at);
         use HrEventType as H;
         let new_status = match e.event_type {
@@ -660,8 +685,7 @@ impl HrRecord {
             self.transfer = Some(Box::new((e.effective_at, ev.clone())));
         }
         if stamp >= self.attrs_stamp {
-            self.attrs
-                .merge(&e.email, &e.department, &e.title, &e.manager_id);
+            self.attrs.merge(stated);
             self.attrs_stamp = stamp;
             self.attrs_ev = Some(ev.clone());
             self.worker_type = e.worker_type;
@@ -804,6 +828,6 @@ mod tests {
         assert_eq!(size_of::<WorkerState>(), 40);
         assert!(size_of::<Grant>() <= 120, "{}", size_of::<Grant>());
         assert!(size_of::<Account>() <= 160, "{}", size_of::<Account>());
-        assert!(size_of::<HrRecord>() <= 264, "{}", size_of::<HrRecord>());
+        assert!(size_of::<HrRecord>() <= 280, "{}", size_of::<HrRecord>());
     }
 }

@@ -14,8 +14,7 @@ use crate::event::{
     HrEventType, Key, Origin, System, WorkerType,
 };
 use crate::finding::Evidence;
-use crate::id::Name;
-use crate::id::{EventId, Topic};
+use crate::id::{EventId, Name, Topic};
 use crate::time::Ts;
 use dashmap::DashMap;
 use std::collections::{HashSet, VecDeque};

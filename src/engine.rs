@@ -1111,7 +1111,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 system: System::App,
                 directory: None,
                 app_id: Some(app.clone()),
-                account_id: Some(st.accounts[i].account_id.as_ref().into()),
+                account_id: Some(st.accounts[i].account_id.as_str().into()),
                 entitlement: None,
             };
             let summary = format!(
@@ -1137,7 +1137,7 @@ fn account_subject(a: &crate::state::Account, entitlement: Option<Arc<str>>) -> 
         system: a.system,
         directory: (a.system == System::Directory).then(|| a.scope.clone()),
         app_id: (a.system == System::App).then(|| a.scope.clone()),
-        account_id: Some(a.account_id.as_ref().into()),
+        account_id: Some(a.account_id.as_str().into()),
         entitlement,
     }
 }

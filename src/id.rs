@@ -78,20 +78,8 @@ impl Borrow<str> for Name {
     }
 }
 
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
-        Name::new(s)
-    }
-}
-
-impl From<&String> for Name {
-    fn from(s: &String) -> Name {
         Name::new(s)
     }
 }
@@ -174,12 +162,6 @@ impl EventId {
             EventId::Other(n) => n.as_str().into(),
             EventId::Uuid(_) => self.to_string().into(),
         }
-    }
-}
-
-impl From<&str> for EventId {
-    fn from(s: &str) -> EventId {
-        EventId::new(s)
     }
 }
 
@@ -273,12 +255,6 @@ impl Topic {
 
 impl From<&str> for Topic {
     fn from(s: &str) -> Topic {
-        Topic::new(s)
-    }
-}
-
-impl From<&String> for Topic {
-    fn from(s: &String) -> Topic {
         Topic::new(s)
     }
 }

@@ -17,10 +17,10 @@ use crate::finding::{
     stable_id, AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding,
     OwnerRole, Severity, Status, Subject,
 };
-use crate::id::EventId;
+use crate::id::{EventId, Sym};
 use crate::rules::{self, Condition, Rule, SubjectRef};
 use crate::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
-use crate::time::Ts;
+use crate::time::{OptTs, Ts};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -68,7 +68,7 @@ enum TimerKey {
 #[derive(Clone, Debug)]
 struct Cause {
     system: System,
-    scope: Arc<str>,
+    scope: Sym,
     ev: Option<EvRef>,
 }
 
@@ -122,13 +122,15 @@ pub struct Engine {
     store: Arc<Store>,
     now: Ts,
     timers: BinaryHeap<Reverse<(Ts, TimerKey)>>,
+    /// Timer entries beyond which the heap is swept of stale ones.
+    timers_sweep_at: usize,
     dedup: Dedup,
     storms: Vec<Storm>,
     buf: Vec<Condition>,
     /// (episode, condition) pairs of one reconcile, reused.
     matched: Vec<(usize, usize)>,
     generation: u64,
-    interner: HashSet<Arc<str>, ahash::RandomState>,
+    interner: HashSet<Sym, ahash::RandomState>,
     /// Keys in the store (read without locking it).
     tracked: usize,
     entries: usize,
@@ -137,6 +139,8 @@ pub struct Engine {
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
+/// The timer heap is not swept below this many entries.
+const MIN_TIMER_SWEEP: usize = 1 << 16;
 const MAX_EVIDENCE: usize = 32;
 
 impl Engine {
@@ -147,6 +151,7 @@ impl Engine {
             store: Arc::new(Store::new()),
             now: Ts::MIN,
             timers: BinaryHeap::new(),
+            timers_sweep_at: MIN_TIMER_SWEEP,
             dedup,
             storms: Rule::ALL.iter().map(|_| Storm::default()).collect(),
             buf: Vec::new(),
@@ -218,11 +223,11 @@ impl Engine {
             .collect()
     }
 
-    fn intern(&mut self, s: &str) -> Arc<str> {
+    fn intern(&mut self, s: &str) -> Sym {
         if let Some(a) = self.interner.get(s) {
             return a.clone();
         }
-        let a: Arc<str> = s.into();
+        let a = Sym::new(s);
         if self.interner.len() < INTERNER_LIMIT {
             self.interner.insert(a.clone());
         }
@@ -298,6 +303,32 @@ impl Engine {
             self.entries = (self.entries + st.entries()).saturating_sub(before);
         }
         self.storm_housekeeping(out);
+        self.sweep_timers();
+    }
+
+    /// Drops timer entries no key waits for any more. A key's timer is
+    /// replaced, not removed, when its wake-up time changes or its episodes
+    /// end, so without a sweep the heap would keep an entry for every key
+    /// that ever waited (a worker hired and then provisioned, for one).
+    /// Sweeping when the heap has doubled since the last sweep costs at
+    /// most one lookup per entry pushed. Runs with no guard of the store
+    /// held.
+    fn sweep_timers(&mut self) {
+        if self.timers.len() < self.timers_sweep_at {
+            return;
+        }
+        let store = self.store.clone();
+        let mut kept = std::mem::take(&mut self.timers).into_vec();
+        kept.retain(|Reverse((at, which))| match which {
+            TimerKey::Storm(_) => true,
+            TimerKey::Worker(key) => store
+                .map()
+                .get(key)
+                .is_some_and(|st| st.wake_at.get() == Some(*at)),
+        });
+        kept.shrink_to_fit();
+        self.timers_sweep_at = (2 * kept.len()).max(MIN_TIMER_SWEEP);
+        self.timers = BinaryHeap::from(kept);
     }
 
     /// Moves stream time to `t` (never backwards), firing every timer due by
@@ -319,10 +350,10 @@ impl Engine {
                     let store = self.store.clone();
                     let entry = store.map().get_mut(&key);
                     if let Some(mut st) = entry {
-                        if st.wake_at == Some(at) {
+                        if st.wake_at.get() == Some(at) {
                             let before = st.entries();
                             self.stats.timers_fired += 1;
-                            st.wake_at = None;
+                            st.wake_at = OptTs::NONE;
                             st.catch_up(now);
                             let cause = timer_cause(&st);
                             self.reconcile(&key, &mut st, now, &cause, out);
@@ -338,6 +369,7 @@ impl Engine {
             self.now = t;
         }
         self.storm_housekeeping(out);
+        self.sweep_timers();
     }
 
     fn sid(&self, c: &Condition, st: &WorkerState) -> u64 {
@@ -542,8 +574,8 @@ impl Engine {
                 Phase::Held | Phase::Escalated => {}
             }
         }
-        if wake != st.wake_at {
-            st.wake_at = wake;
+        if wake != st.wake_at.get() {
+            st.wake_at = wake.into();
             if let Some(w) = wake {
                 self.timers
                     .push(Reverse((w, TimerKey::Worker(key.clone()))));
@@ -661,7 +693,7 @@ impl Engine {
         let cfg = &self.cfg;
         let storm = &self.storms[rule.index()];
         // Attribute the storm to the source behind most of the window's onsets.
-        let mut by_source: HashMap<(System, Arc<str>), usize> = HashMap::new();
+        let mut by_source: HashMap<(System, Sym), usize> = HashMap::new();
         for o in storm.onsets.iter().filter(|o| o.alive) {
             *by_source
                 .entry((o.cause.system, o.cause.scope.clone()))
@@ -687,8 +719,8 @@ impl Engine {
         }
         let subject = Subject {
             system,
-            directory: (system == System::Directory).then(|| scope.clone()),
-            app_id: (system == System::App).then(|| scope.clone()),
+            directory: (system == System::Directory).then(|| scope.to_arc()),
+            app_id: (system == System::App).then(|| scope.to_arc()),
             account_id: None,
             entitlement: None,
         };
@@ -959,7 +991,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                     "Every directory account of worker {who} was disabled or deleted by {since}, but HR still records the worker as active."
                 ),
                 Rule::ContractExpiredAccess => {
-                    let end = st.hr_attrs().and_then(|r| r.contract_end).map_or("?".into(), |t| t.to_string());
+                    let end = st.hr_attrs().and_then(|r| r.contract_end.get()).map_or("?".into(), |t| t.to_string());
                     let wt = st.hr_attrs().map_or("non-employee", |r| r.worker_type.as_str());
                     format!(
                         "Worker {who} ({wt}) passed contract end {end} but HR still records them active and they hold enabled accounts."
@@ -995,7 +1027,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
             match c.rule {
                 Rule::LeaverDirectoryAccess | Rule::AccessDuringLeave => status_ev(&mut ev),
                 Rule::AttributeMismatch => {
-                    if let Some(e) = st.hr_attrs().and_then(|r| r.attrs_ev.as_ref()) {
+                    if let Some(e) = st.hr_attrs().and_then(|r| r.attrs_ev()) {
                         push_evidence(&mut ev, e.to_evidence());
                     }
                 }
@@ -1058,7 +1090,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
             } else {
                 "group"
             };
-            let subject = account_subject(a, Some(grant.name.clone()));
+            let subject = account_subject(a, Some(grant.name.to_arc()));
             push_evidence(&mut ev, grant.ev.to_evidence());
             push_evidence(&mut ev, a.state_ev.to_evidence());
             let summary = if c.rule == Rule::MoverRetainedPrivilege {
@@ -1075,7 +1107,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                     grant.name, a.system.as_str(), a.account_id, a.scope
                 )
             } else {
-                let why = match &grant.approved_by {
+                let why = match grant.approved_by() {
                     None => "with no approval".to_string(),
                     Some(by) => format!(
                         "approved by `{by}`, who is not a configured approver of `{}`",
@@ -1110,7 +1142,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
             let subject = Subject {
                 system: System::App,
                 directory: None,
-                app_id: Some(app.clone()),
+                app_id: Some(app.to_arc()),
                 account_id: Some(st.accounts[i].account_id.as_str().into()),
                 entitlement: None,
             };
@@ -1135,9 +1167,103 @@ fn capitalize(s: String) -> String {
 fn account_subject(a: &crate::state::Account, entitlement: Option<Arc<str>>) -> Subject {
     Subject {
         system: a.system,
-        directory: (a.system == System::Directory).then(|| a.scope.clone()),
-        app_id: (a.system == System::App).then(|| a.scope.clone()),
+        directory: (a.system == System::Directory).then(|| a.scope.to_arc()),
+        app_id: (a.system == System::App).then(|| a.scope.to_arc()),
         account_id: Some(a.account_id.as_str().into()),
         entitlement,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{
+        AccountKind, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType, Origin, WorkerType,
+    };
+    use crate::finding::Status;
+    use crate::id::Topic;
+    use crate::time::MS_PER_DAY;
+
+    /// Sweeping the timer heap drops the entries of keys no longer waiting
+    /// and keeps every one a key still waits for.
+    #[test]
+    fn timer_sweeps_keep_every_live_timer() {
+        let mut cfg = Config::default_config();
+        cfg.storm.enabled = false;
+        let mut engine = Engine::new(Arc::new(cfg));
+        let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+        let workers = 3 * MIN_TIMER_SWEEP as i64;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        let mut apply = |engine: &mut Engine, event: Event, out: &mut Vec<Finding>| {
+            offset += 1;
+            let origin = Origin {
+                topic: Topic::new("engine-test"),
+                partition: 0,
+                offset,
+            };
+            engine.apply(Envelope { origin, event }, out);
+        };
+        for w in 0..workers {
+            // One event a second: the 24-hour joiner SLA of early workers
+            // expires while later ones are still being hired.
+            let at = t0.plus(w * 1_000);
+            let hire = HrEvent {
+                event_id: format!("h{w}"),
+                event_type: HrEventType::Hire,
+                occurred_at: at,
+                effective_at: at,
+                source_system: "workday".into(),
+                worker_id: format!("w{w}"),
+                worker_type: WorkerType::Employee,
+                email: None,
+                department: None,
+                title: None,
+                manager_id: None,
+                cost_center: None,
+                contract_end: None,
+            };
+            apply(&mut engine, Event::Hr(hire), &mut out);
+            // Two of three are provisioned at once, leaving a stale timer.
+            if w % 3 != 0 {
+                let account = DirectoryEvent {
+                    event_id: format!("d{w}"),
+                    event_type: DirectoryEventType::AccountCreated,
+                    occurred_at: at,
+                    directory: "entra".into(),
+                    account_id: format!("u{w}"),
+                    worker_id: Some(format!("w{w}")),
+                    account_kind: AccountKind::Human,
+                    owner_worker_id: None,
+                    enabled: Some(true),
+                    email: None,
+                    department: None,
+                    title: None,
+                    manager_id: None,
+                    group: None,
+                    privileged: false,
+                    approved_by: None,
+                    approval_ref: None,
+                    actor: None,
+                };
+                apply(&mut engine, Event::Directory(account), &mut out);
+            }
+        }
+        assert!(
+            engine.timers.len() < workers as usize,
+            "swept: {} entries",
+            engine.timers.len()
+        );
+        engine.advance_to(t0.plus(workers * 1_000 + 2 * MS_PER_DAY), &mut out);
+        let mut opened: Vec<&str> = out
+            .iter()
+            .filter(|f| f.rule == Rule::JoinerNotProvisioned && f.status == Status::Open)
+            .filter_map(|f| f.worker_id.as_deref())
+            .collect();
+        opened.sort_unstable();
+        let mut expected: Vec<String> = (0..workers).step_by(3).map(|w| format!("w{w}")).collect();
+        expected.sort_unstable();
+        assert_eq!(opened.len(), expected.len(), "joiner findings opened");
+        assert!(opened.iter().zip(&expected).all(|(a, b)| a == b));
     }
 }

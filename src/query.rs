@@ -38,9 +38,9 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
                 "source_system": &*r.source_system,
                 "status": r.status,
                 "worker_type": r.worker_type.as_str(),
-                "hired_at": r.hired_at.map(|t| t.to_string()),
+                "hired_at": r.hired_at.get().map(|t| t.to_string()),
                 "transferred_at": r.transfer.as_deref().map(|(t, _)| t.to_string()),
-                "contract_end": r.contract_end.map(|t| t.to_string()),
+                "contract_end": r.contract_end.get().map(|t| t.to_string()),
                 "attributes": attrs(&r.attrs),
                 "scheduled_events": r.scheduled.len(),
             })
@@ -64,9 +64,10 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
                     "name": &*g.name,
                     "privileged": g.privileged,
                     "active": g.active,
-                    "granted_at": g.granted_at.to_string(),
-                    "approved_by": g.approved_by.as_deref(),
-                    "recertified_at": g.recertified_at.map(|t| t.to_string()),
+                    "granted_at": g.active.then(|| g.granted_at().to_string()),
+                    "revoked_at": (!g.active).then(|| g.ev.occurred_at.to_string()),
+                    "approved_by": g.approved_by(),
+                    "recertified_at": g.recertified_at().map(|t| t.to_string()),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -13,7 +13,6 @@ use crate::state::{Account, WorkerState, WorkerStatus};
 use crate::time::{Ts, MS_PER_DAY, MS_PER_HOUR};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Arc;
 
 macro_rules! rules {
     ($($variant:ident => $s:literal, $sla:expr, $sev:ident, $elev:ident;)+) => {
@@ -235,7 +234,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
             if !grant.active || !grant.privileged {
                 continue;
             }
-            let approved = match (&grant.approved_by, a.system) {
+            let approved = match (grant.approved_by(), a.system) {
                 (None, _) => false,
                 (Some(by), System::App) => cfg.is_app_approver(&a.scope, by),
                 (Some(_), _) => true,
@@ -244,13 +243,13 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                 push(
                     Rule::UnapprovedPrivilegedGrant,
                     SubjectRef::Grant(i, g),
-                    grant.granted_at,
+                    grant.granted_at(),
                     false,
                 );
             }
             if let Some(moved) = transfer {
-                if grant.granted_at < moved
-                    && grant.recertified_at.is_none_or(|r| r < moved)
+                if grant.granted_at() < moved
+                    && grant.recertified_at().is_none_or(|r| r < moved)
                     && a.kind == AccountKind::Human
                 {
                     push(
@@ -288,7 +287,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
             };
             let access_since = same_app()
                 .map(|b| {
-                    let first_grant = b.active_grants().map(|g| g.granted_at).min();
+                    let first_grant = b.active_grants().map(|g| g.granted_at()).min();
                     if b.enabled {
                         b.enabled_since
                     } else {
@@ -316,7 +315,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
         };
         let any_enabled = human_dir().any(|a| a.enabled);
         if p.status == WorkerStatus::Active && !any_enabled {
-            let last_removal = human_dir().filter_map(|a| a.removed_at).max();
+            let last_removal = human_dir().filter_map(|a| a.removed_at.get()).max();
             match last_removal {
                 Some(removed) if removed > status_since => {
                     push(
@@ -327,7 +326,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                     );
                 }
                 _ => {
-                    if let Some(hired) = st.hr.iter().filter_map(|r| r.hired_at).max() {
+                    if let Some(hired) = st.hr.iter().filter_map(|r| r.hired_at.get()).max() {
                         if p.status_cause.is_some_and(|c| {
                             matches!(
                                 c,
@@ -348,7 +347,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
         if p.status == WorkerStatus::Active {
             let attrs = st.hr_attrs().unwrap_or(p);
             if attrs.worker_type != WorkerType::Employee {
-                if let Some(end) = attrs.contract_end.filter(|end| *end <= now) {
+                if let Some(end) = attrs.contract_end.get().filter(|end| *end <= now) {
                     let first_enabled = st
                         .accounts
                         .iter()
@@ -394,20 +393,16 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
 fn attribute_mismatch(st: &WorkerState, a: &Account) -> Option<Ts> {
     let hr = st.hr_attrs()?;
     let (x, y) = (&hr.attrs, a.attrs());
-    let mismatch = differs(&x.department, &y.department, Arc::ptr_eq)
-        || differs(&x.title, &y.title, Arc::ptr_eq)
-        || differs(&x.manager_id, &y.manager_id, |_, _| false);
+    let mismatch = differs(&x.department, &y.department)
+        || differs(&x.title, &y.title)
+        || differs(&x.manager_id, &y.manager_id);
     mismatch.then_some(a.attrs_at().max(a.enabled_since))
 }
 
-/// Both sides state a value and the values differ (interned strings
+/// Both sides state a value and the values differ (interned symbols
 /// compare by pointer first).
-fn differs<T: std::ops::Deref<Target = str>>(
-    x: &Option<T>,
-    y: &Option<T>,
-    same: impl Fn(&T, &T) -> bool,
-) -> bool {
-    matches!((x, y), (Some(x), Some(y)) if !same(x, y) && **x != **y)
+fn differs<T: PartialEq>(x: &Option<T>, y: &Option<T>) -> bool {
+    matches!((x, y), (Some(x), Some(y)) if x != y)
 }
 
 /// Which attributes differ, for the summary.
@@ -417,15 +412,9 @@ pub fn mismatched_fields(st: &WorkerState, a: &Account) -> Vec<&'static str> {
     };
     let (x, y) = (&hr.attrs, a.attrs());
     [
-        (
-            "department",
-            differs(&x.department, &y.department, Arc::ptr_eq),
-        ),
-        ("title", differs(&x.title, &y.title, Arc::ptr_eq)),
-        (
-            "manager_id",
-            differs(&x.manager_id, &y.manager_id, |_, _| false),
-        ),
+        ("department", differs(&x.department, &y.department)),
+        ("title", differs(&x.title, &y.title)),
+        ("manager_id", differs(&x.manager_id, &y.manager_id)),
     ]
     .into_iter()
     .filter_map(|(name, d)| d.then_some(name))
@@ -437,7 +426,7 @@ pub fn mismatched_fields(st: &WorkerState, a: &Account) -> Vec<&'static str> {
 pub fn next_time_change(st: &WorkerState, now: Ts) -> Option<Ts> {
     st.hr
         .iter()
-        .filter_map(|r| r.contract_end)
+        .filter_map(|r| r.contract_end.get())
         .filter(|t| *t > now)
         .min()
 }

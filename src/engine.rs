@@ -941,8 +941,8 @@ fn finding_id(rule: Rule, key: &Key, s: &Subject, since: Ts, began: Ts) -> Strin
     let opt = |o: &Option<Arc<str>>| o.as_deref().unwrap_or("").as_bytes().to_vec();
     stable_id(&[
         rule.as_str().as_bytes(),
-        &[u8::from(key.uncorrelated)],
-        key.id.as_bytes(),
+        &[u8::from(key.uncorrelated())],
+        key.id().as_bytes(),
         s.system.as_str().as_bytes(),
         &opt(&s.directory),
         &opt(&s.app_id),
@@ -1062,7 +1062,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                     rules::mismatched_fields(st, a).join(", ")
                 ),
                 Rule::OrphanAccount => {
-                    if a.has_worker_id && !key.uncorrelated {
+                    if a.has_worker_id && !key.uncorrelated() {
                         format!(
                             "Enabled {place} belongs to worker_id {who}, which HR has never sent."
                         )
@@ -1072,7 +1072,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 }
                 _ => {
                     let owner = a.owner_worker_id.as_deref();
-                    let why = match (owner, key.uncorrelated, st.known_to_hr()) {
+                    let why = match (owner, key.uncorrelated(), st.known_to_hr()) {
                         (None, _, _) | (_, true, _) => "has no owner".to_string(),
                         (Some(o), _, false) => format!("is owned by `{o}`, whom HR has never sent"),
                         (Some(o), _, true) => format!("is owned by `{o}`, who is terminated"),
@@ -1097,7 +1097,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 if let Some((_, tev)) = st
                     .hr
                     .iter()
-                    .filter_map(|r| r.transfer.as_deref())
+                    .filter_map(|r| r.transfer())
                     .max_by_key(|t| t.0)
                 {
                     push_evidence(&mut ev, tev.to_evidence());

@@ -28,26 +28,52 @@ use std::sync::{Arc, OnceLock, RwLock};
 const INLINE: usize = 22;
 
 /// An immutable string: inline up to 22 bytes, else shared.
+///
+/// A name can carry a one-bit mark in space its layout leaves free (the
+/// correlation key's "uncorrelated" flag, which would otherwise cost eight
+/// bytes of padding in every key). Equality, hash and order ignore it.
 #[derive(Clone)]
 pub struct Name(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Inline { len: u8, buf: [u8; INLINE] },
-    Shared(Arc<str>),
+    /// `len`'s top bit is the mark.
+    Inline {
+        len: u8,
+        buf: [u8; INLINE],
+    },
+    Shared {
+        marked: bool,
+        s: Arc<str>,
+    },
 }
+
+const MARK: u8 = 0x80;
 
 impl Name {
     pub fn new(s: &str) -> Name {
+        Name::with_mark(s, false)
+    }
+
+    /// A name carrying `mark`.
+    pub fn with_mark(s: &str, mark: bool) -> Name {
         if s.len() <= INLINE {
             let mut buf = [0u8; INLINE];
             buf[..s.len()].copy_from_slice(s.as_bytes());
-            Name(Repr::Inline {
-                len: s.len() as u8,
-                buf,
-            })
+            let len = s.len() as u8 | if mark { MARK } else { 0 };
+            Name(Repr::Inline { len, buf })
         } else {
-            Name(Repr::Shared(s.into()))
+            Name(Repr::Shared {
+                marked: mark,
+                s: s.into(),
+            })
+        }
+    }
+
+    pub fn is_marked(&self) -> bool {
+        match &self.0 {
+            Repr::Inline { len, .. } => len & MARK != 0,
+            Repr::Shared { marked, .. } => *marked,
         }
     }
 
@@ -56,9 +82,9 @@ impl Name {
             Repr::Inline { len, buf } => {
                 // Copied from a `&str` whole, so always valid UTF-8; the
                 // check is a few bytes long.
-                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+                std::str::from_utf8(&buf[..usize::from(len & !MARK)]).unwrap_or_default()
             }
-            Repr::Shared(s) => s,
+            Repr::Shared { s, .. } => s,
         }
     }
 
@@ -436,6 +462,18 @@ mod tests {
         let b = Topic::new("id-test.topic-b");
         assert_ne!(a, b);
         assert!(a < b);
+    }
+
+    #[test]
+    fn a_mark_rides_along_and_equality_ignores_it() {
+        for s in ["w-1", "a-name-longer-than-twenty-two-bytes"] {
+            let plain = Name::new(s);
+            let marked = Name::with_mark(s, true);
+            assert!(marked.is_marked() && !plain.is_marked());
+            assert_eq!((marked.as_str(), plain.as_str()), (s, s));
+            assert_eq!(marked, plain);
+        }
+        assert_eq!(std::mem::size_of::<Name>(), 24);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! latency (event produced to finding received from the findings topic) at
 //! a fixed offered rate for a zero-SLA rule; the state restore rate after a
 //! restart; and resident memory per tracked worker with 1 account and 5
-//! entitlements each.
+//! grants each (and with a second account).
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -223,21 +223,16 @@ pub async fn run(
         // alive, so no page freed by one is counted again by the next.
         let n = opts.memory_workers;
         let mut kept = Vec::new();
-        for (with_directory, shape) in [
-            (false, "an HR record and 1 app account with 5 entitlements"),
-            (
-                true,
-                "an HR record, 1 directory account, 1 app account with 5 entitlements",
-            ),
-        ] {
+        for shape in [Shape::DirectoryGroups, Shape::DirectoryAndApp] {
             let before = rss_bytes().unwrap_or(0);
             let started = Instant::now();
-            let engine = load_workers(&cfg, n, with_directory);
+            let engine = load_workers(&cfg, n, shape);
             let secs = started.elapsed().as_secs_f64();
             let bytes = rss_bytes().unwrap_or(0).saturating_sub(before) as f64 / n as f64;
             let _ = writeln!(
                 out,
-                "memory: {n} workers ({shape} each) in state: {bytes:.0} bytes per worker resident ({secs:.1}s to load)",
+                "memory: {n} workers ({} each) in state: {bytes:.0} bytes per worker resident ({secs:.1}s to load)",
+                shape.describe()
             );
             kept.push(engine);
         }
@@ -401,7 +396,7 @@ async fn latency(
                     .insert(event_id, Instant::now());
             }
             let record = rdkafka::producer::FutureRecord::to(&topic)
-                .key(key.id.as_bytes())
+                .key(key.id().as_bytes())
                 .payload(payload.as_bytes());
             match producer.send_result(record) {
                 Ok(d) => pending.push(d),
@@ -425,82 +420,101 @@ async fn latency(
     Ok(v)
 }
 
-/// Loads `workers` workers (a hire, a directory account if asked, an app
-/// account with 5 entitlements) into one engine.
-fn load_workers(cfg: &Arc<Config>, workers: u64, with_directory: bool) -> Engine {
+/// What each worker of the memory phase holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A hire and a directory account with 5 group memberships: one
+    /// provisioned worker with one account and five grants.
+    DirectoryGroups,
+    /// A hire, a directory account, and an app account with 5
+    /// entitlements.
+    DirectoryAndApp,
+}
+
+impl Shape {
+    fn describe(self) -> &'static str {
+        match self {
+            Shape::DirectoryGroups => "an HR record and 1 directory account with 5 groups",
+            Shape::DirectoryAndApp => {
+                "an HR record, 1 directory account, 1 app account with 5 entitlements"
+            }
+        }
+    }
+}
+
+const GRANTS: [&str; 5] = ["Reports", "Leads", "Cases", "Quotes", "Orders"];
+
+/// Loads `workers` workers of `shape` into one engine, one worker a second
+/// of stream time (a million workers over eleven days: the storm guard's
+/// window holds a few minutes of onsets, as it would in a live org, not a
+/// burst of all of them).
+fn load_workers(cfg: &Arc<Config>, workers: u64, shape: Shape) -> Engine {
     let mut engine = Engine::new(cfg.clone());
     let topic = crate::id::Topic::new("mem");
     let mut out = Vec::new();
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut offset = 0i64;
-    let mut apply = |engine: &mut Engine, event: Event, out: &mut Vec<Finding>| {
+    let mut apply = |engine: &mut Engine, event: Event| {
         offset += 1;
-        engine.apply(
-            Envelope {
-                origin: Origin {
-                    topic,
-                    partition: 0,
-                    offset,
-                },
-                event,
-            },
-            out,
-        );
+        let origin = Origin {
+            topic,
+            partition: 0,
+            offset,
+        };
+        engine.apply(Envelope { origin, event }, &mut out);
         out.clear();
+    };
+    let directory = |w: u64, wid: &str, at: Ts, n: usize| {
+        let (event_type, group) = match n {
+            0 => (DirectoryEventType::AccountCreated, None),
+            g => (DirectoryEventType::GroupAdded, Some(GRANTS[g - 1].into())),
+        };
+        Event::Directory(DirectoryEvent {
+            event_id: format!("m-d-{w}-{n}"),
+            event_type,
+            occurred_at: at,
+            directory: "entra".into(),
+            account_id: format!("u{w:07}"),
+            worker_id: Some(wid.into()),
+            account_kind: AccountKind::Human,
+            owner_worker_id: None,
+            enabled: Some(true),
+            email: None,
+            department: (n == 0).then(|| "Sales".into()),
+            title: None,
+            manager_id: None,
+            group,
+            privileged: false,
+            approved_by: None,
+            approval_ref: None,
+            actor: None,
+        })
     };
     for w in 0..workers {
         let wid = Generator::worker_id(w);
-        let at = t0.plus(w as i64);
-        apply(
-            &mut engine,
-            Event::Hr(HrEvent {
-                event_id: format!("m-h-{w}"),
-                event_type: HrEventType::Hire,
-                occurred_at: at,
-                effective_at: at,
-                source_system: "workday".into(),
-                worker_id: wid.clone(),
-                worker_type: WorkerType::Employee,
-                email: None,
-                department: Some("Sales".into()),
-                title: None,
-                manager_id: None,
-                cost_center: None,
-                contract_end: None,
-            }),
-            &mut out,
-        );
-        if with_directory {
-            apply(
-                &mut engine,
-                Event::Directory(DirectoryEvent {
-                    event_id: format!("m-d-{w}"),
-                    event_type: DirectoryEventType::AccountCreated,
-                    occurred_at: at,
-                    directory: "entra".into(),
-                    account_id: format!("u{w:07}"),
-                    worker_id: Some(wid.clone()),
-                    account_kind: AccountKind::Human,
-                    owner_worker_id: None,
-                    enabled: Some(true),
-                    email: None,
-                    department: Some("Sales".into()),
-                    title: None,
-                    manager_id: None,
-                    group: None,
-                    privileged: false,
-                    approved_by: None,
-                    approval_ref: None,
-                    actor: None,
-                }),
-                &mut out,
-            );
-        }
-        for e in 0..5 {
-            apply(
-                &mut engine,
-                Event::App(AppEvent {
-                    event_id: format!("m-a-{w}-{e}"),
+        let at = t0.plus(w as i64 * 1_000);
+        let hire = Event::Hr(HrEvent {
+            event_id: format!("m-h-{w}"),
+            event_type: HrEventType::Hire,
+            occurred_at: at,
+            effective_at: at,
+            source_system: "workday".into(),
+            worker_id: wid.clone(),
+            worker_type: WorkerType::Employee,
+            email: None,
+            department: Some("Sales".into()),
+            title: None,
+            manager_id: None,
+            cost_center: None,
+            contract_end: None,
+        });
+        apply(&mut engine, hire);
+        apply(&mut engine, directory(w, &wid, at, 0));
+        for (g, grant) in GRANTS.iter().enumerate() {
+            let event = match shape {
+                Shape::DirectoryGroups => directory(w, &wid, at, g + 1),
+                Shape::DirectoryAndApp => Event::App(AppEvent {
+                    event_id: format!("m-a-{w}-{g}"),
                     event_type: AppEventType::EntitlementGranted,
                     occurred_at: at,
                     app_id: "salesforce".into(),
@@ -508,13 +522,13 @@ fn load_workers(cfg: &Arc<Config>, workers: u64, with_directory: bool) -> Engine
                     worker_id: Some(wid.clone()),
                     account_kind: AccountKind::Human,
                     owner_worker_id: None,
-                    entitlement: Some(["Reports", "Leads", "Cases", "Quotes", "Orders"][e].into()),
+                    entitlement: Some((*grant).into()),
                     privileged: false,
                     approved_by: None,
                     approval_ref: None,
                 }),
-                &mut out,
-            );
+            };
+            apply(&mut engine, event);
         }
     }
     engine

@@ -39,10 +39,10 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
                 "status": r.status,
                 "worker_type": r.worker_type.as_str(),
                 "hired_at": r.hired_at.get().map(|t| t.to_string()),
-                "transferred_at": r.transfer.as_deref().map(|(t, _)| t.to_string()),
+                "transferred_at": r.transfer().map(|(t, _)| t.to_string()),
                 "contract_end": r.contract_end.get().map(|t| t.to_string()),
                 "attributes": attrs(&r.attrs),
-                "scheduled_events": r.scheduled.len(),
+                "scheduled_events": r.scheduled().len(),
             })
         })
         .collect();
@@ -86,8 +86,8 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
         })
         .collect();
     json!({
-        "key": &*key.id,
-        "uncorrelated": key.uncorrelated,
+        "key": key.id(),
+        "uncorrelated": key.uncorrelated(),
         "status": st.status(),
         "hr": hr,
         "accounts": accounts,

@@ -148,15 +148,15 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
     };
     let primary = st.primary();
     let status = primary.map(|p| p.status);
-    let status_since = primary.map_or(Ts::MIN, |p| p.status_stamp.0);
-    let known = st.known_to_hr() && !key.uncorrelated;
+    let status_since = primary.map_or(Ts::MIN, |p| p.status_stamp().0);
+    let known = st.known_to_hr() && !key.uncorrelated();
 
     // Per account.
     for (i, a) in st.accounts.iter().enumerate() {
         let live = a.holds_access();
         match a.kind {
             AccountKind::Human => {
-                if live && (!a.has_worker_id || key.uncorrelated || !known) {
+                if live && (!a.has_worker_id || key.uncorrelated() || !known) {
                     push(
                         Rule::OrphanAccount,
                         SubjectRef::Account(i),
@@ -186,7 +186,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                             push(
                                 Rule::AttributeMismatch,
                                 SubjectRef::Account(i),
-                                since.max(hr.attrs_stamp.0),
+                                since.max(hr.attrs_stamp().0),
                                 false,
                             );
                         }
@@ -198,7 +198,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                 if !live {
                     continue;
                 }
-                let owner_gone = a.owner_worker_id.is_none() || key.uncorrelated || !known;
+                let owner_gone = a.owner_worker_id.is_none() || key.uncorrelated() || !known;
                 let owner_left = status == Some(WorkerStatus::Terminated);
                 if owner_gone || owner_left {
                     let since = if owner_left && !owner_gone {
@@ -223,7 +223,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
         .and_then(|_| {
             st.hr
                 .iter()
-                .filter_map(|r| r.transfer.as_deref().map(|(t, _)| *t))
+                .filter_map(|r| r.transfer().map(|(t, _)| *t))
                 .max()
         });
     for (i, a) in st.accounts.iter().enumerate() {
@@ -369,13 +369,13 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
             .hr
             .iter()
             .filter(|r| r.status == WorkerStatus::Terminated)
-            .map(|r| r.status_stamp.0)
+            .map(|r| r.status_stamp().0)
             .max();
         let active = st
             .hr
             .iter()
             .filter(|r| r.status == WorkerStatus::Active)
-            .map(|r| r.status_stamp.0)
+            .map(|r| r.status_stamp().0)
             .max();
         if let (Some(t), Some(a)) = (terminated, active) {
             push(

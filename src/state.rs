@@ -85,20 +85,22 @@ type Stamp = (Ts, Ts);
 
 /// Department, title, manager and e-mail as one source states them.
 ///
-/// Departments and titles are few and shared by many workers: the engine
-/// interns them, so comparing HR's with a directory account's (done for
-/// every event of the key) usually compares two pointers. Manager ids are
-/// worker ids, inline [`Name`]s.
+/// Departments, titles and managers are few and shared by many workers:
+/// the engine interns them, so comparing HR's with a directory account's
+/// (done for every event of the key) usually compares two pointers, and
+/// each costs eight bytes. E-mail addresses are each worker's own, inline
+/// [`Name`]s.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attrs {
     pub email: Option<Name>,
     pub department: Option<Sym>,
     pub title: Option<Sym>,
-    pub manager_id: Option<Name>,
+    pub manager_id: Option<Sym>,
 }
 
 impl Attrs {
-    /// The attributes an event states; `intern` shares department and title.
+    /// The attributes an event states; `intern` shares department, title
+    /// and manager.
     pub fn stated(
         email: &Option<String>,
         dept: &Option<String>,
@@ -110,7 +112,7 @@ impl Attrs {
             email: email.as_deref().map(Name::new),
             department: dept.as_deref().map(&mut intern),
             title: title.as_deref().map(&mut intern),
-            manager_id: mgr.as_deref().map(Name::new),
+            manager_id: mgr.as_deref().map(&mut intern),
         }
     }
 
@@ -139,29 +141,38 @@ impl Attrs {
 }
 
 /// What one HR source system says about a worker.
+///
+/// Held for every worker, so kept to 176 bytes: the event time half of
+/// each stamp is its event reference's, and the rare parts (a transfer,
+/// future-dated events) share one box.
 #[derive(Clone, Debug)]
 pub struct HrRecord {
     pub source_system: Sym,
     pub status: WorkerStatus,
-    pub status_stamp: Stamp,
     pub status_cause: Option<HrEventType>,
+    pub worker_type: WorkerType,
+    /// The attributes were last set by the status's event (`attrs_ev` is
+    /// then not held separately).
+    attrs_from_status: bool,
+    /// Effective time of the latest status change.
+    status_effective: Ts,
     pub status_ev: Option<EvRef>,
     /// Effective time of the latest HIRE or REHIRE.
     pub hired_at: OptTs,
-    /// Effective time and event of the latest TRANSFER (boxed: most workers
-    /// have none, and the record is held for every worker).
-    pub transfer: Option<Box<(Ts, EvRef)>>,
-    pub worker_type: WorkerType,
     pub attrs: Attrs,
-    pub attrs_stamp: Stamp,
-    /// The event that last set the attributes, when it is not the one that
-    /// set the status (`attrs_from_status`): usually it is, and the record
-    /// holds one reference instead of two.
+    attrs_effective: Ts,
     attrs_ev: Option<Box<EvRef>>,
-    attrs_from_status: bool,
     pub contract_end: OptTs,
+    more: Option<Box<HrMore>>,
+}
+
+/// The parts of an [`HrRecord`] most workers never have.
+#[derive(Clone, Debug, Default)]
+struct HrMore {
+    /// Effective time and event of the latest TRANSFER.
+    transfer: Option<(Ts, EvRef)>,
     /// Future-dated events, applied when stream time reaches `effective_at`.
-    pub scheduled: ThinVec<(HrEvent, Origin)>,
+    scheduled: Vec<(HrEvent, Origin)>,
 }
 
 /// A grant: a directory group membership or an application entitlement.
@@ -237,8 +248,9 @@ impl Grant {
 #[derive(Clone, Debug)]
 pub struct AccountAttrs {
     pub attrs: Attrs,
-    pub at: Ts,
-    pub ev: EvRef,
+    /// None: the event that set them is the account's `state_ev` (an
+    /// account is usually created with its attributes), held once.
+    ev: Option<Box<EvRef>>,
 }
 
 /// A directory or application account.
@@ -280,11 +292,13 @@ impl Account {
 
     /// Time of the event that last set the attributes.
     pub fn attrs_at(&self) -> Ts {
-        self.stated.as_deref().map_or(Ts::MIN, |s| s.at)
+        self.attrs_ev().map_or(Ts::MIN, |e| e.occurred_at)
     }
 
     pub fn attrs_ev(&self) -> Option<&EvRef> {
-        self.stated.as_deref().map(|s| &s.ev)
+        self.stated
+            .as_deref()
+            .map(|s| s.ev.as_deref().unwrap_or(&self.state_ev))
     }
 
     pub fn active_grants(&self) -> impl Iterator<Item = &Grant> {
@@ -320,8 +334,8 @@ impl WorkerState {
             .iter()
             .filter(|r| r.status_ev.is_some())
             .max_by(|a, b| {
-                a.status_stamp
-                    .cmp(&b.status_stamp)
+                a.status_stamp()
+                    .cmp(&b.status_stamp())
                     .then_with(|| b.source_system.cmp(&a.source_system))
             })
     }
@@ -340,32 +354,31 @@ impl WorkerState {
         self.hr
             .iter()
             .filter(|r| r.attrs_ev().is_some())
-            .max_by_key(|r| r.attrs_stamp)
+            .max_by_key(|r| r.attrs_stamp())
     }
 
     /// Earliest effective time of a parked HR event.
     pub fn next_scheduled(&self) -> Option<Ts> {
         self.hr
             .iter()
-            .flat_map(|r| r.scheduled.iter().map(|(e, _)| e.effective_at))
+            .flat_map(|r| r.scheduled().iter().map(|(e, _)| e.effective_at))
             .min()
     }
 
     /// Applies parked HR events whose effective time has come.
     pub fn catch_up(&mut self, now: Ts) {
         for rec in &mut self.hr {
-            if rec.scheduled.iter().all(|(e, _)| e.effective_at > now) {
+            if rec.scheduled().iter().all(|(e, _)| e.effective_at > now) {
                 continue;
             }
-            let mut due: Vec<(HrEvent, Origin)> = Vec::new();
-            rec.scheduled.retain(|(e, o)| {
-                if e.effective_at <= now {
-                    due.push((e.clone(), o.clone()));
-                    false
-                } else {
-                    true
-                }
-            });
+            let more = rec.more.as_deref_mut().expect("has scheduled events");
+            let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut more.scheduled)
+                .into_iter()
+                .partition(|(e, _)| e.effective_at <= now);
+            more.scheduled = later;
+            if more.scheduled.is_empty() && more.transfer.is_none() {
+                rec.more = None;
+            }
             due.sort_by(|a, b| {
                 (a.0.effective_at, a.0.occurred_at).cmp(&(b.0.effective_at, b.0.occurred_at))
             });
@@ -407,18 +420,17 @@ impl WorkerState {
                     HrRecord {
                         source_system: source.clone(),
                         status: WorkerStatus::PreHire,
-                        status_stamp: (Ts::MIN, Ts::MIN),
                         status_cause: None,
+                        worker_type: e.worker_type,
+                        attrs_from_status: false,
+                        status_effective: Ts::MIN,
                         status_ev: None,
                         hired_at: OptTs::NONE,
-                        transfer: None,
-                        worker_type: e.worker_type,
                         attrs: Attrs::default(),
-                        attrs_stamp: (Ts::MIN, Ts::MIN),
+                        attrs_effective: Ts::MIN,
                         attrs_ev: None,
-                        attrs_from_status: false,
                         contract_end: OptTs::NONE,
-                        scheduled: ThinVec::new(),
+                        more: None,
                     },
                 );
                 self.hr.len() - 1
@@ -426,7 +438,10 @@ impl WorkerState {
         };
         let rec = &mut self.hr[idx];
         if e.effective_at > now {
-            rec.scheduled.push((e, origin.clone()));
+            rec.more
+                .get_or_insert_with(Box::default)
+                .scheduled
+                .push((e, origin.clone()));
         } else {
             rec.apply_effective(&e, ev, stated);
         }
@@ -524,16 +539,15 @@ impl WorkerState {
                         e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
                 }
                 if t >= acct.attrs_at() && !stated.is_empty() {
+                    let own_ev = (acct.state_ev != *ev).then(|| Box::new(ev.clone()));
                     let s = acct.stated.get_or_insert_with(|| {
                         Box::new(AccountAttrs {
                             attrs: Attrs::default(),
-                            at: t,
-                            ev: ev.clone(),
+                            ev: None,
                         })
                     });
                     s.attrs.merge(stated);
-                    s.at = t;
-                    s.ev = ev.clone();
+                    s.ev = own_ev;
                 }
             }
             D::GroupAdded | D::GroupRemoved => {
@@ -625,6 +639,10 @@ fn set_state(acct: &mut Account, enabled: bool, deleted: bool, ev: &EvRef) {
         acct.removed_at = ev.occurred_at.into();
     }
     if now_enabled != was_enabled || acct.state_at == Ts::MIN || deleted != acct.deleted {
+        if let Some(s) = acct.stated.as_deref_mut() {
+            // The attributes keep their evidence as the state moves on.
+            s.ev.get_or_insert_with(|| Box::new(acct.state_ev.clone()));
+        }
         acct.state_ev = ev.clone();
     }
     acct.enabled = enabled && !deleted;
@@ -708,10 +726,10 @@ impl HrRecord {
             }
             _ => None,
         };
-        let sets_attrs = stamp >= self.attrs_stamp;
+        let sets_attrs = stamp >= self.attrs_stamp();
         let mut sets_status = false;
         if let Some(status) = new_status {
-            if stamp >= self.status_stamp {
+            if stamp >= self.status_stamp() {
                 if self.attrs_from_status && !sets_attrs {
                     // The attributes keep their evidence as the status moves on.
                     self.attrs_ev = self.status_ev.clone().map(Box::new);
@@ -719,7 +737,7 @@ impl HrRecord {
                 }
                 sets_status = true;
                 self.status = status;
-                self.status_stamp = stamp;
+                self.status_effective = e.effective_at;
                 self.status_cause = Some(e.event_type);
                 self.status_ev = Some(ev.clone());
                 self.worker_type = e.worker_type;
@@ -730,17 +748,14 @@ impl HrRecord {
         {
             self.hired_at = e.effective_at.into();
         }
-        if e.event_type == H::Transfer
-            && self
-                .transfer
-                .as_deref()
-                .is_none_or(|(t, _)| *t <= e.effective_at)
+        if e.event_type == H::Transfer && self.transfer().is_none_or(|(t, _)| *t <= e.effective_at)
         {
-            self.transfer = Some(Box::new((e.effective_at, ev.clone())));
+            self.more.get_or_insert_with(Box::default).transfer =
+                Some((e.effective_at, ev.clone()));
         }
         if sets_attrs {
             self.attrs.merge(stated);
-            self.attrs_stamp = stamp;
+            self.attrs_effective = e.effective_at;
             self.attrs_from_status = sets_status;
             self.attrs_ev = (!sets_status).then(|| Box::new(ev.clone()));
             self.worker_type = e.worker_type;
@@ -748,6 +763,28 @@ impl HrRecord {
                 self.contract_end = e.contract_end.into();
             }
         }
+    }
+
+    /// Effective time, then event time, of the latest status change.
+    pub fn status_stamp(&self) -> Stamp {
+        let at = self.status_ev.as_ref().map_or(Ts::MIN, |e| e.occurred_at);
+        (self.status_effective, at)
+    }
+
+    /// Effective time, then event time, of the latest attribute change.
+    pub fn attrs_stamp(&self) -> Stamp {
+        let at = self.attrs_ev().map_or(Ts::MIN, |e| e.occurred_at);
+        (self.attrs_effective, at)
+    }
+
+    /// Effective time and event of the latest TRANSFER.
+    pub fn transfer(&self) -> Option<&(Ts, EvRef)> {
+        self.more.as_deref().and_then(|m| m.transfer.as_ref())
+    }
+
+    /// Future-dated events waiting for their effective time.
+    pub fn scheduled(&self) -> &[(HrEvent, Origin)] {
+        self.more.as_deref().map_or(&[], |m| &m.scheduled)
     }
 
     /// The event that last set the attributes.
@@ -1007,19 +1044,78 @@ mod tests {
         assert_eq!(st.hr[0].hired_at.get(), Some(Ts(10)));
     }
 
+    #[test]
+    fn directory_attributes_keep_their_event_as_the_account_state_moves() {
+        use DirectoryEventType as D;
+        let mut st = WorkerState::default();
+        let scope = Sym::new("entra");
+        let mut apply = |t: i64, event_type, dept: Option<&str>| {
+            let e = DirectoryEvent {
+                event_id: format!("e{t}"),
+                event_type,
+                occurred_at: Ts(t),
+                directory: "entra".into(),
+                account_id: "u1".into(),
+                worker_id: Some("w1".into()),
+                account_kind: AccountKind::Human,
+                owner_worker_id: None,
+                enabled: None,
+                email: None,
+                department: dept.map(Into::into),
+                title: None,
+                manager_id: None,
+                group: None,
+                privileged: false,
+                approved_by: None,
+                approval_ref: None,
+                actor: None,
+            };
+            let ev = ev_at(t, EventType::Directory(event_type));
+            let stated = Attrs::stated(&e.email, &e.department, &e.title, &e.manager_id, Sym::new);
+            st.apply_directory(e, &stated, &ev, &scope, None);
+            let a = &st.accounts[0];
+            let id = |e: &EvRef| e.event_id.to_string();
+            (id(&a.state_ev), a.attrs_ev().map(id), a.attrs_at())
+        };
+        assert_eq!(
+            apply(10, D::AccountCreated, Some("Sales")),
+            ("e10".into(), Some("e10".into()), Ts(10))
+        );
+        assert_eq!(
+            apply(20, D::AccountDisabled, None),
+            ("e20".into(), Some("e10".into()), Ts(10))
+        );
+        assert_eq!(
+            apply(30, D::AttributesChanged, Some("Legal")),
+            ("e20".into(), Some("e30".into()), Ts(30))
+        );
+        assert_eq!(
+            apply(25, D::AttributesChanged, Some("Support")),
+            ("e20".into(), Some("e30".into()), Ts(30)),
+            "older attributes change nothing"
+        );
+        assert_eq!(st.accounts[0].attrs().department.as_deref(), Some("Legal"));
+    }
+
     /// The budget of the structures held per worker (BENCHMARKS.md,
     /// "Memory"): a field added to one of them shows up here first.
     #[test]
     fn state_structures_stay_within_their_budget() {
         use std::mem::size_of;
         assert_eq!(size_of::<EvRef>(), 48);
-        assert_eq!(size_of::<Key>(), 32);
+        assert_eq!(size_of::<Key>(), 24);
         assert_eq!(size_of::<WorkerState>(), 32);
         // With a 16-byte ThinVec header, five grants fit the allocator's
-        // 384-byte class, one account its 160-byte and one HR record its
-        // 224-byte class (the shape under 1 KiB per worker).
+        // 384-byte size class, one account its 160-byte and one HR record
+        // its 192-byte class; a directory account's attributes the 64-byte
+        // one.
         assert_eq!(size_of::<Grant>(), 72);
         assert!(size_of::<Account>() <= 144, "{}", size_of::<Account>());
-        assert!(size_of::<HrRecord>() <= 208, "{}", size_of::<HrRecord>());
+        assert!(size_of::<HrRecord>() <= 176, "{}", size_of::<HrRecord>());
+        assert!(
+            size_of::<AccountAttrs>() <= 64,
+            "{}",
+            size_of::<AccountAttrs>()
+        );
     }
 }

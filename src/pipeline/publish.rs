@@ -105,7 +105,7 @@ pub async fn produce_events(
             enqueue(
                 producer,
                 topic,
-                Some(key.id.as_bytes()),
+                Some(key.id().as_bytes()),
                 payload.as_bytes(),
                 None,
             )

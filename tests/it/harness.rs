@@ -369,7 +369,7 @@ max_task_idle = "60s"
                 let key = e.key();
                 let topic = pipeline::topic_for(&self.cfg, e.system()).to_string();
                 let record = rdkafka::producer::FutureRecord::to(&topic)
-                    .key(key.id.as_bytes())
+                    .key(key.id().as_bytes())
                     .payload(&payload);
                 pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
             }

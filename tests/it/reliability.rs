@@ -102,7 +102,7 @@ async fn bad_input_corpus_is_dead_lettered_and_nothing_is_lost(broker: Broker) {
             corrupt(&mut rng, &json, kind)
         };
         // Every fifth one has no key.
-        let key = (i % 5 != 0).then(|| sample.key().id.as_bytes().to_vec());
+        let key = (i % 5 != 0).then(|| sample.key().id().as_bytes().to_vec());
         bad.push(Bad {
             topic,
             key,

@@ -63,6 +63,9 @@ pub async fn run(
     opts: BenchOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<(), PipelineError> {
+    if opts.memory_workers > 0 {
+        memory_phase(&cfg, opts.memory_workers, out);
+    }
     let id = format!("bench-{}", Ts::wall_clock().millis() % 1_000_000_000);
     cfg.topics.hr = vec![format!("{id}.hr")];
     cfg.topics.directory = vec![format!("{id}.dir")];
@@ -218,26 +221,31 @@ pub async fn run(
     let _ = stop.send(true);
     finish(detector).await?;
 
-    if opts.memory_workers > 0 {
-        // Each shape is measured while the engines before it are still
-        // alive, so no page freed by one is counted again by the next.
-        let n = opts.memory_workers;
-        let mut kept = Vec::new();
-        for shape in [Shape::DirectoryGroups, Shape::DirectoryAndApp] {
-            let before = rss_bytes().unwrap_or(0);
-            let started = Instant::now();
-            let engine = load_workers(&cfg, n, shape);
-            let secs = started.elapsed().as_secs_f64();
-            let bytes = rss_bytes().unwrap_or(0).saturating_sub(before) as f64 / n as f64;
-            let _ = writeln!(
-                out,
-                "memory: {n} workers ({} each) in state: {bytes:.0} bytes per worker resident ({secs:.1}s to load)",
-                shape.describe()
-            );
-            kept.push(engine);
-        }
-    }
     Ok(())
+}
+
+/// Resident memory per worker of each shape. Runs first, before the
+/// broker starts and before anything else has allocated and freed (memory
+/// freed earlier would be reused and hide part of the growth), with the
+/// configuration as given (storm guard included). Each shape is measured
+/// while the engines before it are still alive, so no page freed by one is
+/// counted again by the next; all are dropped at the end.
+fn memory_phase(cfg: &Config, n: u64, out: &mut (dyn Write + Send)) {
+    let cfg = Arc::new(cfg.clone());
+    let mut kept = Vec::new();
+    for shape in [Shape::DirectoryGroups, Shape::DirectoryAndApp] {
+        let before = rss_bytes().unwrap_or(0);
+        let started = Instant::now();
+        let engine = load_workers(&cfg, n, shape);
+        let secs = started.elapsed().as_secs_f64();
+        let bytes = rss_bytes().unwrap_or(0).saturating_sub(before) as f64 / n as f64;
+        let _ = writeln!(
+            out,
+            "memory: {n} workers ({} each) in state: {bytes:.0} bytes per worker resident ({secs:.1}s to load)",
+            shape.describe()
+        );
+        kept.push(engine);
+    }
 }
 
 async fn finish(

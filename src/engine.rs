@@ -20,11 +20,10 @@ use crate::finding::{
 use crate::id::{EventId, Sym};
 use crate::rules::{self, Condition, Rule, SubjectRef};
 use crate::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
-use crate::time::{OptTs, Ts};
+use crate::time::Ts;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use thin_vec::ThinVec;
 
 /// Where an episode is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +193,7 @@ impl Engine {
     pub fn open_findings(&self) -> Vec<(Rule, crate::finding::Severity)> {
         let mut out = Vec::new();
         for st in self.store.map().iter() {
-            for ep in &st.episodes {
+            for ep in st.episodes() {
                 if matches!(ep.phase, Phase::Open | Phase::Escalated) {
                     if let Some(f) = &ep.finding {
                         out.push((f.rule, f.severity));
@@ -324,7 +323,7 @@ impl Engine {
             TimerKey::Worker(key) => store
                 .map()
                 .get(key)
-                .is_some_and(|st| st.wake_at.get() == Some(*at)),
+                .is_some_and(|st| st.wake_at() == Some(*at)),
         });
         kept.shrink_to_fit();
         self.timers_sweep_at = (2 * kept.len()).max(MIN_TIMER_SWEEP);
@@ -350,10 +349,10 @@ impl Engine {
                     let store = self.store.clone();
                     let entry = store.map().get_mut(&key);
                     if let Some(mut st) = entry {
-                        if st.wake_at.get() == Some(at) {
+                        if st.wake_at() == Some(at) {
                             let before = st.entries();
                             self.stats.timers_fired += 1;
-                            st.wake_at = OptTs::NONE;
+                            st.set_wake_at(None);
                             st.catch_up(now);
                             let cause = timer_cause(&st);
                             self.reconcile(&key, &mut st, now, &cause, out);
@@ -414,28 +413,26 @@ impl Engine {
     ) {
         let mut conds = std::mem::take(&mut self.buf);
         rules::evaluate(&self.cfg, key, st, at, &mut conds);
-        if conds.is_empty() && st.episodes.is_empty() {
+        if conds.is_empty() && st.episodes().is_empty() {
             self.buf = conds;
             self.reschedule(key, st, at);
             return;
         }
+        // Out of the state while they move along, back before the timer is set.
+        let mut eps = st.take_episodes();
         self.generation += 1;
         let generation = self.generation;
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         for (ci, c) in conds.iter().enumerate() {
             let sid = self.sid(c, st);
-            let ei = match st
-                .episodes
-                .iter()
-                .position(|e| e.rule == c.rule && e.sid == sid)
-            {
+            let ei = match eps.iter().position(|e| e.rule == c.rule && e.sid == sid) {
                 Some(ei) => ei,
                 None => {
                     let (tagged, onset) = self.note_onset(c.rule, at, key, cause);
                     let sla = self.cfg.rule(c.rule).sla_ms;
                     push_compact(
-                        &mut st.episodes,
+                        &mut eps,
                         Episode {
                             rule: c.rule,
                             sid,
@@ -454,23 +451,23 @@ impl Engine {
                         storm.tagged += 1;
                         storm.tagged_keys.insert(key.clone());
                     }
-                    st.episodes.len() - 1
+                    eps.len() - 1
                 }
             };
-            if st.episodes[ei].seen != generation {
-                st.episodes[ei].seen = generation;
+            if eps[ei].seen != generation {
+                eps[ei].seen = generation;
                 matched.push((ei, ci));
             }
         }
 
         // Episodes whose condition no longer holds end here.
         let mut i = 0;
-        while i < st.episodes.len() {
-            if st.episodes[i].seen == generation {
+        while i < eps.len() {
+            if eps[i].seen == generation {
                 i += 1;
                 continue;
             }
-            let ep = st.episodes.remove(i);
+            let ep = eps.remove(i);
             for m in matched.iter_mut() {
                 if m.0 > i {
                     m.0 -= 1;
@@ -497,17 +494,12 @@ impl Engine {
                 }
             }
         }
-        if st.episodes.is_empty() {
-            // Most keys have an episode only for a while (a hire awaiting
-            // its account): hold no empty allocation for the rest of their life.
-            st.episodes = ThinVec::new();
-        }
 
         // Episodes whose condition holds move on when their time has come.
         for &(ei, ci) in &matched {
             let c = conds[ci];
             let storm_active = self.storms[c.rule.index()].active.is_some();
-            let ep = &mut st.episodes[ei];
+            let ep = &mut eps[ei];
             match ep.phase {
                 Phase::Pending if at >= ep.due => {
                     if ep.tagged && storm_active {
@@ -517,7 +509,7 @@ impl Engine {
                     } else {
                         let began = ep.began;
                         let f = self.open_finding(key, st, &c, began, at);
-                        let ep = &mut st.episodes[ei];
+                        let ep = &mut eps[ei];
                         ep.phase = Phase::Open;
                         self.stats.opened += 1;
                         out.push(f.clone());
@@ -548,6 +540,9 @@ impl Engine {
                 _ => {}
             }
         }
+        // Most keys have an episode only for a while (a hire awaiting its
+        // account): an empty list is freed, not kept for their life.
+        st.put_episodes(eps);
         self.buf = conds;
         self.matched = matched;
         self.reschedule(key, st, at);
@@ -563,7 +558,7 @@ impl Engine {
         if let Some(t) = st.next_scheduled() {
             consider(t);
         }
-        for ep in &st.episodes {
+        for ep in st.episodes() {
             match ep.phase {
                 Phase::Pending => consider(ep.due),
                 Phase::Open => {
@@ -574,8 +569,8 @@ impl Engine {
                 Phase::Held | Phase::Escalated => {}
             }
         }
-        if wake != st.wake_at.get() {
-            st.wake_at = wake.into();
+        if wake != st.wake_at() {
+            st.set_wake_at(wake);
             if let Some(w) = wake {
                 self.timers
                     .push(Reverse((w, TimerKey::Worker(key.clone()))));
@@ -817,7 +812,7 @@ impl Engine {
                 if let Some(mut st) = self.store.map().get_mut(&key) {
                     let mut n = 0;
                     for ep in st
-                        .episodes
+                        .episodes_mut()
                         .iter_mut()
                         .filter(|e| e.rule == rule && !e.tagged && e.phase == Phase::Pending)
                     {
@@ -855,7 +850,7 @@ impl Engine {
                 let Some(mut st) = store.map().get_mut(&key) else {
                     continue;
                 };
-                for ep in st.episodes.iter_mut().filter(|e| e.rule == rule) {
+                for ep in st.episodes_mut().iter_mut().filter(|e| e.rule == rule) {
                     ep.tagged = false;
                     if ep.phase == Phase::Held {
                         ep.phase = Phase::Pending;

@@ -73,7 +73,7 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
         })
         .collect();
     let episodes: Vec<Value> = st
-        .episodes
+        .episodes()
         .iter()
         .map(|e| {
             json!({
@@ -129,7 +129,7 @@ impl FindingFilter {
 pub fn open_findings(store: &Store, filter: &FindingFilter, out: &mut Vec<Finding>) -> bool {
     let limit = filter.limit.unwrap_or(1000);
     for st in store.map().iter() {
-        for ep in &st.episodes {
+        for ep in st.episodes() {
             if !matches!(ep.phase, Phase::Open | Phase::Escalated) {
                 continue;
             }

@@ -9,6 +9,7 @@
 //! - effective time: an HR event whose `effective_at` lies ahead of stream
 //!   time is parked in `scheduled` and applied when stream time reaches it.
 
+use crate::engine::Episode;
 use crate::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, EventType, HrEvent,
     HrEventType, Key, Origin, System, WorkerType,
@@ -322,12 +323,78 @@ impl Account {
 pub struct WorkerState {
     pub hr: ThinVec<HrRecord>,
     pub accounts: ThinVec<Account>,
-    pub episodes: ThinVec<crate::engine::Episode>,
+    /// Episodes and the timer, boxed together: most keys have neither for
+    /// most of their life, and the map entry stays 24 bytes.
+    watch: Option<Box<Watch>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Watch {
+    episodes: ThinVec<Episode>,
     /// The time this key's timer is set for, if any.
-    pub wake_at: OptTs,
+    wake_at: OptTs,
 }
 
 impl WorkerState {
+    pub fn episodes(&self) -> &[Episode] {
+        self.watch.as_deref().map_or(&[], |w| &w.episodes)
+    }
+
+    /// The episodes, to change in place (none allocated for a key without).
+    pub fn episodes_mut(&mut self) -> &mut [Episode] {
+        match self.watch.as_deref_mut() {
+            Some(w) => &mut w.episodes,
+            None => &mut [],
+        }
+    }
+
+    /// Moves the episodes out, to be put back with [`Self::put_episodes`].
+    pub fn take_episodes(&mut self) -> ThinVec<Episode> {
+        self.watch
+            .as_deref_mut()
+            .map(|w| std::mem::take(&mut w.episodes))
+            .unwrap_or_default()
+    }
+
+    /// Holds `episodes`; an empty list is freed.
+    pub fn put_episodes(&mut self, episodes: ThinVec<Episode>) {
+        if episodes.is_empty() {
+            if let Some(w) = self.watch.as_deref_mut() {
+                w.episodes = ThinVec::new();
+            }
+            self.tidy();
+        } else {
+            self.watch.get_or_insert_with(Box::default).episodes = episodes;
+        }
+    }
+
+    /// The time this key's timer is set for, if any.
+    pub fn wake_at(&self) -> Option<Ts> {
+        self.watch.as_deref().and_then(|w| w.wake_at.get())
+    }
+
+    pub fn set_wake_at(&mut self, at: Option<Ts>) {
+        match at {
+            Some(_) => self.watch.get_or_insert_with(Box::default).wake_at = at.into(),
+            None => {
+                if let Some(w) = self.watch.as_deref_mut() {
+                    w.wake_at = OptTs::NONE;
+                }
+                self.tidy();
+            }
+        }
+    }
+
+    fn tidy(&mut self) {
+        if self
+            .watch
+            .as_deref()
+            .is_some_and(|w| w.episodes.is_empty() && w.wake_at.get().is_none())
+        {
+            self.watch = None;
+        }
+    }
+
     /// The record whose latest status change is newest: the worker's status.
     pub fn primary(&self) -> Option<&HrRecord> {
         self.hr
@@ -617,7 +684,7 @@ impl WorkerState {
     /// Number of entries held (accounts, grants, HR records, episodes).
     pub fn entries(&self) -> usize {
         self.hr.len()
-            + self.episodes.len()
+            + self.episodes().len()
             + self
                 .accounts
                 .iter()
@@ -1097,6 +1164,20 @@ mod tests {
         assert_eq!(st.accounts[0].attrs().department.as_deref(), Some("Legal"));
     }
 
+    #[test]
+    fn a_key_without_episodes_or_timer_holds_no_watch() {
+        let mut st = WorkerState::default();
+        st.set_wake_at(Some(Ts(5)));
+        assert_eq!(st.wake_at(), Some(Ts(5)));
+        assert!(st.episodes().is_empty() && st.take_episodes().is_empty());
+        st.put_episodes(ThinVec::new());
+        assert_eq!(st.wake_at(), Some(Ts(5)), "the timer outlives the episodes");
+        st.set_wake_at(None);
+        assert!(st.watch.is_none());
+        assert!(st.episodes_mut().is_empty());
+        assert!(st.watch.is_none(), "reading for change allocates nothing");
+    }
+
     /// The budget of the structures held per worker (BENCHMARKS.md,
     /// "Memory"): a field added to one of them shows up here first.
     #[test]
@@ -1104,7 +1185,7 @@ mod tests {
         use std::mem::size_of;
         assert_eq!(size_of::<EvRef>(), 48);
         assert_eq!(size_of::<Key>(), 24);
-        assert_eq!(size_of::<WorkerState>(), 32);
+        assert_eq!(size_of::<WorkerState>(), 24);
         // With a 16-byte ThinVec header, five grants fit the allocator's
         // 384-byte size class, one account its 160-byte and one HR record
         // its 192-byte class; a directory account's attributes the 64-byte

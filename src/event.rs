@@ -246,7 +246,7 @@ pub enum Event {
 /// SHARED_ADMIN accounts, else the `account_id` (uncorrelated). The flag
 /// keeps an uncorrelated account id from ever colliding with a worker id.
 ///
-/// 24 bytes, a fifth of a tracked worker's map entry: the flag is the
+/// 24 bytes, half of a tracked worker's map entry: the flag is the
 /// mark of the id [`Name`]. Keys compare by flag, then id.
 #[derive(Clone, Debug)]
 pub struct Key {

@@ -227,7 +227,7 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                 .max()
         });
     for (i, a) in st.accounts.iter().enumerate() {
-        if a.deleted {
+        if a.deleted || !a.has_privileged_grant() {
             continue;
         }
         for (g, grant) in a.grants.iter().enumerate() {

@@ -18,7 +18,7 @@ use crate::finding::Evidence;
 use crate::id::{EventId, Name, Sym, Topic};
 use crate::time::{OptTs, Ts};
 use dashmap::DashMap;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use thin_vec::ThinVec;
 
 /// Pushes onto a vector that is usually tiny: the first few slots grow one
@@ -262,7 +262,8 @@ pub struct Account {
     pub scope: Sym,
     pub account_id: Name,
     pub kind: AccountKind,
-    pub owner_worker_id: Option<Box<str>>,
+    /// The owner of a non-human account (rare: shared, not inline).
+    pub owner_worker_id: Option<Sym>,
     pub has_worker_id: bool,
     pub enabled: bool,
     pub deleted: bool,
@@ -276,6 +277,10 @@ pub struct Account {
     pub state_ev: EvRef,
     pub stated: Option<Box<AccountAttrs>>,
     pub grants: ThinVec<Grant>,
+    /// Grants both active and privileged, kept by `set_grant` (the only
+    /// place a grant changes), so that the rules skip the grant list of
+    /// an account that has none.
+    privileged_grants: u32,
 }
 
 static NO_ATTRS: Attrs = Attrs {
@@ -307,7 +312,7 @@ impl Account {
     }
 
     pub fn has_privileged_grant(&self) -> bool {
-        self.active_grants().any(|g| g.privileged)
+        self.privileged_grants > 0
     }
 
     /// Holds access: enabled, or (for app accounts) still holding entitlements.
@@ -465,7 +470,8 @@ impl WorkerState {
     }
 
     /// Applies an HR event from `source` (the interned source system)
-    /// stating `stated`; `ev` points at it.
+    /// stating `stated`; `ev` points at it. Returns the entries it added
+    /// (a first record from this source).
     pub fn apply_hr(
         &mut self,
         e: HrEvent,
@@ -474,7 +480,8 @@ impl WorkerState {
         stated: &Attrs,
         ev: &EvRef,
         now: Ts,
-    ) {
+    ) -> usize {
+        let mut added = 0;
         let idx = match self
             .hr
             .iter()
@@ -500,6 +507,7 @@ impl WorkerState {
                         more: None,
                     },
                 );
+                added = 1;
                 self.hr.len() - 1
             }
         };
@@ -512,6 +520,7 @@ impl WorkerState {
         } else {
             rec.apply_effective(&e, ev, stated);
         }
+        added
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -524,11 +533,11 @@ impl WorkerState {
         has_worker_id: bool,
         owner: Option<&str>,
         ev: &EvRef,
-    ) -> &mut Account {
+    ) -> (&mut Account, usize) {
         if let Some(i) = self
             .accounts
             .iter()
-            .position(|a| a.system == system && *a.scope == **scope && *a.account_id == *account_id)
+            .position(|a| a.system == system && a.scope == *scope && *a.account_id == *account_id)
         {
             let a = &mut self.accounts[i];
             if ev.occurred_at >= a.state_at {
@@ -538,7 +547,7 @@ impl WorkerState {
                     a.owner_worker_id = owner.map(Into::into);
                 }
             }
-            return a;
+            return (a, 0);
         }
         push_compact(
             &mut self.accounts,
@@ -558,11 +567,14 @@ impl WorkerState {
                 state_ev: ev.clone(),
                 stated: None,
                 grants: ThinVec::new(),
+                privileged_grants: 0,
             },
         );
-        self.accounts.last_mut().expect("just pushed")
+        (self.accounts.last_mut().expect("just pushed"), 1)
     }
 
+    /// Applies a directory event. Returns the entries it added (an
+    /// account, a group).
     pub fn apply_directory(
         &mut self,
         e: DirectoryEvent,
@@ -570,9 +582,9 @@ impl WorkerState {
         ev: &EvRef,
         scope: &Sym,
         group: Option<Sym>,
-    ) {
+    ) -> usize {
         let t = e.occurred_at;
-        let acct = self.account_entry(
+        let (acct, mut added) = self.account_entry(
             System::Directory,
             scope,
             &e.account_id,
@@ -619,7 +631,7 @@ impl WorkerState {
             }
             D::GroupAdded | D::GroupRemoved => {
                 if let Some(name) = group {
-                    set_grant(
+                    added += set_grant(
                         acct,
                         name,
                         e.event_type == D::GroupAdded,
@@ -631,10 +643,19 @@ impl WorkerState {
                 }
             }
         }
+        added
     }
 
-    pub fn apply_app(&mut self, e: AppEvent, ev: &EvRef, scope: &Sym, entitlement: Option<Sym>) {
-        let acct = self.account_entry(
+    /// Applies an application event. Returns the entries it added (an
+    /// account, an entitlement).
+    pub fn apply_app(
+        &mut self,
+        e: AppEvent,
+        ev: &EvRef,
+        scope: &Sym,
+        entitlement: Option<Sym>,
+    ) -> usize {
+        let (acct, mut added) = self.account_entry(
             System::App,
             scope,
             &e.account_id,
@@ -659,7 +680,7 @@ impl WorkerState {
                     set_state(acct, true, false, ev);
                 }
                 if let Some(name) = entitlement {
-                    match e.event_type {
+                    added += match e.event_type {
                         A::EntitlementGranted => {
                             set_grant(acct, name, true, e.privileged, e.approved_by, false, ev)
                         }
@@ -667,7 +688,7 @@ impl WorkerState {
                             set_grant(acct, name, false, e.privileged, e.approved_by, false, ev)
                         }
                         _ => set_grant(acct, name, true, e.privileged, e.approved_by, true, ev),
-                    }
+                    };
                 } else if e.event_type == A::AccessRecertified {
                     // Recertification of the whole account covers every grant on it.
                     let by = approver(e.approved_by);
@@ -679,9 +700,12 @@ impl WorkerState {
                 }
             }
         }
+        added
     }
 
-    /// Number of entries held (accounts, grants, HR records, episodes).
+    /// Number of entries held (accounts, grants, HR records, episodes): a
+    /// walk over every list of the key, for checks; the engine keeps its
+    /// total from what each apply reports it added.
     pub fn entries(&self) -> usize {
         self.hr.len()
             + self.episodes().len()
@@ -724,6 +748,7 @@ fn approver(approved_by: Option<String>) -> Option<Box<str>> {
         .map(String::into_boxed_str)
 }
 
+/// Sets one grant of `acct`; returns 1 when it is a new entry.
 #[allow(clippy::too_many_arguments)]
 fn set_grant(
     acct: &mut Account,
@@ -733,15 +758,23 @@ fn set_grant(
     approved_by: Option<String>,
     recertify: bool,
     ev: &EvRef,
-) {
+) -> usize {
     let t = ev.occurred_at;
     let approved_by = approver(approved_by);
-    // Names are interned, so the pointer usually decides.
-    match acct.grants.iter_mut().find(|g| g.name == name) {
-        Some(g) => {
+    // Names are interned, so the pointer decides but for names interned
+    // once the interner was full: only a miss compares the text.
+    let found = acct
+        .grants
+        .iter()
+        .position(|g| g.name.ptr_eq(&name))
+        .or_else(|| acct.grants.iter().position(|g| g.name == name));
+    let (i, held_before, added) = match found {
+        Some(i) => {
+            let g = &mut acct.grants[i];
             if t < g.updated_at() {
-                return;
+                return 0;
             }
+            let held_before = g.active && g.privileged;
             if recertify {
                 g.recertify(t, approved_by);
             } else if active {
@@ -759,6 +792,7 @@ fn set_grant(
                 g.active = false;
                 g.ev = ev.clone();
             }
+            (i, held_before, 0)
         }
         None => {
             let mut g = Grant {
@@ -774,8 +808,16 @@ fn set_grant(
                 g.set_approver(approved_by);
             }
             push_compact(&mut acct.grants, g);
+            (acct.grants.len() - 1, false, 1)
         }
+    };
+    let held = acct.grants[i].active && acct.grants[i].privileged;
+    match (held_before, held) {
+        (false, true) => acct.privileged_grants += 1,
+        (true, false) => acct.privileged_grants -= 1,
+        _ => {}
     }
+    added
 }
 
 impl HrRecord {
@@ -890,33 +932,59 @@ impl Store {
 
 /// A bounded memory of recently seen event ids (FIFO eviction), so that a
 /// redelivered event is ignored.
+///
+/// The ids are held as 64-bit fingerprints in an open-addressing table
+/// with linear probing, at most half full, and deletion by backward shift
+/// (no tombstones). At a million ids both the table and the arrival order
+/// are far larger than the CPU caches, so an insert and the eviction it
+/// causes each cost a cache miss: the slot of the next id to be evicted is
+/// known one insert ahead and is prefetched then.
 #[derive(Debug)]
 pub struct Dedup {
     capacity: usize,
+    /// Fingerprints in arrival order, oldest first.
     order: VecDeque<u64>,
-    seen: HashSet<u64, BuildNoHash>,
+    /// Fingerprints (never 0) or 0 for an empty slot; a power of two long.
+    slots: Box<[u64]>,
+    /// log2 of `slots.len()`.
+    bits: u32,
 }
+
+/// The table's first size; it doubles when half full.
+const DEDUP_MIN_BITS: u32 = 10;
 
 impl Dedup {
     pub fn new(capacity: usize) -> Dedup {
         Dedup {
             capacity,
             order: VecDeque::with_capacity(capacity.min(1 << 16)),
-            seen: HashSet::with_capacity_and_hasher(capacity.min(1 << 16), BuildNoHash),
+            slots: vec![0; 1 << DEDUP_MIN_BITS].into_boxed_slice(),
+            bits: DEDUP_MIN_BITS,
         }
     }
 
     /// Returns false when `id` was seen recently.
     pub fn insert(&mut self, system: System, id: &str) -> bool {
-        let h = fingerprint(system, id);
-        if !self.seen.insert(h) {
-            return false;
+        let h = fingerprint(system, id).max(1);
+        let mut i = self.home(h);
+        loop {
+            match self.slots[i] {
+                0 => break,
+                v if v == h => return false,
+                _ => i = (i + 1) & self.mask(),
+            }
         }
+        self.slots[i] = h;
         self.order.push_back(h);
         if self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
+                self.remove(old);
             }
+        } else if 2 * self.order.len() > self.slots.len() {
+            self.grow();
+        }
+        if let Some(&next) = self.order.front() {
+            prefetch(&self.slots[self.home(next)]);
         }
         true
     }
@@ -928,37 +996,73 @@ impl Dedup {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
-}
 
-/// The fingerprints are hashes already: use them as they are.
-#[derive(Clone, Copy, Default, Debug)]
-struct BuildNoHash;
-
-#[derive(Default)]
-struct NoHash(u64);
-
-impl std::hash::Hasher for NoHash {
-    fn finish(&self) -> u64 {
-        self.0
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
+
+    /// The slot a fingerprint probes first: the top bits of a Fibonacci
+    /// hash (FNV's low bits mix poorly).
+    fn home(&self, h: u64) -> usize {
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+    }
+
+    /// Removes `h`, which is in the table, shifting back the entries that
+    /// probed past its slot so that every entry stays reachable from its home.
+    fn remove(&mut self, h: u64) {
+        let mask = self.mask();
+        let mut hole = self.home(h);
+        while self.slots[hole] != h {
+            hole = (hole + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let v = self.slots[j];
+            if v == 0 {
+                break;
+            }
+            // The entry may fill the hole if the hole lies between its
+            // home and where it sits.
+            let home = self.home(v);
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = v;
+                self.slots[j] = 0;
+                hole = j;
+            }
         }
     }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+
+    fn grow(&mut self) {
+        self.bits += 1;
+        let old = std::mem::replace(&mut self.slots, vec![0; 1 << self.bits].into_boxed_slice());
+        let mask = self.mask();
+        for h in old.iter().copied().filter(|&h| h != 0) {
+            let mut i = self.home(h);
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = h;
+        }
     }
 }
 
-impl std::hash::BuildHasher for BuildNoHash {
-    type Hasher = NoHash;
-    fn build_hasher(&self) -> NoHash {
-        NoHash(0)
+/// Asks the CPU to bring the cache line of `x` in, without waiting for it.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint
+    // that reads nothing and cannot fault.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (x as *const T).cast::<i8>(),
+        );
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
-/// A 64-bit FNV-1a fingerprint of an event id within its family.
 fn fingerprint(system: System, id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in std::iter::once(&(system as u8)).chain(id.as_bytes()) {
@@ -984,6 +1088,38 @@ mod tests {
         assert!(d.insert(System::Hr, "b"));
         assert_eq!(d.len(), 2);
         assert!(d.insert(System::Hr, "a"), "evicted, so accepted again");
+    }
+
+    /// The table answers as a plain set with FIFO eviction would, through
+    /// growth, evictions and the backward shifts they cause, with ids drawn
+    /// from a small universe so that many repeat inside the window.
+    #[test]
+    fn dedup_matches_a_fifo_set() {
+        use crate::generate::Rng;
+        use std::collections::HashSet;
+        let mut rng = Rng::new(11);
+        for capacity in [1, 7, 600, 5_000] {
+            let mut d = Dedup::new(capacity);
+            let mut order = VecDeque::new();
+            let mut seen = HashSet::new();
+            for step in 0..40_000 {
+                let id = format!("e{}", rng.below(2 * capacity as u64 + 50));
+                let fresh = seen.insert(id.clone());
+                if fresh {
+                    order.push_back(id.clone());
+                    if order.len() > capacity {
+                        let old = order.pop_front().expect("non-empty");
+                        seen.remove(&old);
+                    }
+                }
+                assert_eq!(
+                    d.insert(System::App, &id),
+                    fresh,
+                    "capacity {capacity}, step {step}, id {id}"
+                );
+                assert_eq!(d.len(), order.len());
+            }
+        }
     }
 
     fn ev_at(t: i64, kind: EventType) -> EvRef {
@@ -1044,6 +1180,49 @@ mod tests {
         assert!(g.active);
         assert_eq!(g.granted_at(), Ts(60));
         assert_eq!((g.recertified_at(), g.approved_by()), (None, None));
+    }
+
+    /// The account's count of active privileged grants follows grants,
+    /// revocations (in and out of order), re-grants and recertifications
+    /// of grants that turn privileged later, as a scan of the list says.
+    #[test]
+    fn privileged_grant_count_follows_the_grants() {
+        use crate::generate::Rng;
+        use AppEventType as A;
+        let mut rng = Rng::new(5);
+        let mut st = WorkerState::default();
+        let scope = Sym::new("crm");
+        let names: Vec<Sym> = (0..6).map(|i| Sym::new(&format!("role-{i}"))).collect();
+        let kinds = [
+            A::EntitlementGranted,
+            A::EntitlementRevoked,
+            A::AccessRecertified,
+        ];
+        let mut held_some = false;
+        for step in 0..3_000i64 {
+            // Mostly forward in time, sometimes late.
+            let t = step - rng.below(5) as i64;
+            let (mut e, ev) = app(t, kinds[rng.below(3) as usize], None);
+            e.privileged = rng.below(3) == 0;
+            let name = names[rng.below(names.len() as u64) as usize].clone();
+            // A fresh copy of the text now and then: found by its text.
+            let name = if rng.below(4) == 0 {
+                Sym::new(name.as_str())
+            } else {
+                name
+            };
+            st.apply_app(e, &ev, &scope, Some(name));
+            let a = &st.accounts[0];
+            let scanned = a.active_grants().any(|g| g.privileged);
+            assert_eq!(a.has_privileged_grant(), scanned, "step {step}");
+            assert_eq!(
+                a.privileged_grants as usize,
+                a.active_grants().filter(|g| g.privileged).count()
+            );
+            assert!(a.grants.len() <= names.len(), "one grant per name");
+            held_some |= scanned;
+        }
+        assert!(held_some);
     }
 
     #[test]

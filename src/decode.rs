@@ -44,8 +44,15 @@ impl DecodeError {
 /// The largest message accepted by default (1 MiB); larger ones are dead letters.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+/// Decodes a message already checked to be UTF-8 (so serde does not check
+/// each string again).
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    // Tracking the path costs a third of the decode; a message that fails
+    // is decoded again with it, to name the field at fault.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -77,9 +84,7 @@ pub fn decode_json(system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(DecodeError::Utf8(e.valid_up_to()));
-    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.valid_up_to()))?;
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(_) => {
@@ -97,9 +102,9 @@ pub fn decode_json(system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
         None => return Err(DecodeError::Empty),
     }
     Ok(match system {
-        System::Hr => Event::Hr(from_json::<HrEvent>(bytes)?),
-        System::Directory => Event::Directory(from_json::<DirectoryEvent>(bytes)?),
-        System::App => Event::App(from_json::<AppEvent>(bytes)?),
+        System::Hr => Event::Hr(from_json::<HrEvent>(text)?),
+        System::Directory => Event::Directory(from_json::<DirectoryEvent>(text)?),
+        System::App => Event::App(from_json::<AppEvent>(text)?),
     })
 }
 

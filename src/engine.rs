@@ -21,6 +21,7 @@ use crate::id::{EventId, Sym};
 use crate::rules::{self, Condition, Rule, SubjectRef};
 use crate::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::time::Ts;
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -624,7 +625,12 @@ impl Engine {
                 level: 1,
             },
             evidence,
-            frameworks: c.rule.frameworks().iter().map(|s| s.to_string()).collect(),
+            frameworks: c
+                .rule
+                .frameworks()
+                .iter()
+                .map(|s| Cow::Borrowed(*s))
+                .collect(),
             detector: Detector {
                 version: cfg.version.clone(),
                 instance: cfg.instance.clone(),
@@ -752,7 +758,11 @@ impl Engine {
                 level: 1,
             },
             evidence,
-            frameworks: Rule::SourceStorm.frameworks().iter().map(|s| s.to_string()).collect(),
+            frameworks: Rule::SourceStorm
+                .frameworks()
+                .iter()
+                .map(|s| Cow::Borrowed(*s))
+                .collect(),
             detector: Detector {
                 version: cfg.version.clone(),
                 instance: cfg.instance.clone(),

@@ -10,6 +10,7 @@ use crate::event::System;
 use crate::rules::Rule;
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,11 +110,11 @@ pub struct Escalation {
 /// One source event behind a finding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
-    pub topic: Arc<str>,
+    pub topic: Cow<'static, str>,
     pub partition: i32,
     pub offset: i64,
     pub event_id: Arc<str>,
-    pub event_type: Box<str>,
+    pub event_type: Cow<'static, str>,
     pub occurred_at: Ts,
 }
 
@@ -140,7 +141,8 @@ pub struct Finding {
     pub remediation_deadline: Ts,
     pub escalation: Escalation,
     pub evidence: Vec<Evidence>,
-    pub frameworks: Vec<String>,
+    /// The rule's controls: static text, borrowed, never copied.
+    pub frameworks: Vec<Cow<'static, str>>,
     pub detector: Detector,
     /// Stream time of this transition (equals `detected_at` for OPEN).
     pub transitioned_at: Ts,

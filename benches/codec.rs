@@ -27,16 +27,28 @@ fn stream() -> Vec<(System, String)> {
 }
 
 /// Decodes and applies every message to `engine`; the finding transitions.
+/// Like the pipeline, it decodes a message before the one ahead of it is
+/// applied, and prefetches its state.
 fn apply_all(engine: &mut Engine, messages: &[(System, String)], topic: &Arc<str>) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (i, (sys, json)) in messages.iter().enumerate() {
-        let event = decode_json(*sys, json.as_bytes()).unwrap();
-        let origin = Origin {
-            topic: Topic::new(topic),
-            partition: 0,
-            offset: i as i64,
-        };
-        engine.apply(Envelope { origin, event }, &mut out);
+    let mut decoded = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (sys, json))| Envelope {
+            origin: Origin {
+                topic: Topic::new(topic),
+                partition: 0,
+                offset: i as i64,
+            },
+            event: decode_json(*sys, json.as_bytes()).unwrap(),
+        });
+    let mut next = decoded.next();
+    while let Some(env) = next {
+        next = decoded.next();
+        if let Some(n) = &next {
+            engine.prefetch(n);
+        }
+        engine.apply(env, &mut out);
     }
     out
 }

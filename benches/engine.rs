@@ -7,7 +7,8 @@
 //! event time moving forward, so dedup, timers and all rules run as live.
 //! The same batches on 10,000 workers show what the size of the state
 //! costs (each of them then takes ten events of every batch, and its
-//! directory account soon holds all 50 groups).
+//! directory account soon holds all 50 groups). As in the pipeline, the
+//! state of the next event is prefetched before an event is applied.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use driftwatch::config::Config;
@@ -164,7 +165,11 @@ fn bench_workers(c: &mut Criterion, name: &str, workers: u64, batch: usize) {
             |batch| {
                 let mut engine = engine.borrow_mut();
                 let mut out = Vec::new();
-                for env in batch {
+                let mut events = batch.into_iter().peekable();
+                while let Some(env) = events.next() {
+                    if let Some(next) = events.peek() {
+                        engine.prefetch(next);
+                    }
                     engine.apply(env, &mut out);
                 }
                 out.len()

@@ -234,6 +234,15 @@ impl Engine {
         a
     }
 
+    /// Starts loading the state `env` will touch: call it for the next
+    /// event before applying this one, so that the memory of the next
+    /// arrives while this one is worked on.
+    pub fn prefetch(&self, env: &Envelope) {
+        self.dedup
+            .prefetch(env.event.system(), env.event.event_id());
+        self.store.prefetch(&env.event.key());
+    }
+
     /// Applies one event; finding transitions are appended to `out`.
     pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
         let Envelope { origin, event } = env;

@@ -66,11 +66,24 @@ impl<T: Timed> Merge<T> {
     /// when nothing is waiting or when an empty queue that is not `settled`
     /// might still bring an earlier record.
     pub fn pop(&mut self, settled: impl Fn(usize) -> bool) -> Option<(usize, i64, T)> {
+        let q = self.choose(settled)?;
+        self.take(q)
+    }
+
+    /// The record `pop` would return if every empty queue were settled:
+    /// most often the next one, for prefetching its state.
+    pub fn peek(&self) -> Option<&T> {
+        let q = self.choose(|_| true)?;
+        self.queues[q].front().map(|(_, item)| item)
+    }
+
+    /// The queue whose head goes next.
+    fn choose(&self, settled: impl Fn(usize) -> bool) -> Option<usize> {
         if let Some(q) = self.queues.iter().position(|q| {
             q.front()
                 .is_some_and(|(_, item)| item.order_time().is_none())
         }) {
-            return self.take(q);
+            return Some(q);
         }
         let mut best: Option<(Ts, usize)> = None;
         for (i, q) in self.queues.iter().enumerate() {
@@ -85,7 +98,7 @@ impl<T: Timed> Merge<T> {
                 }
             }
         }
-        best.and_then(|(_, q)| self.take(q))
+        best.map(|(_, q)| q)
     }
 
     fn take(&mut self, q: usize) -> Option<(usize, i64, T)> {
@@ -142,6 +155,31 @@ mod tests {
         m.push(1, 0, At(Some(3)));
         assert_eq!(drain(&mut m, |_| false), vec![(1, 0)]);
         assert_eq!(drain(&mut m, |q| q == 1), vec![(0, 0)]);
+    }
+
+    /// `peek` shows what a settled `pop` takes next, through random pushes
+    /// and pops with ties and untimed records.
+    #[test]
+    fn peek_shows_the_next_settled_pop() {
+        /// A record known by its serial, ordered by its time.
+        struct Serial(Option<i64>, u64);
+        impl Timed for Serial {
+            fn order_time(&self) -> Option<Ts> {
+                self.0.map(Ts)
+            }
+        }
+        let mut rng = crate::generate::Rng::new(3);
+        let mut m = Merge::new(3);
+        for serial in 0..5_000 {
+            if rng.below(3) > 0 {
+                let q = rng.below(3) as usize;
+                let t = (rng.below(8) > 0).then(|| rng.below(20) as i64);
+                m.push(q, serial as i64, Serial(t, serial));
+            } else {
+                let peeked = m.peek().map(|a| a.1);
+                assert_eq!(m.pop(|_| true).map(|(_, _, a)| a.1), peeked);
+            }
+        }
     }
 
     #[test]

@@ -917,6 +917,21 @@ impl Store {
         Store::default()
     }
 
+    /// Looks `key` up and starts loading the lists its next event will
+    /// read, without waiting for them.
+    pub fn prefetch(&self, key: &Key) {
+        if let Some(st) = self.map.get(key) {
+            prefetch(st.hr.as_ptr());
+            for a in st.accounts.iter().take(2) {
+                prefetch(a);
+                prefetch(a.grants.as_ptr());
+                if let Some(attrs) = &a.stated {
+                    prefetch(&**attrs);
+                }
+            }
+        }
+    }
+
     pub fn map(&self) -> &DashMap<Key, WorkerState, ahash::RandomState> {
         &self.map
     }
@@ -997,6 +1012,12 @@ impl Dedup {
         self.order.is_empty()
     }
 
+    /// Starts loading the slot `id` will probe first.
+    pub fn prefetch(&self, system: System, id: &str) {
+        let h = fingerprint(system, id).max(1);
+        prefetch(&self.slots[self.home(h)]);
+    }
+
     fn mask(&self) -> usize {
         self.slots.len() - 1
     }
@@ -1048,19 +1069,17 @@ impl Dedup {
     }
 }
 
-/// Asks the CPU to bring the cache line of `x` in, without waiting for it.
+/// Asks the CPU to bring the cache line at `p` in, without waiting for it.
 #[inline(always)]
-fn prefetch<T>(x: &T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint
-    // that reads nothing and cannot fault.
+    // that reads nothing and cannot fault, whatever the address.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (x as *const T).cast::<i8>(),
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
+    let _ = p;
 }
 
 fn fingerprint(system: System, id: &str) -> u64 {

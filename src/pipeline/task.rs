@@ -253,6 +253,9 @@ async fn run(
             match item {
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
+                    if let Some(Item::Event(next, _)) = merge.peek() {
+                        engine.prefetch(next);
+                    }
                     engine.apply(env, &mut out);
                     out_received.resize(out.len(), received);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
@@ -597,6 +600,9 @@ fn restore(
     let mut last_progress = Instant::now();
     loop {
         while let Some((_, _, env)) = merge.pop(|q| done[q]) {
+            if let Some(next) = merge.peek() {
+                engine.prefetch(next);
+            }
             engine.apply(env, &mut scratch);
             scratch.clear();
             applied += 1;

@@ -590,7 +590,12 @@ fn restore(
     let mut tpl = TopicPartitionList::new();
     for (q, d) in done.iter().enumerate() {
         if !d {
-            tpl.add_partition_offset(&topics[q].name, partition, Offset::Beginning)?;
+            // Offset 0, not the logical beginning: librdkafka resolves a
+            // logical offset with a ListOffsets request that, sent before
+            // the partition's leader is known, is retried only after 500
+            // ms. Where retention has deleted the start, the fetch is out
+            // of range and auto.offset.reset moves it to the earliest.
+            tpl.add_partition_offset(&topics[q].name, partition, Offset::Offset(0))?;
         }
     }
     consumer.assign(&tpl)?;

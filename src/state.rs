@@ -278,8 +278,8 @@ pub struct Account {
     pub stated: Option<Box<AccountAttrs>>,
     pub grants: ThinVec<Grant>,
     /// Grants both active and privileged, kept by `set_grant` (the only
-    /// place a grant changes), so that the rules skip the grant list of
-    /// an account that has none.
+    /// place a grant's active or privileged flag changes), so that the
+    /// rules skip the grant list of an account that has none.
     privileged_grants: u32,
 }
 

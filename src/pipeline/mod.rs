@@ -428,7 +428,13 @@ pub(crate) struct Shared {
     fatal: Mutex<Option<PipelineError>>,
     failed: AtomicBool,
     consumer: OnceLock<Weak<LiveConsumer>>,
+    /// Restores running at once: a restore is CPU-bound, so more than the
+    /// cores can run only thrash, and each opens its own connections.
+    pub(crate) restore_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Restores allowed at once per core.
+const RESTORES_PER_CORE: usize = 2;
 
 impl Shared {
     /// Records the first fatal error; the consumer thread stops on it.
@@ -789,6 +795,9 @@ pub async fn run(
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
         consumer: OnceLock::new(),
+        restore_slots: Arc::new(tokio::sync::Semaphore::new(
+            RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )),
         cfg: cfg.clone(),
     });
     let mut consumer_config = client_config(&cfg);

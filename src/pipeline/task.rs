@@ -144,17 +144,29 @@ async fn run(
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
     shared.stats.metrics.partitions_restoring.inc();
-    let restored = {
-        let shared = shared.clone();
-        let committed = committed.clone();
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || restore(&shared, partition, &committed, &stop))
+    // Waiting for a restore slot counts as restoring; a stop ends the wait.
+    let slot = tokio::select! {
+        slot = shared.restore_slots.clone().acquire_owned() => slot.ok(),
+        _ = stop.wait_for(|stopped| *stopped) => None,
+    };
+    let restored = match slot {
+        None => Ok(None),
+        Some(slot) => {
+            let shared = shared.clone();
+            let committed = committed.clone();
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || {
+                let restored = restore(&shared, partition, &committed, &stop);
+                drop(slot);
+                restored
+            })
             .await
             .map_err(|e| PipelineError::Restore {
                 partition,
                 reason: e.to_string(),
             })
             .and_then(|r| r)
+        }
     };
     shared.stats.metrics.partitions_restoring.dec();
     let restored = restored?;

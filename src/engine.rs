@@ -1196,6 +1196,17 @@ mod tests {
     use crate::id::Topic;
     use crate::time::MS_PER_DAY;
 
+    /// Applies `event` as the next record of one test topic.
+    fn apply_next(engine: &mut Engine, offset: &mut i64, event: Event, out: &mut Vec<Finding>) {
+        *offset += 1;
+        let origin = Origin {
+            topic: Topic::new("engine-test"),
+            partition: 0,
+            offset: *offset,
+        };
+        engine.apply(Envelope { origin, event }, out);
+    }
+
     /// Sweeping the timer heap drops the entries of keys no longer waiting
     /// and keeps every one a key still waits for.
     #[test]
@@ -1208,13 +1219,7 @@ mod tests {
         let mut out = Vec::new();
         let mut offset = 0;
         let mut apply = |engine: &mut Engine, event: Event, out: &mut Vec<Finding>| {
-            offset += 1;
-            let origin = Origin {
-                topic: Topic::new("engine-test"),
-                partition: 0,
-                offset,
-            };
-            engine.apply(Envelope { origin, event }, out);
+            apply_next(engine, &mut offset, event, out)
         };
         for w in 0..workers {
             // One event a second: the 24-hour joiner SLA of early workers
@@ -1293,13 +1298,7 @@ mod tests {
         let mut offset = 0;
         let mut feed = |engine: &mut Engine, events: Vec<Event>, out: &mut Vec<Finding>| {
             for event in events {
-                offset += 1;
-                let origin = Origin {
-                    topic: Topic::new("engine-test"),
-                    partition: 0,
-                    offset,
-                };
-                engine.apply(Envelope { origin, event }, out);
+                apply_next(engine, &mut offset, event, out);
             }
         };
         feed(&mut engine, g.baseline(), &mut out);

@@ -980,7 +980,7 @@ impl Dedup {
 
     /// Returns false when `id` was seen recently.
     pub fn insert(&mut self, system: System, id: &str) -> bool {
-        let h = fingerprint(system, id).max(1);
+        let h = fingerprint(system, id);
         let mut i = self.home(h);
         loop {
             match self.slots[i] {
@@ -1014,7 +1014,7 @@ impl Dedup {
 
     /// Starts loading the slot `id` will probe first.
     pub fn prefetch(&self, system: System, id: &str) {
-        let h = fingerprint(system, id).max(1);
+        let h = fingerprint(system, id);
         prefetch(&self.slots[self.home(h)]);
     }
 
@@ -1088,7 +1088,8 @@ fn fingerprint(system: System, id: &str) -> u64 {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h
+    // 0 marks an empty slot of the table.
+    h.max(1)
 }
 
 #[cfg(test)]

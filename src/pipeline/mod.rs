@@ -842,12 +842,15 @@ pub async fn run(
             .expect("spawn the consumer thread")
     };
     let mut done_rx = done_rx;
-    tokio::select! {
-        _ = shutdown.changed() => {}
-        _ = &mut done_rx => {}
-    }
+    // The consumer thread ends on its own after a fatal error.
+    let ended = tokio::select! {
+        _ = shutdown.changed() => false,
+        _ = &mut done_rx => true,
+    };
     stop.store(true, Ordering::SeqCst);
-    let _ = done_rx.await;
+    if !ended {
+        let _ = done_rx.await;
+    }
     let _ = thread.join();
     let fatal = shared.fatal.lock().expect("fatal lock").take();
     match fatal {

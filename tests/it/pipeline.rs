@@ -92,6 +92,37 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
     }
 }
 
+/// A finding the broker cannot take (here: larger than `message.max.bytes`)
+/// is fatal: the detector stops with the error, commits nothing past it, and
+/// exits non-zero so that its supervisor restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_publish_error_stops_the_detector_with_the_error() {
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "fatal").await;
+    s.produce_generated(3, 40, 40).await;
+    // Only the detector's producer gets the limit (the input is written).
+    let s = s.edit_config(|t| {
+        *t = t.replacen(
+            "[kafka.librdkafka]\n",
+            "[kafka.librdkafka]\n\"message.max.bytes\" = \"1000\"\n",
+            1,
+        )
+    });
+    assert!(s.cfg.kafka.librdkafka.contains_key("message.max.bytes"));
+    let mut d = s.detector("detector");
+    let status = d.wait_exit(Duration::from_secs(60));
+    let log = d.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("pipeline failed"), "{log}");
+    assert!(log.contains("too large"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(s.read_topic(&s.cfg.topics.findings).is_empty());
+    assert!(
+        !s.behind().is_empty(),
+        "nothing past the failure is committed"
+    );
+}
+
 async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker: Broker) {
     let s = Setup::new(&broker, "dlq").await;
     let hr = s.cfg.topics.hr[0].clone();

@@ -922,7 +922,14 @@ pub fn apply_env(
                 )
             })?;
         }
-        node.insert(last.clone(), env_value(&raw));
+        // librdkafka takes every value as a string, and a value read as a
+        // number could lose its text (`0.10`).
+        let value = if path.len() == 3 && path[0] == "kafka" && path[1] == "librdkafka" {
+            toml::Value::String(raw)
+        } else {
+            env_value(&raw)
+        };
+        node.insert(last.clone(), value);
         applied.push(name);
     }
     Ok(applied)
@@ -1154,6 +1161,12 @@ mod tests {
             vars(&[
                 ("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092"),
                 ("DRIFTWATCH_KAFKA__LIBRDKAFKA__SASL_PASSWORD", "hunter2"),
+                // librdkafka values stay text, even where they read as numbers.
+                ("DRIFTWATCH_KAFKA__LIBRDKAFKA__LINGER_MS", "7"),
+                (
+                    "DRIFTWATCH_KAFKA__LIBRDKAFKA__BROKER_VERSION_FALLBACK",
+                    "0.10",
+                ),
                 ("DRIFTWATCH_RULES__ORPHAN_ACCOUNT__SLA", "2h"),
                 ("DRIFTWATCH_STORM__MIN_WORKERS", "7"),
                 ("DRIFTWATCH_TANSU_BOOTSTRAP", "not a config key"),
@@ -1163,6 +1176,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.kafka.bootstrap_servers, "b1:9092,b2:9092");
         assert_eq!(c.kafka.librdkafka["sasl.password"], "hunter2");
+        assert_eq!(c.kafka.librdkafka["linger.ms"], "7");
+        assert_eq!(c.kafka.librdkafka["broker.version.fallback"], "0.10");
         assert_eq!(c.rule(Rule::OrphanAccount).sla_ms, 2 * 3_600_000);
         assert_eq!(c.storm.min_workers, 7);
         let shown = toml::to_string(&redacted(&table)).unwrap();

@@ -234,6 +234,13 @@ impl Engine {
         a
     }
 
+    /// Makes room at once for about `events` more events (a restore knows
+    /// how many it will apply), where the de-duplication table would
+    /// otherwise double, in fresh memory, several times on the way.
+    pub fn reserve(&mut self, events: usize) {
+        self.dedup.reserve(events);
+    }
+
     /// Starts loading the state `env` will touch: call it for the next
     /// event before applying this one, so that the memory of the next
     /// arrives while this one is worked on.

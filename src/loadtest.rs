@@ -85,6 +85,13 @@ pub async fn run(
             .librdkafka
             .entry("fetch.wait.max.ms".into())
             .or_insert_with(|| "5".into());
+        // After the last member leaves, the mock cluster waits a session
+        // timeout less one second before a new member's join completes
+        // (Kafka completes it at once): 44 s at the default, 5 s at this.
+        cfg.kafka
+            .librdkafka
+            .entry("session.timeout.ms".into())
+            .or_insert_with(|| "6000".into());
     }
     let mock = match &opts.bootstrap {
         None => {

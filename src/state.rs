@@ -1055,8 +1055,28 @@ impl Dedup {
         }
     }
 
+    /// Makes room for `n` more ids at once (as many as a restore is about to
+    /// apply), instead of doubling the table step by step on the way.
+    pub fn reserve(&mut self, n: usize) {
+        let want = (self.order.len() + n).min(self.capacity);
+        let bits = self.want_bits(want);
+        if bits > self.bits {
+            self.rehash(bits);
+        }
+    }
+
+    /// The table size (log2) that holds `n` ids at most half full.
+    fn want_bits(&self, n: usize) -> u32 {
+        let slots = (2 * n).next_power_of_two().max(1 << DEDUP_MIN_BITS);
+        slots.trailing_zeros().max(self.bits)
+    }
+
     fn grow(&mut self) {
-        self.bits += 1;
+        self.rehash(self.bits + 1);
+    }
+
+    fn rehash(&mut self, bits: u32) {
+        self.bits = bits;
         let old = std::mem::replace(&mut self.slots, vec![0; 1 << self.bits].into_boxed_slice());
         let mask = self.mask();
         for h in old.iter().copied().filter(|&h| h != 0) {
@@ -1123,6 +1143,9 @@ mod tests {
             let mut order = VecDeque::new();
             let mut seen = HashSet::new();
             for step in 0..40_000 {
+                if step == 20_000 {
+                    d.reserve(3 * capacity);
+                }
                 let id = format!("e{}", rng.below(2 * capacity as u64 + 50));
                 let fresh = seen.insert(id.clone());
                 if fresh {
@@ -1140,6 +1163,24 @@ mod tests {
                 assert_eq!(d.len(), order.len());
             }
         }
+    }
+
+    #[test]
+    fn dedup_reserve_sizes_the_table_once() {
+        let mut d = Dedup::new(100_000);
+        d.reserve(12_000);
+        assert_eq!(d.slots.len(), 1 << 15);
+        for i in 0..12_000 {
+            assert!(d.insert(System::Hr, &format!("r{i}")));
+        }
+        assert_eq!(d.slots.len(), 1 << 15, "no growth within the reserve");
+        assert!(!d.insert(System::Hr, "r0"));
+        d.insert(System::Hr, "one more");
+        d.reserve(5_000_000);
+        assert_eq!(d.slots.len(), 1 << 18, "never past the capacity");
+        d.reserve(10);
+        assert_eq!(d.slots.len(), 1 << 18, "never shrinks");
+        assert!(!d.insert(System::Hr, "r11999"));
     }
 
     fn ev_at(t: i64, kind: EventType) -> EvRef {

@@ -22,9 +22,10 @@ use crate::finding::Finding;
 use crate::merge::{Merge, Timed};
 use crate::time::Ts;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -590,6 +591,8 @@ fn restore(
         return Ok(Some((engine, 0)));
     }
     let err = |reason: String| PipelineError::Restore { partition, reason };
+    // At most this many records (fewer where retention removed the start).
+    engine.reserve(committed.iter().flatten().map(|&c| c.max(0) as usize).sum());
     let consumer: BaseConsumer = super::create_client(
         &shared.cfg,
         super::client_config(&shared.cfg)
@@ -611,12 +614,62 @@ fn restore(
         }
     }
     consumer.assign(&tpl)?;
+    // Records wait undecoded, per topic, until the merge needs them: a
+    // fetch brings whole batches of one topic, and holding them decoded
+    // (hundreds of bytes each, thousands at a time) cost more in fresh
+    // memory than the decoding itself.
+    let mut fetched: Vec<VecDeque<BorrowedMessage<'_>>> =
+        (0..topics.len()).map(|_| VecDeque::new()).collect();
     let mut merge: Merge<Envelope> = Merge::new(topics.len());
     let mut scratch = Vec::new();
     let mut applied = 0u64;
     let mut last_progress = Instant::now();
+    // Decodes topic `q`'s fetched records into the merge until one is
+    // queued there or none is left; a topic is done once its record before
+    // the committed offset is taken.
+    let refill = |q: usize,
+                  fetched: &mut [VecDeque<BorrowedMessage<'_>>],
+                  merge: &mut Merge<Envelope>,
+                  done: &mut [bool]|
+     -> Result<(), PipelineError> {
+        while merge.is_drained(q) && !done[q] {
+            let Some(m) = fetched[q].pop_front() else {
+                break;
+            };
+            let end = committed[q].unwrap_or(0);
+            if m.offset() < end {
+                if let Some(p) = m.payload() {
+                    shared.decoder.ensure_schema(p)?;
+                }
+                // Records that were dead letters change no state.
+                if let Ok(event) = m.payload().map_or(Err(DecodeError::Empty), |p| {
+                    shared.decoder.decode(topics[q].system, p)
+                }) {
+                    merge.push(
+                        q,
+                        m.offset(),
+                        Envelope {
+                            origin: Origin {
+                                topic: topics[q].id,
+                                partition,
+                                offset: m.offset(),
+                            },
+                            event,
+                        },
+                    );
+                }
+            }
+            if m.offset() + 1 >= end {
+                done[q] = true;
+            }
+        }
+        Ok(())
+    };
     loop {
-        while let Some((_, _, env)) = merge.pop(|q| done[q]) {
+        while let Some((q, _, env)) = merge.pop(|q| done[q]) {
+            // Refill the topic just taken from first, so that the peek
+            // shows the record that really goes next.
+            refill(q, &mut fetched, &mut merge, &mut done)?;
             if let Some(next) = merge.peek() {
                 engine.prefetch(next);
             }
@@ -630,37 +683,22 @@ fn restore(
         if *stop.borrow() {
             return Ok(None);
         }
+        // The merge waits on a topic with nothing queued: decode what was
+        // fetched for it, or else fetch more.
+        let waiting: Vec<usize> = (0..topics.len())
+            .filter(|&q| !done[q] && merge.is_drained(q))
+            .collect();
+        if waiting.iter().any(|&q| !fetched[q].is_empty()) {
+            for q in waiting {
+                refill(q, &mut fetched, &mut merge, &mut done)?;
+            }
+            continue;
+        }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 last_progress = Instant::now();
-                let Some(q) = shared.topic_index(m.topic()) else {
-                    continue;
-                };
-                let end = committed[q].unwrap_or(0);
-                if m.offset() < end {
-                    if let Some(p) = m.payload() {
-                        shared.decoder.ensure_schema(p)?;
-                    }
-                    // Records that were dead letters change no state.
-                    if let Ok(event) = m.payload().map_or(Err(DecodeError::Empty), |p| {
-                        shared.decoder.decode(topics[q].system, p)
-                    }) {
-                        merge.push(
-                            q,
-                            m.offset(),
-                            Envelope {
-                                origin: Origin {
-                                    topic: topics[q].id,
-                                    partition,
-                                    offset: m.offset(),
-                                },
-                                event,
-                            },
-                        );
-                    }
-                }
-                if m.offset() + 1 >= end {
-                    done[q] = true;
+                if let Some(q) = shared.topic_index(m.topic()) {
+                    fetched[q].push_back(m);
                 }
             }
             Some(Err(e)) => {
@@ -668,13 +706,14 @@ fn restore(
             }
             None => {
                 // Control records or deleted records can leave a gap before
-                // the committed offset: the position tells.
+                // the committed offset: the position tells, once everything
+                // fetched of the topic is taken.
                 if let Ok(pos) = consumer.position() {
                     for e in pos.elements() {
                         if let (Some(q), Offset::Offset(o)) =
                             (shared.topic_index(e.topic()), e.offset())
                         {
-                            if o >= committed[q].unwrap_or(0) {
+                            if o >= committed[q].unwrap_or(0) && fetched[q].is_empty() {
                                 done[q] = true;
                             }
                         }
@@ -689,6 +728,11 @@ fn restore(
             }
         }
     }
+    drop(fetched);
+    // Closing a group consumer waits up to 100 ms for the group to
+    // terminate (it only assigned, so there is nothing to leave): done
+    // apart, it holds neither the restore slot nor the partition's resume.
+    shared.runtime.spawn_blocking(move || drop(consumer));
     shared.stats.restored.fetch_add(applied, Ordering::Relaxed);
     shared.stats.metrics.restore_events.inc_by(applied);
     Ok(Some((engine, applied)))

@@ -136,6 +136,9 @@ pub struct Engine {
     entries: usize,
     onset_serial: u64,
     stats: EngineStats,
+    /// Transitions change state as usual but are not copied out (a restore
+    /// publishes nothing).
+    quiet: bool,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -162,6 +165,7 @@ impl Engine {
             entries: 0,
             onset_serial: 0,
             stats: EngineStats::default(),
+            quiet: false,
         }
     }
 
@@ -232,6 +236,13 @@ impl Engine {
             self.interner.insert(a.clone());
         }
         a
+    }
+
+    /// While quiet, finding transitions change the state exactly as they
+    /// otherwise would, but nothing is appended to `out`: a restore, which
+    /// publishes nothing, skips copying every finding it rebuilds.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// Makes room at once for about `events` more events (a restore knows
@@ -504,7 +515,9 @@ impl Engine {
                         push_evidence(&mut f.evidence, ev.to_evidence());
                     }
                     self.stats.resolved += 1;
-                    out.push(*f);
+                    if !self.quiet {
+                        out.push(*f);
+                    }
                 }
             }
         }
@@ -526,7 +539,9 @@ impl Engine {
                         let ep = &mut eps[ei];
                         ep.phase = Phase::Open;
                         self.stats.opened += 1;
-                        out.push(f.clone());
+                        if !self.quiet {
+                            out.push(f.clone());
+                        }
                         ep.finding = Some(Box::new(f));
                     }
                 }
@@ -548,7 +563,9 @@ impl Engine {
                         };
                         ep.phase = Phase::Escalated;
                         self.stats.escalated += 1;
-                        out.push((**f).clone());
+                        if !self.quiet {
+                            out.push((**f).clone());
+                        }
                     }
                 }
                 _ => {}
@@ -805,7 +822,9 @@ impl Engine {
                     level: 2,
                 };
                 self.stats.escalated += 1;
-                out.push((**f).clone());
+                if !self.quiet {
+                    out.push((**f).clone());
+                }
             }
         }
     }
@@ -827,7 +846,9 @@ impl Engine {
                 storm.published = true;
                 let f = storm.active.as_ref().expect("checked active");
                 let deadline = f.remediation_deadline;
-                out.push((**f).clone());
+                if !self.quiet {
+                    out.push((**f).clone());
+                }
                 self.stats.opened += 1;
                 self.timers.push(Reverse((deadline, TimerKey::Storm(rule))));
             }
@@ -864,7 +885,9 @@ impl Engine {
             f.status = Status::Resolved;
             f.transitioned_at = now;
             self.stats.resolved += 1;
-            out.push(*f);
+            if !self.quiet {
+                out.push(*f);
+            }
             let mut keys: Vec<Key> = std::mem::take(&mut storm.tagged_keys).into_iter().collect();
             storm.tagged = 0;
             storm.held = 0;
@@ -1325,5 +1348,49 @@ mod tests {
             statuses.contains(&Status::Open) && statuses.contains(&Status::Resolved),
             "episodes opened and ended: {statuses:?}"
         );
+    }
+    /// A quiet engine (a restore) goes through the same transitions into
+    /// the same state as one that publishes, and appends nothing; once loud
+    /// again, both publish the same from the same input.
+    #[test]
+    fn a_quiet_engine_reaches_the_same_state_and_publishes_nothing() {
+        use crate::generate::Generator;
+        let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+        let mut g = Generator::new(5, 300, t0);
+        let mut first = g.baseline();
+        for _ in 0..400 {
+            first.extend(g.next_batch(10 * 60_000));
+        }
+        let second: Vec<Event> = (0..200).flat_map(|_| g.next_batch(10 * 60_000)).collect();
+        let cfg = Arc::new(Config::default_config());
+        let (mut loud, mut quiet) = (Engine::new(cfg.clone()), Engine::new(cfg));
+        quiet.set_quiet(true);
+        let feed = |engine: &mut Engine, events: &[Event]| -> Vec<Finding> {
+            let mut out = Vec::new();
+            let mut offset = 0;
+            for event in events {
+                apply_next(engine, &mut offset, event.clone(), &mut out);
+            }
+            engine.advance_to(engine.now().plus(3 * MS_PER_DAY), &mut out);
+            out
+        };
+        let published = feed(&mut loud, &first);
+        let statuses: HashSet<Status> = published.iter().map(|f| f.status).collect();
+        assert_eq!(
+            statuses.len(),
+            3,
+            "opened, escalated and resolved: {statuses:?}"
+        );
+        assert!(feed(&mut quiet, &first).is_empty());
+        assert_eq!(loud.stats(), quiet.stats());
+        assert_eq!(loud.entries(), quiet.entries());
+        let mut open = (loud.open_findings(), quiet.open_findings());
+        open.0.sort_unstable();
+        open.1.sort_unstable();
+        assert_eq!(open.0, open.1);
+        quiet.set_quiet(false);
+        let (a, b) = (feed(&mut loud, &second), feed(&mut quiet, &second));
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
     }
 }

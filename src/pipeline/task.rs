@@ -591,6 +591,8 @@ fn restore(
         return Ok(Some((engine, 0)));
     }
     let err = |reason: String| PipelineError::Restore { partition, reason };
+    // A restore publishes nothing.
+    engine.set_quiet(true);
     // At most this many records (fewer where retention removed the start).
     engine.reserve(committed.iter().flatten().map(|&c| c.max(0) as usize).sum());
     let consumer: BaseConsumer = super::create_client(
@@ -735,5 +737,6 @@ fn restore(
     shared.runtime.spawn_blocking(move || drop(consumer));
     shared.stats.restored.fetch_add(applied, Ordering::Relaxed);
     shared.stats.metrics.restore_events.inc_by(applied);
+    engine.set_quiet(false);
     Ok(Some((engine, applied)))
 }

@@ -687,12 +687,13 @@ fn restore(
         }
         // The merge waits on a topic with nothing queued: decode what was
         // fetched for it, or else fetch more.
-        let waiting: Vec<usize> = (0..topics.len())
-            .filter(|&q| !done[q] && merge.is_drained(q))
-            .collect();
-        if waiting.iter().any(|&q| !fetched[q].is_empty()) {
-            for q in waiting {
-                refill(q, &mut fetched, &mut merge, &mut done)?;
+        let waiting =
+            |q: usize, merge: &Merge<Envelope>, done: &[bool]| !done[q] && merge.is_drained(q);
+        if (0..topics.len()).any(|q| waiting(q, &merge, &done) && !fetched[q].is_empty()) {
+            for q in 0..topics.len() {
+                if waiting(q, &merge, &done) {
+                    refill(q, &mut fetched, &mut merge, &mut done)?;
+                }
             }
             continue;
         }

@@ -766,7 +766,7 @@ impl Detector {
             }
             assert!(
                 Instant::now() < deadline,
-                "still running:\n{}",
+                "no exit within {timeout:?}:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -783,25 +783,14 @@ impl Detector {
 
     /// SIGTERM, and the exit status of a graceful stop.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
+        let id = self.child.as_ref().expect("running").id();
         let status = Command::new("kill")
             .arg("-TERM")
-            .arg(c.id().to_string())
+            .arg(id.to_string())
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit after SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit(Duration::from_secs(60))
     }
 }
 

@@ -15,6 +15,7 @@ use driftwatch::generate::{to_json, Generator};
 use driftwatch::id::Topic;
 use driftwatch::output::{Encoding, FindingEncoder};
 use driftwatch::time::Ts;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 fn stream() -> Vec<(System, String)> {
@@ -27,8 +28,8 @@ fn stream() -> Vec<(System, String)> {
 }
 
 /// Decodes and applies every message to `engine`; the finding transitions.
-/// Like the pipeline, it decodes a message before the one ahead of it is
-/// applied, and prefetches its state.
+/// Like the pipeline, it decodes messages before the ones ahead of them are
+/// applied, and prefetches the state of the next three.
 fn apply_all(engine: &mut Engine, messages: &[(System, String)], topic: &Arc<str>) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut decoded = messages
@@ -42,12 +43,11 @@ fn apply_all(engine: &mut Engine, messages: &[(System, String)], topic: &Arc<str
             },
             event: decode_json(*sys, json.as_bytes()).unwrap(),
         });
-    let mut next = decoded.next();
-    while let Some(env) = next {
-        next = decoded.next();
-        if let Some(n) = &next {
-            engine.prefetch(n);
-        }
+    // The merge holds decoded records ahead of the one applied.
+    let mut ahead: VecDeque<Envelope> = decoded.by_ref().take(3).collect();
+    while let Some(env) = ahead.pop_front() {
+        ahead.extend(decoded.next());
+        engine.prefetch([ahead.front(), ahead.get(1), ahead.get(2)]);
         engine.apply(env, &mut out);
     }
     out

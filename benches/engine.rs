@@ -169,9 +169,8 @@ fn bench_workers(c: &mut Criterion, name: &str, workers: u64, batch: usize) {
                 // would move each 344-byte envelope once more).
                 let mut events = batch.into_iter();
                 while let Some(env) = events.next() {
-                    if let Some(next) = events.as_slice().first() {
-                        engine.prefetch(next);
-                    }
+                    let ahead = events.as_slice();
+                    engine.prefetch([ahead.first(), ahead.get(1), ahead.get(2)]);
                     engine.apply(env, &mut out);
                 }
                 out.len()

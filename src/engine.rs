@@ -252,13 +252,25 @@ impl Engine {
         self.dedup.reserve(events);
     }
 
-    /// Starts loading the state `env` will touch: call it for the next
-    /// event before applying this one, so that the memory of the next
-    /// arrives while this one is worked on.
-    pub fn prefetch(&self, env: &Envelope) {
-        self.dedup
-            .prefetch(env.event.system(), env.event.event_id());
-        self.store.prefetch(&env.event.key());
+    /// Starts loading the state the coming records will touch, without
+    /// waiting for it: call it before applying each record, with the next
+    /// three (`ahead[0]` the next). Each stage reads only what the stage
+    /// before brought into the cache one record earlier: the third record's
+    /// map entry and de-duplication slot (addresses computed, nothing
+    /// read), the second's HR records, accounts and episodes, the next's
+    /// grant lists and attributes.
+    pub fn prefetch(&self, ahead: [Option<&Envelope>; 3]) {
+        if let Some(env) = ahead[2] {
+            self.dedup
+                .prefetch(env.event.system(), env.event.event_id());
+            self.store.prefetch_entry(&env.event.key());
+        }
+        if let Some(env) = ahead[1] {
+            self.store.prefetch_lists(&env.event.key());
+        }
+        if let Some(env) = ahead[0] {
+            self.store.prefetch(&env.event.key());
+        }
     }
 
     /// Applies one event; finding transitions are appended to `out`.

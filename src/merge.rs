@@ -27,6 +27,10 @@ impl Timed for Envelope {
     }
 }
 
+/// `peek_ahead` looks past the next record with at most this many queues
+/// (topics per partition).
+const PEEK_QUEUES: usize = 16;
+
 /// One queue per topic of a partition, each in offset order.
 #[derive(Debug)]
 pub struct Merge<T> {
@@ -70,11 +74,41 @@ impl<T: Timed> Merge<T> {
         self.take(q)
     }
 
-    /// The record `pop` would return if every empty queue were settled:
-    /// most often the next one, for prefetching its state.
-    pub fn peek(&self) -> Option<&T> {
-        let q = self.choose(|_| true)?;
-        self.queues[q].front().map(|(_, item)| item)
+    /// The records `N` pops would return if every empty queue were
+    /// settled: most often the next ones, for prefetching their state.
+    /// With more than `PEEK_QUEUES` queues, only the next.
+    pub fn peek_ahead<const N: usize>(&self) -> [Option<&T>; N] {
+        let mut ahead = [None; N];
+        if self.queues.len() > PEEK_QUEUES {
+            if let (Some(first), Some(q)) = (ahead.first_mut(), self.choose(|_| true)) {
+                *first = self.queues[q].front().map(|(_, item)| item);
+            }
+            return ahead;
+        }
+        // How many records of each queue the slots before took.
+        let mut taken = [0usize; PEEK_QUEUES];
+        for slot in &mut ahead {
+            // As `choose`: an untimed record goes at once, else the lowest
+            // time, ties to the lower queue.
+            let mut best: Option<(Option<Ts>, usize)> = None;
+            for (q, queue) in self.queues.iter().enumerate() {
+                let Some((_, item)) = queue.get(taken[q]) else {
+                    continue;
+                };
+                match (item.order_time(), best) {
+                    (None, _) => {
+                        best = Some((None, q));
+                        break;
+                    }
+                    (Some(t), Some((Some(bt), _))) if t >= bt => {}
+                    (t, _) => best = Some((t, q)),
+                }
+            }
+            let Some((_, q)) = best else { break };
+            *slot = self.queues[q].get(taken[q]).map(|(_, item)| item);
+            taken[q] += 1;
+        }
+        ahead
     }
 
     /// The queue whose head goes next.
@@ -157,10 +191,10 @@ mod tests {
         assert_eq!(drain(&mut m, |q| q == 1), vec![(0, 0)]);
     }
 
-    /// `peek` shows what a settled `pop` takes next, through random pushes
-    /// and pops with ties and untimed records.
+    /// `peek_ahead` shows what the next settled pops take, through random
+    /// pushes and pops with ties and untimed records.
     #[test]
-    fn peek_shows_the_next_settled_pop() {
+    fn peek_ahead_shows_the_next_settled_pops() {
         /// A record known by its serial, ordered by its time.
         struct Serial(Option<i64>, u64);
         impl Timed for Serial {
@@ -176,8 +210,9 @@ mod tests {
                 let t = (rng.below(8) > 0).then(|| rng.below(20) as i64);
                 m.push(q, serial as i64, Serial(t, serial));
             } else {
-                let peeked = m.peek().map(|a| a.1);
-                assert_eq!(m.pop(|_| true).map(|(_, _, a)| a.1), peeked);
+                let peeked = m.peek_ahead::<3>().map(|a| a.map(|a| a.1));
+                let popped = [(); 3].map(|()| m.pop(|_| true).map(|(_, _, a)| a.1));
+                assert_eq!(popped, peeked);
             }
         }
     }

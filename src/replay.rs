@@ -383,9 +383,7 @@ fn replay_dumps(
         // A file has nothing more to come: an empty queue never holds the others back.
         while let Some((_, _, env)) = merge.pop(|_| true) {
             report.events += 1;
-            if let Some(next) = merge.peek() {
-                engine.prefetch(next);
-            }
+            engine.prefetch(merge.peek_ahead());
             engine.apply(env, &mut findings);
         }
         if let Some(t) = until {

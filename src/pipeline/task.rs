@@ -266,9 +266,10 @@ async fn run(
             match item {
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
-                    if let Some(Item::Event(next, _)) = merge.peek() {
-                        engine.prefetch(next);
-                    }
+                    engine.prefetch(merge.peek_ahead().map(|item| match item {
+                        Some(Item::Event(next, _)) => Some(next),
+                        _ => None,
+                    }));
                     engine.apply(env, &mut out);
                     out_received.resize(out.len(), received);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
@@ -672,9 +673,7 @@ fn restore(
             // Refill the topic just taken from first, so that the peek
             // shows the record that really goes next.
             refill(q, &mut fetched, &mut merge, &mut done)?;
-            if let Some(next) = merge.peek() {
-                engine.prefetch(next);
-            }
+            engine.prefetch(merge.peek_ahead());
             engine.apply(env, &mut scratch);
             scratch.clear();
             applied += 1;

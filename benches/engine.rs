@@ -8,7 +8,7 @@
 //! The same batches on 10,000 workers show what the size of the state
 //! costs (each of them then takes ten events of every batch, and its
 //! directory account soon holds all 50 groups). As in the pipeline, the
-//! state of the next event is prefetched before an event is applied.
+//! state of the next three events is prefetched before an event is applied.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use driftwatch::config::Config;

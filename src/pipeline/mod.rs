@@ -4,10 +4,16 @@
 //!
 //! # Threads
 //!
-//! One consumer thread polls a librdkafka `BaseConsumer`; rebalance
-//! callbacks run on it. It copies each message to the task of its partition
-//! number over a bounded channel (a slow task slows the poll loop down:
-//! backpressure). Partition tasks run on the tokio runtime; see [`task`].
+//! One consumer thread polls a librdkafka `BaseConsumer` for its events:
+//! rebalance callbacks run on it, and it commits. Messages do not pass
+//! through it: before each assignment takes effect, every assigned
+//! topic-partition's queue is split from the consumer's (librdkafka then
+//! fetches into that queue, bounded per partition by `queued.min.messages`
+//! and `queued.max.messages.kbytes`), and the task of the partition number
+//! reads its topics' queues itself, when its merge needs them. A slow task
+//! leaves its queues full and the fetcher stops fetching them: backpressure
+//! without holding the others up. Partition tasks run on the tokio runtime;
+//! see [`task`].
 //!
 //! # Offsets (at-least-once)
 //!
@@ -46,12 +52,13 @@ use crate::rules::Rule;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -89,7 +96,7 @@ pub struct LiveStats {
     /// Transitions by rule, contributing owner role and status.
     pub by_rule: Mutex<BTreeMap<(Rule, OwnerRole, Status), u64>>,
     /// The most recent transitions, newest last.
-    pub recent: Mutex<Vec<Finding>>,
+    pub recent: Mutex<VecDeque<Finding>>,
     /// The Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     /// The pipeline hit a fatal error and is stopping.
@@ -133,9 +140,9 @@ impl LiveStats {
             .or_default() += 1;
         let mut recent = self.recent.lock().expect("stats lock");
         if recent.len() == RECENT {
-            recent.remove(0);
+            recent.pop_front();
         }
-        recent.push(f);
+        recent.push_back(f);
     }
 }
 
@@ -420,6 +427,9 @@ pub(crate) struct Shared {
     pub(crate) decoder: InputDecoder,
     pub(crate) encoder: crate::output::FindingEncoder,
     tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
+    /// Queues split from the consumer's before an assignment took effect,
+    /// by (topic index, partition), until their task takes them.
+    split: Mutex<HashMap<(usize, i32), PartitionQueue<Ctx>>>,
     /// Exactly-once mode: the transaction gate.
     pub(crate) txn: Option<Txn>,
     /// Next offset to read per (topic index, partition) whose outputs are
@@ -612,6 +622,13 @@ impl ClientContext for Ctx {
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &LiveConsumer, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Split before the assignment starts the fetchers, so that no
+            // message of these partitions reaches the consumer's queue.
+            if let Err(e) = self.split_queues(tpl) {
+                self.shared.fail(e);
+            }
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(partitions = ?parts, "partitions revoked: publishing, committing and dropping their state");
@@ -648,12 +665,38 @@ impl ConsumerContext for Ctx {
 }
 
 impl Ctx {
+    fn split_queues(&self, tpl: &TopicPartitionList) -> Result<(), PipelineError> {
+        let shared = &self.shared;
+        let Some(live) = shared.consumer.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let mut split = shared.split.lock().expect("split lock");
+        for e in tpl.elements() {
+            let Some(q) = shared.topic_index(e.topic()) else {
+                continue;
+            };
+            let queue = live
+                .split_partition_queue(e.topic(), e.partition())
+                .ok_or_else(|| {
+                    PipelineError::Topology(format!(
+                        "cannot read {} [{}] on its own queue",
+                        e.topic(),
+                        e.partition()
+                    ))
+                })?;
+            split.insert((q, e.partition()), queue);
+        }
+        Ok(())
+    }
+
     fn on_assign(
         &self,
         consumer: &LiveConsumer,
         tpl: &TopicPartitionList,
     ) -> Result<(), PipelineError> {
         let shared = &self.shared;
+        // The queues hold the consumer: none may outlive this call untaken.
+        let mut split = std::mem::take(&mut *shared.split.lock().expect("split lock"));
         let Some(live) = shared.consumer.get().and_then(Weak::upgrade) else {
             return Ok(());
         };
@@ -680,7 +723,20 @@ impl Ctx {
         let mut tasks = shared.tasks.lock().expect("tasks lock");
         let mut owned = shared.stats.partitions.lock().expect("stats lock");
         for (p, offsets) in by_partition {
-            tasks.insert(p, task::spawn(shared.clone(), live.clone(), p, offsets));
+            let queues = (0..shared.topics.len())
+                .map(|q| {
+                    split.remove(&(q, p)).ok_or_else(|| {
+                        PipelineError::Topology(format!(
+                            "{} [{p}] was assigned without its queue",
+                            shared.topics[q].name
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            tasks.insert(
+                p,
+                task::spawn(shared.clone(), live.clone(), p, offsets, queues),
+            );
             owned.insert(p);
         }
         shared
@@ -791,6 +847,7 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         stats,
         tasks: Mutex::new(BTreeMap::new()),
+        split: Mutex::new(HashMap::new()),
         done: Mutex::new(BTreeMap::new()),
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
@@ -801,8 +858,19 @@ pub async fn run(
         cfg: cfg.clone(),
     });
     let mut consumer_config = client_config(&cfg);
-    if !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
-        consumer_config.set("statistics.interval.ms", "5000");
+    // Each assigned topic-partition has its own queue, and librdkafka's
+    // prefetch limits apply to each (they applied to the consumer's one
+    // queue): at its defaults (100,000 messages, 64 MiB) a lagging process
+    // could buffer gigabytes. 2 MiB holds two fetches of a partition (1 MiB
+    // each at the default max.partition.fetch.bytes).
+    for (key, value) in [
+        ("statistics.interval.ms", "5000"),
+        ("queued.min.messages", "10000"),
+        ("queued.max.messages.kbytes", "2048"),
+    ] {
+        if !cfg.kafka.librdkafka.contains_key(key) {
+            consumer_config.set(key, value);
+        }
     }
     let consumer: LiveConsumer = create_client(
         &cfg,
@@ -859,11 +927,14 @@ pub async fn run(
     }
 }
 
-/// The consumer thread: poll, hand messages to partition tasks, and on stop
-/// drain the tasks, commit and leave the group.
+/// The consumer thread: poll for events (rebalances run here), commit
+/// every `kafka.commit_interval`, and on stop drain the tasks, commit and
+/// leave the group.
 fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool) {
     let interval = Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
     let mut last_commit = std::time::Instant::now();
+    // A message that reached this queue: its offset must not be committed past.
+    let mut missed: Option<(usize, i32, i64)> = None;
     while !stop.load(Ordering::SeqCst) && !shared.failed.load(Ordering::SeqCst) {
         if last_commit.elapsed() >= interval {
             shared.commit_done(&consumer, None);
@@ -890,36 +961,42 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
                 continue;
             }
         };
-        let Some(q) = shared.topic_index(msg.topic()) else {
+        let (Some(q), partition) = (shared.topic_index(msg.topic()), msg.partition()) else {
             continue;
         };
-        shared.stats.brokers_down.store(false, Ordering::Relaxed);
-        shared.topics[q].consumed.inc();
-        let tx = shared
+        if !shared
             .tasks
             .lock()
             .expect("tasks lock")
-            .get(&msg.partition())
-            .map(|t| t.input.clone());
-        let Some(tx) = tx else {
+            .contains_key(&partition)
+        {
             tracing::warn!(
                 topic = msg.topic(),
-                partition = msg.partition(),
+                partition,
                 "message of a partition with no task; it is read again by its owner"
             );
             continue;
-        };
-        let raw = task::Raw {
-            received: std::time::Instant::now(),
-            topic: q,
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-        };
-        // A full channel blocks here: the partition task is behind.
-        let _ = tx.blocking_send(raw);
+        }
+        // Every assigned partition is read from its own queue, split before
+        // the assignment started fetching: a message here would be missed
+        // by its task, and committing past it would lose it.
+        shared.fail(PipelineError::Topology(format!(
+            "{} [{partition}] offset {} arrived on the consumer's queue instead of its partition's; stopping without committing past it",
+            msg.topic(),
+            msg.offset()
+        )));
+        missed = Some((q, partition, msg.offset()));
+        break;
     }
     shared.stop_tasks(None);
+    shared.split.lock().expect("split lock").clear();
+    if let Some((q, partition, offset)) = missed {
+        shared
+            .done
+            .lock()
+            .expect("done lock")
+            .retain(|&(dq, dp), next| !(dq == q && dp == partition && *next > offset));
+    }
     shared.commit_done(&consumer, None);
     if shared.txn.is_some() && shared.failed.load(Ordering::SeqCst) {
         // What the failed transaction holds must not become visible.

@@ -1,46 +1,41 @@
 //! One partition task: partition `p` of every input topic, one engine.
 //!
 //! The task first restores its engine (see [`restore`]), then resumes the
-//! live partitions and loops: decode what the consumer thread hands over,
-//! merge the topics by event time ([`crate::merge`]), apply, and queue the
-//! findings and dead letters of each batch to the producer. A second task,
+//! live partitions and loops: read each topic's records from its own
+//! librdkafka queue when the merge has none of that topic left ([`Inputs`]),
+//! decode them, merge the topics by event time ([`crate::merge`]), apply,
+//! and queue the findings and dead letters of each batch to the producer.
+//! When nothing can be applied it sleeps until librdkafka puts a record in
+//! an empty queue (the queue's non-empty callback), a stop, or a 20 ms
+//! tick. A second task,
 //! the confirmer, waits for the broker's acknowledgements batch by batch, in
 //! order, and only then stores the batch's offsets: an offset is never
 //! stored before everything it caused is safe.
 //!
-//! When a topic of the partition has nothing buffered, the task takes the
-//! next record without it only if the topic is caught up (librdkafka's
-//! cached high watermark is not beyond what was received) or has kept the
-//! others waiting longer than `kafka.max_task_idle`.
+//! When a topic of the partition has nothing left, in the merge or in its
+//! queue, the task takes the next record without it only if the topic is
+//! caught up (librdkafka's cached high watermark is not beyond what was
+//! read) or has kept the others waiting longer than `kafka.max_task_idle`.
 
 use super::publish::{confirm, dead_letter_headers, enqueue};
-use super::{LiveConsumer, PipelineError, Shared};
+use super::{Ctx, LiveConsumer, PipelineError, Shared};
 use crate::decode::DecodeError;
 use crate::engine::Engine;
 use crate::event::{Envelope, Origin};
 use crate::finding::Finding;
 use crate::merge::{Merge, Timed};
 use crate::time::Ts;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
-
-/// A message as the consumer thread hands it over.
-pub(crate) struct Raw {
-    /// When the consumer thread got it: processing latency starts here.
-    pub(crate) received: Instant,
-    pub(crate) topic: usize,
-    pub(crate) offset: i64,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) payload: Option<Vec<u8>>,
-}
 
 /// A message that could not be decoded, on its way to the dead-letter topic.
 struct Bad {
@@ -77,7 +72,6 @@ enum Output {
 /// What the consumer thread holds of a running task.
 pub(crate) struct TaskHandle {
     pub(crate) partition: i32,
-    pub(crate) input: mpsc::Sender<Raw>,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<()>,
 }
@@ -91,12 +85,10 @@ impl TaskHandle {
     }
 }
 
-/// Records handed over but not yet merged, per task.
-const INPUT_CHANNEL: usize = 4096;
+/// Records read from a topic's queue at a time, when the merge needs it.
+const REFILL: usize = 64;
 /// Records applied between two publishes.
 const MAX_BATCH: usize = 1024;
-/// Records held for the merge before a lagging topic stops holding the others back.
-const MAX_BUFFERED: usize = 200_000;
 /// Batches queued to the producer but not yet acknowledged.
 const IN_FLIGHT_BATCHES: usize = 64;
 
@@ -105,13 +97,14 @@ pub(crate) fn spawn(
     consumer: Arc<LiveConsumer>,
     partition: i32,
     committed: Vec<Option<i64>>,
+    queues: Vec<PartitionQueue<Ctx>>,
 ) -> TaskHandle {
-    let (input, rx) = mpsc::channel(INPUT_CHANNEL);
     let (stop, stop_rx) = watch::channel(false);
     let runtime = shared.runtime.clone();
+    let inputs = Inputs::new(queues);
     let join = runtime.spawn(
         async move {
-            if let Err(e) = run(&shared, consumer, partition, committed, rx, stop_rx).await {
+            if let Err(e) = run(&shared, consumer, partition, committed, inputs, stop_rx).await {
                 shared.fail(e);
             }
         }
@@ -119,9 +112,48 @@ pub(crate) fn spawn(
     );
     TaskHandle {
         partition,
-        input,
         stop,
         join,
+    }
+}
+
+/// The partition's input topics, each read from its own librdkafka queue
+/// (split from the consumer's), only when the merge needs the topic:
+/// unread records wait in librdkafka's fetch buffers, not copied.
+pub(crate) struct Inputs {
+    queues: Vec<PartitionQueue<Ctx>>,
+    /// Per topic: librdkafka found its queue empty and enqueued since.
+    arrived: Arc<[AtomicBool]>,
+    /// Woken when any of the queues turns non-empty.
+    wake: Arc<Notify>,
+    /// Per topic: its queue was empty when last read.
+    empty: Vec<bool>,
+}
+
+impl Inputs {
+    fn new(mut queues: Vec<PartitionQueue<Ctx>>) -> Inputs {
+        let arrived: Arc<[AtomicBool]> = queues.iter().map(|_| AtomicBool::new(true)).collect();
+        let wake = Arc::new(Notify::new());
+        for (q, queue) in queues.iter_mut().enumerate() {
+            let (arrived, wake) = (arrived.clone(), wake.clone());
+            // Called by librdkafka, under the queue's lock, when a message
+            // lands in the empty queue: no more than flag and wake.
+            queue.set_nonempty_callback(move || {
+                arrived[q].store(true, Ordering::Release);
+                wake.notify_one();
+            });
+        }
+        Inputs {
+            empty: vec![false; queues.len()],
+            queues,
+            arrived,
+            wake,
+        }
+    }
+
+    /// Topic `q` may have records in its queue.
+    fn may_have(&self, q: usize) -> bool {
+        !self.empty[q] || self.arrived[q].load(Ordering::Acquire)
     }
 }
 
@@ -140,7 +172,7 @@ async fn run(
     consumer: Arc<LiveConsumer>,
     partition: i32,
     committed: Vec<Option<i64>>,
-    mut rx: mpsc::Receiver<Raw>,
+    mut inputs: Inputs,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
@@ -242,14 +274,21 @@ async fn run(
             offsets: vec![None; topics.len()],
             events: 0,
         };
-        // A lagging topic holds the others back for at most max_task_idle,
-        // and never beyond MAX_BUFFERED records held in memory.
-        let force =
-            waiting_since.is_some_and(|t| t.elapsed() >= max_idle) || merge.len() > MAX_BUFFERED;
+        // A lagging topic holds the others back for at most max_task_idle
+        // (their records wait in their queues meanwhile, and librdkafka
+        // stops fetching a full one).
+        let force = waiting_since.is_some_and(|t| t.elapsed() >= max_idle);
         // Topics a forced pop passed over while they were not caught up.
         let passed_over: std::cell::RefCell<Vec<usize>> = Default::default();
         let mut applied = 0;
         while applied < MAX_BATCH {
+            // The merge needs the head of every topic: read those it holds
+            // none of, unless their queue is known to be empty.
+            for q in 0..topics.len() {
+                if merge.is_drained(q) && inputs.may_have(q) {
+                    refill(shared, partition, &mut inputs, q, &mut merge, &mut next)?;
+                }
+            }
             let Some((q, offset, item)) = merge.pop(|q| {
                 if caught_up(q, &next) {
                     return true;
@@ -374,18 +413,12 @@ async fn run(
             tokio::task::yield_now().await;
             continue;
         }
+        // Nothing can be applied now: wait for a record, a stop, or the
+        // tick (lag, idle advance).
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            raw = rx.recv() => {
-                let Some(raw) = raw else { break };
-                ingest(shared, partition, raw, &mut merge, &mut next)?;
-                // Take all that is waiting: a record of a lagging topic may
-                // be behind many of another's, and the merge needs it.
-                while let Ok(raw) = rx.try_recv() {
-                    ingest(shared, partition, raw, &mut merge, &mut next)?;
-                }
-            }
+            _ = inputs.wake.notified() => {}
             _ = tick.tick() => {}
         }
     }
@@ -411,40 +444,82 @@ async fn run(
     })?
 }
 
-fn ingest(
+/// Reads up to [`REFILL`] records of topic `q` from its queue into the
+/// merge, decoding them straight from librdkafka's buffers.
+fn refill(
     shared: &Shared,
     partition: i32,
-    raw: Raw,
+    inputs: &mut Inputs,
+    q: usize,
     merge: &mut Merge<Item>,
     next: &mut [i64],
 ) -> Result<(), PipelineError> {
-    let topic = &shared.topics[raw.topic];
-    if let Some(p) = &raw.payload {
+    // Cleared before reading: a record enqueued from here on sets it again.
+    inputs.arrived[q].store(false, Ordering::Release);
+    let received = Instant::now();
+    let mut read = 0;
+    let mut messages = 0;
+    inputs.empty[q] = loop {
+        if read == REFILL {
+            break false;
+        }
+        let Some(result) = inputs.queues[q].poll(Duration::ZERO) else {
+            break true;
+        };
+        read += 1;
+        match result {
+            Ok(m) => {
+                ingest(shared, partition, q, &m, received, merge, next)?;
+                messages += 1;
+            }
+            Err(e) => tracing::warn!(error = %e, "consume error (librdkafka retries)"),
+        }
+    };
+    if messages > 0 {
+        shared.stats.brokers_down.store(false, Ordering::Relaxed);
+        shared.topics[q].consumed.inc_by(messages);
+    }
+    Ok(())
+}
+
+fn ingest(
+    shared: &Shared,
+    partition: i32,
+    q: usize,
+    m: &BorrowedMessage<'_>,
+    received: Instant,
+    merge: &mut Merge<Item>,
+    next: &mut [i64],
+) -> Result<(), PipelineError> {
+    let topic = &shared.topics[q];
+    let offset = m.offset();
+    let key = || m.key().map(<[u8]>::to_vec);
+    if let Some(p) = m.payload() {
         shared.decoder.ensure_schema(p)?;
     }
-    next[raw.topic] = raw.offset + 1;
-    let item = match raw.payload {
+    next[q] = offset + 1;
+    let item = match m.payload() {
         None => Item::Bad(Box::new(Bad {
             error: DecodeError::Empty,
-            key: raw.key,
+            key: key(),
             payload: Vec::new(),
         })),
-        Some(payload) => match shared.decoder.decode(topic.system, &payload) {
+        Some(payload) => match shared.decoder.decode(topic.system, payload) {
             Ok(event) => Item::Event(
                 Envelope {
                     origin: Origin {
                         topic: topic.id,
                         partition,
-                        offset: raw.offset,
+                        offset,
                     },
                     event,
                 },
-                raw.received,
+                received,
             ),
             Err(error) => Item::Bad(Box::new(Bad {
                 error,
-                key: raw.key,
-                payload,
+                key: key(),
+                payload: payload.to_vec(),
             })),
         },
     };
@@ -456,7 +531,7 @@ fn ingest(
             .with_label_values(&[bad.error.error_type()])
             .inc();
     }
-    merge.push(raw.topic, raw.offset, item);
+    merge.push(q, offset, item);
     Ok(())
 }
 

@@ -57,6 +57,53 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// CPU seconds, user and system, from a `/proc/.../stat` line (Linux).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after it.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Clock ticks: 100 a second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU time of this process (threads that ended included), and of the
+/// embedded mock broker's thread, in seconds.
+pub fn cpu_seconds() -> Option<(f64, f64)> {
+    let all = stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let mut mock = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if stat.contains("(rdk:mock)") {
+            mock += stat_cpu_seconds(&stat).unwrap_or(0.0);
+        }
+    }
+    Some((all, mock))
+}
+
+/// Microseconds of CPU per event since `cpu0`, for the output line.
+fn cpu_per_event(cpu0: Option<(f64, f64)>, events: u64) -> String {
+    match (cpu0, cpu_seconds()) {
+        (Some((a, ma)), Some((b, mb))) if events > 0 => {
+            let per = |s: f64| s * 1e6 / events as f64;
+            let (all, mock) = (per(b - a), per(mb - ma));
+            if mock > 0.0 {
+                format!(
+                    "{all:.1} µs of CPU each, {:.1} without the mock broker's thread",
+                    all - mock
+                )
+            } else {
+                format!("{all:.1} µs of CPU each")
+            }
+        }
+        _ => "CPU time unknown".into(),
+    }
+}
+
 /// Runs every phase, printing results to `out` as they come.
 pub async fn run(
     mut cfg: Config,
@@ -140,8 +187,8 @@ pub async fn run(
     drop(events);
 
     // Raw consume rate of the same topics.
-    let raw = tokio::task::block_in_place(|| raw_consume(&cfg, opts.partitions, n))?;
-    let _ = writeln!(out, "raw librdkafka consume: {raw:.0} msgs/s");
+    let (raw, raw_cpu) = tokio::task::block_in_place(|| raw_consume(&cfg, opts.partitions, n))?;
+    let _ = writeln!(out, "raw librdkafka consume: {raw:.0} msgs/s; {raw_cpu}");
 
     // Detector throughput.
     let cfg = Arc::new(cfg);
@@ -149,12 +196,14 @@ pub async fn run(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
     let mut first: Option<Instant> = None;
+    let mut cpu0 = None;
     loop {
         // Done means applied and every output acknowledged by the broker.
         let done =
             stats.confirmed.load(Ordering::Relaxed) + stats.dead_letters.load(Ordering::Relaxed);
         if done > 0 && first.is_none() {
             first = Some(Instant::now());
+            cpu0 = cpu_seconds();
         }
         if done >= n {
             break;
@@ -166,11 +215,14 @@ pub async fn run(
     }
     let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     let throughput = n as f64 / elapsed.max(1e-9);
+    // The CPU count starts with the first acknowledged batch, as the clock
+    // does: a few batches' work before it is not counted.
     let _ = writeln!(
         out,
-        "detector: {n} events in {elapsed:.2}s = {throughput:.0} events/s ({:.2} of the raw consume rate); {} finding transitions",
+        "detector: {n} events in {elapsed:.2}s = {throughput:.0} events/s ({:.2} of the raw consume rate); {} finding transitions; {}",
         throughput / raw,
-        stats.findings.load(Ordering::Relaxed)
+        stats.findings.load(Ordering::Relaxed),
+        cpu_per_event(cpu0, n)
     );
     let _ = stop.send(true);
     finish(detector).await?;
@@ -181,10 +233,12 @@ pub async fn run(
     let started = Instant::now();
     let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
     let mut restore_started: Option<Instant> = None;
+    let mut cpu0 = None;
     let restore_elapsed = loop {
         let m = &stats.metrics;
         if m.partitions_restoring.get() > 0 && restore_started.is_none() {
             restore_started = Some(Instant::now());
+            cpu0 = cpu_seconds();
         }
         if restore_started.is_some()
             && m.partitions_restoring.get() == 0
@@ -200,8 +254,9 @@ pub async fn run(
     let restored = stats.restored.load(Ordering::Relaxed);
     let _ = writeln!(
         out,
-        "restore: {restored} events in {restore_elapsed:.2}s = {:.0} events/s",
-        restored as f64 / restore_elapsed.max(1e-9)
+        "restore: {restored} events in {restore_elapsed:.2}s = {:.0} events/s; {}",
+        restored as f64 / restore_elapsed.max(1e-9),
+        cpu_per_event(cpu0, restored)
     );
 
     // Latency at a fixed offered rate, for UNAPPROVED_PRIVILEGED_GRANT (SLA
@@ -268,8 +323,8 @@ async fn finish(
 }
 
 /// Reads every input message once with a plain consumer; messages/s from
-/// the first message to the last.
-fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<f64, PipelineError> {
+/// the first message to the last, and the CPU each took.
+fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), PipelineError> {
     let consumer: BaseConsumer = pipeline::create_client(
         cfg,
         pipeline::client_config(cfg)
@@ -292,17 +347,21 @@ fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<f64, PipelineErr
     consumer.assign(&tpl)?;
     let mut count = 0u64;
     let mut first: Option<Instant> = None;
+    let mut cpu0 = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while count < n && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
             std::hint::black_box(m.payload());
-            first.get_or_insert_with(Instant::now);
+            if first.is_none() {
+                first = Some(Instant::now());
+                cpu0 = cpu_seconds();
+            }
             count += 1;
         }
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    Ok(count as f64 / secs.max(1e-9))
+    Ok((count as f64 / secs.max(1e-9), cpu_per_event(cpu0, count)))
 }
 
 /// Offers `rate` events/s for `secs`, one in ten an unapproved privileged

@@ -60,7 +60,7 @@ impl FindingEncoder {
     /// One finding as a message value.
     pub fn encode(&self, f: &Finding) -> Result<Vec<u8>, AvroError> {
         Ok(match self.encoding {
-            Encoding::Json => f.to_json().into_bytes(),
+            Encoding::Json => f.to_json_bytes(),
             Encoding::Avro { schema_id } => avro::encode_finding(schema_id, &self.schema, f)?,
             Encoding::Ocsf => to_ocsf(f).to_string().into_bytes(),
         })

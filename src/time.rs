@@ -201,9 +201,47 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
-impl fmt::Display for Ts {
-    /// RFC 3339 in UTC; milliseconds are printed only when non-zero.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Ts {
+    /// RFC 3339 in UTC written into `buf`, for years 0 to 9999 (`None`
+    /// outside them): findings carry several timestamps each, and the
+    /// formatting machinery cost more than the rest of their encoding.
+    fn rfc3339<'a>(&self, buf: &'a mut [u8; 24]) -> Option<&'a str> {
+        let ms = self.0.rem_euclid(1_000);
+        let secs = self.0.div_euclid(1_000);
+        let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+        if !(0..=9_999).contains(&y) {
+            return None;
+        }
+        let sod = secs.rem_euclid(86_400);
+        // Every value is below 10,000 and non-negative here.
+        let mut put = |at: usize, v: i64, digits: usize| {
+            let mut v = v as u32;
+            for i in (at..at + digits).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, y, 4);
+        put(5, mo, 2);
+        put(8, d, 2);
+        put(11, sod / 3_600, 2);
+        put(14, sod % 3_600 / 60, 2);
+        put(17, sod % 60, 2);
+        let mut len = 19;
+        if ms != 0 {
+            put(20, ms, 3);
+            buf[19] = b'.';
+            len = 23;
+        }
+        for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+            buf[i] = c;
+        }
+        buf[len] = b'Z';
+        std::str::from_utf8(&buf[..=len]).ok()
+    }
+
+    /// The general form, for any year.
+    fn write_rfc3339_slow(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let ms = self.0.rem_euclid(1_000);
         let secs = self.0.div_euclid(1_000);
         let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
@@ -225,9 +263,22 @@ impl fmt::Display for Ts {
     }
 }
 
+impl fmt::Display for Ts {
+    /// RFC 3339 in UTC; milliseconds are printed only when non-zero.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339(&mut [0; 24]) {
+            Some(text) => f.write_str(text),
+            None => self.write_rfc3339_slow(f),
+        }
+    }
+}
+
 impl Serialize for Ts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339(&mut [0; 24]) {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -265,6 +316,39 @@ mod tests {
     fn check(input: &str, expect: Option<&str>) {
         let got = Ts::parse(input).ok().map(|t| t.to_string());
         assert_eq!(got.as_deref(), expect, "{input}");
+    }
+
+    #[test]
+    fn fast_printing_agrees_with_the_general_form() {
+        let slow = |t: Ts| {
+            let mut s = String::new();
+            t.write_rfc3339_slow(&mut s).expect("writes to a string");
+            s
+        };
+        // Deterministic spread over years 0-9999 and around the edges.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let year0 = -62_167_219_200_000i64; // 0000-01-01T00:00:00Z
+        let year10000 = 253_402_300_800_000i64; // 10000-01-01T00:00:00Z
+        let mut samples = vec![0, 1, 999, 1_000, year0, year10000 - 1];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(year0 + (x % (year10000 - year0) as u64) as i64);
+        }
+        for ms in samples {
+            let t = Ts(ms);
+            assert_eq!(t.to_string(), slow(t), "{ms}");
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", slow(t))
+            );
+        }
+        // Outside years 0-9999 the general form prints.
+        for ms in [year0 - 1, year10000] {
+            assert!(Ts(ms).rfc3339(&mut [0; 24]).is_none());
+            assert_eq!(Ts(ms).to_string(), slow(Ts(ms)));
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn replay_kafka(
             .set("enable.partition.eof", "false"),
         rdkafka::consumer::DefaultConsumerContext,
     )?;
-    let partitions = crate::pipeline::check_topics(&consumer, &cfg)?;
+    let partitions = crate::pipeline::check_topics(consumer.client(), &cfg)?;
     let t = &cfg.topics;
     let mut topics: Vec<(String, System)> = Vec::new();
     for (system, list) in [

@@ -750,11 +750,11 @@ impl Ctx {
 
 /// Checks that every input topic exists with the same partition count and
 /// that the output topics exist; returns the partition count.
-pub fn check_topics<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
+pub fn check_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
     cfg: &Config,
 ) -> Result<i32, PipelineError> {
-    let md = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    let md = client.fetch_metadata(None, Duration::from_secs(30))?;
     let counts: HashMap<&str, usize> = md
         .topics()
         .iter()
@@ -857,16 +857,18 @@ pub async fn run(
         )),
         cfg: cfg.clone(),
     });
+    let partitions = tokio::task::block_in_place(|| check_topics(shared.producer.client(), &cfg))?;
     let mut consumer_config = client_config(&cfg);
     // Each assigned topic-partition has its own queue, and librdkafka's
-    // prefetch limits apply to each (they applied to the consumer's one
-    // queue): at its defaults (100,000 messages, 64 MiB) a lagging process
-    // could buffer gigabytes. 2 MiB holds two fetches of a partition (1 MiB
-    // each at the default max.partition.fetch.bytes).
+    // prefetch limits apply to each (at its defaults they applied to the
+    // consumer's one queue). Its default total, 64 MiB, is shared among the
+    // input partitions, but at least 8 MiB each: a broker that answers a
+    // fetch late (Tansu, at the fetch wait) empties a small queue long
+    // before the next fetch (2 MiB each halved the detector's rate there).
+    let queue_kib = (65_536 / (partitions.max(1) as usize * shared.topics.len())).max(8_192);
     for (key, value) in [
-        ("statistics.interval.ms", "5000"),
-        ("queued.min.messages", "10000"),
-        ("queued.max.messages.kbytes", "2048"),
+        ("statistics.interval.ms", "5000".to_string()),
+        ("queued.max.messages.kbytes", queue_kib.to_string()),
     ] {
         if !cfg.kafka.librdkafka.contains_key(key) {
             consumer_config.set(key, value);
@@ -886,7 +888,6 @@ pub async fn run(
     )?;
     let consumer = Arc::new(consumer);
     let _ = shared.consumer.set(Arc::downgrade(&consumer));
-    let partitions = tokio::task::block_in_place(|| check_topics(&*consumer, &cfg))?;
     tracing::info!(
         bootstrap = %cfg.kafka.bootstrap_servers,
         group = %cfg.kafka.group_id,

@@ -8,8 +8,8 @@
 //! rebalance callbacks run on it, and it commits. Messages do not pass
 //! through it: before each assignment takes effect, every assigned
 //! topic-partition's queue is split from the consumer's (librdkafka then
-//! fetches into that queue, bounded per partition by `queued.min.messages`
-//! and `queued.max.messages.kbytes`), and the task of the partition number
+//! fetches into that queue, bounded per partition by
+//! `queued.max.messages.kbytes`, see [`run`]), and the task of the partition number
 //! reads its topics' queues itself, when its merge needs them. A slow task
 //! leaves its queues full and the fetcher stops fetching them: backpressure
 //! without holding the others up. Partition tasks run on the tokio runtime;

@@ -165,7 +165,7 @@ impl Metrics {
             merge_forced: counter(
                 &r,
                 "driftwatch_merge_forced_total",
-                "Episodes in which a partition task stopped waiting for a lagging input topic (kafka.max_task_idle or the buffer limit) and applied the other topics without it: event-time order across topics may differ from a replay.",
+                "Episodes in which a partition task stopped waiting for a lagging input topic (kafka.max_task_idle) and applied the other topics without it: event-time order across topics may differ from a replay.",
             ),
             producer_queue: gauge(
                 &r,

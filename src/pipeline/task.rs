@@ -337,7 +337,7 @@ async fn run(
             tracing::warn!(
                 lagging = ?lagging,
                 buffered = merge.len(),
-                "input topics lag: applying the others' records without waiting for them (kafka.max_task_idle or the buffer limit); order across topics may differ from a replay"
+                "input topics lag: applying the others' records without waiting for them (kafka.max_task_idle); order across topics may differ from a replay"
             );
             shared.stats.metrics.merge_forced.inc();
         }

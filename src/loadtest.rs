@@ -104,6 +104,10 @@ fn cpu_per_event(cpu0: Option<(f64, f64)>, events: u64) -> String {
     }
 }
 
+/// How long the detector phase may go without progress before the bench
+/// gives up on it.
+const STALL: Duration = Duration::from_secs(120);
+
 /// Runs every phase, printing results to `out` as they come.
 pub async fn run(
     mut cfg: Config,
@@ -197,6 +201,7 @@ pub async fn run(
     let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
     let mut first: Option<Instant> = None;
     let mut cpu0 = None;
+    let mut progress = (0, Instant::now());
     loop {
         // Done means applied and every output acknowledged by the broker.
         let done =
@@ -210,6 +215,21 @@ pub async fn run(
         }
         if detector.is_finished() {
             break;
+        }
+        if done != progress.0 {
+            progress = (done, Instant::now());
+        } else if progress.1.elapsed() > STALL {
+            // A bench that hangs measures nothing: say what is known.
+            let m = &stats.metrics;
+            let _ = stop.send(true);
+            let _ = finish(detector).await;
+            return Err(PipelineError::Topology(format!(
+                "the detector made no progress for {}s: {done} of {n} events done, {} applied, {} partitions assigned, {} restoring",
+                STALL.as_secs(),
+                stats.events.load(Ordering::Relaxed),
+                m.partitions_assigned.get(),
+                m.partitions_restoring.get()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

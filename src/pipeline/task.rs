@@ -227,12 +227,19 @@ async fn run(
         .write()
         .expect("stores lock")
         .insert(partition, engine.store().clone());
-    let confirmer = tokio::spawn(confirm_batches(
-        shared.clone(),
-        partition,
-        batches_rx,
-        restored_open,
-    ));
+    let confirmer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // A failed acknowledgement stops the pipeline at once: the task
+            // hears of it only when it next sends a batch, and an idle one
+            // would keep waiting for input, the failure unsaid.
+            let confirmed =
+                confirm_batches(shared.clone(), partition, batches_rx, restored_open).await;
+            if let Err(e) = confirmed {
+                shared.fail(e);
+            }
+        })
+    };
     let cfg = shared.cfg.clone();
     let max_idle = Duration::from_millis(cfg.kafka.max_task_idle_ms);
     let idle_advance = cfg.idle_advance_ms;
@@ -395,7 +402,7 @@ async fn run(
             || batch.offsets.iter().any(Option::is_some)
             || batch.events > 0;
         if has_work && batches_tx.send(batch).await.is_err() {
-            break; // the confirmer failed; its error is reported below
+            break; // the confirmer failed and has reported it
         }
         gauges.0.set(engine.tracked() as i64);
         gauges.1.set(engine.entries() as i64);
@@ -441,7 +448,7 @@ async fn run(
     confirmer.await.map_err(|e| PipelineError::Publish {
         topic: cfg.topics.findings.clone(),
         reason: format!("confirmer task failed: {e}"),
-    })?
+    })
 }
 
 /// Reads up to [`REFILL`] records of topic `q` from its queue into the

@@ -92,6 +92,37 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
     }
 }
 
+/// A finding the broker refuses after it was queued (its acknowledgement
+/// fails) stops the detector too, even though its partitions have nothing
+/// more to apply: the failure is not left waiting for the next input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_acknowledgement_stops_an_idle_detector() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "refused").await;
+    s.produce_generated(3, 40, 40).await;
+    let Broker::Mock(mock) = &broker else {
+        unreachable!()
+    };
+    // From here every produce request is refused, permanently: only the
+    // detector produces now.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000],
+    );
+    let mut d = s.detector("detector");
+    let status = d.wait_exit(Duration::from_secs(60));
+    let log = d.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("pipeline failed"), "{log}");
+    assert!(log.contains("publishing to"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !s.behind().is_empty(),
+        "nothing past the failure is committed"
+    );
+}
+
 /// A finding the broker cannot take (here: larger than `message.max.bytes`)
 /// is fatal: the detector stops with the error, commits nothing past it, and
 /// exits non-zero so that its supervisor restarts it.

@@ -29,8 +29,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# One target directory: dependencies are built once, and the two builds of
-# the crate differ by path, so neither overwrites the other's.
+# One target directory: dependencies are built once (see the note at the
+# builds below on why the working tree's sources are touched).
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
 # Builds the bench in directory $1 and copies its executable to $2.
@@ -50,6 +50,11 @@ build() {
 echo "== building $base_rev and the working tree"
 git worktree add --detach --quiet "$work/base" "$base_rev"
 build "$work/base" "$work/bench-base"
+# Both builds share one target directory, and cargo names the crate's
+# artifacts alike from either checkout: having just built the base, it
+# would take the working tree's sources (older than that build) for
+# unchanged and hand back the base's bench. Newer sources make it rebuild.
+find src benches -type f -exec touch {} +
 build "$PWD" "$work/bench-new"
 
 # Runs build $1 on core $2; prints its median throughput in elements/s.

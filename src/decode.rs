@@ -7,6 +7,8 @@
 use crate::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
 use serde::de::DeserializeOwned;
 
+mod flat;
+
 /// Why a message could not become an [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -100,6 +102,9 @@ pub fn decode_json(system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
             );
         }
         None => return Err(DecodeError::Empty),
+    }
+    if let Some(event) = flat::decode(system, text) {
+        return Ok(event);
     }
     Ok(match system {
         System::Hr => Event::Hr(from_json::<HrEvent>(text)?),

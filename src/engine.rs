@@ -102,7 +102,7 @@ struct Storm {
     /// Onsets in the window: observation time, key, cause.
     onsets: VecDeque<Onset>,
     /// Live onsets in the window per key; `len()` is the storm measure.
-    distinct: HashMap<Key, u32>,
+    distinct: HashMap<Key, u32, ahash::RandomState>,
     active: Option<Box<Finding>>,
     /// The active storm's OPEN has been published.
     published: bool,
@@ -112,7 +112,7 @@ struct Storm {
     /// When a swept-in episode last cleared: the storm ends only after a
     /// quiet window, so a feed being corrected is not paged half-way.
     last_clear: Ts,
-    tagged_keys: HashSet<Key>,
+    tagged_keys: HashSet<Key, ahash::RandomState>,
     to_tag: Vec<Key>,
 }
 

@@ -709,6 +709,7 @@ fn restore(
     let mut scratch = Vec::new();
     let mut applied = 0u64;
     let mut last_progress = Instant::now();
+    let mut progressed = false;
     // Decodes topic `q`'s fetched records into the merge until one is
     // queued there or none is left; a topic is done once its record before
     // the committed offset is taken.
@@ -780,7 +781,9 @@ fn restore(
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                last_progress = Instant::now();
+                // Read the clock when the poll comes back empty, not per
+                // record (a clock read per record was 3% of a restore).
+                progressed = true;
                 if let Some(q) = shared.topic_index(m.topic()) {
                     fetched[q].push_back(m);
                 }
@@ -789,6 +792,9 @@ fn restore(
                 tracing::warn!(error = %e, "restore consumer error (librdkafka retries)")
             }
             None => {
+                if std::mem::take(&mut progressed) {
+                    last_progress = Instant::now();
+                }
                 // Control records or deleted records can leave a gap before
                 // the committed offset: the position tells, once everything
                 // fetched of the topic is taken.

@@ -1281,12 +1281,12 @@ mod tests {
             // expires while later ones are still being hired.
             let at = t0.plus(w * 1_000);
             let hire = HrEvent {
-                event_id: format!("h{w}"),
+                event_id: format!("h{w}").into(),
                 event_type: HrEventType::Hire,
                 occurred_at: at,
                 effective_at: at,
                 source_system: "workday".into(),
-                worker_id: format!("w{w}"),
+                worker_id: format!("w{w}").into(),
                 worker_type: WorkerType::Employee,
                 email: None,
                 department: None,
@@ -1299,12 +1299,12 @@ mod tests {
             // Two of three are provisioned at once, leaving a stale timer.
             if w % 3 != 0 {
                 let account = DirectoryEvent {
-                    event_id: format!("d{w}"),
+                    event_id: format!("d{w}").into(),
                     event_type: DirectoryEventType::AccountCreated,
                     occurred_at: at,
                     directory: "entra".into(),
-                    account_id: format!("u{w}"),
-                    worker_id: Some(format!("w{w}")),
+                    account_id: format!("u{w}").into(),
+                    worker_id: Some(format!("w{w}").into()),
                     account_kind: AccountKind::Human,
                     owner_worker_id: None,
                     enabled: Some(true),

@@ -110,23 +110,23 @@ wire_enum!(
 /// An event on `hr.worker-events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HrEvent {
-    pub event_id: String,
+    pub event_id: Name,
     pub event_type: HrEventType,
     pub occurred_at: Ts,
     pub effective_at: Ts,
-    pub source_system: String,
-    pub worker_id: String,
+    pub source_system: Name,
+    pub worker_id: Name,
     pub worker_type: WorkerType,
     #[serde(default)]
-    pub email: Option<String>,
+    pub email: Option<Name>,
     #[serde(default)]
-    pub department: Option<String>,
+    pub department: Option<Name>,
     #[serde(default)]
-    pub title: Option<String>,
+    pub title: Option<Name>,
     #[serde(default)]
-    pub manager_id: Option<String>,
+    pub manager_id: Option<Name>,
     #[serde(default)]
-    pub cost_center: Option<String>,
+    pub cost_center: Option<Name>,
     #[serde(default)]
     pub contract_end: Option<Ts>,
 }
@@ -134,59 +134,59 @@ pub struct HrEvent {
 /// An event on `directory.account-changes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectoryEvent {
-    pub event_id: String,
+    pub event_id: Name,
     pub event_type: DirectoryEventType,
     pub occurred_at: Ts,
-    pub directory: String,
-    pub account_id: String,
+    pub directory: Name,
+    pub account_id: Name,
     #[serde(default)]
-    pub worker_id: Option<String>,
+    pub worker_id: Option<Name>,
     pub account_kind: AccountKind,
     #[serde(default)]
-    pub owner_worker_id: Option<String>,
+    pub owner_worker_id: Option<Name>,
     #[serde(default)]
     pub enabled: Option<bool>,
     #[serde(default)]
-    pub email: Option<String>,
+    pub email: Option<Name>,
     #[serde(default)]
-    pub department: Option<String>,
+    pub department: Option<Name>,
     #[serde(default)]
-    pub title: Option<String>,
+    pub title: Option<Name>,
     #[serde(default)]
-    pub manager_id: Option<String>,
+    pub manager_id: Option<Name>,
     #[serde(default)]
-    pub group: Option<String>,
+    pub group: Option<Name>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub privileged: bool,
     #[serde(default)]
-    pub approved_by: Option<String>,
+    pub approved_by: Option<Name>,
     #[serde(default)]
-    pub approval_ref: Option<String>,
+    pub approval_ref: Option<Name>,
     #[serde(default)]
-    pub actor: Option<String>,
+    pub actor: Option<Name>,
 }
 
 /// An event on `app.entitlement-changes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppEvent {
-    pub event_id: String,
+    pub event_id: Name,
     pub event_type: AppEventType,
     pub occurred_at: Ts,
-    pub app_id: String,
-    pub account_id: String,
+    pub app_id: Name,
+    pub account_id: Name,
     #[serde(default)]
-    pub worker_id: Option<String>,
+    pub worker_id: Option<Name>,
     pub account_kind: AccountKind,
     #[serde(default)]
-    pub owner_worker_id: Option<String>,
+    pub owner_worker_id: Option<Name>,
     #[serde(default)]
-    pub entitlement: Option<String>,
+    pub entitlement: Option<Name>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub privileged: bool,
     #[serde(default)]
-    pub approved_by: Option<String>,
+    pub approved_by: Option<Name>,
     #[serde(default)]
-    pub approval_ref: Option<String>,
+    pub approval_ref: Option<Name>,
 }
 
 /// `privileged`: a boolean where null (or absence) means false.

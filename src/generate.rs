@@ -125,21 +125,18 @@ impl Generator {
         let dept = DEPARTMENTS[(worker % DEPARTMENTS.len() as u64) as usize];
         let title = TITLES[(worker % TITLES.len() as u64) as usize];
         HrEvent {
-            event_id: self.id("hr"),
+            event_id: self.id("hr").into(),
             event_type: t,
             occurred_at: at,
             effective_at: effective,
             source_system: "workday".into(),
-            worker_id: Self::worker_id(worker),
+            worker_id: Self::worker_id(worker).into(),
             worker_type: WorkerType::Employee,
-            email: Some(format!(
-                "{}@example.com",
-                Self::worker_id(worker).to_lowercase()
-            )),
+            email: Some(format!("{}@example.com", Self::worker_id(worker).to_lowercase()).into()),
             department: Some(dept.into()),
             title: Some(title.into()),
-            manager_id: Some(Self::worker_id(worker / 8)),
-            cost_center: Some(format!("CC{:03}", worker % 97)),
+            manager_id: Some(Self::worker_id(worker / 8).into()),
+            cost_center: Some(format!("CC{:03}", worker % 97).into()),
             contract_end: None,
         }
     }
@@ -153,19 +150,20 @@ impl Generator {
     ) -> DirectoryEvent {
         let w = worker.unwrap_or(0);
         DirectoryEvent {
-            event_id: self.id("dir"),
+            event_id: self.id("dir").into(),
             event_type: t,
             occurred_at: at,
             directory: "entra".into(),
             account_id: account.into(),
-            worker_id: worker.map(Self::worker_id),
+            worker_id: worker.map(|w| Self::worker_id(w).into()),
             account_kind: AccountKind::Human,
             owner_worker_id: None,
             enabled: None,
-            email: worker.map(|w| format!("{}@example.com", Self::worker_id(w).to_lowercase())),
+            email: worker
+                .map(|w| format!("{}@example.com", Self::worker_id(w).to_lowercase()).into()),
             department: Some(DEPARTMENTS[(w % DEPARTMENTS.len() as u64) as usize].into()),
             title: Some(TITLES[(w % TITLES.len() as u64) as usize].into()),
-            manager_id: Some(Self::worker_id(w / 8)),
+            manager_id: Some(Self::worker_id(w / 8).into()),
             group: None,
             privileged: false,
             approved_by: None,
@@ -187,18 +185,18 @@ impl Generator {
         at: Ts,
     ) -> AppEvent {
         AppEvent {
-            event_id: self.id("app"),
+            event_id: self.id("app").into(),
             event_type: t,
             occurred_at: at,
             app_id: APPS[app].0.into(),
             account_id: account.into(),
-            worker_id: worker.map(Self::worker_id),
+            worker_id: worker.map(|w| Self::worker_id(w).into()),
             account_kind: AccountKind::Human,
             owner_worker_id: None,
             entitlement: entitlement.map(Into::into),
             privileged,
-            approved_by: approved.then(|| APPROVERS[app].to_string()),
-            approval_ref: approved.then(|| format!("REQ-{}", self.seq)),
+            approved_by: approved.then(|| APPROVERS[app].into()),
+            approval_ref: approved.then(|| format!("REQ-{}", self.seq).into()),
         }
     }
 
@@ -349,7 +347,7 @@ impl Generator {
                 } else {
                     AccountKind::Service
                 };
-                d.owner_worker_id = (self.rng.below(2) == 0).then(|| Self::worker_id(w));
+                d.owner_worker_id = (self.rng.below(2) == 0).then(|| Self::worker_id(w).into());
                 d.department = None;
                 d.title = None;
                 d.manager_id = None;
@@ -404,11 +402,14 @@ impl Generator {
             }
             Scenario::AttributeUpdate => {
                 let mut d = self.dir(DirectoryEventType::AttributesChanged, Some(w), &acct, t);
-                d.email = Some(format!(
-                    "{}.{}@example.com",
-                    Self::worker_id(w).to_lowercase(),
-                    self.seq
-                ));
+                d.email = Some(
+                    format!(
+                        "{}.{}@example.com",
+                        Self::worker_id(w).to_lowercase(),
+                        self.seq
+                    )
+                    .into(),
+                );
                 out.push(Event::Directory(d));
             }
         }

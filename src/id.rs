@@ -50,6 +50,26 @@ enum Repr {
 
 const MARK: u8 = 0x80;
 
+/// Copies `b` (at most `INLINE` bytes) to the start of `buf` in a few
+/// fixed-size moves that may overlap, instead of a call to memmove: names
+/// are made for every string field of every decoded event.
+#[inline(always)]
+fn fill(buf: &mut [u8; INLINE], b: &[u8]) {
+    let n = b.len();
+    if n >= 8 {
+        buf[..8].copy_from_slice(&b[..8]);
+        if n > 16 {
+            buf[8..16].copy_from_slice(&b[8..16]);
+        }
+        buf[n - 8..n].copy_from_slice(&b[n - 8..]);
+    } else if n >= 4 {
+        buf[..4].copy_from_slice(&b[..4]);
+        buf[n - 4..n].copy_from_slice(&b[n - 4..]);
+    } else {
+        buf[..n].copy_from_slice(b);
+    }
+}
+
 impl Name {
     pub fn new(s: &str) -> Name {
         Name::with_mark(s, false)
@@ -59,7 +79,7 @@ impl Name {
     pub fn with_mark(s: &str, mark: bool) -> Name {
         if s.len() <= INLINE {
             let mut buf = [0u8; INLINE];
-            buf[..s.len()].copy_from_slice(s.as_bytes());
+            fill(&mut buf, s.as_bytes());
             let len = s.len() as u8 | if mark { MARK } else { 0 };
             Name(Repr::Inline { len, buf })
         } else {
@@ -180,6 +200,31 @@ impl fmt::Debug for Name {
 impl serde::Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+/// Takes what `String` takes (a string, or bytes that are UTF-8), with the
+/// same error otherwise, so a field's type can change from `String` to
+/// `Name` without changing what a decoder accepts or says.
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+                Ok(Name::new(v))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Name, E> {
+                match std::str::from_utf8(v) {
+                    Ok(s) => Ok(Name::new(s)),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+                }
+            }
+        }
+        d.deserialize_string(V)
     }
 }
 
@@ -427,6 +472,21 @@ impl fmt::Debug for Sym {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_of_every_length_keep_their_bytes_and_a_zeroed_tail() {
+        let text = "abcdefghijklmnopqrstuvwxyz";
+        for n in 0..=text.len() {
+            let s = &text[..n];
+            let name = Name::with_mark(s, n % 2 == 0);
+            assert_eq!(name.as_str(), s);
+            if let Repr::Inline { buf, .. } = &name.0 {
+                assert!(buf[n..].iter().all(|b| *b == 0), "length {n}: {buf:?}");
+            } else {
+                assert!(n > INLINE);
+            }
+        }
+    }
 
     #[test]
     fn names_round_trip_inline_and_shared() {

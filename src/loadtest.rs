@@ -450,33 +450,33 @@ async fn latency(
             let event_id = format!("lat-{offered}");
             let event = if offered % 10 == 0 {
                 Event::App(AppEvent {
-                    event_id: event_id.clone(),
+                    event_id: event_id.clone().into(),
                     event_type: AppEventType::EntitlementGranted,
                     occurred_at: now,
                     app_id: "sap".into(),
-                    account_id: format!("sap-{w:06}"),
-                    worker_id: Some(wid),
+                    account_id: format!("sap-{w:06}").into(),
+                    worker_id: Some(wid.into()),
                     account_kind: AccountKind::Human,
                     owner_worker_id: None,
-                    entitlement: Some(format!("SAP_ALL_{offered}")),
+                    entitlement: Some(format!("SAP_ALL_{offered}").into()),
                     privileged: true,
                     approved_by: None,
                     approval_ref: None,
                 })
             } else {
                 Event::Directory(DirectoryEvent {
-                    event_id: event_id.clone(),
+                    event_id: event_id.clone().into(),
                     event_type: DirectoryEventType::AttributesChanged,
                     occurred_at: now,
                     directory: "entra".into(),
-                    account_id: format!("u{w:06}"),
-                    worker_id: Some(wid),
+                    account_id: format!("u{w:06}").into(),
+                    worker_id: Some(wid.into()),
                     account_kind: AccountKind::Human,
                     owner_worker_id: None,
                     enabled: None,
                     email: None,
                     department: None,
-                    title: Some(format!("t{}", offered % 7)),
+                    title: Some(format!("t{}", offered % 7).into()),
                     manager_id: None,
                     group: None,
                     privileged: false,
@@ -568,11 +568,11 @@ fn load_workers(cfg: &Arc<Config>, workers: u64, shape: Shape) -> Engine {
             g => (DirectoryEventType::GroupAdded, Some(GRANTS[g - 1].into())),
         };
         Event::Directory(DirectoryEvent {
-            event_id: format!("m-d-{w}-{n}"),
+            event_id: format!("m-d-{w}-{n}").into(),
             event_type,
             occurred_at: at,
             directory: "entra".into(),
-            account_id: format!("u{w:07}"),
+            account_id: format!("u{w:07}").into(),
             worker_id: Some(wid.into()),
             account_kind: AccountKind::Human,
             owner_worker_id: None,
@@ -592,12 +592,12 @@ fn load_workers(cfg: &Arc<Config>, workers: u64, shape: Shape) -> Engine {
         let wid = Generator::worker_id(w);
         let at = t0.plus(w as i64 * 1_000);
         let hire = Event::Hr(HrEvent {
-            event_id: format!("m-h-{w}"),
+            event_id: format!("m-h-{w}").into(),
             event_type: HrEventType::Hire,
             occurred_at: at,
             effective_at: at,
             source_system: "workday".into(),
-            worker_id: wid.clone(),
+            worker_id: wid.clone().into(),
             worker_type: WorkerType::Employee,
             email: None,
             department: Some("Sales".into()),
@@ -612,12 +612,12 @@ fn load_workers(cfg: &Arc<Config>, workers: u64, shape: Shape) -> Engine {
             let event = match shape {
                 Shape::DirectoryGroups => directory(w, &wid, at, g + 1),
                 Shape::DirectoryAndApp => Event::App(AppEvent {
-                    event_id: format!("m-a-{w}-{g}"),
+                    event_id: format!("m-a-{w}-{g}").into(),
                     event_type: AppEventType::EntitlementGranted,
                     occurred_at: at,
                     app_id: "salesforce".into(),
-                    account_id: format!("salesforce-{w:07}"),
-                    worker_id: Some(wid.clone()),
+                    account_id: format!("salesforce-{w:07}").into(),
+                    worker_id: Some(wid.clone().into()),
                     account_kind: AccountKind::Human,
                     owner_worker_id: None,
                     entitlement: Some((*grant).into()),

@@ -103,14 +103,14 @@ impl Attrs {
     /// The attributes an event states; `intern` shares department, title
     /// and manager.
     pub fn stated(
-        email: &Option<String>,
-        dept: &Option<String>,
-        title: &Option<String>,
-        mgr: &Option<String>,
+        email: &Option<Name>,
+        dept: &Option<Name>,
+        title: &Option<Name>,
+        mgr: &Option<Name>,
         mut intern: impl FnMut(&str) -> Sym,
     ) -> Attrs {
         Attrs {
-            email: email.as_deref().map(Name::new),
+            email: email.clone(),
             department: dept.as_deref().map(&mut intern),
             title: title.as_deref().map(&mut intern),
             manager_id: mgr.as_deref().map(&mut intern),
@@ -742,10 +742,10 @@ fn set_state(acct: &mut Account, enabled: bool, deleted: bool, ev: &EvRef) {
 }
 
 /// An approver as held in state: an empty one is none.
-fn approver(approved_by: Option<String>) -> Option<Box<str>> {
+fn approver(approved_by: Option<Name>) -> Option<Box<str>> {
     approved_by
         .filter(|s| !s.is_empty())
-        .map(String::into_boxed_str)
+        .map(|s| s.as_str().into())
 }
 
 /// Sets one grant of `acct`; returns 1 when it is a new entry.
@@ -755,7 +755,7 @@ fn set_grant(
     name: Sym,
     active: bool,
     privileged: bool,
-    approved_by: Option<String>,
+    approved_by: Option<Name>,
     recertify: bool,
     ev: &EvRef,
 ) -> usize {
@@ -1240,7 +1240,7 @@ mod tests {
 
     fn app(t: i64, event_type: AppEventType, approved_by: Option<&str>) -> (AppEvent, EvRef) {
         let e = AppEvent {
-            event_id: format!("e{t}"),
+            event_id: format!("e{t}").into(),
             event_type,
             occurred_at: Ts(t),
             app_id: "crm".into(),
@@ -1336,7 +1336,7 @@ mod tests {
     fn hr_attributes_point_at_the_event_that_set_them() {
         use HrEventType as H;
         let hr = |t: i64, event_type, dept: &str| HrEvent {
-            event_id: format!("e{t}"),
+            event_id: format!("e{t}").into(),
             event_type,
             occurred_at: Ts(t),
             effective_at: Ts(t),
@@ -1404,7 +1404,7 @@ mod tests {
         let scope = Sym::new("entra");
         let mut apply = |t: i64, event_type, dept: Option<&str>| {
             let e = DirectoryEvent {
-                event_id: format!("e{t}"),
+                event_id: format!("e{t}").into(),
                 event_type,
                 occurred_at: Ts(t),
                 directory: "entra".into(),

@@ -18,6 +18,7 @@ use crate::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Event, HrEvent,
     HrEventType, System, WorkerType,
 };
+use crate::id::Name;
 use crate::time::Ts;
 
 /// A value the fast path understands. A number is only skipped, in a
@@ -151,9 +152,9 @@ fn app(text: &str) -> Option<AppEvent> {
 }
 
 /// A required string field.
-fn string(v: Option<Val<'_>>) -> Option<String> {
+fn string(v: Option<Val<'_>>) -> Option<Name> {
     match v? {
-        Val::Str(s) => Some(s.to_owned()),
+        Val::Str(s) => Some(Name::new(s)),
         _ => None,
     }
 }

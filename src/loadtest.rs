@@ -123,6 +123,9 @@ pub async fn run(
     cfg.topics.app = vec![format!("{id}.app")];
     cfg.topics.findings = format!("{id}.findings");
     cfg.topics.dead_letter = format!("{id}.dlq");
+    // Groups of the run's own, as its topics are: a shared broker may hold
+    // other detectors' groups, and another run's.
+    cfg.kafka.group_id = id.clone();
     cfg.idle_advance_ms = None;
     cfg.admin_listen = None;
     cfg.kafka.commit_interval_ms = 500;
@@ -348,7 +351,7 @@ fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), P
     let consumer: BaseConsumer = pipeline::create_client(
         cfg,
         pipeline::client_config(cfg)
-            .set("group.id", "driftwatch-bench-raw")
+            .set("group.id", format!("{}.raw", cfg.kafka.group_id))
             .set("enable.auto.commit", "false"),
         rdkafka::consumer::DefaultConsumerContext,
     )?;
@@ -401,7 +404,7 @@ async fn latency(
         let consumer: BaseConsumer = pipeline::create_client(
             cfg,
             pipeline::client_config(cfg)
-                .set("group.id", "driftwatch-bench-latency")
+                .set("group.id", format!("{}.latency", cfg.kafka.group_id))
                 .set("enable.auto.commit", "false")
                 .set("fetch.wait.max.ms", "5"),
             rdkafka::consumer::DefaultConsumerContext,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod avro;
+mod bench;
 mod explain;
 mod fuzz;
 mod harness;

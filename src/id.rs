@@ -474,6 +474,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_deserialises_from_what_a_string_does_with_the_same_errors() {
+        for json in [
+            r#""W000001""#,
+            r#""an-identifier-well-over-twenty-two-bytes""#,
+            r#""esc\"aped\u00e9""#,
+            r#""""#,
+            "5",
+            "null",
+            "true",
+            "[\"a\"]",
+            "{\"a\":1}",
+            r#""unterminated"#,
+        ] {
+            let name = serde_json::from_str::<Name>(json).map(|n| n.as_str().to_string());
+            let string = serde_json::from_str::<String>(json);
+            match (name, string) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+                (a, b) => panic!("{json}: {a:?} against {b:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn names_of_every_length_keep_their_bytes_and_a_zeroed_tail() {
         let text = "abcdefghijklmnopqrstuvwxyz";
         for n in 0..=text.len() {

@@ -378,11 +378,7 @@ mod tests {
 
     /// What serde makes of a message, or its error.
     fn serde(system: System, text: &str) -> Result<Event, super::super::DecodeError> {
-        Ok(match system {
-            System::Hr => Event::Hr(super::super::from_json(text)?),
-            System::Directory => Event::Directory(super::super::from_json(text)?),
-            System::App => Event::App(super::super::from_json(text)?),
-        })
+        super::super::event_by_serde(system, text)
     }
 
     fn messages() -> Vec<(System, String)> {

@@ -2,11 +2,14 @@
 //! (the process is alive and not failing) and `/readyz` (partitions
 //! assigned and restored, brokers reachable), and read-only queries of the
 //! live state: `/v1/workers/{id}` and `/v1/findings?status=&rule=&severity=
-//! &worker_id=&limit=`. Bound to 127.0.0.1 unless the config says otherwise.
+//! &worker_id=&limit=&after=` (an unknown parameter or value is a 400 that
+//! names it and the values allowed; a page holds at most 1,000 findings in
+//! finding_id order, and `next` is the query of the page after). Bound to
+//! 127.0.0.1 unless the config says otherwise.
 
 use crate::event::Key;
 use crate::pipeline::LiveStats;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -85,8 +88,25 @@ async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> 
 
 async fn findings(
     State(stats): State<Arc<LiveStats>>,
-    Query(filter): Query<crate::query::FindingFilter>,
-) -> impl IntoResponse {
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let query = query.unwrap_or_default();
+    let params: Vec<(String, String)> = match serde_urlencoded_pairs(&query) {
+        Some(p) => p,
+        None => {
+            return bad_request(crate::query::BadParameter {
+                parameter: "(query string)".into(),
+                problem: "is not application/x-www-form-urlencoded".into(),
+                allowed: Vec::new(),
+            })
+        }
+    };
+    let filter = match crate::query::FindingFilter::from_params(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
     let stores: Vec<Arc<crate::state::Store>> = stats
         .stores
         .read()
@@ -94,25 +114,108 @@ async fn findings(
         .values()
         .cloned()
         .collect();
-    let mut out = Vec::new();
-    let mut truncated = false;
-    for store in stores {
-        if crate::query::open_findings(&store, &filter, &mut out) {
-            truncated = true;
-            break;
+    let (out, truncated) = crate::query::open_findings(stores.iter().map(|s| &**s), &filter);
+    // The next page: the same query, after the last finding returned.
+    let next = match (truncated, out.last()) {
+        (true, Some(last)) => {
+            let mut pairs: Vec<(String, String)> =
+                params.into_iter().filter(|(k, _)| k != "after").collect();
+            pairs.push(("after".into(), last.finding_id.clone()));
+            let q: String = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            serde_json::Value::String(format!("/v1/findings?{q}"))
         }
-    }
-    Json(serde_json::json!({ "count": out.len(), "truncated": truncated, "findings": out }))
+        _ => serde_json::Value::Null,
+    };
+    Json(serde_json::json!({
+        "count": out.len(),
+        "truncated": truncated,
+        "next": next,
+        "findings": out,
+    }))
+    .into_response()
 }
 
-/// Serves the admin routes on `addr` until `shutdown` turns true.
+fn bad_request(e: crate::query::BadParameter) -> axum::response::Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({
+            "error": e.to_string(),
+            "parameter": e.parameter,
+            "allowed": e.allowed,
+        })),
+    )
+        .into_response()
+}
+
+/// The pairs of a query string, percent-decoded; `None` when it is not
+/// valid form encoding.
+fn serde_urlencoded_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode(k)?, decode(v)?));
+    }
+    Some(out)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The admin routes, for the log line that says where they are.
+pub const ROUTES: &str =
+    "/metrics /healthz /readyz /v1/workers/{worker_id} /v1/findings?status=&rule=&severity=&worker_id=&limit=&after=";
+
+/// Binds the admin port. A port already in use is an error here, at
+/// start, not a log line while the detector runs on without its metrics.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("admin port {addr}: {e}; set admin.listen to a free port (or `off`)"),
+        )
+    })
+}
+
+/// Serves the admin routes on a bound listener until `shutdown` turns true.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     stats: Arc<LiveStats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "admin port: /metrics /healthz /readyz");
+    let addr = listener.local_addr()?;
+    tracing::info!("admin port http://{addr}: {ROUTES}");
     axum::serve(listener, router(stats))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -16,10 +16,12 @@ pub const DEFAULT_TOML: &str = include_str!("../config/driftwatch.toml");
 /// A configuration that cannot be used, naming the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The reason is part of the message (not a chained source), so that
+    /// an error report prints it once.
+    #[error("cannot read config file {path}: {reason}")]
     Io {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("config: {0}")]
     Parse(String),
@@ -110,6 +112,9 @@ pub struct RawKafka {
     pub max_task_idle: Option<String>,
     /// How often acknowledged offsets are committed; default `1s`.
     pub commit_interval: Option<String>,
+    /// A member of the group that has held no partition for this long logs
+    /// a warning and `/readyz` says so; default `60s`.
+    pub unassigned_warning: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
     /// sasl.*, ssl.*, ...).
     #[serde(default)]
@@ -330,6 +335,7 @@ pub struct KafkaConfig {
     pub delivery: Delivery,
     pub max_task_idle_ms: u64,
     pub commit_interval_ms: u64,
+    pub unassigned_warning_ms: u64,
     /// Passed through to every librdkafka client as it is.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -364,6 +370,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("delivery", &self.delivery)
             .field("max_task_idle_ms", &self.max_task_idle_ms)
             .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("unassigned_warning_ms", &self.unassigned_warning_ms)
             .field("librdkafka", &redacted)
             .finish()
     }
@@ -699,10 +706,10 @@ impl TryFrom<RawConfig> for Config {
             Some("off") => None,
             other => {
                 let text = other.unwrap_or("127.0.0.1:9464");
-                Some(text.parse().map_err(|_| {
+                Some(listen_addr(text).map_err(|why| {
                     invalid(
                         "admin.listen",
-                        format!("`{text}` is not host:port (e.g. 127.0.0.1:9464, or 0.0.0.0:9464 to listen on every interface), nor `off`"),
+                        format!("`{text}` {why} (write host:port, e.g. 127.0.0.1:9464, localhost:9464, or 0.0.0.0:9464 to listen on every interface; or `off`)"),
                     )
                 })?)
             }
@@ -770,6 +777,32 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
+/// `host:port` to one socket address: an IP literal as it is, a host name
+/// through the resolver (`localhost` becomes its first address, IPv4
+/// first, so that the port is where a user expects it).
+fn listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("has no port".into());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("is not host:port".into());
+    }
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("does not resolve: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| "resolves to no address".into())
+}
+
 fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
     let bootstrap_servers = k
         .bootstrap_servers
@@ -808,6 +841,16 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
     if commit_interval_ms <= 0 {
         return Err(invalid("kafka.commit_interval", "must be longer than zero"));
     }
+    let unassigned_warning_ms = parse_duration_ms(
+        "kafka.unassigned_warning",
+        k.unassigned_warning.as_deref().unwrap_or("60s"),
+    )?;
+    if unassigned_warning_ms <= 0 {
+        return Err(invalid(
+            "kafka.unassigned_warning",
+            "must be longer than zero",
+        ));
+    }
     for key in k.librdkafka.keys() {
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
             return Err(invalid(
@@ -822,6 +865,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         delivery,
         max_task_idle_ms: max_task_idle_ms.max(0) as u64,
         commit_interval_ms: commit_interval_ms as u64,
+        unassigned_warning_ms: unassigned_warning_ms as u64,
         librdkafka: k.librdkafka,
     })
 }
@@ -1002,9 +1046,9 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Config, toml::Table), ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+            Some(p) => std::fs::read_to_string(p).map_err(|reason| ConfigError::Io {
                 path: p.display().to_string(),
-                source,
+                reason,
             })?,
             None => DEFAULT_TOML.to_string(),
         };
@@ -1038,9 +1082,9 @@ impl Config {
 
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Io {
             path: path.display().to_string(),
-            source,
+            reason,
         })?;
         let mut cfg = Config::from_toml(&text)?;
         let base = path.parent().unwrap_or(Path::new(""));

@@ -60,16 +60,23 @@ pub async fn run(
     let cfg = Arc::new(demo_cfg);
     let stats = Arc::new(LiveStats::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx.clone()));
+    // Bound before anything runs: a port in use stops the demo here.
     if let Some(addr) = cfg.admin_listen {
-        let _ = writeln!(out, "metrics:  curl http://{addr}/metrics");
-        let stats = stats.clone();
+        let listener = crate::admin::bind(addr)
+            .await
+            .map_err(PipelineError::Admin)?;
+        let _ = writeln!(
+            out,
+            "admin port:  curl http://{addr}/metrics  (also /readyz, /v1/findings, /v1/workers/ID)"
+        );
+        let (stats, stop_rx) = (stats.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(addr, stats, stop_rx).await {
-                tracing::warn!(%addr, error = %e, "admin port not served (set admin.listen, or `off`)");
+            if let Err(e) = crate::admin::serve(listener, stats, stop_rx).await {
+                tracing::warn!(%addr, error = %e, "admin port stopped");
             }
         });
     }
+    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
 
     let producer = pipeline::producer(&cfg)?;
     let gen_opts = GenerateOptions {
@@ -158,7 +165,7 @@ pub enum Progress {
 /// Returns the events produced and the final event time.
 pub async fn generate(
     cfg: &Config,
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &crate::pipeline::Producer,
     opts: &GenerateOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<(u64, crate::time::Ts), PipelineError> {
@@ -234,11 +241,14 @@ pub fn tables(stats: &LiveStats) -> String {
         row[*status as usize] += n;
     }
     s.push_str(&format!(
-        "\n{:<30} {:<10} {:>6} {:>9} {:>8}\n",
-        "rule", "owner", "open", "escalated", "resolved"
+        "\nfinding transitions published during the run, by rule and owner (open now = opened - resolved):\n{:<30} {:<10} {:>6} {:>9} {:>8} {:>8}\n",
+        "rule", "owner", "opened", "escalated", "resolved", "open now"
     ));
     for ((rule, role), [o, e, r]) in &rows {
-        s.push_str(&format!("{rule:<30} {role:<10} {o:>6} {e:>9} {r:>8}\n"));
+        let now = o.saturating_sub(*r);
+        s.push_str(&format!(
+            "{rule:<30} {role:<10} {o:>6} {e:>9} {r:>8} {now:>8}\n"
+        ));
     }
     let recent = stats.recent.lock().expect("stats lock");
     let opened: Vec<&Finding> = recent

@@ -48,12 +48,30 @@ fn s(v: &Value) -> String {
 pub fn render_text(v: &Value) -> String {
     let mut out = String::new();
     let worker = s(&v["worker_id"]);
+    let live = v["source"] == "live";
     let _ = writeln!(out, "worker {worker} (partition {})", s(&v["partition"]));
     if let Some(timeline) = v["timeline"].as_array() {
-        let _ = writeln!(out, "\ntimeline ({} events):", timeline.len());
+        if live {
+            let _ = writeln!(
+                out,
+                "\ntimeline: a running instance keeps state, not history; these are the {} named as evidence by its open findings (`driftwatch explain {worker} --kafka` replays the whole timeline):",
+                if timeline.len() == 1 { "1 event".to_string() } else { format!("{} events", timeline.len()) }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\ntimeline ({}):",
+                if timeline.len() == 1 {
+                    "1 event".to_string()
+                } else {
+                    format!("{} events", timeline.len())
+                }
+            );
+        }
         for e in timeline {
             let ev = &e["event"];
             let detail = match s(&e["system"]).as_str() {
+                _ if ev.is_null() => String::new(),
                 "hr" => format!(
                     "{} type={} dept={}",
                     s(&ev["source_system"]),
@@ -140,7 +158,19 @@ pub fn render_text(v: &Value) -> String {
         }
     }
     let findings = v["findings"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "\nfindings ({} transitions):", findings.len());
+    let count = if findings.len() == 1 {
+        "1 transition".to_string()
+    } else {
+        format!("{} transitions", findings.len())
+    };
+    if live {
+        let _ = writeln!(
+            out,
+            "\nfindings open now ({count}: the latest of each open finding; earlier and resolved ones are in the findings topic, or replay with --kafka):"
+        );
+    } else {
+        let _ = writeln!(out, "\nfindings ({count}):");
+    }
     for f in &findings {
         let owner = &f["contributing_owner"];
         let _ = writeln!(
@@ -178,30 +208,78 @@ pub fn render_text(v: &Value) -> String {
 }
 
 /// Asks a running instance's admin port about one worker: its state and
-/// the findings open now (a live instance keeps no history of transitions).
+/// the findings open now. A live instance keeps state, not history: the
+/// timeline it can give is the source events named as evidence by those
+/// findings (`explain --kafka` replays the whole timeline).
 pub fn from_instance(admin: &str, worker_id: &str) -> Result<Value, String> {
     let base = admin.trim_end_matches('/');
     let get = |url: String| -> Result<Value, String> {
         let resp = match ureq::get(&url).call() {
             Ok(r) => r,
             Err(ureq::Error::Status(404, r)) => r,
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                return Err(format!("{url}: HTTP {code}: {}", text.trim()));
+            }
             Err(e) => return Err(format!("{url}: {e}")),
         };
         let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
         serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
     };
-    let worker = get(format!("{base}/v1/workers/{worker_id}"))?;
+    let id = encode(worker_id);
+    let worker = get(format!("{base}/v1/workers/{id}"))?;
     if worker.get("error").is_some() {
         return Err(s(&worker["error"]));
     }
-    let findings = get(format!(
-        "{base}/v1/findings?worker_id={worker_id}&limit=100000"
-    ))?;
+    // Every page of the worker's open findings.
+    let mut findings: Vec<Value> = Vec::new();
+    let mut next = Some(format!("/v1/findings?worker_id={id}"));
+    while let Some(path) = next.take() {
+        let page = get(format!("{base}{path}"))?;
+        findings.extend(page["findings"].as_array().cloned().unwrap_or_default());
+        next = page["next"].as_str().map(str::to_string);
+    }
+    let mut timeline: Vec<Value> = findings
+        .iter()
+        .flat_map(|f| f["evidence"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            json!({
+                "occurred_at": e["occurred_at"],
+                "topic": e["topic"],
+                "partition": e["partition"],
+                "offset": e["offset"],
+                "event_type": e["event_type"],
+                "event_id": e["event_id"],
+            })
+        })
+        .collect();
+    timeline.sort_by_key(|e| {
+        (
+            s(&e["occurred_at"]),
+            s(&e["topic"]),
+            e["offset"].as_i64().unwrap_or(0),
+        )
+    });
+    timeline.dedup();
     Ok(json!({
         "worker_id": worker_id,
         "partition": worker["partition"],
-        "timeline": Value::Null,
+        "source": "live",
+        "timeline": timeline,
         "state": worker["state"],
-        "findings": findings["findings"],
+        "findings": findings,
     }))
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

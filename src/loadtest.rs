@@ -17,7 +17,7 @@ use crate::finding::Finding;
 use crate::generate::Generator;
 use crate::pipeline::{self, LiveStats, PipelineError};
 use crate::time::Ts;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -348,12 +348,12 @@ async fn finish(
 /// Reads every input message once with a plain consumer; messages/s from
 /// the first message to the last, and the CPU each took.
 fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), PipelineError> {
-    let consumer: BaseConsumer = pipeline::create_client(
+    let consumer: crate::pipeline::PlainConsumer = pipeline::create_client(
         cfg,
-        pipeline::client_config(cfg)
+        pipeline::client_config(cfg, pipeline::Role::Consumer)
             .set("group.id", format!("{}.raw", cfg.kafka.group_id))
             .set("enable.auto.commit", "false"),
-        rdkafka::consumer::DefaultConsumerContext,
+        crate::pipeline::Logs::default(),
     )?;
     let mut tpl = TopicPartitionList::new();
     for t in cfg
@@ -392,7 +392,7 @@ fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), P
 /// finding read back from the findings topic.
 async fn latency(
     cfg: &Arc<Config>,
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &crate::pipeline::Producer,
     rate: u64,
     secs: u64,
     partitions: i32,
@@ -401,13 +401,13 @@ async fn latency(
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let reader = {
-        let consumer: BaseConsumer = pipeline::create_client(
+        let consumer: crate::pipeline::PlainConsumer = pipeline::create_client(
             cfg,
-            pipeline::client_config(cfg)
+            pipeline::client_config(cfg, pipeline::Role::Consumer)
                 .set("group.id", format!("{}.latency", cfg.kafka.group_id))
                 .set("enable.auto.commit", "false")
                 .set("fetch.wait.max.ms", "5"),
-            rdkafka::consumer::DefaultConsumerContext,
+            crate::pipeline::Logs::default(),
         )?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
+use driftwatch::pipeline::plural;
 use driftwatch::time::Ts;
 use driftwatch::{pipeline, replay};
 use std::io::Write;
@@ -28,55 +29,62 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay topic dumps (DIR/<topic>.jsonl) and write every finding transition as a JSON line.
+    /// Replay input topics, from dump files (--input DIR) or from Kafka (--kafka), and write every finding transition.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "kafka"])))]
     Replay {
         /// Directory of <topic>.jsonl files, one message (or kcat -J envelope) per line.
-        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        #[arg(long)]
         input: Option<PathBuf>,
         /// Read the input topics from Kafka instead (kafka.bootstrap_servers); no consumer group commits anything.
         #[arg(long)]
         kafka: bool,
-        /// Overrides kafka.bootstrap_servers (with --kafka).
-        #[arg(long, requires = "kafka")]
+        /// With --kafka: overrides kafka.bootstrap_servers.
+        #[arg(long)]
         bootstrap_servers: Option<String>,
-        /// First record timestamp replayed (RFC 3339; with --kafka; state starts empty there).
-        #[arg(long, value_parser = parse_ts, requires = "kafka")]
+        /// With --kafka: first record timestamp (the broker's clock, RFC 3339) read; state starts empty there.
+        #[arg(long, value_parser = parse_ts)]
         from: Option<Ts>,
-        /// First record timestamp not replayed (RFC 3339; with --kafka; default: the end at start).
-        #[arg(long, value_parser = parse_ts, requires = "kafka")]
+        /// With --kafka: first record timestamp (the broker's clock, RFC 3339) not read (default: the end at start).
+        #[arg(long, value_parser = parse_ts)]
         to: Option<Ts>,
-        /// Publish the findings to this topic (keyed by finding_id) instead of writing them out.
-        #[arg(long, requires = "kafka")]
+        /// With --kafka: replay only events whose occurred_at (event time, RFC 3339) is at or after this; state starts empty there.
+        #[arg(long, value_parser = parse_ts)]
+        from_event_time: Option<Ts>,
+        /// With --kafka: replay only events whose occurred_at (event time, RFC 3339) is before this.
+        #[arg(long, value_parser = parse_ts)]
+        to_event_time: Option<Ts>,
+        /// With --kafka: publish the findings to this existing topic (keyed by finding_id) instead of writing them out.
+        #[arg(long)]
         to_topic: Option<String>,
         /// Progress on stderr (default: when stderr is a terminal).
         #[arg(long)]
         progress: bool,
-        /// Evaluate the state as of this event time at the end of the input (RFC 3339).
+        /// Evaluate as of this event time (RFC 3339): events that occurred after it are not applied, and SLA timers due by then fire.
         #[arg(long, value_parser = parse_ts)]
         until: Option<Ts>,
-        /// Output file (JSON lines); `-` or absent for standard output.
+        /// Output file; `-` or absent for standard output.
         #[arg(long)]
         output: Option<PathBuf>,
         /// Configuration file (default: the built-in config/driftwatch.toml).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// json (the contract, one per line), ocsf (OCSF Detection Finding JSON lines) or avro (an Avro object container file of schemas/finding.avsc).
+        /// json (the contract, one per line), ocsf (OCSF Detection Finding JSON lines) or avro (an Avro object container file of schemas/finding.avsc; Confluent-framed with output.avro_schema_id on --to-topic).
         #[arg(long, default_value = "json", value_parser = ["json", "ocsf", "avro"])]
         format: String,
     },
     /// Run generator and detector on an embedded Kafka-protocol broker (librdkafka's mock cluster).
     Demo {
         /// How long to run (e.g. 60s, 5m); Ctrl-C stops earlier.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
         duration: std::time::Duration,
         /// Workers in the synthetic organisation.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         workers: u64,
         /// Lifecycle changes generated per second.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
         /// Partitions per topic.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
         partitions: i32,
         /// Configuration file (default: the built-in config/driftwatch.toml).
         #[arg(long)]
@@ -96,22 +104,23 @@ enum Command {
     },
     /// Produce a synthetic organisation and a stream of lifecycle changes with injected drift to a Kafka cluster.
     Generate {
+        /// Configuration file (default: the built-in config/driftwatch.toml); its [topics] and [kafka] are used.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides kafka.bootstrap_servers.
         #[arg(long)]
         bootstrap_servers: Option<String>,
         /// Workers in the synthetic organisation.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         workers: u64,
         /// Lifecycle changes per second of wall time.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
         /// How long to produce changes (e.g. 60s, 1h); Ctrl-C stops earlier.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
         duration: std::time::Duration,
         /// Event time between two changes: up to this much (e.g. 10m makes hours of event time pass in seconds).
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
         step: std::time::Duration,
         /// Seed of the generator: the same seed produces the same events.
         #[arg(long, default_value_t = 2026)]
@@ -125,50 +134,60 @@ enum Command {
         /// A broker to measure (default: the embedded mock cluster). Topics with a bench- prefix are created.
         #[arg(long)]
         bootstrap_servers: Option<String>,
-        #[arg(long, default_value_t = 3)]
+        /// Partitions of each topic the harness creates.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
         partitions: i32,
         /// Input events for the throughput and restore phases.
-        #[arg(long, default_value_t = 300_000)]
+        #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
         events: u64,
         /// Offered rate of the latency phase (events/s).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
         /// Length of the latency phase (seconds).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         latency_secs: u64,
         /// Workers of the memory phase (0 skips it).
         #[arg(long, default_value_t = 1_000_000)]
         memory_workers: u64,
+        /// Configuration file (default: the built-in config/driftwatch.toml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Create the configured input, findings and dead-letter topics that do not exist yet.
+    /// Create the configured input, findings and dead-letter topics that do not exist yet; existing input topics must have the partition count asked for.
     CreateTopics {
+        /// Configuration file (default: the built-in config/driftwatch.toml); its [topics] are created.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Overrides kafka.bootstrap_servers.
         #[arg(long)]
         bootstrap_servers: Option<String>,
         /// Partitions per topic (the same for every input topic: they must be co-partitioned).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=100_000))]
         partitions: i32,
-        #[arg(long, default_value_t = 1)]
+        /// Copies of each partition (at most the number of brokers).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
         replication_factor: i32,
     },
-    /// Validate a configuration file.
     /// One worker: timeline across HR, directory and app events, merged state, and every finding with owners, deadlines and evidence.
+    #[command(group(clap::ArgGroup::new("source").args(["input", "kafka", "admin"])))]
     Explain {
         /// The worker_id.
         worker_id: String,
         /// Replay this dump directory (as `replay --input`).
-        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        #[arg(long)]
         input: Option<PathBuf>,
-        /// Evaluate the state as of this event time at the end of the input (RFC 3339).
-        #[arg(long, value_parser = parse_ts)]
-        until: Option<Ts>,
-        /// Ask a running instance instead: its admin URL (e.g. http://127.0.0.1:9464).
+        /// Replay the input topics from Kafka (kafka.bootstrap_servers), as `replay --kafka`.
+        #[arg(long)]
+        kafka: bool,
+        /// With --kafka: overrides kafka.bootstrap_servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Ask a running instance for its live state instead: its admin URL (e.g. http://127.0.0.1:9464). It knows the current state and the open findings, not the timeline.
         #[arg(long)]
         admin: Option<String>,
+        /// With --input or --kafka: evaluate as of this event time (RFC 3339), as `replay --until`.
+        #[arg(long, value_parser = parse_ts)]
+        until: Option<Ts>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -184,8 +203,12 @@ enum Command {
     },
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero (write e.g. 30s, 5m)".into());
+    }
+    Ok(d)
 }
 
 fn parse_ts(s: &str) -> Result<Ts, String> {
@@ -229,9 +252,91 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = format!("{e:#}");
             let text = SECRETS.get().map_or(text.clone(), |c| c.redact(&text));
-            eprintln!("error: {text}");
+            let _ = writeln!(std::io::stderr(), "error: {text}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A line on stderr. A closed stderr (a pipe whose reader went away) is
+/// not an error worth dying or hanging for: the line is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Refuses flags given to a mode they do not apply to.
+fn only_with(mode: &str, given: &[(&str, bool)]) -> Result<()> {
+    let wrong: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} only with {mode}; leave {} out or add {mode}",
+        wrong.join(", ")
+            + if wrong.len() == 1 {
+                " applies"
+            } else {
+                " apply"
+            },
+        if wrong.len() == 1 { "it" } else { "them" }
+    )
+}
+
+/// The output file, or standard output for `-` or none.
+fn sink(output: Option<&PathBuf>) -> Result<Box<dyn Write>> {
+    Ok(match output.filter(|p| p.as_os_str() != "-") {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+/// What a replay says when it is done.
+fn replay_summary(report: &replay::ReplayReport, source: &str, skipped: &str) -> String {
+    let s = &report.stats;
+    let mut line = format!(
+        "replayed {} from {} in {} ({} ignored); {}: {} opened, {} escalated, {} resolved ({} held by storms); {} skipped",
+        plural(report.events, "event"),
+        source,
+        plural(report.tasks as u64, "partition task"),
+        plural(s.duplicates, "duplicate"),
+        plural(report.findings, "finding transition"),
+        s.opened,
+        s.escalated,
+        s.resolved,
+        s.held,
+        plural(report.bad_lines.len() as u64 + report.bad_messages, skipped)
+    );
+    if report.after_until > 0 {
+        line.push_str(&format!(
+            "; {} after --until not applied",
+            plural(report.after_until, "event")
+        ));
+    }
+    if report.outside_window > 0 {
+        line.push_str(&format!(
+            "; {} outside the event-time window",
+            plural(report.outside_window, "event")
+        ));
+    }
+    line
+}
+
+/// Says which apps the config names, and warns when none does (a config
+/// file with no [apps] section replaces the shipped one's).
+fn say_apps(cfg: &Config) {
+    if cfg.apps.is_empty() {
+        tracing::warn!("no [apps.<app_id>] section configured: every app finding goes to owners.default_app, and no approver of a privileged grant is known (every privileged grant is UNAPPROVED_PRIVILEGED_GRANT); copy the [apps] sections of config/driftwatch.toml into your config");
+    } else {
+        let names: Vec<&str> = cfg.apps.keys().map(|k| k.as_str()).collect();
+        tracing::info!(
+            "{} configured: {}",
+            plural(names.len() as u64, "app"),
+            names.join(", ")
+        );
     }
 }
 
@@ -250,6 +355,11 @@ fn run() -> Result<()> {
         .or_else(|| std::env::var("DRIFTWATCH_LOG_FORMAT").ok());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr (its reader gone) must not turn into a panic in
+        // whichever task logged, the signal handler's included: lines that
+        // cannot be written are dropped.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format.as_deref() {
         Some("json") => logs.json().with_current_span(true).init(),
@@ -263,6 +373,8 @@ fn run() -> Result<()> {
             bootstrap_servers,
             from,
             to,
+            from_event_time,
+            to_event_time,
             to_topic,
             progress,
             until,
@@ -270,15 +382,34 @@ fn run() -> Result<()> {
             config,
             format,
         } => {
+            if !kafka {
+                only_with(
+                    "--kafka",
+                    &[
+                        ("--bootstrap-servers", bootstrap_servers.is_some()),
+                        ("--from", from.is_some()),
+                        ("--to", to.is_some()),
+                        ("--from-event-time", from_event_time.is_some()),
+                        ("--to-event-time", to_event_time.is_some()),
+                        ("--to-topic", to_topic.is_some()),
+                    ],
+                )?;
+            }
+            if to_topic.is_some() && output.is_some() {
+                anyhow::bail!("--output and --to-topic both say where findings go; give one");
+            }
             let mut cfg = load_config(config.as_ref())?;
             if let Some(b) = bootstrap_servers {
                 cfg.kafka.bootstrap_servers = b;
             }
             let cfg = Arc::new(cfg);
-            let encoding = match (format.as_str(), cfg.output) {
+            let encoding = match (format.as_str(), cfg.output, &to_topic) {
                 // On a topic, Avro carries the configured schema id.
-                ("avro", enc @ driftwatch::output::Encoding::Avro { .. }) => enc,
-                (name, _) => {
+                ("avro", enc @ driftwatch::output::Encoding::Avro { .. }, _) => enc,
+                ("avro", _, Some(_)) => anyhow::bail!(
+                    "--format avro --to-topic frames each finding with a schema id: set output.encoding = \"avro\" and output.avro_schema_id (the id of schemas/finding.avsc in your registry) in the config"
+                ),
+                (name, _, _) => {
                     driftwatch::output::Encoding::parse(name, None).map_err(anyhow::Error::msg)?
                 }
             };
@@ -286,54 +417,57 @@ fn run() -> Result<()> {
                 let opts = driftwatch::kafka_replay::KafkaReplayOptions {
                     from,
                     to,
+                    from_event_time,
+                    to_event_time,
                     until,
                     progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 };
+                let publisher = match &to_topic {
+                    Some(topic) => {
+                        Some(runtime()?.block_on(pipeline::FindingsPublisher::new(&cfg, topic))?)
+                    }
+                    None => None,
+                };
                 let (findings, report) =
                     driftwatch::kafka_replay::replay_kafka(cfg.clone(), &opts)?;
-                match to_topic {
-                    Some(topic) => {
-                        let n = runtime()?.block_on(pipeline::publish_findings_to(
-                            &cfg, &topic, encoding, &findings,
-                        ))?;
-                        eprintln!("published {n} finding transitions to {topic}");
+                match (publisher, &to_topic) {
+                    (Some(publisher), Some(topic)) => {
+                        let n = runtime()?.block_on(publisher.publish(encoding, &findings))?;
+                        say!(
+                            "published {} to {topic}",
+                            plural(n as u64, "finding transition")
+                        );
                     }
-                    None => {
-                        let mut sink: Box<dyn Write> =
-                            match output.as_ref().filter(|p| p.as_os_str() != "-") {
-                                Some(p) => Box::new(std::io::BufWriter::new(
-                                    std::fs::File::create(p).with_context(|| {
-                                        format!("cannot create {}", p.display())
-                                    })?,
-                                )),
-                                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-                            };
-                        driftwatch::output::write_findings(encoding, &findings, &mut sink)
+                    _ => {
+                        let mut out = sink(output.as_ref())?;
+                        driftwatch::output::write_findings(encoding, &findings, &mut out)
                             .map_err(anyhow::Error::msg)?;
+                        out.flush().context("cannot write the findings")?;
                     }
                 }
-                let s = &report.stats;
-                eprintln!(
-                    "replayed {} events from {} topics in {} partition tasks ({} duplicates ignored); {} finding transitions: {} opened, {} escalated, {} resolved ({} held by storms); {} undecodable messages skipped",
-                    report.events, report.files, report.tasks, s.duplicates, report.findings, s.opened, s.escalated, s.resolved, s.held, report.bad_messages
+                say!(
+                    "{}",
+                    replay_summary(
+                        &report,
+                        &plural(report.files as u64, "topic"),
+                        "undecodable message"
+                    )
                 );
+                if report.events == 0 {
+                    say!("{}", report.empty_hint());
+                }
                 return Ok(());
             }
-            let input = input.expect("clap requires --input without --kafka");
-            let mut sink: Box<dyn Write> = match output.as_ref().filter(|p| p.as_os_str() != "-") {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("cannot create {}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let report = replay::replay_dir_as(cfg, &input, until, encoding, &mut sink)?;
-            drop(sink);
+            let input = input.expect("clap requires --input or --kafka");
+            let mut out = sink(output.as_ref())?;
+            let report = replay::replay_dir_as(cfg, &input, until, encoding, &mut out)?;
+            out.flush().context("cannot write the findings")?;
+            drop(out);
             for name in &report.ignored_files {
-                eprintln!("ignored {name}: not a configured input topic");
+                say!("ignored {name}: not a configured input topic");
             }
             for bad in &report.bad_lines {
-                eprintln!(
+                say!(
                     "{}:{}: skipped: {} ({})",
                     bad.file,
                     bad.line,
@@ -341,19 +475,13 @@ fn run() -> Result<()> {
                     bad.error.error_type()
                 );
             }
-            let s = &report.stats;
-            eprintln!(
-                "replayed {} events from {} files in {} partition tasks ({} duplicates ignored); {} finding transitions: {} opened, {} escalated, {} resolved ({} held by storms); {} undecodable lines skipped",
-                report.events,
-                report.files,
-                report.tasks,
-                s.duplicates,
-                report.findings,
-                s.opened,
-                s.escalated,
-                s.resolved,
-                s.held,
-                report.bad_lines.len()
+            say!(
+                "{}",
+                replay_summary(
+                    &report,
+                    &plural(report.files as u64, "file"),
+                    "undecodable line"
+                )
             );
         }
         Command::Demo {
@@ -364,6 +492,7 @@ fn run() -> Result<()> {
             config,
         } => {
             let cfg = Arc::new(load_config(config.as_ref())?);
+            say_apps(&cfg);
             let opts = driftwatch::demo::DemoOptions {
                 duration,
                 workers,
@@ -386,15 +515,21 @@ fn run() -> Result<()> {
                 cfg.kafka.group_id = g;
             }
             let cfg = Arc::new(cfg);
+            say_apps(&cfg);
             runtime()?.block_on(async {
                 let stats = Arc::new(pipeline::LiveStats::default());
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 let drain = std::time::Duration::from_millis(cfg.shutdown_timeout_ms);
+                // The admin port is bound first: a port in use stops here.
+                let admin = match cfg.admin_listen {
+                    Some(addr) => Some(driftwatch::admin::bind(addr).await?),
+                    None => None,
+                };
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     tracing::info!(
-                        timeout_s = drain.as_secs(),
-                        "stopping: publishing pending findings and committing (a second signal exits at once)"
+                        "stopping: publishing pending findings and committing, within {} s (a second signal exits at once)",
+                        drain.as_secs()
                     );
                     let _ = stop_tx.send(true);
                     tokio::select! {
@@ -408,23 +543,23 @@ fn run() -> Result<()> {
                         }
                     }
                 });
-                if let Some(addr) = cfg.admin_listen {
+                if let Some(listener) = admin {
                     let (stats, stop) = (stats.clone(), stop_rx.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = driftwatch::admin::serve(addr, stats, stop).await {
-                            tracing::error!(%addr, error = %e, "admin port failed (set admin.listen, or `off`)");
+                        if let Err(e) = driftwatch::admin::serve(listener, stats, stop).await {
+                            tracing::error!(error = %e, "admin port failed");
                         }
                     });
                 }
                 let result = pipeline::run(cfg, stats.clone(), stop_rx).await;
                 tracing::info!(
-                    events = stats.events.load(Ordering::Relaxed),
-                    restored = stats.restored.load(Ordering::Relaxed),
-                    findings = stats.findings.load(Ordering::Relaxed),
-                    dead_letters = stats.dead_letters.load(Ordering::Relaxed),
-                    "stopped"
+                    "stopped: {} applied, {} re-applied by restores, {} published, {}",
+                    plural(stats.events.load(Ordering::Relaxed), "event"),
+                    plural(stats.restored.load(Ordering::Relaxed), "event"),
+                    plural(stats.findings.load(Ordering::Relaxed), "finding transition"),
+                    plural(stats.dead_letters.load(Ordering::Relaxed), "dead letter"),
                 );
-                result
+                result.map_err(anyhow::Error::from)
             })?;
         }
         Command::Generate {
@@ -451,24 +586,48 @@ fn run() -> Result<()> {
             };
             runtime()?.block_on(async {
                 let producer = pipeline::producer(&cfg)?;
+                tokio::task::block_in_place(|| {
+                    pipeline::require_topics(
+                        rdkafka::producer::Producer::client(&producer),
+                        &cfg,
+                        &pipeline::input_topics(&cfg),
+                    )
+                })?;
                 let mut last_report = std::time::Instant::now();
-                let (produced, now) =
-                    driftwatch::demo::generate(&cfg, &producer, &opts, |p| match p {
-                        driftwatch::demo::Progress::Baseline(n) => {
-                            eprintln!(
-                                "produced the baseline organisation: {workers} workers, {n} events"
-                            )
+                let work = driftwatch::demo::generate(&cfg, &producer, &opts, |p| match p {
+                    driftwatch::demo::Progress::Baseline(n) => {
+                        say!(
+                            "produced the baseline organisation: {}, {}",
+                            plural(workers, "worker"),
+                            plural(n as u64, "event")
+                        )
+                    }
+                    driftwatch::demo::Progress::Tick { produced, now } => {
+                        if last_report.elapsed().as_secs() >= 5 {
+                            last_report = std::time::Instant::now();
+                            say!("produced {} (event time {now})", plural(produced, "event"));
                         }
-                        driftwatch::demo::Progress::Tick { produced, now } => {
-                            if last_report.elapsed().as_secs() >= 5 {
-                                last_report = std::time::Instant::now();
-                                eprintln!("produced {produced} events (event time {now})");
-                            }
-                        }
-                    })
-                    .await?;
-                eprintln!(
-                    "produced {produced} events to {}; event time reached {now}",
+                    }
+                });
+                // The duration bounds the whole run: acknowledgements that
+                // do not come within a grace period after it are an error.
+                let grace = std::time::Duration::from_secs(30);
+                let (produced, now) = tokio::select! {
+                    r = work => r?,
+                    _ = tokio::time::sleep(duration + grace) => {
+                        return Err(pipeline::PipelineError::Publish {
+                            topic: pipeline::input_topics(&cfg).join(", "),
+                            reason: format!(
+                                "not every event was acknowledged within {} s after --duration; is the cluster at {} still reachable?",
+                                grace.as_secs(),
+                                cfg.kafka.bootstrap_servers
+                            ),
+                        });
+                    }
+                };
+                say!(
+                    "produced {} to {}; event time reached {now}",
+                    plural(produced, "event"),
                     cfg.kafka.bootstrap_servers
                 );
                 Ok::<_, pipeline::PipelineError>(())
@@ -505,40 +664,68 @@ fn run() -> Result<()> {
             if let Some(b) = bootstrap_servers {
                 cfg.kafka.bootstrap_servers = b;
             }
-            let created = runtime()?.block_on(pipeline::create_topics(
+            say!("connecting to {}", cfg.kafka.bootstrap_servers);
+            let outcome = runtime()?.block_on(pipeline::create_topics(
                 &cfg,
                 partitions,
                 replication_factor,
             ))?;
-            for t in pipeline::all_topics(&cfg) {
-                let state = if created.contains(&t) {
-                    "created"
-                } else {
-                    "exists"
-                };
-                println!("{t}: {state}");
+            for t in outcome {
+                println!(
+                    "{}: {} ({})",
+                    t.name,
+                    if t.created { "created" } else { "exists" },
+                    plural(t.partitions as u64, "partition")
+                );
             }
         }
         Command::Explain {
             worker_id,
             input,
+            kafka,
+            bootstrap_servers,
             until,
             admin,
             json,
             config,
         } => {
-            let value = match (input, admin) {
-                (Some(dir), _) => {
-                    let cfg = Arc::new(load_config(config.as_ref())?);
-                    let history = replay::worker_history(cfg, &dir, until, &worker_id)?;
-                    if history.state.is_none() && history.timeline.is_empty() {
-                        anyhow::bail!("worker `{worker_id}` does not appear in {}", dir.display());
-                    }
-                    driftwatch::explain::history_json(&worker_id, &history)
+            if !kafka {
+                only_with(
+                    "--kafka",
+                    &[("--bootstrap-servers", bootstrap_servers.is_some())],
+                )?;
+            }
+            if admin.is_some() {
+                only_with("--input or --kafka", &[("--until", until.is_some())])?;
+            }
+            let value = if let Some(dir) = input {
+                let cfg = Arc::new(load_config(config.as_ref())?);
+                let history = replay::worker_history(cfg, &dir, until, &worker_id)?;
+                if history.state.is_none() && history.timeline.is_empty() {
+                    anyhow::bail!("worker `{worker_id}` does not appear in {}", dir.display());
                 }
-                (None, Some(url)) => driftwatch::explain::from_instance(&url, &worker_id)
-                    .map_err(anyhow::Error::msg)?,
-                (None, None) => anyhow::bail!("give --input DIR or --admin URL"),
+                driftwatch::explain::history_json(&worker_id, &history)
+            } else if kafka {
+                let mut cfg = load_config(config.as_ref())?;
+                if let Some(b) = bootstrap_servers {
+                    cfg.kafka.bootstrap_servers = b;
+                }
+                let cfg = Arc::new(cfg);
+                let history =
+                    driftwatch::kafka_replay::worker_history(cfg.clone(), until, &worker_id)?;
+                if history.state.is_none() && history.timeline.is_empty() {
+                    anyhow::bail!(
+                        "worker `{worker_id}` does not appear in the input topics at {}",
+                        cfg.kafka.bootstrap_servers
+                    );
+                }
+                driftwatch::explain::history_json(&worker_id, &history)
+            } else if let Some(url) = admin {
+                driftwatch::explain::from_instance(&url, &worker_id).map_err(anyhow::Error::msg)?
+            } else {
+                anyhow::bail!(
+                    "say where to look for `{worker_id}`: --input DIR (a replay of topic dumps), --kafka (a replay of the input topics) or --admin URL (a running instance's live state, e.g. http://127.0.0.1:9464)"
+                );
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
@@ -553,11 +740,11 @@ fn run() -> Result<()> {
                 toml::to_string(&driftwatch::config::redacted(&table))?
             );
             println!(
-                "# {}: valid ({} apps configured, {} of {} rules enabled); keys not shown take their defaults",
+                "# {}: valid ({} configured, {} of {} rules enabled); keys not shown take their defaults",
                 config
                     .as_ref()
                     .map_or_else(|| "built-in config".to_string(), |p| p.display().to_string()),
-                cfg.apps.len(),
+                plural(cfg.apps.len() as u64, "app"),
                 cfg.rules.iter().filter(|r| r.enabled).count(),
                 cfg.rules.len()
             );

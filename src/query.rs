@@ -5,7 +5,8 @@
 
 use crate::engine::Phase;
 use crate::event::Key;
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity, Status};
+use crate::rules::Rule;
 use crate::state::{Attrs, Store, WorkerState};
 use serde_json::{json, Value};
 
@@ -95,53 +96,187 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
     })
 }
 
-/// Which findings a query wants.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// Which findings a query wants, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindingFilter {
     /// OPEN or ESCALATED (the finding's current status).
-    pub status: Option<String>,
-    pub rule: Option<String>,
-    pub severity: Option<String>,
+    pub status: Option<Status>,
+    pub rule: Option<Rule>,
+    pub severity: Option<Severity>,
     pub worker_id: Option<String>,
-    /// At most this many (default 1000).
-    pub limit: Option<usize>,
+    /// At most this many (1 to [`MAX_LIMIT`], default [`MAX_LIMIT`]).
+    pub limit: usize,
+    /// Only findings whose finding_id sorts after this one (paging).
+    pub after: Option<String>,
+}
+
+/// The largest page of `/v1/findings`.
+pub const MAX_LIMIT: usize = 1000;
+
+/// A query parameter that is not understood: which, and what it may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter `{parameter}`: {problem}")]
+pub struct BadParameter {
+    pub parameter: String,
+    pub problem: String,
+    /// The values it takes, where they are a list.
+    pub allowed: Vec<String>,
+}
+
+fn one_of<T: Copy>(
+    parameter: &str,
+    value: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, BadParameter> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v).eq_ignore_ascii_case(value.trim()))
+        .ok_or_else(|| BadParameter {
+            parameter: parameter.into(),
+            problem: format!(
+                "`{value}` is not one of the allowed values (matched case-insensitively)"
+            ),
+            allowed: all.iter().map(|v| name(*v).to_string()).collect(),
+        })
 }
 
 impl FindingFilter {
+    /// The filter of a query string's parameters. Values of `status`,
+    /// `rule` and `severity` are the contract's, matched without regard to
+    /// case; an unknown parameter or value is an error that names it.
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<FindingFilter, BadParameter> {
+        let mut f = FindingFilter {
+            status: None,
+            rule: None,
+            severity: None,
+            worker_id: None,
+            limit: MAX_LIMIT,
+            after: None,
+        };
+        for (name, value) in params {
+            match name {
+                "status" => {
+                    f.status = Some(one_of(
+                        name,
+                        value,
+                        &[Status::Open, Status::Escalated],
+                        Status::as_str,
+                    )?)
+                }
+                "rule" => f.rule = Some(one_of(name, value, Rule::ALL, Rule::as_str)?),
+                "severity" => {
+                    f.severity = Some(one_of(name, value, Severity::ALL, Severity::as_str)?)
+                }
+                "worker_id" => f.worker_id = Some(value.to_string()),
+                "after" => f.after = Some(value.to_string()),
+                "limit" => {
+                    f.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| BadParameter {
+                            parameter: name.into(),
+                            problem: format!(
+                                "`{value}` is not a whole number from 1 to {MAX_LIMIT}"
+                            ),
+                            allowed: Vec::new(),
+                        })?
+                }
+                other => {
+                    return Err(BadParameter {
+                        parameter: other.into(),
+                        problem: "is not a parameter of /v1/findings".into(),
+                        allowed: ["status", "rule", "severity", "worker_id", "limit", "after"]
+                            .map(String::from)
+                            .to_vec(),
+                    })
+                }
+            }
+        }
+        Ok(f)
+    }
+
     fn matches(&self, f: &Finding) -> bool {
-        self.status
-            .as_deref()
-            .is_none_or(|s| f.status.as_str() == s)
-            && self.rule.as_deref().is_none_or(|r| f.rule.as_str() == r)
-            && self
-                .severity
-                .as_deref()
-                .is_none_or(|s| f.severity.as_str() == s)
+        self.status.is_none_or(|s| f.status == s)
+            && self.rule.is_none_or(|r| f.rule == r)
+            && self.severity.is_none_or(|s| f.severity == s)
             && self
                 .worker_id
                 .as_deref()
                 .is_none_or(|w| f.worker_id.as_deref() == Some(w))
+            && self
+                .after
+                .as_deref()
+                .is_none_or(|a| f.finding_id.as_str() > a)
     }
 }
 
-/// The findings open or escalated now in `store` that match, up to the
-/// limit; the flag says whether more matched.
-pub fn open_findings(store: &Store, filter: &FindingFilter, out: &mut Vec<Finding>) -> bool {
-    let limit = filter.limit.unwrap_or(1000);
-    for st in store.map().iter() {
-        for ep in st.episodes() {
-            if !matches!(ep.phase, Phase::Open | Phase::Escalated) {
-                continue;
-            }
-            if let Some(f) = ep.finding.as_deref() {
-                if filter.matches(f) {
-                    if out.len() == limit {
-                        return true;
+/// The findings open or escalated now in `stores` that match, in
+/// finding_id order, at most `filter.limit`; the flag says whether more
+/// matched (the next page starts after the last one returned).
+pub fn open_findings<'a>(
+    stores: impl IntoIterator<Item = &'a Store>,
+    filter: &FindingFilter,
+) -> (Vec<Finding>, bool) {
+    let mut out = Vec::new();
+    for store in stores {
+        for st in store.map().iter() {
+            for ep in st.episodes() {
+                if !matches!(ep.phase, Phase::Open | Phase::Escalated) {
+                    continue;
+                }
+                if let Some(f) = ep.finding.as_deref() {
+                    if filter.matches(f) {
+                        out.push(f.clone());
                     }
-                    out.push(f.clone());
                 }
             }
         }
     }
-    false
+    out.sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
+    let more = out.len() > filter.limit;
+    out.truncate(filter.limit);
+    (out, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &[(&str, &str)]) -> Result<FindingFilter, BadParameter> {
+        FindingFilter::from_params(q.iter().copied())
+    }
+
+    #[test]
+    fn filters_take_the_contract_values_in_any_case() {
+        let f = parse(&[
+            ("status", "open"),
+            ("rule", "orphan_account"),
+            ("severity", "High"),
+        ])
+        .unwrap();
+        assert_eq!(f.status, Some(Status::Open));
+        assert_eq!(f.rule, Some(Rule::OrphanAccount));
+        assert_eq!(f.severity, Some(Severity::High));
+        assert_eq!(f.limit, MAX_LIMIT);
+    }
+
+    #[test]
+    fn bad_parameters_name_themselves_and_what_is_allowed() {
+        let e = parse(&[("rule", "NOPE")]).unwrap_err();
+        assert_eq!(e.parameter, "rule");
+        assert!(e.allowed.iter().any(|a| a == "LEAVER_DIRECTORY_ACCESS"));
+        let e = parse(&[("status", "RESOLVED")]).unwrap_err();
+        assert_eq!(e.allowed, ["OPEN", "ESCALATED"]);
+        let e = parse(&[("stauts", "OPEN")]).unwrap_err();
+        assert_eq!(e.parameter, "stauts");
+        assert!(e.allowed.contains(&"status".to_string()));
+        for bad in ["0", "1001", "ten", "-1"] {
+            assert_eq!(parse(&[("limit", bad)]).unwrap_err().parameter, "limit");
+        }
+        assert_eq!(parse(&[("limit", "1000")]).unwrap().limit, 1000);
+    }
 }

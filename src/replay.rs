@@ -27,6 +27,9 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// One input topic's decoded messages, in arrival order.
+pub type Stream = (Arc<str>, Vec<Envelope>);
+
 /// Why a replay could not run at all (bad lines are not errors: they are skipped and counted).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -58,6 +61,13 @@ pub struct ReplayReport {
     pub bad_messages: u64,
     pub stats: EngineStats,
     pub ignored_files: Vec<String>,
+    /// Events that occurred after `--until`, not applied.
+    pub after_until: u64,
+    /// Events read from Kafka outside the event-time window, not applied.
+    pub outside_window: u64,
+    /// What a replay from Kafka found in the topics, for a window that
+    /// selected nothing.
+    pub held: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +176,16 @@ impl ReplayReport {
         self.stats.escalated += other.stats.escalated;
         self.stats.resolved += other.stats.resolved;
         self.stats.held += other.stats.held;
+        self.after_until += other.after_until;
+        self.outside_window += other.outside_window;
+    }
+
+    /// Why a replay applied nothing, and what the input holds.
+    pub fn empty_hint(&self) -> String {
+        match &self.held {
+            Some(held) => format!("no event selected: {held}"),
+            None => "no event selected".to_string(),
+        }
     }
 }
 
@@ -260,12 +280,35 @@ pub fn worker_history(
     until: Option<Ts>,
     worker_id: &str,
 ) -> Result<WorkerHistory, ReplayError> {
-    let key = crate::event::Key::worker(worker_id);
     let (dumps, mut report) = read_dir(&cfg, dir)?;
+    Ok(history_of(cfg, dumps, until, &mut report, worker_id))
+}
+
+/// Replays already-decoded streams (as [`replay_streams`]) and keeps what
+/// concerns one worker.
+pub fn worker_history_of_streams(
+    cfg: Arc<Config>,
+    streams: Vec<Stream>,
+    until: Option<Ts>,
+    worker_id: &str,
+) -> WorkerHistory {
+    let mut report = ReplayReport::default();
+    history_of(cfg, dumps_of(streams), until, &mut report, worker_id)
+}
+
+fn history_of(
+    cfg: Arc<Config>,
+    dumps: Vec<Dump>,
+    until: Option<Ts>,
+    report: &mut ReplayReport,
+    worker_id: &str,
+) -> WorkerHistory {
+    let key = crate::event::Key::worker(worker_id);
     let mut timeline: Vec<Envelope> = dumps
         .iter()
         .flat_map(|d| d.by_partition.values().flatten())
         .filter(|e| e.event.key() == key)
+        .filter(|e| until.is_none_or(|t| e.event.occurred_at() <= t))
         .cloned()
         .collect();
     timeline.sort_by(|a, b| {
@@ -277,13 +320,13 @@ pub fn worker_history(
     });
     let mut state = None;
     let mut partition = None;
-    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |p, engine| {
+    let findings = replay_dumps(cfg, dumps, until, report, &mut |p, engine| {
         if let Some(st) = engine.store().map().get(&key) {
             state = Some(crate::query::worker_view(&key, &st));
             partition = Some(p);
         }
     });
-    Ok(WorkerHistory {
+    WorkerHistory {
         partition,
         timeline,
         state,
@@ -291,7 +334,7 @@ pub fn worker_history(
             .into_iter()
             .filter(|f| f.worker_id.as_deref() == Some(worker_id))
             .collect(),
-    })
+    }
 }
 
 /// Reads every configured input file of a dump directory.
@@ -331,10 +374,17 @@ fn read_dir(cfg: &Config, dir: &Path) -> Result<(Vec<Dump>, ReplayReport), Repla
 /// Replays already-decoded streams: one list per input topic, each in arrival order.
 pub fn replay_streams(
     cfg: Arc<Config>,
-    streams: Vec<(Arc<str>, Vec<Envelope>)>,
+    streams: Vec<Stream>,
     until: Option<Ts>,
 ) -> (Vec<Finding>, ReplayReport) {
-    let dumps = streams
+    let mut report = ReplayReport::default();
+    let findings = replay_dumps(cfg, dumps_of(streams), until, &mut report, &mut |_, _| {});
+    report.findings = findings.len() as u64;
+    (findings, report)
+}
+
+fn dumps_of(streams: Vec<Stream>) -> Vec<Dump> {
+    streams
         .into_iter()
         .map(|(topic, envs)| {
             let mut by_partition: BTreeMap<i32, VecDeque<Envelope>> = BTreeMap::new();
@@ -349,15 +399,16 @@ pub fn replay_streams(
                 by_partition,
             }
         })
-        .collect();
-    let mut report = ReplayReport::default();
-    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |_, _| {});
-    report.findings = findings.len() as u64;
-    (findings, report)
+        .collect()
 }
 
 /// Replays dumps partition by partition; `inspect` sees each partition's
 /// engine when its input is done.
+///
+/// With `until`, the replay is the state as of that event time: an event
+/// that occurred after it is not applied (it was not known then), and at
+/// the end of the input stream time moves to `until`, firing the timers due
+/// by then.
 fn replay_dumps(
     cfg: Arc<Config>,
     mut dumps: Vec<Dump>,
@@ -382,6 +433,10 @@ fn replay_dumps(
         let mut engine = Engine::new(cfg.clone());
         // A file has nothing more to come: an empty queue never holds the others back.
         while let Some((_, _, env)) = merge.pop(|_| true) {
+            if until.is_some_and(|t| env.event.occurred_at() > t) {
+                report.after_until += 1;
+                continue;
+            }
             report.events += 1;
             engine.prefetch(merge.peek_ahead());
             engine.apply(env, &mut findings);

@@ -38,9 +38,11 @@
 //! it is done. On revocation each task publishes what it has applied, stores
 //! its offsets, and the callback commits them before the partitions go.
 
+pub mod client;
 mod publish;
 mod task;
 
+pub use client::{client_config, Logs, PlainConsumer, Producer, Role};
 pub use publish::{dead_letter_headers, produce_events, topic_for};
 
 use crate::avro::SchemaSet;
@@ -50,13 +52,13 @@ use crate::event::{Event, System};
 use crate::finding::{Finding, OwnerRole, Status};
 use crate::rules::Rule;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::CString;
@@ -73,6 +75,10 @@ pub enum PipelineError {
     Publish { topic: String, reason: String },
     #[error("{0}")]
     Topology(String),
+    #[error("no Kafka broker answered at {bootstrap} ({detail}); check that a broker listens there, that kafka.bootstrap_servers (or --bootstrap-servers) names it as it advertises itself, and the [kafka.librdkafka] security settings")]
+    Unreachable { bootstrap: String, detail: String },
+    #[error("{0}")]
+    Admin(std::io::Error),
     #[error("restoring partition {partition}: {reason}")]
     Restore { partition: i32, reason: String },
 }
@@ -105,6 +111,11 @@ pub struct LiveStats {
     pub brokers_down: AtomicBool,
     /// The state store of each owned partition, for read-only queries.
     pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::state::Store>>>,
+    /// Since when this member of the group has held no partition.
+    pub unassigned_since: Mutex<Option<std::time::Instant>>,
+    /// `kafka.unassigned_warning`: how long without a partition is worth
+    /// a warning and a word in `/readyz`.
+    pub unassigned_warning: Mutex<Option<Duration>>,
 }
 
 const RECENT: usize = 200;
@@ -112,21 +123,46 @@ const RECENT: usize = 200;
 impl LiveStats {
     /// Ready: partitions assigned and restored, brokers reachable, no
     /// fatal error. The reason when not.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    pub fn readiness(&self) -> Result<(), String> {
         let m = &self.metrics;
         let ready = if self.failed.load(Ordering::Relaxed) {
-            Err("the pipeline failed and is stopping")
+            Err("the pipeline failed and is stopping".to_string())
         } else if self.brokers_down.load(Ordering::Relaxed) {
-            Err("all brokers are down")
+            Err("all brokers are down".to_string())
         } else if m.partitions_assigned.get() == 0 {
-            Err("no partitions assigned")
+            Err(match self.unassigned_too_long() {
+                Some(d) => format!(
+                    "no partition assigned for {} s, longer than kafka.unassigned_warning: the group has at least as many members as partitions, or its rebalance is stuck",
+                    d.as_secs()
+                ),
+                None => "no partitions assigned".to_string(),
+            })
         } else if m.partitions_restoring.get() > 0 {
-            Err("restoring partition state")
+            Err("restoring partition state".to_string())
         } else {
             Ok(())
         };
         m.ready.set(if ready.is_ok() { 1.0 } else { 0.0 });
         ready
+    }
+
+    /// Notes whether this member holds no partition now.
+    pub(crate) fn set_unassigned(&self, none: bool) {
+        let mut since = self.unassigned_since.lock().expect("stats lock");
+        match (none, since.is_some()) {
+            (true, false) => *since = Some(std::time::Instant::now()),
+            (false, true) => *since = None,
+            _ => {}
+        }
+    }
+
+    /// How long this member has held no partition, when that is longer
+    /// than `kafka.unassigned_warning`.
+    pub fn unassigned_too_long(&self) -> Option<Duration> {
+        let limit = (*self.unassigned_warning.lock().expect("stats lock"))?;
+        let since = (*self.unassigned_since.lock().expect("stats lock"))?;
+        let held = since.elapsed();
+        (held >= limit).then_some(held)
     }
 
     fn record(&self, f: Finding) {
@@ -146,17 +182,6 @@ impl LiveStats {
     }
 }
 
-/// Client settings shared by every client: bootstrap and the passthrough.
-pub fn client_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-    for (k, v) in &cfg.kafka.librdkafka {
-        c.set(k, v);
-    }
-    c.set_log_level(RDKafkaLogLevel::Warning);
-    c
-}
-
 /// Creates a librdkafka client. librdkafka's configuration errors quote
 /// the offending value, so they pass through [`Config::redact`].
 pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: ClientContext>(
@@ -170,20 +195,20 @@ pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: Clien
 }
 
 /// A producer for findings, dead letters and generated events.
-pub fn producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
+pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
     create_client(
         cfg,
-        client_config(cfg)
+        client_config(cfg, Role::Producer)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),
-        rdkafka::client::DefaultClientContext,
+        Logs::default(),
     )
 }
 
 /// The exactly-once producer: transactional, with an id unique to this
 /// process (fencing of zombies comes from the consumer group generation
 /// sent with the offsets, KIP-447).
-fn transactional_producer(cfg: &Config) -> Result<FutureProducer, PipelineError> {
+fn transactional_producer(cfg: &Config) -> Result<Producer, PipelineError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -195,79 +220,194 @@ fn transactional_producer(cfg: &Config) -> Result<FutureProducer, PipelineError>
     );
     create_client(
         cfg,
-        client_config(cfg)
+        client_config(cfg, Role::Producer)
             .set("transactional.id", &id)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),
-        rdkafka::client::DefaultClientContext,
+        Logs::default(),
     )
 }
 
-/// Publishes findings (e.g. of a replay) to `topic`, keyed by finding_id,
-/// and waits for every acknowledgement; returns how many.
-pub async fn publish_findings_to(
+/// Publishes findings (e.g. of a replay) to a topic, keyed by
+/// finding_id. Made before the work that produces the findings, so that a
+/// missing topic or an unreachable cluster is known at once.
+pub struct FindingsPublisher {
+    producer: Producer,
+    topic: String,
+}
+
+impl FindingsPublisher {
+    /// A producer for `topic`, which must exist.
+    pub async fn new(cfg: &Config, topic: &str) -> Result<FindingsPublisher, PipelineError> {
+        let producer = producer(cfg)?;
+        tokio::task::block_in_place(|| {
+            require_topics(producer.client(), cfg, &[topic.to_string()])
+        })?;
+        Ok(FindingsPublisher {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Publishes `findings` and waits for every acknowledgement; returns how many.
+    pub async fn publish(
+        &self,
+        encoding: crate::output::Encoding,
+        findings: &[Finding],
+    ) -> Result<usize, PipelineError> {
+        let topic = &self.topic;
+        let encoder = crate::output::FindingEncoder::new(encoding);
+        let mut pending = Vec::with_capacity(findings.len());
+        for f in findings {
+            let value = encoder
+                .encode(f)
+                .map_err(|e| publish::publish_error(topic, e))?;
+            pending.push(
+                publish::enqueue(
+                    &self.producer,
+                    topic,
+                    Some(f.finding_id.as_bytes()),
+                    &value,
+                    None,
+                )
+                .await?,
+            );
+        }
+        for d in pending {
+            publish::confirm(topic, d).await?;
+        }
+        Ok(findings.len())
+    }
+}
+
+/// Partition counts of the topics of the cluster, by name.
+fn topic_counts<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
     cfg: &Config,
-    topic: &str,
-    encoding: crate::output::Encoding,
-    findings: &[Finding],
-) -> Result<usize, PipelineError> {
-    let producer = producer(cfg)?;
-    let encoder = crate::output::FindingEncoder::new(encoding);
-    let mut pending = Vec::with_capacity(findings.len());
-    for f in findings {
-        let value = encoder
-            .encode(f)
-            .map_err(|e| publish::publish_error(topic, e))?;
-        pending.push(
-            publish::enqueue(
-                &producer,
-                topic,
-                Some(f.finding_id.as_bytes()),
-                &value,
-                None,
-            )
-            .await?,
-        );
+) -> Result<HashMap<String, usize>, PipelineError> {
+    let md = client::metadata(client, cfg)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect())
+}
+
+/// Checks that `topics` exist, before anything is read or produced.
+pub fn require_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    cfg: &Config,
+    topics: &[String],
+) -> Result<(), PipelineError> {
+    let counts = topic_counts(client, cfg)?;
+    let missing: Vec<&str> = topics
+        .iter()
+        .filter(|t| !counts.contains_key(t.as_str()))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    for d in pending {
-        publish::confirm(topic, d).await?;
-    }
-    Ok(findings.len())
+    Err(PipelineError::Topology(format!(
+        "{} missing on {}: {}; create {} (`driftwatch create-topics`, or your cluster's tooling) or fix the name",
+        if missing.len() == 1 { "topic" } else { "topics" },
+        cfg.kafka.bootstrap_servers,
+        missing.join(", "),
+        if missing.len() == 1 { "it" } else { "them" },
+    )))
+}
+
+/// What `create-topics` found or did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOutcome {
+    pub name: String,
+    pub partitions: usize,
+    pub created: bool,
 }
 
 /// Creates the configured topics that do not exist yet (brokers such as
-/// Tansu do not auto-create). Existing topics are left as they are.
+/// Tansu do not auto-create). Existing topics are left as they are, but
+/// existing input topics must have the partition count asked for: the
+/// inputs are co-partitioned, so a count that differs is refused before
+/// anything is created.
 pub async fn create_topics(
     cfg: &Config,
     partitions: i32,
     replication: i32,
-) -> Result<Vec<String>, PipelineError> {
-    let admin: AdminClient<DefaultClientContext> =
-        create_client(cfg, &client_config(cfg), DefaultClientContext)?;
+) -> Result<Vec<TopicOutcome>, PipelineError> {
+    let admin: AdminClient<Logs> =
+        create_client(cfg, &client_config(cfg, Role::Admin), Logs::default())?;
+    let md = tokio::task::block_in_place(|| client::metadata(admin.inner(), cfg))?;
+    let existing: HashMap<String, usize> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect();
+    let inputs = input_topics(cfg);
+    let wrong: Vec<String> = inputs
+        .iter()
+        .filter_map(|t| {
+            let n = *existing.get(t.as_str())?;
+            (n != partitions as usize).then(|| format!("{t} has {n}"))
+        })
+        .collect();
+    if !wrong.is_empty() {
+        return Err(PipelineError::Topology(format!(
+            "input topics exist with another partition count than {partitions} ({}); input topics must be co-partitioned: create the missing ones with --partitions equal to the existing ones, or recreate the topics",
+            wrong.join(", ")
+        )));
+    }
     let names = all_topics(cfg);
     let new: Vec<NewTopic> = names
         .iter()
+        .filter(|n| !existing.contains_key(n.as_str()))
         .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await?;
-    let mut created = Vec::new();
-    for r in results {
-        match r {
-            Ok(name) => created.push(name),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(PipelineError::Topology(format!(
-                    "cannot create topic `{name}`: {code}"
-                )))
+    let mut created = BTreeSet::new();
+    if !new.is_empty() {
+        let results = admin
+            .create_topics(
+                &new,
+                &AdminOptions::new()
+                    .operation_timeout(Some(Duration::from_secs(30)))
+                    .request_timeout(Some(client::CONNECT_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| client::unreachable(cfg, &e))?;
+        for r in results {
+            match r {
+                Ok(name) => {
+                    created.insert(name);
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(PipelineError::Topology(format!(
+                        "cannot create topic `{name}`: {code}"
+                    )))
+                }
             }
         }
     }
-    Ok(created)
+    Ok(names
+        .into_iter()
+        .map(|name| TopicOutcome {
+            partitions: existing.get(&name).copied().unwrap_or(partitions as usize),
+            created: created.contains(&name),
+            name,
+        })
+        .collect())
+}
+
+/// The input topics, in configuration order.
+pub fn input_topics(cfg: &Config) -> Vec<String> {
+    let t = &cfg.topics;
+    t.hr.iter()
+        .chain(&t.directory)
+        .chain(&t.app)
+        .cloned()
+        .collect()
 }
 
 /// Input, findings and dead-letter topics.
@@ -422,7 +562,7 @@ pub(crate) struct Shared {
     pub(crate) topics: Vec<InputTopic>,
     index: HashMap<String, usize>,
     pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: Producer,
     pub(crate) stats: Arc<LiveStats>,
     pub(crate) decoder: InputDecoder,
     pub(crate) encoder: crate::output::FindingEncoder,
@@ -441,6 +581,8 @@ pub(crate) struct Shared {
     /// Restores running at once: a restore is CPU-bound, so more than the
     /// cores can run only thrash, and each opens its own connections.
     pub(crate) restore_slots: Arc<tokio::sync::Semaphore>,
+    /// librdkafka's log of the group consumer, each cause once per interval.
+    logs: client::LogLimiter,
 }
 
 /// Restores allowed at once per core.
@@ -569,6 +711,7 @@ impl Shared {
                 .metrics
                 .partitions_assigned
                 .set(owned.len() as i64);
+            self.stats.set_unassigned(owned.is_empty());
         }
         self.runtime.block_on(async {
             for h in handles {
@@ -593,6 +736,10 @@ pub(crate) struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.shared.logs.log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.shared
@@ -600,7 +747,7 @@ impl ClientContext for Ctx {
                 .brokers_down
                 .store(true, Ordering::Relaxed);
         }
-        tracing::warn!(%error, reason, "kafka client error");
+        self.shared.logs.error(&error, reason);
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -631,7 +778,14 @@ impl ConsumerContext for Ctx {
         }
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(partitions = ?parts, "partitions revoked: publishing, committing and dropping their state");
+            if parts.is_empty() {
+                tracing::info!("rebalance: revocation of no partition");
+            } else {
+                tracing::info!(
+                    "rebalance: partitions {} revoked; publishing, committing and dropping their state",
+                    list(&parts)
+                );
+            }
             self.shared.stop_tasks(Some(&parts));
             if !consumer.assignment_lost() {
                 self.shared.commit_done(consumer, Some(&parts));
@@ -651,6 +805,15 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 self.shared.stats.rebalances.fetch_add(1, Ordering::Relaxed);
                 self.shared.stats.metrics.rebalances.inc();
+                let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if parts.is_empty() {
+                    tracing::info!(
+                        group = %self.shared.cfg.kafka.group_id,
+                        "rebalance: assignment of no partition (the group has at least as many members as partitions, or is still settling); waiting for the next rebalance"
+                    );
+                } else {
+                    tracing::info!("rebalance: partitions {} assigned", list(&parts));
+                }
                 if let Err(e) = self.on_assign(consumer, tpl) {
                     self.shared.fail(e);
                 }
@@ -719,7 +882,24 @@ impl Ctx {
                 _ => None,
             };
         }
-        tracing::info!(committed = ?by_partition, "partitions assigned: restoring state up to the committed offsets (per partition, per input topic in name order)");
+        let committed: Vec<String> = by_partition
+            .iter()
+            .map(|(p, offsets)| {
+                let per_topic: Vec<String> = offsets
+                    .iter()
+                    .enumerate()
+                    .map(|(q, o)| match o {
+                        Some(o) => format!("{}@{o}", shared.topics[q].name),
+                        None => format!("{}@none", shared.topics[q].name),
+                    })
+                    .collect();
+                format!("partition {p}: {}", per_topic.join(" "))
+            })
+            .collect();
+        tracing::info!(
+            "restoring state up to the committed offsets ({})",
+            committed.join("; ")
+        );
         let mut tasks = shared.tasks.lock().expect("tasks lock");
         let mut owned = shared.stats.partitions.lock().expect("stats lock");
         for (p, offsets) in by_partition {
@@ -744,8 +924,18 @@ impl Ctx {
             .metrics
             .partitions_assigned
             .set(owned.len() as i64);
+        shared.stats.set_unassigned(owned.is_empty());
         Ok(())
     }
+}
+
+/// Partition numbers as text: "0, 1, 2".
+fn list(parts: &BTreeSet<i32>) -> String {
+    parts
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Checks that every input topic exists with the same partition count and
@@ -754,13 +944,7 @@ pub fn check_topics<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     cfg: &Config,
 ) -> Result<i32, PipelineError> {
-    let md = client.fetch_metadata(None, Duration::from_secs(30))?;
-    let counts: HashMap<&str, usize> = md
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name(), t.partitions().len()))
-        .collect();
+    let counts = topic_counts(client, cfg)?;
     let missing: Vec<String> = all_topics(cfg)
         .into_iter()
         .filter(|t| !counts.contains_key(t.as_str()))
@@ -855,10 +1039,11 @@ pub async fn run(
         restore_slots: Arc::new(tokio::sync::Semaphore::new(
             RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
+        logs: client::LogLimiter::default(),
         cfg: cfg.clone(),
     });
     let partitions = tokio::task::block_in_place(|| check_topics(shared.producer.client(), &cfg))?;
-    let mut consumer_config = client_config(&cfg);
+    let mut consumer_config = client_config(&cfg, Role::Consumer);
     // Each assigned topic-partition has its own queue, and librdkafka's
     // prefetch limits apply to each (at its defaults they applied to the
     // consumer's one queue). Its default total, 64 MiB, is shared among the
@@ -894,6 +1079,9 @@ pub async fn run(
         partitions,
         "input topics are co-partitioned; joining the group"
     );
+    *shared.stats.unassigned_warning.lock().expect("stats lock") =
+        Some(Duration::from_millis(cfg.kafka.unassigned_warning_ms));
+    shared.stats.set_unassigned(true);
     let names: Vec<&str> = shared.topics.iter().map(|t| &*t.name).collect();
     consumer.subscribe(&names)?;
 
@@ -928,6 +1116,85 @@ pub async fn run(
     }
 }
 
+/// What the consumer thread reports as it goes: a progress line while
+/// there is work, and a warning while this member holds no partition.
+struct Watch {
+    last_progress: std::time::Instant,
+    events: u64,
+    findings: u64,
+    last_unassigned_warning: Option<std::time::Instant>,
+    warn_every: Duration,
+}
+
+/// How often `run` logs its progress while it works.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl Watch {
+    fn new(cfg: &Config) -> Watch {
+        Watch {
+            last_progress: std::time::Instant::now(),
+            events: 0,
+            findings: 0,
+            last_unassigned_warning: None,
+            warn_every: Duration::from_millis(cfg.kafka.unassigned_warning_ms),
+        }
+    }
+
+    fn tick(&mut self, stats: &LiveStats) {
+        match stats.unassigned_too_long() {
+            Some(held) => {
+                if self
+                    .last_unassigned_warning
+                    .is_none_or(|t| t.elapsed() >= self.warn_every)
+                {
+                    self.last_unassigned_warning = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        "this detector has held no partition for {} s: the group has at least as many members as input partitions, or its rebalance is stuck (is another member failing to join?); /readyz reports not ready",
+                        held.as_secs()
+                    );
+                }
+            }
+            None => self.last_unassigned_warning = None,
+        }
+        let elapsed = self.last_progress.elapsed();
+        if elapsed < PROGRESS_EVERY {
+            return;
+        }
+        self.last_progress = std::time::Instant::now();
+        let events = stats.events.load(Ordering::Relaxed);
+        let findings = stats.findings.load(Ordering::Relaxed);
+        let lag: i64 = prometheus::core::Collector::collect(&stats.metrics.consumer_lag)
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum();
+        if events == self.events && lag == 0 {
+            return;
+        }
+        let rate = (events - self.events) as f64 / elapsed.as_secs_f64();
+        tracing::info!(
+            "progress: {} events applied ({rate:.0}/s over the last {} s), {} behind the end of the input topics, {} finding transitions published ({} since the last line), {} partitions owned",
+            events,
+            elapsed.as_secs(),
+            plural(lag.max(0) as u64, "message"),
+            findings,
+            findings - self.findings,
+            stats.metrics.partitions_assigned.get()
+        );
+        self.events = events;
+        self.findings = findings;
+    }
+}
+
+/// "1 message", "2 messages".
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The consumer thread: poll for events (rebalances run here), commit
 /// every `kafka.commit_interval`, and on stop drain the tasks, commit and
 /// leave the group.
@@ -936,7 +1203,9 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
     let mut last_commit = std::time::Instant::now();
     // A message that reached this queue: its offset must not be committed past.
     let mut missed: Option<(usize, i32, i64)> = None;
+    let mut watch = Watch::new(&shared.cfg);
     while !stop.load(Ordering::SeqCst) && !shared.failed.load(Ordering::SeqCst) {
+        watch.tick(&shared.stats);
         if last_commit.elapsed() >= interval {
             shared.commit_done(&consumer, None);
             last_commit = std::time::Instant::now();

@@ -6,7 +6,7 @@ use crate::decode::DecodeError;
 use crate::event::System;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ pub(crate) fn publish_error(topic: &str, reason: impl ToString) -> PipelineError
 /// Queues one record, waiting while the producer queue is full
 /// (backpressure), and returns its delivery future.
 pub(crate) async fn enqueue(
-    producer: &FutureProducer,
+    producer: &super::Producer,
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],
@@ -91,7 +91,7 @@ pub fn topic_for(cfg: &Config, system: System) -> &str {
 /// Produces events as JSON to their family's first topic, keyed by
 /// correlation key, and waits for every acknowledgement.
 pub async fn produce_events(
-    producer: &FutureProducer,
+    producer: &super::Producer,
     cfg: &Config,
     events: &[crate::event::Event],
 ) -> Result<(), PipelineError> {

@@ -678,14 +678,14 @@ fn restore(
     engine.set_quiet(true);
     // At most this many records (fewer where retention removed the start).
     engine.reserve(committed.iter().flatten().map(|&c| c.max(0) as usize).sum());
-    let consumer: BaseConsumer = super::create_client(
+    let consumer: crate::pipeline::PlainConsumer = super::create_client(
         &shared.cfg,
-        super::client_config(&shared.cfg)
+        super::client_config(&shared.cfg, super::Role::Consumer)
             .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest"),
-        rdkafka::consumer::DefaultConsumerContext,
+        crate::pipeline::Logs::default(),
     )?;
     let mut tpl = TopicPartitionList::new();
     for (q, d) in done.iter().enumerate() {

@@ -112,7 +112,7 @@ async fn live_state_queries_read_the_stores() {
     assert!(findings.iter().all(|f| f["status"] == "OPEN"));
 
     let rule = findings[0]["rule"].as_str().unwrap().to_string();
-    let (_, body) = get(&stats, &format!("/v1/findings?rule={rule}&limit=100000")).await;
+    let (_, body) = get(&stats, &format!("/v1/findings?rule={rule}&limit=1000")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["findings"]
         .as_array()
@@ -135,4 +135,65 @@ async fn live_state_queries_read_the_stores() {
         get(&stats, "/v1/workers/W999999").await.0,
         StatusCode::NOT_FOUND
     );
+
+    // Pages of two, followed through `next`, give every open finding once,
+    // in finding_id order, as one page of all of them does.
+    let (_, body) = get(&stats, "/v1/findings").await;
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let all: Vec<String> = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["finding_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(all.len() > 2, "{body}");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    let mut paged = Vec::new();
+    let mut next = Some("/v1/findings?limit=2".to_string());
+    while let Some(path) = next.take() {
+        let (status, body) = get(&stats, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let page = v["findings"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        paged.extend(
+            page.iter()
+                .map(|f| f["finding_id"].as_str().unwrap().to_string()),
+        );
+        assert_eq!(v["truncated"] == true, v["next"].is_string(), "{body}");
+        next = v["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(paged, all);
+}
+
+#[tokio::test]
+async fn bad_finding_filters_are_refused_with_what_is_allowed() {
+    let stats = Arc::new(LiveStats::default());
+    for (query, parameter, allowed) in [
+        ("rule=NOPE", "rule", Some("ORPHAN_ACCOUNT")),
+        ("status=RESOLVED", "status", Some("ESCALATED")),
+        ("severity=urgent", "severity", Some("CRITICAL")),
+        ("limit=100000", "limit", None),
+        ("limit=0", "limit", None),
+        ("stauts=OPEN", "stauts", Some("status")),
+    ] {
+        let (status, body) = get(&stats, &format!("/v1/findings?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["parameter"], parameter, "{body}");
+        assert!(v["error"].as_str().unwrap().contains(parameter), "{body}");
+        if let Some(a) = allowed {
+            assert!(
+                v["allowed"].as_array().unwrap().iter().any(|x| x == a),
+                "{body}"
+            );
+        }
+    }
+    // The contract's values in any case are understood.
+    let (status, body) = get(
+        &stats,
+        "/v1/findings?status=open&rule=orphan_account&severity=High",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

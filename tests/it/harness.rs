@@ -150,10 +150,11 @@ impl Broker {
                 }
             }
             Broker::Tansu(_) | Broker::OwnTansu(_) => {
-                let created = pipeline::create_topics(cfg, PARTITIONS, 1)
+                let outcome = pipeline::create_topics(cfg, PARTITIONS, 1)
                     .await
                     .expect("create topics on Tansu");
-                assert_eq!(created.len(), 5, "{created:?}");
+                assert_eq!(outcome.len(), 5, "{outcome:?}");
+                assert!(outcome.iter().all(|t| t.created), "{outcome:?}");
             }
         }
     }

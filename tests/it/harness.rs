@@ -307,14 +307,20 @@ max_task_idle = "60s"
 
     /// A detector process logging at `level` (a RUST_LOG filter).
     pub fn detector_logging(&self, name: &str, level: &str) -> Detector {
+        self.detector_env(name, &[("RUST_LOG", level)])
+    }
+
+    /// A detector process with more environment variables (RUST_LOG is
+    /// `info` unless given).
+    pub fn detector_env(&self, name: &str, env: &[(&str, &str)]) -> Detector {
         let log = self.dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", level)
-            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

@@ -3,6 +3,7 @@
 mod admin;
 mod avro;
 mod bench;
+mod cli;
 mod explain;
 mod fuzz;
 mod harness;

@@ -4,7 +4,8 @@
 //!
 //! JSON carries timestamps as RFC 3339 strings; Avro carries them as
 //! `timestamp-millis` longs. Encoding converts the known timestamp fields;
-//! decoding needs nothing, because [`crate::time::Ts`] reads either form.
+//! decoding reads the longs through [`crate::time::reading_millis`] (JSON
+//! never accepts them).
 
 use crate::decode::DecodeError;
 use crate::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
@@ -224,15 +225,24 @@ impl SchemaSet {
     }
 }
 
+/// Turns a decoded Avro record of `schemas/finding.avsc` back into a finding.
+pub fn decode_finding(value: &Value) -> Result<Finding, DecodeError> {
+    crate::time::reading_millis(|| {
+        apache_avro::from_value::<Finding>(value).map_err(|e| DecodeError::Avro(e.to_string()))
+    })
+}
+
 /// Turns a decoded Avro record into an event.
 pub fn decode_value(system: System, value: &Value) -> Result<Event, DecodeError> {
     let err = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
-    Ok(match system {
-        System::Hr => Event::Hr(apache_avro::from_value::<HrEvent>(value).map_err(err)?),
-        System::Directory => {
-            Event::Directory(apache_avro::from_value::<DirectoryEvent>(value).map_err(err)?)
-        }
-        System::App => Event::App(apache_avro::from_value::<AppEvent>(value).map_err(err)?),
+    crate::time::reading_millis(|| {
+        Ok(match system {
+            System::Hr => Event::Hr(apache_avro::from_value::<HrEvent>(value).map_err(err)?),
+            System::Directory => {
+                Event::Directory(apache_avro::from_value::<DirectoryEvent>(value).map_err(err)?)
+            }
+            System::App => Event::App(apache_avro::from_value::<AppEvent>(value).map_err(err)?),
+        })
     })
 }
 

@@ -321,7 +321,7 @@ mod tests {
         }
         let reader = apache_avro::Reader::new(&a[..]).unwrap();
         let back: Vec<Finding> = reader
-            .map(|v| apache_avro::from_value::<Finding>(&v.unwrap()).unwrap())
+            .map(|v| crate::avro::decode_finding(&v.unwrap()).unwrap())
             .collect();
         assert_eq!(back, findings);
     }

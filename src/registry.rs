@@ -17,6 +17,7 @@ pub enum Lookup {
 }
 
 /// A registry at a base URL.
+#[derive(Clone)]
 pub struct Registry {
     base: String,
     agent: ureq::Agent,

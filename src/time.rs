@@ -282,9 +282,28 @@ impl Serialize for Ts {
     }
 }
 
+std::thread_local! {
+    /// Set while an Avro record is read: integer milliseconds are a time.
+    static MILLIS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with integer milliseconds accepted as [`Ts`] (Avro's
+/// `timestamp-millis`). Outside it, a time is an RFC 3339 string only, as
+/// the contract says of JSON.
+pub fn reading_millis<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MILLIS.with(|m| m.set(self.0));
+        }
+    }
+    let _reset = Reset(MILLIS.with(|m| m.replace(true)));
+    f()
+}
+
 impl<'de> Deserialize<'de> for Ts {
-    /// Accepts an RFC 3339 string (JSON) or integer milliseconds (Avro
-    /// `timestamp-millis`).
+    /// Accepts an RFC 3339 string, and integer milliseconds only inside
+    /// [`reading_millis`] (Avro `timestamp-millis`).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
         struct V;
         impl Visitor<'_> for V {
@@ -296,9 +315,15 @@ impl<'de> Deserialize<'de> for Ts {
                 Ts::parse(v).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
+                if !MILLIS.with(|m| m.get()) {
+                    return Err(E::invalid_type(de::Unexpected::Signed(v), &self));
+                }
                 Ok(Ts(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
+                if !MILLIS.with(|m| m.get()) {
+                    return Err(E::invalid_type(de::Unexpected::Unsigned(v), &self));
+                }
                 i64::try_from(v)
                     .map(Ts)
                     .map_err(|_| E::custom("timestamp out of range"))
@@ -316,6 +341,18 @@ mod tests {
     fn check(input: &str, expect: Option<&str>) {
         let got = Ts::parse(input).ok().map(|t| t.to_string());
         assert_eq!(got.as_deref(), expect, "{input}");
+    }
+
+    #[test]
+    fn json_times_are_rfc3339_strings_only() {
+        let t: Ts = serde_json::from_str("\"2026-11-03T09:00:00Z\"").unwrap();
+        assert_eq!(t.to_string(), "2026-11-03T09:00:00Z");
+        let e = serde_json::from_str::<Ts>("1793696400000").unwrap_err();
+        assert!(e.to_string().contains("RFC 3339"), "{e}");
+        // Avro's timestamp-millis, inside reading_millis only.
+        let t: Ts = reading_millis(|| serde_json::from_str("1793696400000")).unwrap();
+        assert_eq!(t, Ts(1_793_696_400_000));
+        assert!(serde_json::from_str::<Ts>("1793696400000").is_err());
     }
 
     #[test]

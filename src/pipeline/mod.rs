@@ -482,55 +482,104 @@ impl InputDecoder {
         })
     }
 
-    /// Makes sure the schema id of a Confluent-framed payload is known,
-    /// asking the registry if need be. Fails only when the registry stays
-    /// unreachable: the message is not a dead letter, the pipeline stops
-    /// and its offset is not committed.
-    pub fn ensure_schema(&self, payload: &[u8]) -> Result<(), PipelineError> {
-        let (Some(registry), [0, a, b, c, d, ..]) = (&self.registry, payload) else {
-            return Ok(());
+    /// The schema id of a Confluent-framed payload that the registry must
+    /// be asked for before the payload can be decoded, if any.
+    pub fn pending_schema(&self, payload: &[u8]) -> Option<u32> {
+        let (Some(_), [0, a, b, c, d, ..]) = (&self.registry, payload) else {
+            return None;
         };
         let id = u32::from_be_bytes([*a, *b, *c, *d]);
         if self.schemas.read().expect("schemas lock").contains(id) {
-            return Ok(());
+            return None;
         }
         if let Some(at) = self.unknown.lock().expect("unknown lock").get(&id) {
             if at.elapsed() < UNKNOWN_ID_TTL {
-                return Ok(());
+                return None;
             }
         }
+        Some(id)
+    }
+
+    /// Takes a registry answer in; `None` when it is worth asking again.
+    fn settle(
+        &self,
+        id: u32,
+        answer: Result<crate::registry::Lookup, String>,
+        started: std::time::Instant,
+        backoff: Duration,
+    ) -> Option<Result<(), PipelineError>> {
+        match answer {
+            Ok(crate::registry::Lookup::Found(schema)) => {
+                tracing::info!(id, "schema fetched from the registry");
+                self.schemas
+                    .write()
+                    .expect("schemas lock")
+                    .insert_writer(id, schema);
+                Some(Ok(()))
+            }
+            Ok(crate::registry::Lookup::Unknown) => {
+                self.unknown
+                    .lock()
+                    .expect("unknown lock")
+                    .insert(id, std::time::Instant::now());
+                Some(Ok(()))
+            }
+            Err(reason) if started.elapsed() < self.registry_patience => {
+                tracing::warn!(
+                    id,
+                    %reason,
+                    "schema registry unavailable; retrying in {} ms",
+                    backoff.as_millis()
+                );
+                None
+            }
+            Err(reason) => Some(Err(PipelineError::Topology(format!(
+                "schema registry unavailable for {}s: {reason}",
+                self.registry_patience.as_secs()
+            )))),
+        }
+    }
+
+    /// Asks the registry for schema `id` without blocking the runtime: the
+    /// request runs on a blocking thread, and the task sleeps between
+    /// attempts. Fails only when the registry stays unreachable for
+    /// `registry_patience`: the message is not a dead letter, the pipeline
+    /// stops and its offset is not committed.
+    pub async fn fetch_schema(&self, id: u32) -> Result<(), PipelineError> {
+        let Some(registry) = self.registry.clone() else {
+            return Ok(());
+        };
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let result = tokio::task::block_in_place(|| registry.lookup(id));
-            match result {
-                Ok(crate::registry::Lookup::Found(schema)) => {
-                    tracing::info!(id, "schema fetched from the registry");
-                    self.schemas
-                        .write()
-                        .expect("schemas lock")
-                        .insert_writer(id, schema);
-                    return Ok(());
-                }
-                Ok(crate::registry::Lookup::Unknown) => {
-                    self.unknown
-                        .lock()
-                        .expect("unknown lock")
-                        .insert(id, std::time::Instant::now());
-                    return Ok(());
-                }
-                Err(reason) if started.elapsed() < self.registry_patience => {
-                    tracing::warn!(id, %reason, "schema registry unavailable; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(reason) => {
-                    return Err(PipelineError::Topology(format!(
-                        "schema registry unavailable for {}s: {reason}",
-                        self.registry_patience.as_secs()
-                    )))
-                }
+            let r = registry.clone();
+            let answer = tokio::task::spawn_blocking(move || r.lookup(id))
+                .await
+                .unwrap_or_else(|e| Err(format!("registry lookup failed: {e}")));
+            if let Some(done) = self.settle(id, answer, started, backoff) {
+                return done;
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Makes sure the schema id of a Confluent-framed payload is known,
+    /// asking the registry if need be, on this thread: for threads that
+    /// may block (restore, replay). As [`InputDecoder::fetch_schema`]
+    /// otherwise.
+    pub fn ensure_schema(&self, payload: &[u8]) -> Result<(), PipelineError> {
+        let (Some(id), Some(registry)) = (self.pending_schema(payload), &self.registry) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if let Some(done) = self.settle(id, registry.lookup(id), started, backoff) {
+                return done;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -782,7 +831,7 @@ impl ConsumerContext for Ctx {
                 tracing::info!("rebalance: revocation of no partition");
             } else {
                 tracing::info!(
-                    "rebalance: partitions {} revoked; publishing, committing and dropping their state",
+                    "rebalance: revoked partitions {}; publishing, committing and dropping their state",
                     list(&parts)
                 );
             }
@@ -812,7 +861,7 @@ impl ConsumerContext for Ctx {
                         "rebalance: assignment of no partition (the group has at least as many members as partitions, or is still settling); waiting for the next rebalance"
                     );
                 } else {
-                    tracing::info!("rebalance: partitions {} assigned", list(&parts));
+                    tracing::info!("rebalance: assigned partitions {}", list(&parts));
                 }
                 if let Err(e) = self.on_assign(consumer, tpl) {
                     self.shared.fail(e);

@@ -293,7 +293,14 @@ async fn run(
             // none of, unless their queue is known to be empty.
             for q in 0..topics.len() {
                 if merge.is_drained(q) && inputs.may_have(q) {
-                    refill(shared, partition, &mut inputs, q, &mut merge, &mut next)?;
+                    let waiting = refill(shared, partition, &mut inputs, q, &mut merge, &mut next)?;
+                    // A record whose Avro schema the registry must be asked
+                    // for: asked without blocking the runtime, then taken in
+                    // (its topic's later records wait in the queue).
+                    if let Some((id, m, received)) = waiting {
+                        shared.decoder.fetch_schema(id).await?;
+                        ingest(shared, partition, q, &m, received, &mut merge, &mut next)?;
+                    }
                 }
             }
             let Some((q, offset, item)) = merge.pop(|q| {
@@ -451,8 +458,12 @@ async fn run(
     })
 }
 
+/// A record held back until the registry is asked for its schema id.
+type Waiting = (u32, rdkafka::message::OwnedMessage, Instant);
+
 /// Reads up to [`REFILL`] records of topic `q` from its queue into the
-/// merge, decoding them straight from librdkafka's buffers.
+/// merge, decoding them straight from librdkafka's buffers. Stops at a
+/// record whose Avro schema is not known yet and returns it.
 fn refill(
     shared: &Shared,
     partition: i32,
@@ -460,12 +471,13 @@ fn refill(
     q: usize,
     merge: &mut Merge<Item>,
     next: &mut [i64],
-) -> Result<(), PipelineError> {
+) -> Result<Option<Waiting>, PipelineError> {
     // Cleared before reading: a record enqueued from here on sets it again.
     inputs.arrived[q].store(false, Ordering::Release);
     let received = Instant::now();
     let mut read = 0;
     let mut messages = 0;
+    let mut waiting = None;
     inputs.empty[q] = loop {
         if read == REFILL {
             break false;
@@ -476,8 +488,12 @@ fn refill(
         read += 1;
         match result {
             Ok(m) => {
-                ingest(shared, partition, q, &m, received, merge, next)?;
                 messages += 1;
+                if let Some(id) = m.payload().and_then(|p| shared.decoder.pending_schema(p)) {
+                    waiting = Some((id, m.detach(), received));
+                    break false;
+                }
+                ingest(shared, partition, q, &m, received, merge, next)?;
             }
             Err(e) => tracing::warn!(error = %e, "consume error (librdkafka retries)"),
         }
@@ -486,14 +502,14 @@ fn refill(
         shared.stats.brokers_down.store(false, Ordering::Relaxed);
         shared.topics[q].consumed.inc_by(messages);
     }
-    Ok(())
+    Ok(waiting)
 }
 
 fn ingest(
     shared: &Shared,
     partition: i32,
     q: usize,
-    m: &BorrowedMessage<'_>,
+    m: &impl Message,
     received: Instant,
     merge: &mut Merge<Item>,
     next: &mut [i64],
@@ -501,9 +517,6 @@ fn ingest(
     let topic = &shared.topics[q];
     let offset = m.offset();
     let key = || m.key().map(<[u8]>::to_vec);
-    if let Some(p) = m.payload() {
-        shared.decoder.ensure_schema(p)?;
-    }
     next[q] = offset + 1;
     let item = match m.payload() {
         None => Item::Bad(Box::new(Bad {

@@ -113,7 +113,7 @@ fn findings_round_trip_through_avro() {
         let (id, mut datum) = avro::unframe(&bytes).unwrap();
         assert_eq!(id, 42);
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
-        let back: Finding = apache_avro::from_value(&value).unwrap();
+        let back: Finding = avro::decode_finding(&value).unwrap();
         assert_eq!(&back, f);
     }
 }

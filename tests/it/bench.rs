@@ -52,9 +52,10 @@ fn check_report(report: &str) {
     let detector = line(report, "detector:");
     assert_eq!(before(detector, "events in"), n, "{detector}");
     assert!(before(detector, "events/s") > 0.0, "{detector}");
-    // (The first events of the generated stream are the organisation's
-    // hires, with no drift yet: the count may be 0 at this size.)
-    assert!(before(detector, "finding transitions") >= 0.0, "{detector}");
+    // Reported as a whole number (the first events of the generated stream
+    // are the organisation's hires, with no drift yet: it may be 0 here).
+    let transitions = before(detector, "finding transitions");
+    assert_eq!(transitions.fract(), 0.0, "{detector}");
 
     // Everything was committed before the restart, so the restore applies
     // every input event again.
@@ -91,10 +92,9 @@ fn the_load_harness_measures_every_phase_on_the_mock_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker (scripts/test.sh starts it and runs these)"]
 async fn the_load_harness_measures_every_phase_on_tansu() {
-    let Some(broker) = Broker::tansu() else {
-        return;
-    };
+    let broker = Broker::tansu();
     let _turn = crate::harness::TANSU_TURN.lock().await;
     let bootstrap = broker.bootstrap();
     let report = tokio::task::spawn_blocking(move || {

@@ -74,13 +74,26 @@ async fn secrets_stay_secret() {
     // A running detector, at debug level: its logs and metrics.
     let mut d = s.detector_logging("detector", "debug");
     d.wait_for_log("state restored", Duration::from_secs(60));
-    s.produce_generated(5, 20, 20).await;
-    std::thread::sleep(Duration::from_secs(2));
+    let produced = s.produce_generated(5, 20, 20).await.len() as f64;
+    // Wait until every event went through, so that what is checked below
+    // was really logged and counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::harness::Setup::metric_sum(&s.scrape(), "driftwatch_events_consumed_total")
+        < produced
+    {
+        d.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let metrics = ureq::get(&format!("http://{}/metrics", s.admin))
         .call()
         .unwrap()
         .into_string()
         .unwrap();
+    assert!(
+        metrics.contains("driftwatch_events_consumed_total"),
+        "{metrics}"
+    );
     assert_clean("/metrics", &metrics);
     assert!(d.terminate().success(), "{}", d.log_text());
     assert_clean("logs", &d.log_text());

@@ -5,7 +5,10 @@
 //! &worker_id=&limit=&after=` (an unknown parameter or value is a 400 that
 //! names it and the values allowed; a page holds at most 1,000 findings in
 //! finding_id order, and `next` is the query of the page after). Bound to
-//! 127.0.0.1 unless the config says otherwise.
+//! 127.0.0.1 unless the config says otherwise. The `/v1` queries serve
+//! identity data: beyond loopback they need `admin.token` as a bearer token
+//! (compared in constant time), and without a token they are closed there;
+//! `/metrics`, `/healthz` and `/readyz` stay open for probes and scrapers.
 
 use crate::event::Key;
 use crate::pipeline::LiveStats;
@@ -19,15 +22,85 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// The admin routes over the pipeline's counters.
-pub fn router(stats: Arc<LiveStats>) -> Router {
+/// Who may read the `/v1` queries, which serve identity data (names,
+/// emails, departments and access of real people).
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Anyone who reaches the port: the port listens on loopback only.
+    Loopback,
+    /// Callers with `Authorization: Bearer <token>`.
+    Token(crate::config::AdminToken),
+    /// Nobody: the port listens beyond loopback and no token is set.
+    Closed,
+}
+
+impl Access {
+    /// What the configuration allows: a token if one is set; without one,
+    /// loopback only.
+    pub fn of(cfg: &crate::config::Config) -> Access {
+        match (&cfg.admin_token, cfg.admin_listen) {
+            (Some(t), _) => Access::Token(t.clone()),
+            (None, Some(addr)) if !addr.ip().is_loopback() => Access::Closed,
+            (None, _) => Access::Loopback,
+        }
+    }
+}
+
+/// The admin routes over the pipeline's counters. `/metrics`, `/healthz`
+/// and `/readyz` are open; the `/v1` queries need what `access` says.
+pub fn router(stats: Arc<LiveStats>, access: Access) -> Router {
+    let queries = Router::new()
+        .route("/v1/workers/:id", get(worker))
+        .route("/v1/findings", get(findings))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            authorize,
+        ));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/workers/:id", get(worker))
-        .route("/v1/findings", get(findings))
+        .merge(queries)
         .with_state(stats)
+}
+
+async fn authorize(
+    State(access): State<Arc<Access>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let refuse = |status: StatusCode, error: &str| {
+        let mut r = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"driftwatch\""),
+            );
+        }
+        r
+    };
+    match &*access {
+        Access::Loopback => next.run(request).await,
+        Access::Closed => refuse(
+            StatusCode::FORBIDDEN,
+            "the /v1 queries serve identity data and this port listens beyond loopback: set admin.token (or DRIFTWATCH_ADMIN__TOKEN) and send it as a bearer token, or listen on 127.0.0.1",
+        ),
+        Access::Token(token) => {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(t) if token.matches(t.trim()) => next.run(request).await,
+                Some(_) => refuse(StatusCode::UNAUTHORIZED, "wrong bearer token"),
+                None => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "the /v1 queries need `Authorization: Bearer <admin.token>`",
+                ),
+            }
+        }
+    }
 }
 
 async fn metrics(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
@@ -212,11 +285,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     stats: Arc<LiveStats>,
+    access: Access,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!("admin port http://{addr}: {ROUTES}");
-    axum::serve(listener, router(stats))
+    let v1 = match &access {
+        Access::Loopback => "/v1 open on loopback",
+        Access::Token(_) => "/v1 needs the bearer token",
+        Access::Closed => "/v1 closed: listening beyond loopback with no admin.token",
+    };
+    match access {
+        Access::Closed => tracing::warn!("admin port http://{addr}: {ROUTES}; {v1}"),
+        _ => tracing::info!("admin port http://{addr}: {ROUTES}; {v1}"),
+    }
+    axum::serve(listener, router(stats, access))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

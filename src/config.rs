@@ -96,6 +96,9 @@ pub struct RawAdmin {
     /// `host:port` of /metrics, /healthz and /readyz, or `off`; default
     /// `127.0.0.1:9464` (loopback only).
     pub listen: Option<String>,
+    /// Bearer token the `/v1` queries (identity data) require. Without
+    /// one they are served on a loopback address only. Never shown.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -384,6 +387,34 @@ pub struct SchemasConfig {
     pub ids: BTreeMap<u32, std::path::PathBuf>,
 }
 
+/// The bearer token of the admin port's `/v1` queries: a secret, never
+/// printed (its `Debug` says `[redacted]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Whether `candidate` is the token, in time that does not depend on
+    /// where they first differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+        }
+        diff == 0
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -409,6 +440,8 @@ pub struct Config {
     pub schemas: SchemasConfig,
     /// Where the admin port listens; `None` is off.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// The bearer token of the `/v1` queries.
+    pub admin_token: Option<AdminToken>,
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout_ms: u64,
     /// Encoding of the findings topic.
@@ -714,6 +747,16 @@ impl TryFrom<RawConfig> for Config {
                 })?)
             }
         };
+        let admin_token = match raw.admin.token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if t.len() < 16 => {
+                return Err(invalid(
+                    "admin.token",
+                    "is shorter than 16 characters; use a long random string (e.g. `openssl rand -hex 32`)",
+                ))
+            }
+            Some(t) => Some(AdminToken(t.to_string())),
+        };
         let shutdown_timeout_ms = parse_duration_ms(
             "detector.shutdown_timeout",
             raw.detector.shutdown_timeout.as_deref().unwrap_or("30s"),
@@ -751,6 +794,7 @@ impl TryFrom<RawConfig> for Config {
             max_message_bytes,
             output,
             admin_listen,
+            admin_token,
             shutdown_timeout_ms: shutdown_timeout_ms as u64,
             idle_advance_ms,
             kafka,
@@ -994,6 +1038,9 @@ pub fn redacted(table: &toml::Table) -> toml::Table {
             }
         }
     }
+    if let Some(token) = t.get_mut("admin").and_then(|a| a.get_mut("token")) {
+        *token = toml::Value::String("[redacted]".into());
+    }
     if let Some(toml::Value::String(url)) =
         t.get_mut("schemas").and_then(|s| s.get_mut("registry_url"))
     {
@@ -1017,6 +1064,9 @@ impl Config {
             .filter(|(k, v)| is_secret_property(k) && !v.is_empty())
             .map(|(_, v)| v.as_str())
             .collect();
+        if let Some(token) = &self.admin_token {
+            out.push(token.expose());
+        }
         if let Some(url) = &self.schemas.registry_url {
             if let Some((userinfo, _)) = url.split_once("://").and_then(|(_, r)| r.split_once('@'))
             {

@@ -69,9 +69,16 @@ pub async fn run(
             out,
             "admin port:  curl http://{addr}/metrics  (also /readyz, /v1/findings, /v1/workers/ID)"
         );
-        let (stats, stop_rx) = (stats.clone(), stop_rx.clone());
+        let (stats, stop_rx, cfg_admin) = (stats.clone(), stop_rx.clone(), cfg.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(listener, stats, stop_rx).await {
+            if let Err(e) = crate::admin::serve(
+                listener,
+                stats,
+                crate::admin::Access::of(&cfg_admin),
+                stop_rx,
+            )
+            .await
+            {
                 tracing::warn!(%addr, error = %e, "admin port stopped");
             }
         });

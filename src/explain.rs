@@ -211,10 +211,14 @@ pub fn render_text(v: &Value) -> String {
 /// the findings open now. A live instance keeps state, not history: the
 /// timeline it can give is the source events named as evidence by those
 /// findings (`explain --kafka` replays the whole timeline).
-pub fn from_instance(admin: &str, worker_id: &str) -> Result<Value, String> {
+pub fn from_instance(admin: &str, worker_id: &str, token: Option<&str>) -> Result<Value, String> {
     let base = admin.trim_end_matches('/');
     let get = |url: String| -> Result<Value, String> {
-        let resp = match ureq::get(&url).call() {
+        let mut req = ureq::get(&url);
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match req.call() {
             Ok(r) => r,
             Err(ureq::Error::Status(404, r)) => r,
             Err(ureq::Error::Status(code, r)) => {

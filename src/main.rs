@@ -182,7 +182,7 @@ enum Command {
         /// With --kafka: overrides kafka.bootstrap_servers.
         #[arg(long)]
         bootstrap_servers: Option<String>,
-        /// Ask a running instance for its live state instead: its admin URL (e.g. http://127.0.0.1:9464). It knows the current state and the open findings, not the timeline.
+        /// Ask a running instance for its live state instead: its admin URL (e.g. http://127.0.0.1:9464); admin.token of the config (or DRIFTWATCH_ADMIN__TOKEN) is sent when set. It knows the current state and the open findings, not the timeline.
         #[arg(long)]
         admin: Option<String>,
         /// With --input or --kafka: evaluate as of this event time (RFC 3339), as `replay --until`.
@@ -545,8 +545,9 @@ fn run() -> Result<()> {
                 });
                 if let Some(listener) = admin {
                     let (stats, stop) = (stats.clone(), stop_rx.clone());
+                    let access = driftwatch::admin::Access::of(&cfg);
                     tokio::spawn(async move {
-                        if let Err(e) = driftwatch::admin::serve(listener, stats, stop).await {
+                        if let Err(e) = driftwatch::admin::serve(listener, stats, access, stop).await {
                             tracing::error!(error = %e, "admin port failed");
                         }
                     });
@@ -721,7 +722,12 @@ fn run() -> Result<()> {
                 }
                 driftwatch::explain::history_json(&worker_id, &history)
             } else if let Some(url) = admin {
-                driftwatch::explain::from_instance(&url, &worker_id).map_err(anyhow::Error::msg)?
+                // The instance's /v1 token, when it has one: admin.token of
+                // the config (or DRIFTWATCH_ADMIN__TOKEN).
+                let cfg = load_config(config.as_ref())?;
+                let token = cfg.admin_token.as_ref().map(|t| t.expose().to_string());
+                driftwatch::explain::from_instance(&url, &worker_id, token.as_deref())
+                    .map_err(anyhow::Error::msg)?
             } else {
                 anyhow::bail!(
                     "say where to look for `{worker_id}`: --input DIR (a replay of topic dumps), --kafka (a replay of the input topics) or --admin URL (a running instance's live state, e.g. http://127.0.0.1:9464)"

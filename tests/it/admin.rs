@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 async fn get(stats: &Arc<LiveStats>, path: &str) -> (StatusCode, String) {
-    let resp = router(stats.clone())
+    let resp = router(stats.clone(), driftwatch::admin::Access::Loopback)
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -196,4 +196,89 @@ async fn bad_finding_filters_are_refused_with_what_is_allowed() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn get_with(
+    stats: &Arc<LiveStats>,
+    access: driftwatch::admin::Access,
+    path: &str,
+    bearer: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::get(path);
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(stats.clone(), access)
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn identity_queries_need_the_token_beyond_loopback() {
+    use driftwatch::admin::Access;
+    use driftwatch::config::Config;
+    let stats = Arc::new(LiveStats::default());
+    let secret = "0123456789abcdef-token";
+    let cfg = Config::from_toml(&format!(
+        "[admin]\nlisten = \"0.0.0.0:9464\"\ntoken = \"{secret}\"\n"
+    ))
+    .unwrap();
+    let access = Access::of(&cfg);
+    assert!(
+        !format!("{cfg:?}").contains(secret),
+        "the token never shows in Debug"
+    );
+    for path in ["/v1/findings", "/v1/workers/W1"] {
+        let (status, body) = get_with(&stats, access.clone(), path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let (status, body) = get_with(
+            &stats,
+            access.clone(),
+            path,
+            Some("wrong-token-of-some-length"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert!(!body.contains(secret));
+        let (status, _) = get_with(
+            &stats,
+            access.clone(),
+            path,
+            Some(&secret[..secret.len() - 1]),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "a prefix is not the token"
+        );
+        let (status, body) = get_with(&stats, access.clone(), path, Some(secret)).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert_ne!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
+    // Probes and scrapers need no token.
+    for path in ["/metrics", "/healthz"] {
+        let (status, _) = get_with(&stats, access.clone(), path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // Beyond loopback with no token: closed, and it says how to open.
+    let open = Config::from_toml("[admin]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+    let (status, body) = get_with(&stats, Access::of(&open), "/v1/findings", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("admin.token"), "{body}");
+    // On loopback with no token: open.
+    let local = Config::from_toml("[admin]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+    let (status, body) = get_with(&stats, Access::of(&local), "/v1/findings", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A short token is refused at start.
+    let err = Config::from_toml("[admin]\ntoken = \"short\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin.token"), "{err}");
 }

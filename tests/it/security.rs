@@ -5,11 +5,12 @@ use crate::harness::{Broker, Setup};
 use std::process::Command;
 use std::time::Duration;
 
-const SECRETS: [&str; 4] = [
+const SECRETS: [&str; 5] = [
     "hunter2-SASL-secret",
     "hunter2-KEY-secret",
     "hunter2-REGISTRY-secret",
     "hunter2-ENV-secret",
+    "hunter2-ADMIN-TOKEN-secret",
 ];
 
 fn assert_clean(what: &str, text: &str) {
@@ -27,6 +28,7 @@ async fn secrets_stay_secret() {
             "[kafka.librdkafka]\n\"sasl.username\" = \"svc-driftwatch\"\n\"sasl.password\" = \"hunter2-SASL-secret\"\n\"ssl.key.password\" = \"hunter2-KEY-secret\"\n",
         );
         t.push_str("\n[schemas]\nregistry_url = \"http://reader:hunter2-REGISTRY-secret@127.0.0.1:9\"\n");
+        *t = t.replace("[admin]\n", "[admin]\ntoken = \"hunter2-ADMIN-TOKEN-secret\"\n");
     });
     let bin = env!("CARGO_BIN_EXE_driftwatch");
     let env_secret = (
@@ -53,6 +55,7 @@ async fn secrets_stay_secret() {
         text.contains("\"ssl.keystore.password\" = \"[redacted]\""),
         "{text}"
     );
+    assert!(text.contains("token = \"[redacted]\""), "{text}");
     assert!(
         text.contains("svc-driftwatch"),
         "non-secret values stay visible: {text}"

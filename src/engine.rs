@@ -1051,6 +1051,14 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 }
             }
             let summary = match c.rule {
+                Rule::JoinerNotProvisioned
+                    if primary.and_then(|p| p.status_cause)
+                        == Some(crate::event::HrEventType::LeaveEnd) =>
+                {
+                    format!(
+                        "Worker {who} returned from leave on {since} but has no enabled directory account."
+                    )
+                }
                 Rule::JoinerNotProvisioned => format!(
                     "Worker {who} has been active in HR since {since} but has no enabled directory account."
                 ),

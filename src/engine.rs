@@ -133,6 +133,8 @@ pub struct Engine {
     interner: HashSet<Sym, ahash::RandomState>,
     /// Keys in the store (read without locking it).
     tracked: usize,
+    /// Keys HR has sent an event for: the tracked workers of the storm limit.
+    workers: usize,
     entries: usize,
     onset_serial: u64,
     stats: EngineStats,
@@ -165,6 +167,7 @@ impl Engine {
             generation: 0,
             interner: HashSet::default(),
             tracked: 0,
+            workers: 0,
             entries: 0,
             onset_serial: 0,
             stats: EngineStats::default(),
@@ -189,6 +192,12 @@ impl Engine {
     /// Keys in the state store.
     pub fn tracked(&self) -> usize {
         self.tracked
+    }
+
+    /// Tracked workers: keys HR has sent an event for (uncorrelated
+    /// accounts and worker_ids HR has never sent are not workers).
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Entries held in state: HR records, accounts, grants, episodes.
@@ -344,6 +353,9 @@ impl Engine {
                     store.map().entry(key.clone()).or_default()
                 }
             };
+            if matches!(event, Event::Hr(_)) && !st.known_to_hr() {
+                self.workers += 1;
+            }
             self.entries += match event {
                 Event::Hr(e) => st.apply_hr(e, &origin, &cause.scope, &stated, &ev, now),
                 Event::Directory(e) => st.apply_directory(e, &stated, &ev, &cause.scope, named),
@@ -699,10 +711,12 @@ impl Engine {
 
     // ---- SOURCE_STORM ------------------------------------------------------
 
-    fn threshold(&self) -> usize {
+    /// More workers than this drifting under one rule within the window
+    /// is a storm: max(min_workers, fraction x tracked workers), not
+    /// rounded.
+    fn threshold(&self) -> f64 {
         let s = &self.cfg.storm;
-        let frac = (s.fraction * self.tracked as f64).ceil() as u64;
-        s.min_workers.max(frac) as usize
+        (s.min_workers as f64).max(s.fraction * self.workers as f64)
     }
 
     /// Records that a condition of `rule` became true; returns whether the
@@ -728,7 +742,7 @@ impl Engine {
         if storm.active.is_some() {
             return (true, serial);
         }
-        if storm.distinct.len() <= threshold {
+        if storm.distinct.len() as f64 <= threshold {
             return (false, serial);
         }
         // The storm starts: one finding now; every live episode of the window is swept in.
@@ -746,7 +760,7 @@ impl Engine {
         (true, serial)
     }
 
-    fn storm_finding(&self, rule: Rule, at: Ts, threshold: usize) -> Finding {
+    fn storm_finding(&self, rule: Rule, at: Ts, threshold: f64) -> Finding {
         let cfg = &self.cfg;
         let storm = &self.storms[rule.index()];
         // Attribute the storm to the source behind most of the window's onsets.
@@ -899,8 +913,8 @@ impl Engine {
             let threshold = self.threshold();
             let storm = &mut self.storms[idx];
             expire_onsets(storm, now, window);
-            if storm.distinct.len() > threshold
-                || storm.tagged > threshold
+            if storm.distinct.len() as f64 > threshold
+                || storm.tagged as f64 > threshold
                 || now < storm.last_clear.plus(window)
             {
                 continue;

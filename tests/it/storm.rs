@@ -223,3 +223,56 @@ fn duplicates_are_counted_not_applied() {
     assert_eq!(feed.engine.stats().events, before + 1);
     assert_eq!(feed.engine.stats().duplicates, 2);
 }
+
+/// `n` terminations a second apart from 17:00, then the SLAs expire.
+fn leavers(feed: &mut Feed, n: usize) -> Vec<Finding> {
+    let at = t("2026-11-10T17:00:00Z");
+    for w in 0..n {
+        feed.hr("TERMINATION", w, at.plus(w as i64 * 1000));
+    }
+    feed.engine
+        .advance_to(at.plus(3_600_000 + 4 * 60_000), &mut feed.out);
+    feed.drain()
+}
+
+#[test]
+fn over_1010_workers_51_findings_are_a_storm() {
+    // 5% of 1,010 is 50.5: 51 findings are more than the limit.
+    let mut feed = organisation(1010);
+    let fs = leavers(&mut feed, 51);
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 1, "{fs:#?}");
+}
+
+#[test]
+fn over_1010_workers_50_findings_are_not_a_storm() {
+    let mut feed = organisation(1010);
+    let fs = leavers(&mut feed, 50);
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 0, "{fs:#?}");
+    assert_eq!(count(&fs, Rule::LeaverDirectoryAccess, Status::Open), 50);
+}
+
+#[test]
+fn uncorrelated_accounts_and_unknown_worker_ids_are_not_tracked_workers() {
+    let mut feed = organisation(1000);
+    // 200 keys that are not workers: disabled accounts with no worker_id,
+    // and with worker_ids HR has never sent. Counted as workers, they
+    // would raise the limit to 5% of 1,200 = 60.
+    let at = t("2026-11-03T09:00:00Z");
+    for i in 0..200 {
+        let worker_id = if i % 2 == 0 {
+            serde_json::Value::Null
+        } else {
+            json!(format!("x{i}"))
+        };
+        feed.send(
+            System::Directory,
+            json!({"event_id": format!("x-{i}"), "event_type": "ACCOUNT_CREATED", "occurred_at": at.to_string(),
+                   "directory": "entra", "account_id": format!("x{i}"), "worker_id": worker_id,
+                   "account_kind": "HUMAN", "enabled": false}),
+        );
+    }
+    assert_eq!(feed.engine.tracked(), 1200);
+    assert_eq!(feed.engine.workers(), 1000);
+    let fs = leavers(&mut feed, 51);
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 1, "{fs:#?}");
+}

@@ -115,13 +115,19 @@ struct Storm {
     escalated: bool,
     /// When the active storm opened.
     opened_at: Ts,
+    /// Serials of the active storm's findings published before it opened:
+    /// those in the window when it did.
+    before: std::ops::Range<u64>,
+    /// The active storm's findings still drifting: those published before
+    /// it opened, and its burst.
+    drifting: usize,
     /// Findings of the active storm's burst still held.
     held: usize,
     /// The keys those findings belong to.
     held_keys: HashSet<Key, ahash::RandomState>,
-    /// When a held finding last cleared: the storm ends on remediation
-    /// only after a quiet window, so a feed being corrected is not paged
-    /// half-way.
+    /// When one of its findings last cleared: the storm ends on
+    /// remediation only after a quiet window, so a feed being corrected is
+    /// not paged half-way.
     last_clear: Ts,
 }
 
@@ -538,8 +544,11 @@ impl Engine {
             }
             let storm = &mut self.storms[ep.rule.index()];
             forget_opening(storm, ep.opening);
-            if ep.phase == Phase::Held {
-                storm.held = storm.held.saturating_sub(1);
+            let held = ep.phase == Phase::Held;
+            if held || (storm.active.is_some() && storm.before.contains(&ep.opening)) {
+                // One of the storm's findings no longer drifts.
+                storm.held = storm.held.saturating_sub(usize::from(held));
+                storm.drifting = storm.drifting.saturating_sub(1);
                 storm.last_clear = at;
                 let check = at.plus(self.cfg.storm.window_ms);
                 self.timers
@@ -773,8 +782,12 @@ impl Engine {
             storm.escalated = false;
             storm.opened_at = at;
             storm.last_clear = Ts::MIN;
+            let alive = storm.openings.iter().filter(|o| o.alive);
+            storm.before = alive.clone().next().map_or(serial, |o| o.serial)..serial;
+            storm.drifting = alive.count() - 1;
         }
         let storm = &mut self.storms[rule.index()];
+        storm.drifting += 1;
         storm.held += 1;
         storm.held_keys.insert(key.clone());
         self.stats.held += 1;
@@ -894,13 +907,14 @@ impl Engine {
     }
 
     /// Ends the storm of `rule` if it is over: `max_hold` has passed since
-    /// it opened, or its burst has subsided (the window's count is back
-    /// within the limit, no more than the limit of its held findings still
+    /// it opened, or it has been remediated (the window's count is back
+    /// within the limit, no more than the limit of its findings, those
+    /// published in the window before it opened and its burst, still
     /// drift, and none has cleared for one window). The storm resolves
     /// first; then its held findings still drifting open. Runs at the
-    /// moments it may end (a held finding leaving the window or clearing,
-    /// plus one window; `max_hold` after the start), with no store guard
-    /// held.
+    /// moments it may end (one window after a finding of its burst joined
+    /// or one of its findings cleared; `max_hold` after the start), with no
+    /// store guard held.
     fn storm_end(&mut self, rule: Rule, out: &mut Vec<Finding>) {
         let idx = rule.index();
         if self.storms[idx].active.is_none() {
@@ -913,10 +927,10 @@ impl Engine {
         let storm = &mut self.storms[idx];
         expire_openings(storm, now, window);
         let bounded = now >= storm.opened_at.plus(max_hold);
-        let subsided = storm.distinct.len() as f64 <= limit
-            && storm.held as f64 <= limit
+        let remediated = storm.distinct.len() as f64 <= limit
+            && storm.drifting as f64 <= limit
             && now >= storm.last_clear.plus(window);
-        if !bounded && !subsided {
+        if !bounded && !remediated {
             return;
         }
         let mut f = storm.active.take().expect("checked active");
@@ -928,6 +942,8 @@ impl Engine {
         }
         let mut keys: Vec<Key> = std::mem::take(&mut storm.held_keys).into_iter().collect();
         storm.held = 0;
+        storm.drifting = 0;
+        storm.before = 0..0;
         keys.sort();
         for key in keys {
             let store = self.store.clone();

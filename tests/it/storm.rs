@@ -420,3 +420,70 @@ fn duplicates_are_counted_not_applied() {
     assert_eq!(feed.engine.stats().events, before + 1);
     assert_eq!(feed.engine.stats().duplicates, 2);
 }
+
+#[test]
+fn a_storm_of_orphan_accounts_is_attributed_to_their_directory() {
+    let mut feed = organisation(100);
+    // A directory connector drops employeeID: 60 enabled accounts with no
+    // worker_id within a minute; their 1h SLAs expire together.
+    let at = t("2026-11-10T17:00:00Z");
+    for i in 0..60 {
+        feed.send(
+            System::Directory,
+            json!({"event_id": format!("o-{i}"), "event_type": "ACCOUNT_CREATED",
+                   "occurred_at": at.plus(i * 1000).to_string(), "directory": "ad",
+                   "account_id": format!("o{i}"), "worker_id": null, "account_kind": "HUMAN"}),
+        );
+    }
+    feed.engine
+        .advance_to(at.plus(2 * 3_600_000), &mut feed.out);
+    let fs = feed.drain();
+    // The first 50 open; the storm holds the other ten while more than
+    // the limit of its findings still drift.
+    assert_eq!(count(&fs, Rule::OrphanAccount, Status::Open), 50);
+    assert_eq!(feed.engine.held(), 10);
+    let storm: Vec<_> = fs.iter().filter(|f| f.rule == Rule::SourceStorm).collect();
+    assert_eq!(storm.len(), 1, "{fs:#?}");
+    assert_eq!(storm[0].contributing_owner.role, OwnerRole::It);
+    assert_eq!(storm[0].subject.directory.as_deref(), Some("ad"));
+    assert!(storm[0].summary.contains("ORPHAN_ACCOUNT"));
+    assert!(!storm[0].evidence.is_empty());
+    assert!(storm[0]
+        .evidence
+        .iter()
+        .all(|e| e.event_type.as_ref() == "ACCOUNT_CREATED"));
+}
+
+#[test]
+fn a_storm_ends_once_no_more_than_the_limit_of_its_findings_still_drift() {
+    let mut feed = organisation(200);
+    let fs = leavers(&mut feed, 60);
+    assert_eq!(count(&fs, Rule::SourceStorm, Status::Open), 1);
+    assert_eq!(count(&fs, Rule::LeaverDirectoryAccess, Status::Open), 50);
+    assert_eq!(feed.engine.held(), 10);
+    // Nine of the published findings are fixed: 51 of the storm's 60
+    // still drift, more than the limit, and it keeps holding.
+    let fix = t("2026-11-10T19:00:00Z");
+    for w in 0..9 {
+        feed.disable(w, fix.plus(w as i64 * 1000));
+    }
+    feed.engine.advance_to(fix.plus(3_600_000), &mut feed.out);
+    let fs = feed.drain();
+    assert_eq!(count(&fs, Rule::LeaverDirectoryAccess, Status::Resolved), 9);
+    assert_eq!(fs.len(), 9, "{fs:#?}");
+    assert_eq!(feed.engine.held(), 10);
+    // A tenth: 50 still drift. One quiet window later the storm clears
+    // and the ten it held open.
+    let tenth = fix.plus(2 * 3_600_000);
+    feed.disable(9, tenth);
+    let cleared = tenth.plus(5 * 60_000);
+    feed.engine.advance_to(cleared.plus(-1), &mut feed.out);
+    assert_eq!(feed.drain().len(), 1, "the tenth resolves, nothing else");
+    feed.engine.advance_to(cleared, &mut feed.out);
+    let fs = feed.drain();
+    assert_eq!(fs[0].rule, Rule::SourceStorm);
+    assert_eq!(fs[0].status, Status::Resolved);
+    assert_eq!(count(&fs, Rule::LeaverDirectoryAccess, Status::Open), 10);
+    assert!(fs.iter().all(|f| f.transitioned_at == cleared));
+    assert_eq!(feed.engine.held(), 0);
+}

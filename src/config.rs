@@ -249,12 +249,18 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawStorm {
     pub enabled: Option<bool>,
-    /// Minimum onsets in the window before a storm (default 50).
+    /// A storm needs more findings of one rule opening within the window
+    /// than this (default 50).
     pub min_workers: Option<u64>,
-    /// Fraction of tracked workers (default 0.05); the larger bound wins.
+    /// ... or than this fraction of tracked workers (default 0.05), not
+    /// rounded; the larger bound wins.
     pub fraction: Option<f64>,
     /// Event-time window (default 5m).
     pub window: Option<String>,
+    /// Event time after which a storm nobody fixed ends and its held
+    /// findings still drifting are published (default 24h; at least
+    /// `window`).
+    pub max_hold: Option<String>,
     pub severity: Option<String>,
 }
 
@@ -292,6 +298,7 @@ pub struct StormConfig {
     pub min_workers: u64,
     pub fraction: f64,
     pub window_ms: i64,
+    pub max_hold_ms: i64,
     pub severity: Severity,
 }
 
@@ -699,11 +706,17 @@ impl TryFrom<RawConfig> for Config {
         if window_ms <= 0 {
             return Err(invalid("storm.window", "must be longer than zero"));
         }
+        let max_hold_ms =
+            parse_duration_ms("storm.max_hold", s.max_hold.as_deref().unwrap_or("24h"))?;
+        if max_hold_ms < window_ms {
+            return Err(invalid("storm.max_hold", "must be at least storm.window"));
+        }
         let storm = StormConfig {
             enabled: storm_enabled && rules[Rule::SourceStorm.index()].enabled,
             min_workers: s.min_workers.unwrap_or(50),
             fraction,
             window_ms,
+            max_hold_ms,
             severity: match s.severity {
                 Some(v) => parse_severity("storm.severity", &v)?,
                 None => rules[Rule::SourceStorm.index()].severity,
@@ -1191,6 +1204,15 @@ mod tests {
         assert_eq!(c.rule(Rule::LeaverDirectoryAccess).sla_ms, 3_600_000);
         assert_eq!(c.topics.hr, vec!["hr.worker-events".to_string()]);
         assert_eq!(c.remediation_ms(Severity::Low), 7 * 86_400_000);
+        // The shipped storm guard is the one a config that leaves it out gets.
+        let (shipped, default) = (&c.storm, &Config::from_toml("").unwrap().storm);
+        assert_eq!(
+            (shipped.enabled, shipped.min_workers, shipped.window_ms),
+            (default.enabled, default.min_workers, default.window_ms)
+        );
+        assert_eq!(shipped.fraction, default.fraction);
+        assert_eq!(shipped.max_hold_ms, default.max_hold_ms);
+        assert_eq!(shipped.max_hold_ms, 24 * 3_600_000);
     }
 
     #[test]
@@ -1217,6 +1239,10 @@ mod tests {
             "`rules.ORPHAN_ACCOUNT.severity`: `SEVERE` is not a severity",
         );
         check_err("[storm]\nfraction = 5.0", "`storm.fraction`");
+        check_err(
+            "[storm]\nwindow = \"10m\"\nmax_hold = \"5m\"",
+            "`storm.max_hold`: must be at least storm.window",
+        );
         check_err("[topics]\nhr = \"bad topic!\"", "`topics.hr`");
         check_err(
             "[topics]\nhr = \"x\"\napp = \"x\"",

@@ -9,7 +9,10 @@
 //! - an episode (one rule on one subject from the moment its condition
 //!   became true) emits each status at most once: OPEN, then maybe
 //!   ESCALATED, then RESOLVED;
-//! - no DashMap guard is held while another key is looked up.
+//! - no DashMap guard is held while another key is looked up;
+//! - a SOURCE_STORM counts findings as their SLA expires, holds only the
+//!   findings of its own burst, and ends at the latest `storm.max_hold`
+//!   after it opened.
 
 use crate::config::Config;
 use crate::event::{Envelope, Event, Key, System};
@@ -31,7 +34,7 @@ use std::sync::Arc;
 pub enum Phase {
     /// Condition true, SLA not yet expired.
     Pending,
-    /// SLA expired during a SOURCE_STORM of its rule: held back, not published.
+    /// SLA expired as part of a SOURCE_STORM's burst: held back, not published.
     Held,
     Open,
     Escalated,
@@ -49,10 +52,10 @@ pub struct Episode {
     pub began: Ts,
     pub due: Ts,
     pub phase: Phase,
-    /// Created in, or swept into, a SOURCE_STORM of its rule.
-    pub tagged: bool,
-    /// Serial of the episode's onset in its rule's storm window (0: none).
-    onset: u64,
+    /// Held by a storm that has ended: it opens without being counted again.
+    released: bool,
+    /// Serial of the episode's opening in its rule's storm window (0: none).
+    opening: u64,
     seen: u64,
     /// The last published transition, once open.
     pub finding: Option<Box<Finding>>,
@@ -60,11 +63,15 @@ pub struct Episode {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
+    /// A storm's remediation deadline.
     Storm(Rule),
+    /// A moment a storm may end.
+    StormEnd(Rule),
     Worker(Key),
 }
 
-/// What caused a condition to become true: for SOURCE_STORM attribution.
+/// The source behind a finding: for SOURCE_STORM attribution, and the
+/// evidence of a resolution.
 #[derive(Clone, Debug)]
 struct Cause {
     system: System,
@@ -85,35 +92,43 @@ pub struct EngineStats {
     pub held: u64,
 }
 
-/// A condition of one rule that became true, kept for the storm window.
+/// A finding of one rule that would open (its SLA expired), kept for the
+/// storm window.
 #[derive(Debug)]
-struct Onset {
+struct Opening {
     at: Ts,
     serial: u64,
     key: Key,
     cause: Cause,
-    /// Still drifting: cleared onsets do not count towards a storm.
+    /// Still drifting: cleared findings do not count towards a storm.
     alive: bool,
 }
 
 /// The mass-change guard of one rule.
 #[derive(Debug, Default)]
 struct Storm {
-    /// Onsets in the window: observation time, key, cause.
-    onsets: VecDeque<Onset>,
-    /// Live onsets in the window per key; `len()` is the storm measure.
+    /// Findings that would have opened within the window, oldest first.
+    openings: VecDeque<Opening>,
+    /// Live openings in the window per key; `len()` is the storm measure.
     distinct: HashMap<Key, u32, ahash::RandomState>,
     active: Option<Box<Finding>>,
-    /// The active storm's OPEN has been published.
-    published: bool,
     escalated: bool,
-    tagged: usize,
+    /// When the active storm opened.
+    opened_at: Ts,
+    /// Serials of the active storm's findings published before it opened:
+    /// those in the window when it did.
+    before: std::ops::Range<u64>,
+    /// The active storm's findings still drifting: those published before
+    /// it opened, and its burst.
+    drifting: usize,
+    /// Findings of the active storm's burst still held.
     held: usize,
-    /// When a swept-in episode last cleared: the storm ends only after a
-    /// quiet window, so a feed being corrected is not paged half-way.
+    /// The keys those findings belong to.
+    held_keys: HashSet<Key, ahash::RandomState>,
+    /// When one of its findings last cleared: the storm ends on
+    /// remediation only after a quiet window, so a feed being corrected is
+    /// not paged half-way.
     last_clear: Ts,
-    tagged_keys: HashSet<Key, ahash::RandomState>,
-    to_tag: Vec<Key>,
 }
 
 /// The detection engine of one partition task.
@@ -133,8 +148,10 @@ pub struct Engine {
     interner: HashSet<Sym, ahash::RandomState>,
     /// Keys in the store (read without locking it).
     tracked: usize,
+    /// Keys HR has sent an event for: the tracked workers of the storm limit.
+    workers: usize,
     entries: usize,
-    onset_serial: u64,
+    opening_serial: u64,
     stats: EngineStats,
     /// Transitions change state as usual but are not copied out (a restore
     /// publishes nothing).
@@ -165,8 +182,9 @@ impl Engine {
             generation: 0,
             interner: HashSet::default(),
             tracked: 0,
+            workers: 0,
             entries: 0,
-            onset_serial: 0,
+            opening_serial: 0,
             stats: EngineStats::default(),
             quiet: false,
         }
@@ -189,6 +207,12 @@ impl Engine {
     /// Keys in the state store.
     pub fn tracked(&self) -> usize {
         self.tracked
+    }
+
+    /// Tracked workers: keys HR has sent an event for (uncorrelated
+    /// accounts and worker_ids HR has never sent are not workers).
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Entries held in state: HR records, accounts, grants, episodes.
@@ -344,6 +368,9 @@ impl Engine {
                     store.map().entry(key.clone()).or_default()
                 }
             };
+            if matches!(event, Event::Hr(_)) && !st.known_to_hr() {
+                self.workers += 1;
+            }
             self.entries += match event {
                 Event::Hr(e) => st.apply_hr(e, &origin, &cause.scope, &stated, &ev, now),
                 Event::Directory(e) => st.apply_directory(e, &stated, &ev, &cause.scope, named),
@@ -352,7 +379,6 @@ impl Engine {
             st.catch_up(now);
             self.reconcile(&key, &mut st, now, &cause, out);
         }
-        self.storm_housekeeping(out);
         self.sweep_timers();
     }
 
@@ -370,7 +396,7 @@ impl Engine {
         let store = self.store.clone();
         let mut kept = std::mem::take(&mut self.timers).into_vec();
         kept.retain(|Reverse((at, which))| match which {
-            TimerKey::Storm(_) => true,
+            TimerKey::Storm(_) | TimerKey::StormEnd(_) => true,
             TimerKey::Worker(key) => store
                 .map()
                 .get(key)
@@ -410,13 +436,12 @@ impl Engine {
                     }
                 }
                 TimerKey::Storm(rule) => self.storm_escalate(rule, now, out),
+                TimerKey::StormEnd(rule) => self.storm_end(rule, out),
             }
-            self.storm_housekeeping(out);
         }
         if t > self.now {
             self.now = t;
         }
-        self.storm_housekeeping(out);
         self.sweep_timers();
     }
 
@@ -479,7 +504,6 @@ impl Engine {
             let ei = match eps.iter().position(|e| e.rule == c.rule && e.sid == sid) {
                 Some(ei) => ei,
                 None => {
-                    let (tagged, onset) = self.note_onset(c.rule, at, key, cause);
                     let sla = self.cfg.rule(c.rule).sla_ms;
                     push_compact(
                         &mut eps,
@@ -490,17 +514,12 @@ impl Engine {
                             began: at,
                             due: c.since.plus(sla),
                             phase: Phase::Pending,
-                            tagged,
-                            onset,
+                            released: false,
+                            opening: 0,
                             seen: 0,
                             finding: None,
                         },
                     );
-                    if tagged {
-                        let storm = &mut self.storms[c.rule.index()];
-                        storm.tagged += 1;
-                        storm.tagged_keys.insert(key.clone());
-                    }
                     eps.len() - 1
                 }
             };
@@ -524,13 +543,16 @@ impl Engine {
                 }
             }
             let storm = &mut self.storms[ep.rule.index()];
-            forget_onset(storm, ep.onset);
-            if ep.tagged {
-                storm.tagged = storm.tagged.saturating_sub(1);
+            forget_opening(storm, ep.opening);
+            let held = ep.phase == Phase::Held;
+            if held || (storm.active.is_some() && storm.before.contains(&ep.opening)) {
+                // One of the storm's findings no longer drifts.
+                storm.held = storm.held.saturating_sub(usize::from(held));
+                storm.drifting = storm.drifting.saturating_sub(1);
                 storm.last_clear = at;
-            }
-            if ep.phase == Phase::Held {
-                storm.held = storm.held.saturating_sub(1);
+                let check = at.plus(self.cfg.storm.window_ms);
+                self.timers
+                    .push(Reverse((check, TimerKey::StormEnd(ep.rule))));
             }
             if let Some(mut f) = ep.finding {
                 if matches!(ep.phase, Phase::Open | Phase::Escalated) {
@@ -550,16 +572,21 @@ impl Engine {
         // Episodes whose condition holds move on when their time has come.
         for &(ei, ci) in &matched {
             let c = conds[ci];
-            let storm_active = self.storms[c.rule.index()].active.is_some();
             let ep = &mut eps[ei];
             match ep.phase {
                 Phase::Pending if at >= ep.due => {
-                    if ep.tagged && storm_active {
-                        ep.phase = Phase::Held;
-                        self.storms[c.rule.index()].held += 1;
-                        self.stats.held += 1;
+                    // The finding would open now: it counts towards a storm
+                    // of its rule, and is held if it is part of one's burst.
+                    let held = !ep.released && self.cfg.storm.enabled && {
+                        let cause = opening_cause(st, &c);
+                        let (serial, held) = self.note_opening(c.rule, at, key, cause, out);
+                        eps[ei].opening = serial;
+                        held
+                    };
+                    if held {
+                        eps[ei].phase = Phase::Held;
                     } else {
-                        let began = ep.began;
+                        let began = eps[ei].began;
                         let f = self.open_finding(key, st, &c, began, at);
                         let ep = &mut eps[ei];
                         ep.phase = Phase::Open;
@@ -699,59 +726,83 @@ impl Engine {
 
     // ---- SOURCE_STORM ------------------------------------------------------
 
-    fn threshold(&self) -> usize {
+    /// More findings of one rule than this opening within the window is a
+    /// storm: max(min_workers, fraction x tracked workers), not rounded.
+    fn limit(&self) -> f64 {
         let s = &self.cfg.storm;
-        let frac = (s.fraction * self.tracked as f64).ceil() as u64;
-        s.min_workers.max(frac) as usize
+        (s.min_workers as f64).max(s.fraction * self.workers as f64)
     }
 
-    /// Records that a condition of `rule` became true; returns whether the
-    /// new episode belongs to a storm (and is to be held back).
-    fn note_onset(&mut self, rule: Rule, at: Ts, key: &Key, cause: &Cause) -> (bool, u64) {
+    /// Records that a finding of `rule` on `key` would open at `at`;
+    /// returns its serial in the storm window and whether it is held back.
+    /// It is held when it takes the window's count over the limit: it then
+    /// opens the storm, or joins the burst of the one already open. A
+    /// finding opening while the count is within the limit is published,
+    /// storm or not.
+    fn note_opening(
+        &mut self,
+        rule: Rule,
+        at: Ts,
+        key: &Key,
+        cause: Cause,
+        out: &mut Vec<Finding>,
+    ) -> (u64, bool) {
         if !self.cfg.storm.enabled || rule == Rule::SourceStorm {
-            return (false, 0);
+            return (0, false);
         }
         let window = self.cfg.storm.window_ms;
-        let threshold = self.threshold();
-        self.onset_serial += 1;
-        let serial = self.onset_serial;
+        let limit = self.limit();
+        self.opening_serial += 1;
+        let serial = self.opening_serial;
         let storm = &mut self.storms[rule.index()];
-        expire_onsets(storm, at, window);
-        storm.onsets.push_back(Onset {
+        expire_openings(storm, at, window);
+        storm.openings.push_back(Opening {
             at,
             serial,
             key: key.clone(),
-            cause: cause.clone(),
+            cause,
             alive: true,
         });
         *storm.distinct.entry(key.clone()).or_default() += 1;
-        if storm.active.is_some() {
-            return (true, serial);
+        if storm.distinct.len() as f64 <= limit {
+            return (serial, false);
         }
-        if storm.distinct.len() <= threshold {
-            return (false, serial);
+        if storm.active.is_none() {
+            let f = self.storm_finding(rule, at, limit);
+            self.stats.opened += 1;
+            if !self.quiet {
+                out.push(f.clone());
+            }
+            self.timers
+                .push(Reverse((f.remediation_deadline, TimerKey::Storm(rule))));
+            let end = at.plus(self.cfg.storm.max_hold_ms);
+            self.timers.push(Reverse((end, TimerKey::StormEnd(rule))));
+            let storm = &mut self.storms[rule.index()];
+            storm.active = Some(Box::new(f));
+            storm.escalated = false;
+            storm.opened_at = at;
+            storm.last_clear = Ts::MIN;
+            let alive = storm.openings.iter().filter(|o| o.alive);
+            storm.before = alive.clone().next().map_or(serial, |o| o.serial)..serial;
+            storm.drifting = alive.count() - 1;
         }
-        // The storm starts: one finding now; every live episode of the window is swept in.
-        let f = self.storm_finding(rule, at, threshold);
         let storm = &mut self.storms[rule.index()];
-        storm.to_tag = storm
-            .onsets
-            .iter()
-            .filter(|o| o.alive && o.key != *key)
-            .map(|o| o.key.clone())
-            .collect();
-        storm.active = Some(Box::new(f));
-        storm.published = false;
-        storm.escalated = false;
-        (true, serial)
+        storm.drifting += 1;
+        storm.held += 1;
+        storm.held_keys.insert(key.clone());
+        self.stats.held += 1;
+        // The burst may be over once this finding leaves the window.
+        self.timers
+            .push(Reverse((at.plus(window), TimerKey::StormEnd(rule))));
+        (serial, true)
     }
 
-    fn storm_finding(&self, rule: Rule, at: Ts, threshold: usize) -> Finding {
+    fn storm_finding(&self, rule: Rule, at: Ts, limit: f64) -> Finding {
         let cfg = &self.cfg;
         let storm = &self.storms[rule.index()];
-        // Attribute the storm to the source behind most of the window's onsets.
+        // Attribute the storm to the source behind most of the window's findings.
         let mut by_source: HashMap<(System, Sym), usize> = HashMap::new();
-        for o in storm.onsets.iter().filter(|o| o.alive) {
+        for o in storm.openings.iter().filter(|o| o.alive) {
             *by_source
                 .entry((o.cause.system, o.cause.scope.clone()))
                 .or_default() += 1;
@@ -759,7 +810,7 @@ impl Engine {
         let ((system, scope), _) = by_source
             .into_iter()
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-            .expect("a storm has onsets");
+            .expect("a storm has openings");
         let (role, team) = match system {
             System::Hr => (OwnerRole::Hr, &cfg.hr),
             System::Directory => (OwnerRole::It, &cfg.it),
@@ -767,7 +818,7 @@ impl Engine {
         };
         let mut evidence = Vec::new();
         for ev in storm
-            .onsets
+            .openings
             .iter()
             .filter(|o| o.alive && o.cause.system == system && o.cause.scope == scope)
             .filter_map(|o| o.cause.ev.as_ref())
@@ -783,6 +834,7 @@ impl Engine {
         };
         let severity = cfg.storm.severity;
         let window_min = cfg.storm.window_ms / 60_000;
+        let max_hold_h = cfg.storm.max_hold_ms as f64 / 3_600_000.0;
         Finding {
             finding_id: stable_id(&[b"SOURCE_STORM", rule.as_str().as_bytes(), &at.millis().to_le_bytes()]),
             status: Status::Open,
@@ -791,14 +843,14 @@ impl Engine {
             worker_id: None,
             subject,
             summary: format!(
-                "Mass change: {} workers began {} drift within {} minutes of event time (threshold {}), mostly from {} source `{}`; per-worker {} findings are held until it clears.",
+                "Mass change: {} {} findings would open within {} minutes of event time (limit {}), mostly from {} source `{}`; the findings of this burst are held until it clears, for at most {}h.",
                 storm.distinct.len(),
                 rule,
                 window_min,
-                threshold,
+                limit,
                 system.as_str(),
                 scope,
-                rule
+                max_hold_h
             ),
             accountable_owner: AccountableOwner {
                 role: OwnerRole::IdentityGovernanceProcessOwner,
@@ -854,109 +906,86 @@ impl Engine {
         }
     }
 
-    /// Starts what a storm start asked for, and ends storms that are over.
-    fn storm_housekeeping(&mut self, out: &mut Vec<Finding>) {
-        if !self.cfg.storm.enabled {
+    /// Ends the storm of `rule` if it is over: `max_hold` has passed since
+    /// it opened, or it has been remediated (the window's count is back
+    /// within the limit, no more than the limit of its findings, those
+    /// published in the window before it opened and its burst, still
+    /// drift, and none has cleared for one window). The storm resolves
+    /// first; then its held findings still drifting open. Runs at the
+    /// moments it may end (one window after a finding of its burst joined
+    /// or one of its findings cleared; `max_hold` after the start), with no
+    /// store guard held.
+    fn storm_end(&mut self, rule: Rule, out: &mut Vec<Finding>) {
+        let idx = rule.index();
+        if self.storms[idx].active.is_none() {
             return;
         }
         let now = self.now;
-        for rule in Rule::ALL.iter().copied() {
-            let idx = rule.index();
-            if self.storms[idx].active.is_none() {
+        let window = self.cfg.storm.window_ms;
+        let limit = self.limit();
+        let max_hold = self.cfg.storm.max_hold_ms;
+        let storm = &mut self.storms[idx];
+        expire_openings(storm, now, window);
+        let bounded = now >= storm.opened_at.plus(max_hold);
+        let remediated = storm.distinct.len() as f64 <= limit
+            && storm.drifting as f64 <= limit
+            && now >= storm.last_clear.plus(window);
+        if !bounded && !remediated {
+            return;
+        }
+        let mut f = storm.active.take().expect("checked active");
+        f.status = Status::Resolved;
+        f.transitioned_at = now;
+        self.stats.resolved += 1;
+        if !self.quiet {
+            out.push(*f);
+        }
+        let mut keys: Vec<Key> = std::mem::take(&mut storm.held_keys).into_iter().collect();
+        storm.held = 0;
+        storm.drifting = 0;
+        storm.before = 0..0;
+        keys.sort();
+        for key in keys {
+            let store = self.store.clone();
+            let Some(mut st) = store.map().get_mut(&key) else {
                 continue;
-            }
-            // Newly started: publish, sweep the window's episodes in, set the escalation timer.
-            if !self.storms[idx].published {
-                let storm = &mut self.storms[idx];
-                storm.published = true;
-                let f = storm.active.as_ref().expect("checked active");
-                let deadline = f.remediation_deadline;
-                if !self.quiet {
-                    out.push((**f).clone());
-                }
-                self.stats.opened += 1;
-                self.timers.push(Reverse((deadline, TimerKey::Storm(rule))));
-            }
-            let to_tag = std::mem::take(&mut self.storms[idx].to_tag);
-            for key in to_tag {
-                if let Some(mut st) = self.store.map().get_mut(&key) {
-                    let mut n = 0;
-                    for ep in st
-                        .episodes_mut()
-                        .iter_mut()
-                        .filter(|e| e.rule == rule && !e.tagged && e.phase == Phase::Pending)
-                    {
-                        ep.tagged = true;
-                        n += 1;
-                    }
-                    if n > 0 {
-                        self.storms[idx].tagged += n;
-                        self.storms[idx].tagged_keys.insert(key);
-                    }
-                }
-            }
-            let window = self.cfg.storm.window_ms;
-            let threshold = self.threshold();
-            let storm = &mut self.storms[idx];
-            expire_onsets(storm, now, window);
-            if storm.distinct.len() > threshold
-                || storm.tagged > threshold
-                || now < storm.last_clear.plus(window)
+            };
+            for ep in st
+                .episodes_mut()
+                .iter_mut()
+                .filter(|e| e.rule == rule && e.phase == Phase::Held)
             {
-                continue;
+                ep.phase = Phase::Pending;
+                ep.released = true;
             }
-            // Over: resolve it and let the per-worker episodes still drifting through.
-            let mut f = storm.active.take().expect("checked active");
-            f.status = Status::Resolved;
-            f.transitioned_at = now;
-            self.stats.resolved += 1;
-            if !self.quiet {
-                out.push(*f);
-            }
-            let mut keys: Vec<Key> = std::mem::take(&mut storm.tagged_keys).into_iter().collect();
-            storm.tagged = 0;
-            storm.held = 0;
-            keys.sort();
-            for key in keys {
-                let store = self.store.clone();
-                let Some(mut st) = store.map().get_mut(&key) else {
-                    continue;
-                };
-                for ep in st.episodes_mut().iter_mut().filter(|e| e.rule == rule) {
-                    ep.tagged = false;
-                    if ep.phase == Phase::Held {
-                        ep.phase = Phase::Pending;
-                    }
-                }
-                let cause = timer_cause(&st);
-                self.reconcile(&key, &mut st, now, &cause, out);
-            }
+            let cause = timer_cause(&st);
+            self.reconcile(&key, &mut st, now, &cause, out);
         }
     }
 }
 
-fn expire_onsets(storm: &mut Storm, at: Ts, window: i64) {
-    while let Some(o) = storm.onsets.front() {
+fn expire_openings(storm: &mut Storm, at: Ts, window: i64) {
+    while let Some(o) = storm.openings.front() {
         if o.at.plus(window) > at {
             break;
         }
-        let o = storm.onsets.pop_front().expect("peeked");
+        let o = storm.openings.pop_front().expect("peeked");
         if o.alive {
             uncount(storm, &o.key);
         }
     }
 }
 
-/// An episode ended: its onset, if still in the window, no longer counts.
-fn forget_onset(storm: &mut Storm, serial: u64) {
+/// An episode ended: its opening, if still in the window, no longer counts.
+fn forget_opening(storm: &mut Storm, serial: u64) {
     if serial == 0 {
         return;
     }
-    let Ok(i) = storm.onsets.binary_search_by_key(&serial, |o| o.serial) else {
+    let Ok(i) = storm.openings.binary_search_by_key(&serial, |o| o.serial) else {
         return; // already out of the window
     };
-    if std::mem::replace(&mut storm.onsets[i].alive, false) {
-        let key = storm.onsets[i].key.clone();
+    if std::mem::replace(&mut storm.openings[i].alive, false) {
+        let key = storm.openings[i].key.clone();
         uncount(storm, &key);
     }
 }
@@ -967,6 +996,65 @@ fn uncount(storm: &mut Storm, key: &Key) {
         if *n == 0 {
             storm.distinct.remove(key);
         }
+    }
+}
+
+/// The source behind a finding about to open, for SOURCE_STORM
+/// attribution: of the events its condition rests on, the one that made it
+/// true last (the HR status change, or the account, grant or attribute
+/// event).
+fn opening_cause(st: &WorkerState, c: &Condition) -> Cause {
+    let primary = st.primary();
+    let hr = |ev: Option<&EvRef>| match primary {
+        Some(p) => Cause {
+            system: System::Hr,
+            scope: p.source_system.clone(),
+            ev: ev.or(p.status_ev.as_ref()).cloned(),
+        },
+        None => timer_cause(st),
+    };
+    let account = |i: usize, ev: &EvRef| {
+        let a = &st.accounts[i];
+        Cause {
+            system: a.system,
+            scope: a.scope.clone(),
+            ev: Some(ev.clone()),
+        }
+    };
+    let by_status = primary.is_some_and(|p| p.status_stamp().0 == c.since);
+    match (c.rule, c.subject) {
+        (Rule::MoverRetainedPrivilege, _) => {
+            let transfer = st
+                .hr
+                .iter()
+                .filter_map(|r| r.transfer())
+                .max_by_key(|t| t.0);
+            hr(transfer.map(|t| &t.1))
+        }
+        (Rule::AttributeMismatch, SubjectRef::Account(i)) => {
+            let a = &st.accounts[i];
+            match st.hr_attrs() {
+                Some(r) if r.attrs_stamp().0 == c.since => hr(r.attrs_ev()),
+                _ => account(i, a.attrs_ev().unwrap_or(&a.state_ev)),
+            }
+        }
+        (Rule::UnapprovedPrivilegedGrant, SubjectRef::Grant(i, g)) => {
+            account(i, &st.accounts[i].grants[g].ev)
+        }
+        (Rule::UnreconciledTermination, _) => st
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.removed_at.get() == Some(c.since))
+            .map(|(i, a)| account(i, &a.state_ev))
+            .next()
+            .unwrap_or_else(|| hr(None)),
+        (_, SubjectRef::Account(i) | SubjectRef::App(i) | SubjectRef::Grant(i, _))
+            if !by_status =>
+        {
+            account(i, &st.accounts[i].state_ev)
+        }
+        _ => hr(None),
     }
 }
 
@@ -1051,6 +1139,14 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                 }
             }
             let summary = match c.rule {
+                Rule::JoinerNotProvisioned
+                    if primary.and_then(|p| p.status_cause)
+                        == Some(crate::event::HrEventType::LeaveEnd) =>
+                {
+                    format!(
+                        "Worker {who} returned from leave on {since} but has no enabled directory account."
+                    )
+                }
                 Rule::JoinerNotProvisioned => format!(
                     "Worker {who} has been active in HR since {since} but has no enabled directory account."
                 ),

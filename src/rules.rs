@@ -7,7 +7,7 @@
 //! tracks. Ids, owners, default SLAs and severities are the contract's.
 
 use crate::config::{Config, RuleConfig};
-use crate::event::{AccountKind, Key, System, WorkerType};
+use crate::event::{AccountKind, HrEventType, Key, System, WorkerType};
 use crate::finding::{OwnerRole, Severity};
 use crate::state::{Account, WorkerState, WorkerStatus};
 use crate::time::{Ts, MS_PER_DAY, MS_PER_HOUR};
@@ -326,20 +326,21 @@ pub fn evaluate(cfg: &Config, key: &Key, st: &WorkerState, now: Ts, out: &mut Ve
                     );
                 }
                 _ => {
-                    if let Some(hired) = st.hr.iter().filter_map(|r| r.hired_at.get()).max() {
-                        if p.status_cause.is_some_and(|c| {
-                            matches!(
-                                c,
-                                crate::event::HrEventType::Hire | crate::event::HrEventType::Rehire
-                            )
-                        }) {
-                            push(
-                                Rule::JoinerNotProvisioned,
-                                SubjectRef::Worker,
-                                hired.max(last_removal.unwrap_or(Ts::MIN)),
-                                false,
-                            );
-                        }
+                    // The joiner clock starts when HIRE, REHIRE or LEAVE_END
+                    // makes the worker ACTIVE: a worker back from leave whose
+                    // account was disabled meanwhile needs it again.
+                    let since = match p.status_cause {
+                        Some(HrEventType::Hire | HrEventType::Rehire) => st
+                            .hr
+                            .iter()
+                            .filter_map(|r| r.hired_at.get())
+                            .max()
+                            .map(|hired| hired.max(last_removal.unwrap_or(Ts::MIN))),
+                        Some(HrEventType::LeaveEnd) => Some(status_since),
+                        _ => None,
+                    };
+                    if let Some(since) = since {
+                        push(Rule::JoinerNotProvisioned, SubjectRef::Worker, since, false);
                     }
                 }
             }

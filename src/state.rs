@@ -594,42 +594,20 @@ impl WorkerState {
             ev,
         );
         use DirectoryEventType as D;
+        // `enabled` is the account's state after any event that states it;
+        // the four state events say it by their type.
+        let enabled = match e.event_type {
+            D::AccountCreated => Some(e.enabled.unwrap_or(true)),
+            D::AccountEnabled => Some(true),
+            D::AccountDisabled | D::AccountDeleted => Some(false),
+            D::AttributesChanged | D::GroupAdded | D::GroupRemoved => e.enabled,
+        };
+        if let Some(enabled) = enabled {
+            set_state(acct, enabled, e.event_type == D::AccountDeleted, ev);
+        }
         match e.event_type {
-            D::AccountCreated
-            | D::AccountEnabled
-            | D::AccountDisabled
-            | D::AccountDeleted
-            | D::AttributesChanged => {
-                let enabled = match e.event_type {
-                    D::AccountCreated => Some(e.enabled.unwrap_or(true)),
-                    D::AccountEnabled => Some(true),
-                    D::AccountDisabled => Some(false),
-                    D::AccountDeleted => Some(false),
-                    _ => e.enabled,
-                };
-                if let Some(enabled) = enabled {
-                    set_state(acct, enabled, e.event_type == D::AccountDeleted, ev);
-                }
-                if e.event_type != D::AttributesChanged
-                    && e.event_type != D::AccountDeleted
-                    && t >= acct.state_at
-                {
-                    acct.privileged =
-                        e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
-                }
-                if t >= acct.attrs_at() && !stated.is_empty() {
-                    let own_ev = (acct.state_ev != *ev).then(|| Box::new(ev.clone()));
-                    let s = acct.stated.get_or_insert_with(|| {
-                        Box::new(AccountAttrs {
-                            attrs: Attrs::default(),
-                            ev: None,
-                        })
-                    });
-                    s.attrs.merge(stated);
-                    s.ev = own_ev;
-                }
-            }
             D::GroupAdded | D::GroupRemoved => {
+                // `privileged` here is the group's.
                 if let Some(name) = group {
                     added += set_grant(
                         acct,
@@ -642,6 +620,25 @@ impl WorkerState {
                     );
                 }
             }
+            D::AccountDeleted => {}
+            _ if t >= acct.state_at => {
+                // The account's own flag: a creation sets it afresh, any
+                // other account event can only raise it.
+                acct.privileged =
+                    e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
+            }
+            _ => {}
+        }
+        if t >= acct.attrs_at() && !stated.is_empty() {
+            let own_ev = (acct.state_ev != *ev).then(|| Box::new(ev.clone()));
+            let s = acct.stated.get_or_insert_with(|| {
+                Box::new(AccountAttrs {
+                    attrs: Attrs::default(),
+                    ev: None,
+                })
+            });
+            s.attrs.merge(stated);
+            s.ev = own_ev;
         }
         added
     }
@@ -672,7 +669,12 @@ impl WorkerState {
                     acct.privileged = true;
                 }
             }
-            A::AppAccountDisabled => set_state(acct, false, false, ev),
+            A::AppAccountDisabled => {
+                set_state(acct, false, false, ev);
+                if e.privileged {
+                    acct.privileged = true;
+                }
+            }
             A::AppAccountDeleted => set_state(acct, false, true, ev),
             A::EntitlementGranted | A::EntitlementRevoked | A::AccessRecertified => {
                 // A grant on an account never seen before implies the account exists.
@@ -777,6 +779,7 @@ fn set_grant(
             let held_before = g.active && g.privileged;
             if recertify {
                 g.recertify(t, approved_by);
+                g.privileged |= privileged;
             } else if active {
                 if g.active {
                     g.more().touched_at = Some(t);

@@ -526,7 +526,7 @@ async fn avro_findings_on_the_topic_decode_with_an_independent_reader() {
         let (id, mut datum) = driftwatch::avro::unframe(&r.payload).unwrap();
         assert_eq!(id, 77);
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
-        decoded.push(apache_avro::from_value::<driftwatch::finding::Finding>(&value).unwrap());
+        decoded.push(driftwatch::avro::decode_finding(&value).unwrap());
         hex.extend(r.payload.iter().map(|b| format!("{b:02x}")));
         hex.push('\n');
     }

@@ -5,16 +5,18 @@
 //! finding encodes in the three output encodings.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use driftwatch::avro::{self, SchemaSet};
+use driftwatch::codec::avro::{self, SchemaSet};
+use driftwatch::codec::json::decode_json;
+use driftwatch::codec::json::to_json;
+use driftwatch::codec::output::FindingEncoder;
 use driftwatch::config::Config;
-use driftwatch::decode::decode_json;
-use driftwatch::engine::Engine;
-use driftwatch::event::{Envelope, Origin, System};
-use driftwatch::finding::Finding;
-use driftwatch::generate::{to_json, Generator};
-use driftwatch::id::Topic;
-use driftwatch::output::{Encoding, FindingEncoder};
-use driftwatch::time::Ts;
+use driftwatch::detect::engine::Engine;
+use driftwatch::model::encoding::Encoding;
+use driftwatch::model::event::{Envelope, Origin, System};
+use driftwatch::model::finding::Finding;
+use driftwatch::model::id::Topic;
+use driftwatch::model::time::Ts;
+use driftwatch::tools::generate::Generator;
 use std::collections::VecDeque;
 use std::sync::Arc;
 

@@ -12,14 +12,14 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use driftwatch::config::Config;
-use driftwatch::engine::Engine;
-use driftwatch::event::{
+use driftwatch::detect::engine::Engine;
+use driftwatch::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Envelope, Event,
     HrEvent, HrEventType, Origin, WorkerType,
 };
-use driftwatch::generate::{Generator, Rng};
-use driftwatch::id::Topic;
-use driftwatch::time::Ts;
+use driftwatch::model::id::Topic;
+use driftwatch::model::time::Ts;
+use driftwatch::tools::generate::{Generator, Rng};
 use std::cell::RefCell;
 use std::sync::Arc;
 

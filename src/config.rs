@@ -3,14 +3,17 @@
 //! `1h` or `7d`); [`Config`] is the validated form the engine uses. Every
 //! validation error names the field and says how to fix it.
 
-use crate::finding::Severity;
-use crate::rules::Rule;
+use crate::model::finding::Severity;
+use crate::model::rule::Rule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 /// The configuration shipped in `config/driftwatch.toml`, built into the binary.
+/// Larger input messages are dead letters (`detector.max_message_bytes`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 pub const DEFAULT_TOML: &str = include_str!("../config/driftwatch.toml");
 
 /// A configuration that cannot be used, naming the field at fault.
@@ -292,6 +295,19 @@ pub struct RuleConfig {
     pub elevated_severity: Severity,
 }
 
+impl RuleConfig {
+    /// The contract's defaults of `rule`, switched on.
+    pub fn default_of(rule: Rule) -> RuleConfig {
+        let d = rule.defaults();
+        RuleConfig {
+            enabled: true,
+            sla_ms: d.sla_ms,
+            severity: d.severity,
+            elevated_severity: d.elevated_severity,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StormConfig {
     pub enabled: bool,
@@ -452,7 +468,7 @@ pub struct Config {
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout_ms: u64,
     /// Encoding of the findings topic.
-    pub output: crate::output::Encoding,
+    pub output: crate::model::encoding::Encoding,
     /// Larger input messages are dead letters.
     pub max_message_bytes: usize,
 }
@@ -653,7 +669,10 @@ impl TryFrom<RawConfig> for Config {
             remediation_ms[sev as usize] = ms;
         }
 
-        let mut rules: Vec<RuleConfig> = Rule::ALL.iter().map(|r| r.default_config()).collect();
+        let mut rules: Vec<RuleConfig> = Rule::ALL
+            .iter()
+            .map(|r| RuleConfig::default_of(*r))
+            .collect();
         for (name, rr) in raw.rules {
             let rule = Rule::parse(&name).ok_or_else(|| {
                 invalid(
@@ -784,7 +803,7 @@ impl TryFrom<RawConfig> for Config {
 
         let output = {
             let name = raw.output.encoding.as_deref().unwrap_or("json");
-            let enc = crate::output::Encoding::parse(name, raw.output.avro_schema_id)
+            let enc = crate::model::encoding::Encoding::parse(name, raw.output.avro_schema_id)
                 .map_err(|e| invalid("output.encoding", e))?;
             if name == "avro" && raw.output.avro_schema_id.is_none() {
                 return Err(invalid(
@@ -798,7 +817,7 @@ impl TryFrom<RawConfig> for Config {
         let max_message_bytes = raw
             .detector
             .max_message_bytes
-            .unwrap_or(crate::decode::DEFAULT_MAX_MESSAGE_BYTES);
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_bytes == 0 {
             return Err(invalid("detector.max_message_bytes", "must be at least 1"));
         }
@@ -1219,7 +1238,7 @@ mod tests {
     fn empty_config_takes_contract_defaults() {
         let c = Config::from_toml("").unwrap();
         for rule in Rule::ALL {
-            assert_eq!(*c.rule(*rule), rule.default_config(), "{rule}");
+            assert_eq!(*c.rule(*rule), RuleConfig::default_of(*rule), "{rule}");
         }
         assert_eq!(c.topics.findings, "identity.drift-findings");
     }

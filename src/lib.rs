@@ -2,21 +2,24 @@
 //!
 //! # Layout
 //!
-//! The data flows ingest -> decode -> state -> rules -> findings:
+//! The data flows ingest -> decode -> state -> rules -> findings. Each
+//! layer imports only the layers above it in this list:
 //!
-//! - [`event`]: the input event model of the three topic families and the
-//!   correlation [`event::Key`].
-//! - [`decode`]: JSON decoding with errors that name the field; [`avro`]:
-//!   Avro (Confluent wire format) against the schemas in `schemas/`.
-//! - [`state`]: the keyed state store (`DashMap`) and how each event changes
-//!   it, with out-of-order and effective-time guards.
-//! - [`rules`]: the thirteen drift rules as a pure function of one key's state.
-//! - [`engine`]: episodes, event-time SLA timers, the finding lifecycle and the
-//!   SOURCE_STORM guard, for one partition task.
-//! - [`finding`]: the published finding and its deterministic id.
-//! - [`config`]: `config/driftwatch.toml`, raw then validated.
+//! - [`model`]: the contract's data: events and correlation keys, findings
+//!   and their ids, rule ids, output encodings, event time, interned names.
+//! - [`config`]: `config/driftwatch.toml`, raw then validated, with
+//!   environment overrides and redaction of secrets.
+//! - [`detect`]: the state store, the rules, the engine (episodes, SLA
+//!   timers, finding lifecycle, SOURCE_STORM) and the event-time merge.
+//!   Pure: no Kafka, no codec, no clock, no I/O.
+//! - [`codec`]: JSON and Avro input, the schema registry client, and the
+//!   finding encodings (JSON, Avro, OCSF).
 //! - [`replay`]: topic dumps in, finding transitions out, deterministically.
-//! - [`time`]: event time and RFC 3339.
+//! - [`kafka`]: the Kafka shell: clients, the consumer group, one task per
+//!   partition, publishing, topic checks, and replay from a cluster.
+//! - [`ops`]: metrics, the admin HTTP port and its live-state queries.
+//! - [`tools`]: the demo, the generator, the load harness and `explain`,
+//!   apart from the detector's core.
 //!
 //! The engine does no I/O and never reads a clock; everything around it
 //! (files, Kafka, HTTP) lives at the edges.
@@ -29,26 +32,11 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod admin;
-pub mod avro;
+pub mod codec;
 pub mod config;
-pub mod decode;
-pub mod demo;
-pub mod engine;
-pub mod event;
-pub mod explain;
-pub mod finding;
-pub mod generate;
-pub mod id;
-pub mod kafka_replay;
-pub mod loadtest;
-pub mod merge;
-pub mod metrics;
-pub mod output;
-pub mod pipeline;
-pub mod query;
-pub mod registry;
+pub mod detect;
+pub mod kafka;
+pub mod model;
+pub mod ops;
 pub mod replay;
-pub mod rules;
-pub mod state;
-pub mod time;
+pub mod tools;

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
-use driftwatch::pipeline::plural;
-use driftwatch::time::Ts;
-use driftwatch::{pipeline, replay};
+use driftwatch::kafka::plural;
+use driftwatch::model::time::Ts;
+use driftwatch::{kafka as pipeline, replay};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -405,16 +405,16 @@ fn run() -> Result<()> {
             let cfg = Arc::new(cfg);
             let encoding = match (format.as_str(), cfg.output, &to_topic) {
                 // On a topic, Avro carries the configured schema id.
-                ("avro", enc @ driftwatch::output::Encoding::Avro { .. }, _) => enc,
+                ("avro", enc @ driftwatch::model::encoding::Encoding::Avro { .. }, _) => enc,
                 ("avro", _, Some(_)) => anyhow::bail!(
                     "--format avro --to-topic frames each finding with a schema id: set output.encoding = \"avro\" and output.avro_schema_id (the id of schemas/finding.avsc in your registry) in the config"
                 ),
                 (name, _, _) => {
-                    driftwatch::output::Encoding::parse(name, None).map_err(anyhow::Error::msg)?
+                    driftwatch::model::encoding::Encoding::parse(name, None).map_err(anyhow::Error::msg)?
                 }
             };
             if kafka {
-                let opts = driftwatch::kafka_replay::KafkaReplayOptions {
+                let opts = driftwatch::kafka::replay::KafkaReplayOptions {
                     from,
                     to,
                     from_event_time,
@@ -429,7 +429,7 @@ fn run() -> Result<()> {
                     None => None,
                 };
                 let (findings, report) =
-                    driftwatch::kafka_replay::replay_kafka(cfg.clone(), &opts)?;
+                    driftwatch::kafka::replay::replay_kafka(cfg.clone(), &opts)?;
                 match (publisher, &to_topic) {
                     (Some(publisher), Some(topic)) => {
                         let n = runtime()?.block_on(publisher.publish(encoding, &findings))?;
@@ -440,7 +440,7 @@ fn run() -> Result<()> {
                     }
                     _ => {
                         let mut out = sink(output.as_ref())?;
-                        driftwatch::output::write_findings(encoding, &findings, &mut out)
+                        driftwatch::codec::output::write_findings(encoding, &findings, &mut out)
                             .map_err(anyhow::Error::msg)?;
                         out.flush().context("cannot write the findings")?;
                     }
@@ -493,14 +493,14 @@ fn run() -> Result<()> {
         } => {
             let cfg = Arc::new(load_config(config.as_ref())?);
             say_apps(&cfg);
-            let opts = driftwatch::demo::DemoOptions {
+            let opts = driftwatch::tools::demo::DemoOptions {
                 duration,
                 workers,
                 rate,
                 partitions,
             };
             let mut stdout = std::io::stdout();
-            runtime()?.block_on(driftwatch::demo::run(cfg, opts, &mut stdout))?;
+            runtime()?.block_on(driftwatch::tools::demo::run(cfg, opts, &mut stdout))?;
         }
         Command::Run {
             config,
@@ -522,7 +522,7 @@ fn run() -> Result<()> {
                 let drain = std::time::Duration::from_millis(cfg.shutdown_timeout_ms);
                 // The admin port is bound first: a port in use stops here.
                 let admin = match cfg.admin_listen {
-                    Some(addr) => Some(driftwatch::admin::bind(addr).await?),
+                    Some(addr) => Some(driftwatch::ops::admin::bind(addr).await?),
                     None => None,
                 };
                 tokio::spawn(async move {
@@ -545,9 +545,9 @@ fn run() -> Result<()> {
                 });
                 if let Some(listener) = admin {
                     let (stats, stop) = (stats.clone(), stop_rx.clone());
-                    let access = driftwatch::admin::Access::of(&cfg);
+                    let access = driftwatch::ops::admin::Access::of(&cfg);
                     tokio::spawn(async move {
-                        if let Err(e) = driftwatch::admin::serve(listener, stats, access, stop).await {
+                        if let Err(e) = driftwatch::ops::admin::serve(listener, stats, access, stop).await {
                             tracing::error!(error = %e, "admin port failed");
                         }
                     });
@@ -577,13 +577,13 @@ fn run() -> Result<()> {
             if let Some(b) = bootstrap_servers {
                 cfg.kafka.bootstrap_servers = b;
             }
-            let opts = driftwatch::demo::GenerateOptions {
+            let opts = driftwatch::tools::demo::GenerateOptions {
                 seed,
                 workers,
                 rate,
                 duration,
                 step,
-                start: start.unwrap_or_else(driftwatch::demo::demo_start),
+                start: start.unwrap_or_else(driftwatch::tools::demo::demo_start),
             };
             runtime()?.block_on(async {
                 let producer = pipeline::producer(&cfg)?;
@@ -595,15 +595,15 @@ fn run() -> Result<()> {
                     )
                 })?;
                 let mut last_report = std::time::Instant::now();
-                let work = driftwatch::demo::generate(&cfg, &producer, &opts, |p| match p {
-                    driftwatch::demo::Progress::Baseline(n) => {
+                let work = driftwatch::tools::demo::generate(&cfg, &producer, &opts, |p| match p {
+                    driftwatch::tools::demo::Progress::Baseline(n) => {
                         say!(
                             "produced the baseline organisation: {}, {}",
                             plural(workers, "worker"),
                             plural(n as u64, "event")
                         )
                     }
-                    driftwatch::demo::Progress::Tick { produced, now } => {
+                    driftwatch::tools::demo::Progress::Tick { produced, now } => {
                         if last_report.elapsed().as_secs() >= 5 {
                             last_report = std::time::Instant::now();
                             say!("produced {} (event time {now})", plural(produced, "event"));
@@ -644,7 +644,7 @@ fn run() -> Result<()> {
             config,
         } => {
             let cfg = load_config(config.as_ref())?;
-            let opts = driftwatch::loadtest::BenchOptions {
+            let opts = driftwatch::tools::bench::BenchOptions {
                 bootstrap: bootstrap_servers,
                 partitions,
                 events,
@@ -653,7 +653,7 @@ fn run() -> Result<()> {
                 memory_workers,
             };
             let mut stdout = std::io::stdout();
-            runtime()?.block_on(driftwatch::loadtest::run(cfg, opts, &mut stdout))?;
+            runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;
         }
         Command::CreateTopics {
             config,
@@ -705,7 +705,7 @@ fn run() -> Result<()> {
                 if history.state.is_none() && history.timeline.is_empty() {
                     anyhow::bail!("worker `{worker_id}` does not appear in {}", dir.display());
                 }
-                driftwatch::explain::history_json(&worker_id, &history)
+                driftwatch::tools::explain::history_json(&worker_id, &history)
             } else if kafka {
                 let mut cfg = load_config(config.as_ref())?;
                 if let Some(b) = bootstrap_servers {
@@ -713,20 +713,20 @@ fn run() -> Result<()> {
                 }
                 let cfg = Arc::new(cfg);
                 let history =
-                    driftwatch::kafka_replay::worker_history(cfg.clone(), until, &worker_id)?;
+                    driftwatch::kafka::replay::worker_history(cfg.clone(), until, &worker_id)?;
                 if history.state.is_none() && history.timeline.is_empty() {
                     anyhow::bail!(
                         "worker `{worker_id}` does not appear in the input topics at {}",
                         cfg.kafka.bootstrap_servers
                     );
                 }
-                driftwatch::explain::history_json(&worker_id, &history)
+                driftwatch::tools::explain::history_json(&worker_id, &history)
             } else if let Some(url) = admin {
                 // The instance's /v1 token, when it has one: admin.token of
                 // the config (or DRIFTWATCH_ADMIN__TOKEN).
                 let cfg = load_config(config.as_ref())?;
                 let token = cfg.admin_token.as_ref().map(|t| t.expose().to_string());
-                driftwatch::explain::from_instance(&url, &worker_id, token.as_deref())
+                driftwatch::tools::explain::from_instance(&url, &worker_id, token.as_deref())
                     .map_err(anyhow::Error::msg)?
             } else {
                 anyhow::bail!(
@@ -736,7 +736,7 @@ fn run() -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
-                print!("{}", driftwatch::explain::render_text(&value));
+                print!("{}", driftwatch::tools::explain::render_text(&value));
             }
         }
         Command::CheckConfig { config } => {

@@ -14,13 +14,13 @@
 //! own order. Nothing here reads the wall clock, so two runs on the same
 //! input write the same bytes.
 
+use crate::codec::json::{decode_json, DecodeError};
 use crate::config::Config;
-use crate::decode::{decode_json, DecodeError};
-use crate::engine::{Engine, EngineStats};
-use crate::event::{Envelope, Origin, System};
-use crate::finding::Finding;
-use crate::merge::Merge;
-use crate::time::Ts;
+use crate::detect::engine::{Engine, EngineStats};
+use crate::detect::merge::Merge;
+use crate::model::event::{Envelope, Origin, System};
+use crate::model::finding::Finding;
+use crate::model::time::Ts;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, Write};
@@ -111,7 +111,7 @@ fn read_dump(
     let mut by_partition: BTreeMap<i32, VecDeque<Envelope>> = BTreeMap::new();
     let mut buf = Vec::new();
     let mut index = 0usize;
-    let topic_id = crate::id::Topic::new(&topic);
+    let topic_id = crate::model::id::Topic::new(&topic);
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -244,7 +244,7 @@ pub fn replay_dir(
     until: Option<Ts>,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
-    replay_dir_as(cfg, dir, until, crate::output::Encoding::Json, out)
+    replay_dir_as(cfg, dir, until, crate::model::encoding::Encoding::Json, out)
 }
 
 /// Replays a dump directory, writing findings in `encoding`.
@@ -252,12 +252,12 @@ pub fn replay_dir_as(
     cfg: Arc<Config>,
     dir: &Path,
     until: Option<Ts>,
-    encoding: crate::output::Encoding,
+    encoding: crate::model::encoding::Encoding,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
     let (dumps, mut report) = read_dir(&cfg, dir)?;
     let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |_, _| {});
-    crate::output::write_findings(encoding, &findings, out)
+    crate::codec::output::write_findings(encoding, &findings, out)
         .map_err(|e| ReplayError::Output(io::Error::other(e)))?;
     report.findings = findings.len() as u64;
     Ok(report)
@@ -303,7 +303,7 @@ fn history_of(
     report: &mut ReplayReport,
     worker_id: &str,
 ) -> WorkerHistory {
-    let key = crate::event::Key::worker(worker_id);
+    let key = crate::model::event::Key::worker(worker_id);
     let mut timeline: Vec<Envelope> = dumps
         .iter()
         .flat_map(|d| d.by_partition.values().flatten())
@@ -322,7 +322,7 @@ fn history_of(
     let mut partition = None;
     let findings = replay_dumps(cfg, dumps, until, report, &mut |p, engine| {
         if let Some(st) = engine.store().map().get(&key) {
-            state = Some(crate::query::worker_view(&key, &st));
+            state = Some(crate::ops::query::worker_view(&key, &st));
             partition = Some(p);
         }
     });

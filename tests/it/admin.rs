@@ -2,13 +2,13 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use driftwatch::admin::router;
-use driftwatch::pipeline::LiveStats;
+use driftwatch::kafka::LiveStats;
+use driftwatch::ops::admin::router;
 use std::sync::Arc;
 use tower::ServiceExt;
 
 async fn get(stats: &Arc<LiveStats>, path: &str) -> (StatusCode, String) {
-    let resp = router(stats.clone(), driftwatch::admin::Access::Loopback)
+    let resp = router(stats.clone(), driftwatch::ops::admin::Access::Loopback)
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -75,10 +75,10 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn live_state_queries_read_the_stores() {
     use driftwatch::config::Config;
-    use driftwatch::engine::Engine;
-    use driftwatch::event::{Envelope, Origin};
-    use driftwatch::generate::Generator;
-    use driftwatch::time::Ts;
+    use driftwatch::detect::engine::Engine;
+    use driftwatch::model::event::{Envelope, Origin};
+    use driftwatch::model::time::Ts;
+    use driftwatch::tools::generate::Generator;
 
     let mut engine = Engine::new(Arc::new(Config::default_config()));
     let mut g = Generator::new(5, 50, Ts::parse("2026-11-02T08:00:00Z").unwrap());
@@ -200,7 +200,7 @@ async fn bad_finding_filters_are_refused_with_what_is_allowed() {
 
 async fn get_with(
     stats: &Arc<LiveStats>,
-    access: driftwatch::admin::Access,
+    access: driftwatch::ops::admin::Access,
     path: &str,
     bearer: Option<&str>,
 ) -> (StatusCode, String) {
@@ -221,8 +221,8 @@ async fn get_with(
 
 #[tokio::test]
 async fn identity_queries_need_the_token_beyond_loopback() {
-    use driftwatch::admin::Access;
     use driftwatch::config::Config;
+    use driftwatch::ops::admin::Access;
     let stats = Arc::new(LiveStats::default());
     let secret = "0123456789abcdef-token";
     let cfg = Config::from_toml(&format!(

@@ -1,12 +1,12 @@
 //! Every example event, and every finding of a replay, round-trips through
 //! Avro with the Confluent wire format.
 
-use driftwatch::avro::{self, SchemaSet};
+use driftwatch::codec::avro::{self, SchemaSet};
+use driftwatch::codec::json::decode_json;
 use driftwatch::config::Config;
-use driftwatch::decode::decode_json;
-use driftwatch::event::{Event, System};
-use driftwatch::finding::Finding;
-use driftwatch::time::Ts;
+use driftwatch::model::event::{Event, System};
+use driftwatch::model::finding::Finding;
+use driftwatch::model::time::Ts;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -155,7 +155,7 @@ async fn registry_serving(id: u32, schema: &'static str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_ids_resolve_through_the_schema_registry() {
-    use driftwatch::pipeline::InputDecoder;
+    use driftwatch::kafka::InputDecoder;
     let url = registry_serving(42, avro::HR_SCHEMA).await;
     let cfg = Config::from_toml(&format!("[schemas]\nregistry_url = \"{url}\"")).unwrap();
     let decoder = InputDecoder::from_config(&cfg).unwrap();
@@ -177,7 +177,7 @@ async fn avro_ids_resolve_through_the_schema_registry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_registry_stops_decoding_instead_of_dead_lettering() {
-    use driftwatch::pipeline::InputDecoder;
+    use driftwatch::kafka::InputDecoder;
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -2,12 +2,13 @@
 //! returns an event or a classified error, never panics. Cases per property:
 //! `DRIFTWATCH_FUZZ_CASES` (default 512; CI runs a longer bounded round).
 
-use driftwatch::avro::{self, SchemaSet};
+use driftwatch::codec::avro::{self, SchemaSet};
+use driftwatch::codec::json::decode_json;
+use driftwatch::codec::json::to_json;
 use driftwatch::config::Config;
-use driftwatch::decode::decode_json;
-use driftwatch::event::System;
-use driftwatch::generate::{to_json, Generator};
-use driftwatch::pipeline::InputDecoder;
+use driftwatch::kafka::InputDecoder;
+use driftwatch::model::event::System;
+use driftwatch::tools::generate::Generator;
 use proptest::prelude::*;
 
 const TYPES: &[&str] = &[
@@ -45,7 +46,7 @@ fn make_seeds() -> Vec<(System, String)> {
     let mut g = Generator::new(
         3,
         20,
-        driftwatch::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+        driftwatch::model::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
     );
     let mut events = g.baseline();
     for _ in 0..200 {

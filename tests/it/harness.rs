@@ -6,10 +6,10 @@
 //! of the `driftwatch` binary so they can be killed for real.
 
 use driftwatch::config::Config;
-use driftwatch::event::{Envelope, Event, Origin, System};
-use driftwatch::finding::Finding;
-use driftwatch::generate::Generator;
-use driftwatch::pipeline::{self, InputDecoder};
+use driftwatch::kafka::{self, InputDecoder};
+use driftwatch::model::event::{Envelope, Event, Origin, System};
+use driftwatch::model::finding::Finding;
+use driftwatch::tools::generate::Generator;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -136,7 +136,7 @@ impl Broker {
     pub async fn create_topics(&self, cfg: &Config) {
         match self {
             Broker::Mock(m) => {
-                for t in pipeline::all_topics(cfg) {
+                for t in kafka::all_topics(cfg) {
                     let n = if t == cfg.topics.findings {
                         MOCK_FINDINGS_PARTITIONS
                     } else {
@@ -146,7 +146,7 @@ impl Broker {
                 }
             }
             Broker::Tansu(_) | Broker::OwnTansu(_) => {
-                let outcome = pipeline::create_topics(cfg, PARTITIONS, 1)
+                let outcome = kafka::create_topics(cfg, PARTITIONS, 1)
                     .await
                     .expect("create topics on Tansu");
                 assert_eq!(outcome.len(), 5, "{outcome:?}");
@@ -333,7 +333,7 @@ max_task_idle = "60s"
         let mut g = Generator::new(
             seed,
             workers,
-            driftwatch::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+            driftwatch::model::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
         );
         let baseline = g.baseline();
         *self.generator.lock().unwrap() = Some(g);
@@ -357,10 +357,10 @@ max_task_idle = "60s"
     }
 
     async fn produce(&self, events: &[Event]) {
-        let producer = pipeline::producer(&self.cfg).unwrap();
+        let producer = kafka::producer(&self.cfg).unwrap();
         if self.avro {
-            let schemas =
-                [System::Hr, System::Directory, System::App].map(driftwatch::avro::input_schema);
+            let schemas = [System::Hr, System::Directory, System::App]
+                .map(driftwatch::codec::avro::input_schema);
             let mut pending = Vec::new();
             for e in events {
                 let (id, schema) = match e.system() {
@@ -368,9 +368,9 @@ max_task_idle = "60s"
                     System::Directory => (2, &schemas[1]),
                     System::App => (3, &schemas[2]),
                 };
-                let payload = driftwatch::avro::encode_event(id, schema, e).unwrap();
+                let payload = driftwatch::codec::avro::encode_event(id, schema, e).unwrap();
                 let key = e.key();
-                let topic = pipeline::topic_for(&self.cfg, e.system()).to_string();
+                let topic = kafka::topic_for(&self.cfg, e.system()).to_string();
                 let record = rdkafka::producer::FutureRecord::to(&topic)
                     .key(key.id().as_bytes())
                     .payload(&payload);
@@ -381,7 +381,7 @@ max_task_idle = "60s"
             }
             return;
         }
-        pipeline::produce_events(&producer, &self.cfg, events)
+        kafka::produce_events(&producer, &self.cfg, events)
             .await
             .unwrap();
     }
@@ -419,7 +419,7 @@ max_task_idle = "60s"
 
     /// Produces raw bytes to a topic (for malformed input).
     pub async fn produce_raw(&self, topic: &str, key: &[u8], payload: &[u8]) {
-        let producer = pipeline::producer(&self.cfg).unwrap();
+        let producer = kafka::producer(&self.cfg).unwrap();
         let record = rdkafka::producer::FutureRecord::to(topic)
             .key(key)
             .payload(payload);

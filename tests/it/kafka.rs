@@ -2,7 +2,7 @@
 //! cluster, over TCP.
 
 use driftwatch::config::Config;
-use driftwatch::demo::{self, DemoOptions};
+use driftwatch::tools::demo::{self, DemoOptions};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

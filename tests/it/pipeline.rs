@@ -239,7 +239,7 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     // SIGKILLs at random points: each detector is killed a random 0-150 ms
     // after it starts consuming (its other partitions may still be
     // restoring), with batches in flight and a backlog behind it.
-    let mut rng = driftwatch::generate::Rng::new(0xdead);
+    let mut rng = driftwatch::tools::generate::Rng::new(0xdead);
     let mut kills = 0;
     let mut mid_stream = 0;
     // Where a detector stopped waiting for a lagging topic its order (and
@@ -415,8 +415,8 @@ async fn exactly_once_mode_publishes_through_transactions() {
 /// idle partition's stream time follows the wall clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_partitions_follow_the_wall_clock() {
-    use driftwatch::generate::Generator;
-    use driftwatch::time::Ts;
+    use driftwatch::model::time::Ts;
+    use driftwatch::tools::generate::Generator;
     let broker = Broker::mock();
     let s = Setup::with_idle_advance(&broker, "idle", "1s").await;
     let now = std::time::SystemTime::now()
@@ -519,14 +519,14 @@ async fn avro_findings_on_the_topic_decode_with_an_independent_reader() {
     let records = s.read_topic(&s.cfg.topics.findings);
     let reference = s.reference_findings();
     assert_eq!(records.len(), reference.len());
-    let schema = driftwatch::avro::schema(driftwatch::avro::FINDING_SCHEMA);
+    let schema = driftwatch::codec::avro::schema(driftwatch::codec::avro::FINDING_SCHEMA);
     let mut hex = String::new();
     let mut decoded = Vec::new();
     for r in &records {
-        let (id, mut datum) = driftwatch::avro::unframe(&r.payload).unwrap();
+        let (id, mut datum) = driftwatch::codec::avro::unframe(&r.payload).unwrap();
         assert_eq!(id, 77);
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
-        decoded.push(driftwatch::avro::decode_finding(&value).unwrap());
+        decoded.push(driftwatch::codec::avro::decode_finding(&value).unwrap());
         hex.extend(r.payload.iter().map(|b| format!("{b:02x}")));
         hex.push('\n');
     }
@@ -606,7 +606,7 @@ async fn replay_from_kafka_by_time_range() {
     let s = Setup::new(&broker, "krange").await;
     s.produce_generated(93, 80, 100).await;
     std::thread::sleep(Duration::from_millis(1500));
-    let from = driftwatch::time::Ts(
+    let from = driftwatch::model::time::Ts(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -617,7 +617,7 @@ async fn replay_from_kafka_by_time_range() {
     s.produce_more(150).await;
     let middle = s.input_ends();
     std::thread::sleep(Duration::from_millis(1500));
-    let to = driftwatch::time::Ts(
+    let to = driftwatch::model::time::Ts(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -3,7 +3,8 @@
 //! both brokers.
 
 use crate::harness::{finding_set, Broker, Setup};
-use driftwatch::generate::{to_json, Rng};
+use driftwatch::codec::json::to_json;
+use driftwatch::tools::generate::Rng;
 use rdkafka::producer::FutureRecord;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,9 +89,9 @@ async fn bad_input_corpus_is_dead_lettered_and_nothing_is_lost(broker: Broker) {
         let json = to_json(sample);
         // To its own family's topic, so the expected error type is exact.
         let topic = match sample.system() {
-            driftwatch::event::System::Hr => 0,
-            driftwatch::event::System::Directory => 1,
-            driftwatch::event::System::App => 2,
+            driftwatch::model::event::System::Hr => 0,
+            driftwatch::model::event::System::Directory => 1,
+            driftwatch::model::event::System::App => 2,
         };
         let (payload, expect) = if i % 200 == 0 {
             // Oversize: valid JSON padded past the limit.
@@ -111,7 +112,7 @@ async fn bad_input_corpus_is_dead_lettered_and_nothing_is_lost(broker: Broker) {
         });
     }
     // Interleave: bad messages between rounds of good lifecycle changes.
-    let producer = driftwatch::pipeline::producer(&s.cfg).unwrap();
+    let producer = driftwatch::kafka::producer(&s.cfg).unwrap();
     for chunk in bad.chunks(1000) {
         let mut pending = Vec::new();
         for b in chunk {

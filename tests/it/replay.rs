@@ -1,12 +1,13 @@
 //! File replay: deterministic output, evidence coordinates, bad lines reported.
 
+use driftwatch::codec::json::to_json;
 use driftwatch::config::Config;
-use driftwatch::event::{Event, System};
-use driftwatch::finding::{Finding, Status};
-use driftwatch::generate::{to_json, Generator};
+use driftwatch::detect::rules::Rule;
+use driftwatch::model::event::{Event, System};
+use driftwatch::model::finding::{Finding, Status};
+use driftwatch::model::time::Ts;
 use driftwatch::replay::replay_dir;
-use driftwatch::rules::Rule;
-use driftwatch::time::Ts;
+use driftwatch::tools::generate::Generator;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;

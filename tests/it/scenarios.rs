@@ -17,10 +17,10 @@
 //!   nothing.
 
 use driftwatch::config::Config;
-use driftwatch::engine::Engine;
-use driftwatch::event::{Envelope, Origin, System};
-use driftwatch::finding::Finding;
-use driftwatch::time::Ts;
+use driftwatch::detect::engine::Engine;
+use driftwatch::model::event::{Envelope, Origin, System};
+use driftwatch::model::finding::Finding;
+use driftwatch::model::time::Ts;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -153,7 +153,7 @@ fn run_case(case: &Case) -> Vec<Finding> {
         match step {
             Step::Event(system, v, line) => {
                 let bytes = serde_json::to_vec(v).unwrap();
-                let event = driftwatch::decode::decode_json(*system, &bytes)
+                let event = driftwatch::codec::json::decode_json(*system, &bytes)
                     .unwrap_or_else(|e| panic!("case {}: line {line}: {e}", case.name));
                 let topic = match system {
                     System::Hr => "hr.worker-events",
@@ -234,9 +234,9 @@ fn every_rule_has_a_firing_scenario() {
     for e in std::fs::read_dir(&dir).unwrap() {
         text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
     }
-    for rule in driftwatch::rules::Rule::ALL
+    for rule in driftwatch::detect::rules::Rule::ALL
         .iter()
-        .filter(|r| **r != driftwatch::rules::Rule::SourceStorm)
+        .filter(|r| **r != driftwatch::detect::rules::Rule::SourceStorm)
     {
         assert!(
             text.contains(&format!("expect OPEN {rule} ")),

@@ -3,11 +3,11 @@
 //! holds only its own burst and ends.
 
 use driftwatch::config::Config;
-use driftwatch::engine::Engine;
-use driftwatch::event::{Envelope, Origin, System};
-use driftwatch::finding::{Finding, OwnerRole, Severity, Status};
-use driftwatch::rules::Rule;
-use driftwatch::time::Ts;
+use driftwatch::detect::engine::Engine;
+use driftwatch::detect::rules::Rule;
+use driftwatch::model::event::{Envelope, Origin, System};
+use driftwatch::model::finding::{Finding, OwnerRole, Severity, Status};
+use driftwatch::model::time::Ts;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ impl Feed {
 
     fn send(&mut self, system: System, v: serde_json::Value) {
         self.offset += 1;
-        let event = driftwatch::decode::decode_json(system, v.to_string().as_bytes()).unwrap();
+        let event = driftwatch::codec::json::decode_json(system, v.to_string().as_bytes()).unwrap();
         let topic = match system {
             System::Hr => "hr.worker-events",
             System::Directory => "directory.account-changes",

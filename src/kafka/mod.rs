@@ -40,17 +40,18 @@
 
 pub mod client;
 mod publish;
+pub mod replay;
 mod task;
 
+pub use crate::ops::live::LiveStats;
 pub use client::{client_config, Logs, PlainConsumer, Producer, Role};
 pub use publish::{dead_letter_headers, produce_events, topic_for};
 
-use crate::avro::SchemaSet;
+use crate::codec::avro::SchemaSet;
+use crate::codec::json::DecodeError;
 use crate::config::{Config, Delivery};
-use crate::decode::DecodeError;
-use crate::event::{Event, System};
-use crate::finding::{Finding, OwnerRole, Status};
-use crate::rules::Rule;
+use crate::model::event::{Event, System};
+use crate::model::finding::Finding;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -60,9 +61,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -81,105 +82,6 @@ pub enum PipelineError {
     Admin(std::io::Error),
     #[error("restoring partition {partition}: {reason}")]
     Restore { partition: i32, reason: String },
-}
-
-/// Counters shared with whoever reports on the pipeline.
-#[derive(Debug, Default)]
-pub struct LiveStats {
-    /// Input events applied to an engine (restore not included).
-    pub events: AtomicU64,
-    pub dead_letters: AtomicU64,
-    /// Input events applied whose outputs the broker has acknowledged
-    /// (their offsets may be committed).
-    pub confirmed: AtomicU64,
-    /// Finding transitions acknowledged by the broker.
-    pub findings: AtomicU64,
-    /// Events re-applied while restoring partitions.
-    pub restored: AtomicU64,
-    pub rebalances: AtomicU64,
-    /// Partition numbers currently owned by this process.
-    pub partitions: Mutex<BTreeSet<i32>>,
-    /// Transitions by rule, contributing owner role and status.
-    pub by_rule: Mutex<BTreeMap<(Rule, OwnerRole, Status), u64>>,
-    /// The most recent transitions, newest last.
-    pub recent: Mutex<VecDeque<Finding>>,
-    /// The Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
-    /// The pipeline hit a fatal error and is stopping.
-    pub failed: AtomicBool,
-    /// librdkafka reports every broker down.
-    pub brokers_down: AtomicBool,
-    /// The state store of each owned partition, for read-only queries.
-    pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::state::Store>>>,
-    /// Since when this member of the group has held no partition.
-    pub unassigned_since: Mutex<Option<std::time::Instant>>,
-    /// `kafka.unassigned_warning`: how long without a partition is worth
-    /// a warning and a word in `/readyz`.
-    pub unassigned_warning: Mutex<Option<Duration>>,
-}
-
-const RECENT: usize = 200;
-
-impl LiveStats {
-    /// Ready: partitions assigned and restored, brokers reachable, no
-    /// fatal error. The reason when not.
-    pub fn readiness(&self) -> Result<(), String> {
-        let m = &self.metrics;
-        let ready = if self.failed.load(Ordering::Relaxed) {
-            Err("the pipeline failed and is stopping".to_string())
-        } else if self.brokers_down.load(Ordering::Relaxed) {
-            Err("all brokers are down".to_string())
-        } else if m.partitions_assigned.get() == 0 {
-            Err(match self.unassigned_too_long() {
-                Some(d) => format!(
-                    "no partition assigned for {} s, longer than kafka.unassigned_warning: the group has at least as many members as partitions, or its rebalance is stuck",
-                    d.as_secs()
-                ),
-                None => "no partitions assigned".to_string(),
-            })
-        } else if m.partitions_restoring.get() > 0 {
-            Err("restoring partition state".to_string())
-        } else {
-            Ok(())
-        };
-        m.ready.set(if ready.is_ok() { 1.0 } else { 0.0 });
-        ready
-    }
-
-    /// Notes whether this member holds no partition now.
-    pub(crate) fn set_unassigned(&self, none: bool) {
-        let mut since = self.unassigned_since.lock().expect("stats lock");
-        match (none, since.is_some()) {
-            (true, false) => *since = Some(std::time::Instant::now()),
-            (false, true) => *since = None,
-            _ => {}
-        }
-    }
-
-    /// How long this member has held no partition, when that is longer
-    /// than `kafka.unassigned_warning`.
-    pub fn unassigned_too_long(&self) -> Option<Duration> {
-        let limit = (*self.unassigned_warning.lock().expect("stats lock"))?;
-        let since = (*self.unassigned_since.lock().expect("stats lock"))?;
-        let held = since.elapsed();
-        (held >= limit).then_some(held)
-    }
-
-    fn record(&self, f: Finding) {
-        self.findings.fetch_add(1, Ordering::Relaxed);
-        self.metrics.finding(&f);
-        *self
-            .by_rule
-            .lock()
-            .expect("stats lock")
-            .entry((f.rule, f.contributing_owner.role, f.status))
-            .or_default() += 1;
-        let mut recent = self.recent.lock().expect("stats lock");
-        if recent.len() == RECENT {
-            recent.pop_front();
-        }
-        recent.push_back(f);
-    }
 }
 
 /// Creates a librdkafka client. librdkafka's configuration errors quote
@@ -252,11 +154,11 @@ impl FindingsPublisher {
     /// Publishes `findings` and waits for every acknowledgement; returns how many.
     pub async fn publish(
         &self,
-        encoding: crate::output::Encoding,
+        encoding: crate::model::encoding::Encoding,
         findings: &[Finding],
     ) -> Result<usize, PipelineError> {
         let topic = &self.topic;
-        let encoder = crate::output::FindingEncoder::new(encoding);
+        let encoder = crate::codec::output::FindingEncoder::new(encoding);
         let mut pending = Vec::with_capacity(findings.len());
         for f in findings {
             let value = encoder
@@ -426,7 +328,7 @@ pub fn all_topics(cfg: &Config) -> Vec<String> {
 pub(crate) struct InputTopic {
     pub(crate) name: Arc<str>,
     /// The name interned for evidence coordinates.
-    pub(crate) id: crate::id::Topic,
+    pub(crate) id: crate::model::id::Topic,
     pub(crate) c_name: CString,
     pub(crate) system: System,
     /// `driftwatch_events_consumed_total{topic}`, looked up once.
@@ -439,7 +341,7 @@ pub(crate) struct InputTopic {
 /// schema registry when one is configured.
 pub struct InputDecoder {
     schemas: std::sync::RwLock<SchemaSet>,
-    registry: Option<crate::registry::Registry>,
+    registry: Option<crate::codec::registry::Registry>,
     /// Ids the registry did not know, and when it said so.
     unknown: Mutex<HashMap<u32, std::time::Instant>>,
     pub max_message_bytes: usize,
@@ -475,7 +377,7 @@ impl InputDecoder {
                 .schemas
                 .registry_url
                 .as_deref()
-                .map(crate::registry::Registry::new),
+                .map(crate::codec::registry::Registry::new),
             unknown: Mutex::new(HashMap::new()),
             max_message_bytes: cfg.max_message_bytes,
             registry_patience: Duration::from_secs(60),
@@ -504,12 +406,12 @@ impl InputDecoder {
     fn settle(
         &self,
         id: u32,
-        answer: Result<crate::registry::Lookup, String>,
+        answer: Result<crate::codec::registry::Lookup, String>,
         started: std::time::Instant,
         backoff: Duration,
     ) -> Option<Result<(), PipelineError>> {
         match answer {
-            Ok(crate::registry::Lookup::Found(schema)) => {
+            Ok(crate::codec::registry::Lookup::Found(schema)) => {
                 tracing::info!(id, "schema fetched from the registry");
                 self.schemas
                     .write()
@@ -517,7 +419,7 @@ impl InputDecoder {
                     .insert_writer(id, schema);
                 Some(Ok(()))
             }
-            Ok(crate::registry::Lookup::Unknown) => {
+            Ok(crate::codec::registry::Lookup::Unknown) => {
                 self.unknown
                     .lock()
                     .expect("unknown lock")
@@ -596,7 +498,7 @@ impl InputDecoder {
                 .read()
                 .expect("schemas lock")
                 .decode(system, payload),
-            _ => crate::decode::decode_json(system, payload),
+            _ => crate::codec::json::decode_json(system, payload),
         }
     }
 }
@@ -614,7 +516,7 @@ pub(crate) struct Shared {
     pub(crate) producer: Producer,
     pub(crate) stats: Arc<LiveStats>,
     pub(crate) decoder: InputDecoder,
-    pub(crate) encoder: crate::output::FindingEncoder,
+    pub(crate) encoder: crate::codec::output::FindingEncoder,
     tasks: Mutex<BTreeMap<i32, task::TaskHandle>>,
     /// Queues split from the consumer's before an assignment took effect,
     /// by (topic index, partition), until their task takes them.
@@ -1038,7 +940,7 @@ pub async fn run(
         for name in list {
             topics.push(InputTopic {
                 name: name.as_str().into(),
-                id: crate::id::Topic::new(name),
+                id: crate::model::id::Topic::new(name),
                 c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
                 system,
                 consumed: stats.metrics.events_consumed.with_label_values(&[name]),
@@ -1069,7 +971,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
-        encoder: crate::output::FindingEncoder::new(cfg.output),
+        encoder: crate::codec::output::FindingEncoder::new(cfg.output),
         producer,
         txn: exactly_once.then(|| Txn {
             gate: tokio::sync::RwLock::new(()),

@@ -10,8 +10,8 @@
 //! (compared in constant time), and without a token they are closed there;
 //! `/metrics`, `/healthz` and `/readyz` stay open for probes and scrapers.
 
-use crate::event::Key;
-use crate::pipeline::LiveStats;
+use super::live::LiveStats;
+use crate::model::event::Key;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -135,7 +135,7 @@ async fn readyz(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
 
 async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> impl IntoResponse {
     let key = Key::worker(&id);
-    let stores: Vec<(i32, Arc<crate::state::Store>)> = stats
+    let stores: Vec<(i32, Arc<crate::detect::state::Store>)> = stats
         .stores
         .read()
         .expect("stores lock")
@@ -144,7 +144,7 @@ async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> 
         .collect();
     for (partition, store) in stores {
         if let Some(st) = store.map().get(&key) {
-            let view = crate::query::worker_view(&key, &st);
+            let view = crate::ops::query::worker_view(&key, &st);
             return (
                 StatusCode::OK,
                 Json(serde_json::json!({ "worker_id": id, "partition": partition, "state": view })),
@@ -167,27 +167,27 @@ async fn findings(
     let params: Vec<(String, String)> = match serde_urlencoded_pairs(&query) {
         Some(p) => p,
         None => {
-            return bad_request(crate::query::BadParameter {
+            return bad_request(crate::ops::query::BadParameter {
                 parameter: "(query string)".into(),
                 problem: "is not application/x-www-form-urlencoded".into(),
                 allowed: Vec::new(),
             })
         }
     };
-    let filter = match crate::query::FindingFilter::from_params(
+    let filter = match crate::ops::query::FindingFilter::from_params(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     ) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let stores: Vec<Arc<crate::state::Store>> = stats
+    let stores: Vec<Arc<crate::detect::state::Store>> = stats
         .stores
         .read()
         .expect("stores lock")
         .values()
         .cloned()
         .collect();
-    let (out, truncated) = crate::query::open_findings(stores.iter().map(|s| &**s), &filter);
+    let (out, truncated) = crate::ops::query::open_findings(stores.iter().map(|s| &**s), &filter);
     // The next page: the same query, after the last finding returned.
     let next = match (truncated, out.last()) {
         (true, Some(last)) => {
@@ -212,7 +212,7 @@ async fn findings(
     .into_response()
 }
 
-fn bad_request(e: crate::query::BadParameter) -> axum::response::Response {
+fn bad_request(e: crate::ops::query::BadParameter) -> axum::response::Response {
     (
         StatusCode::BAD_REQUEST,
         Json(serde_json::json!({

@@ -1,9 +1,9 @@
 //! Producing findings, dead letters and generated events.
 
 use super::PipelineError;
+use crate::codec::json::DecodeError;
 use crate::config::Config;
-use crate::decode::DecodeError;
-use crate::event::System;
+use crate::model::event::System;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
@@ -93,12 +93,12 @@ pub fn topic_for(cfg: &Config, system: System) -> &str {
 pub async fn produce_events(
     producer: &super::Producer,
     cfg: &Config,
-    events: &[crate::event::Event],
+    events: &[crate::model::event::Event],
 ) -> Result<(), PipelineError> {
     let mut pending = Vec::with_capacity(events.len());
     for e in events {
         let topic = topic_for(cfg, e.system());
-        let payload = crate::generate::to_json(e);
+        let payload = crate::codec::json::to_json(e);
         let key = e.key();
         pending.push((
             topic,

@@ -3,8 +3,8 @@
 //! partition, rule, severity, status, owner role, error type. Never a
 //! worker id.
 
-use crate::finding::{Finding, Severity, Status};
-use crate::rules::Rule;
+use crate::model::finding::{Finding, Severity, Status};
+use crate::model::rule::Rule;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,

@@ -3,7 +3,7 @@
 //! The task first restores its engine (see [`restore`]), then resumes the
 //! live partitions and loops: read each topic's records from its own
 //! librdkafka queue when the merge has none of that topic left ([`Inputs`]),
-//! decode them, merge the topics by event time ([`crate::merge`]), apply,
+//! decode them, merge the topics by event time ([`crate::detect::merge`]), apply,
 //! and queue the findings and dead letters of each batch to the producer.
 //! When nothing can be applied it sleeps until librdkafka puts a record in
 //! an empty queue (the queue's non-empty callback), a stop, or a 20 ms
@@ -19,12 +19,12 @@
 
 use super::publish::{confirm, dead_letter_headers, enqueue};
 use super::{Ctx, LiveConsumer, PipelineError, Shared};
-use crate::decode::DecodeError;
-use crate::engine::Engine;
-use crate::event::{Envelope, Origin};
-use crate::finding::Finding;
-use crate::merge::{Merge, Timed};
-use crate::time::Ts;
+use crate::codec::json::DecodeError;
+use crate::detect::engine::Engine;
+use crate::detect::merge::{Merge, Timed};
+use crate::model::event::{Envelope, Origin};
+use crate::model::finding::Finding;
+use crate::model::time::Ts;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -562,12 +562,14 @@ async fn confirm_batches(
     shared: Arc<Shared>,
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
-    restored_open: Vec<(crate::rules::Rule, crate::finding::Severity)>,
+    restored_open: Vec<(crate::detect::rules::Rule, crate::model::finding::Severity)>,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();
     let metrics = &shared.stats.metrics;
-    let mut open: std::collections::HashMap<(crate::rules::Rule, crate::finding::Severity), i64> =
-        std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<
+        (crate::detect::rules::Rule, crate::model::finding::Severity),
+        i64,
+    > = std::collections::HashMap::new();
     for k in restored_open {
         *open.entry(k).or_default() += 1;
         metrics.open(k.0, k.1, 1);
@@ -581,7 +583,7 @@ async fn confirm_batches(
                         metrics
                             .processing_latency
                             .observe(received.elapsed().as_secs_f64());
-                        let delta = crate::metrics::Metrics::open_delta(f.status);
+                        let delta = crate::ops::metrics::Metrics::open_delta(f.status);
                         if delta != 0 {
                             *open.entry((f.rule, f.severity)).or_default() += delta;
                             metrics.open(f.rule, f.severity, delta);
@@ -691,14 +693,14 @@ fn restore(
     engine.set_quiet(true);
     // At most this many records (fewer where retention removed the start).
     engine.reserve(committed.iter().flatten().map(|&c| c.max(0) as usize).sum());
-    let consumer: crate::pipeline::PlainConsumer = super::create_client(
+    let consumer: crate::kafka::PlainConsumer = super::create_client(
         &shared.cfg,
         super::client_config(&shared.cfg, super::Role::Consumer)
             .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest"),
-        crate::pipeline::Logs::default(),
+        crate::kafka::Logs::default(),
     )?;
     let mut tpl = TopicPartitionList::new();
     for (q, d) in done.iter().enumerate() {

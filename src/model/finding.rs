@@ -6,9 +6,9 @@
 //! and the moment the episode's condition became true, so the same input
 //! always gives the same id.
 
-use crate::event::System;
-use crate::rules::Rule;
-use crate::time::Ts;
+use super::rule::Rule;
+use crate::model::event::System;
+use crate::model::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;

@@ -9,11 +9,11 @@
 //! beginning of the topics.
 
 use crate::config::Config;
-use crate::event::{Envelope, Origin, System};
-use crate::finding::Finding;
-use crate::pipeline::{client_config, InputDecoder, Logs, PipelineError, PlainConsumer, Role};
+use crate::kafka::{client_config, InputDecoder, Logs, PipelineError, PlainConsumer, Role};
+use crate::model::event::{Envelope, Origin, System};
+use crate::model::finding::Finding;
+use crate::model::time::Ts;
 use crate::replay::{replay_streams, ReplayReport, Stream, WorkerHistory};
-use crate::time::Ts;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -58,7 +58,7 @@ struct Reader {
 
 impl Reader {
     fn new(cfg: Arc<Config>, opts: &KafkaReplayOptions) -> Result<Reader, PipelineError> {
-        let consumer: PlainConsumer = crate::pipeline::create_client(
+        let consumer: PlainConsumer = crate::kafka::create_client(
             &cfg,
             client_config(&cfg, Role::Consumer)
                 .set("group.id", format!("{}.replay", cfg.kafka.group_id))
@@ -67,7 +67,7 @@ impl Reader {
                 .set("enable.partition.eof", "false"),
             Logs::default(),
         )?;
-        let partitions = crate::pipeline::check_topics(consumer.client(), &cfg)?;
+        let partitions = crate::kafka::check_topics(consumer.client(), &cfg)?;
         let t = &cfg.topics;
         let mut topics: Vec<(String, System)> = Vec::new();
         for (system, list) in [
@@ -132,7 +132,7 @@ impl Reader {
         for (topic, system) in &self.topics {
             let (start, end) = self.ranges[&(topic.clone(), p)];
             let name: Arc<str> = topic.as_str().into();
-            let topic_id = crate::id::Topic::new(topic);
+            let topic_id = crate::model::id::Topic::new(topic);
             let mut envs = Vec::new();
             if start < end {
                 let mut tpl = TopicPartitionList::new();
@@ -213,7 +213,7 @@ impl Reader {
         }
         let mut parts = vec![format!(
             "the input topics hold {} in all",
-            crate::pipeline::plural(records as u64, "record")
+            crate::kafka::plural(records as u64, "record")
         )];
         if let Some((a, b)) = stamps {
             parts.push(format!(

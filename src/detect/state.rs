@@ -9,14 +9,14 @@
 //! - effective time: an HR event whose `effective_at` lies ahead of stream
 //!   time is parked in `scheduled` and applied when stream time reaches it.
 
-use crate::engine::Episode;
-use crate::event::{
+use crate::detect::engine::Episode;
+use crate::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, EventType, HrEvent,
     HrEventType, Key, Origin, System, WorkerType,
 };
-use crate::finding::Evidence;
-use crate::id::{EventId, Name, Sym, Topic};
-use crate::time::{OptTs, Ts};
+use crate::model::finding::Evidence;
+use crate::model::id::{EventId, Name, Sym, Topic};
+use crate::model::time::{OptTs, Ts};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use thin_vec::ThinVec;
@@ -1184,7 +1184,7 @@ mod tests {
     /// from a small universe so that many repeat inside the window.
     #[test]
     fn dedup_matches_a_fifo_set() {
-        use crate::generate::Rng;
+        use crate::tools::generate::Rng;
         use std::collections::HashSet;
         let mut rng = Rng::new(11);
         for capacity in [1, 7, 600, 5_000] {
@@ -1297,7 +1297,7 @@ mod tests {
     /// of grants that turn privileged later, as a scan of the list says.
     #[test]
     fn privileged_grant_count_follows_the_grants() {
-        use crate::generate::Rng;
+        use crate::tools::generate::Rng;
         use AppEventType as A;
         let mut rng = Rng::new(5);
         let mut st = WorkerState::default();

@@ -21,7 +21,7 @@ pub fn history_json(worker_id: &str, h: &WorkerHistory) -> Value {
                 "system": e.event.system().as_str(),
                 "event_type": e.event.event_type(),
                 "event_id": e.event.event_id(),
-                "event": serde_json::from_str::<Value>(&crate::generate::to_json(&e.event))
+                "event": serde_json::from_str::<Value>(&crate::codec::json::to_json(&e.event))
                     .unwrap_or(Value::Null),
             })
         })

@@ -8,15 +8,15 @@
 //! grants each (and with a second account).
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::event::{
+use crate::detect::engine::Engine;
+use crate::kafka::{self, LiveStats, PipelineError};
+use crate::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Envelope, Event,
     HrEvent, HrEventType, Origin, WorkerType,
 };
-use crate::finding::Finding;
-use crate::generate::Generator;
-use crate::pipeline::{self, LiveStats, PipelineError};
-use crate::time::Ts;
+use crate::model::finding::Finding;
+use crate::model::time::Ts;
+use crate::tools::generate::Generator;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
@@ -151,14 +151,14 @@ pub async fn run(
         None => {
             let m = MockCluster::new(1)?;
             cfg.kafka.bootstrap_servers = m.bootstrap_servers();
-            for t in pipeline::all_topics(&cfg) {
+            for t in kafka::all_topics(&cfg) {
                 m.create_topic(&t, opts.partitions, 1)?;
             }
             Some(m)
         }
         Some(b) => {
             cfg.kafka.bootstrap_servers = b.clone();
-            pipeline::create_topics(&cfg, opts.partitions, 1).await?;
+            kafka::create_topics(&cfg, opts.partitions, 1).await?;
             None
         }
     };
@@ -174,7 +174,7 @@ pub async fn run(
     );
 
     // Input.
-    let producer = pipeline::producer(&cfg)?;
+    let producer = kafka::producer(&cfg)?;
     let mut g = Generator::new(7, 20_000, Ts(Ts::wall_clock().millis() - 30 * 86_400_000));
     let mut events = g.baseline();
     while (events.len() as u64) < opts.events {
@@ -183,7 +183,7 @@ pub async fn run(
     events.truncate(opts.events as usize);
     let t = Instant::now();
     for chunk in events.chunks(50_000) {
-        pipeline::produce_events(&producer, &cfg, chunk).await?;
+        kafka::produce_events(&producer, &cfg, chunk).await?;
     }
     let n = events.len() as u64;
     let _ = writeln!(
@@ -201,7 +201,7 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let stats = Arc::new(LiveStats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
+    let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
     let mut first: Option<Instant> = None;
     let mut cpu0 = None;
     let mut progress = (0, Instant::now());
@@ -254,7 +254,7 @@ pub async fn run(
     let stats = Arc::new(LiveStats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
+    let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
     let mut restore_started: Option<Instant> = None;
     let mut cpu0 = None;
     let restore_elapsed = loop {
@@ -348,12 +348,12 @@ async fn finish(
 /// Reads every input message once with a plain consumer; messages/s from
 /// the first message to the last, and the CPU each took.
 fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), PipelineError> {
-    let consumer: crate::pipeline::PlainConsumer = pipeline::create_client(
+    let consumer: crate::kafka::PlainConsumer = kafka::create_client(
         cfg,
-        pipeline::client_config(cfg, pipeline::Role::Consumer)
+        kafka::client_config(cfg, kafka::Role::Consumer)
             .set("group.id", format!("{}.raw", cfg.kafka.group_id))
             .set("enable.auto.commit", "false"),
-        crate::pipeline::Logs::default(),
+        crate::kafka::Logs::default(),
     )?;
     let mut tpl = TopicPartitionList::new();
     for t in cfg
@@ -392,7 +392,7 @@ fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), P
 /// finding read back from the findings topic.
 async fn latency(
     cfg: &Arc<Config>,
-    producer: &crate::pipeline::Producer,
+    producer: &crate::kafka::Producer,
     rate: u64,
     secs: u64,
     partitions: i32,
@@ -401,13 +401,13 @@ async fn latency(
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let reader = {
-        let consumer: crate::pipeline::PlainConsumer = pipeline::create_client(
+        let consumer: crate::kafka::PlainConsumer = kafka::create_client(
             cfg,
-            pipeline::client_config(cfg, pipeline::Role::Consumer)
+            kafka::client_config(cfg, kafka::Role::Consumer)
                 .set("group.id", format!("{}.latency", cfg.kafka.group_id))
                 .set("enable.auto.commit", "false")
                 .set("fetch.wait.max.ms", "5"),
-            crate::pipeline::Logs::default(),
+            crate::kafka::Logs::default(),
         )?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -425,7 +425,7 @@ async fn latency(
                 else {
                     continue;
                 };
-                if f.status != crate::finding::Status::Open {
+                if f.status != crate::model::finding::Status::Open {
                     continue;
                 }
                 let sent = sent.lock().expect("sent lock");
@@ -488,8 +488,8 @@ async fn latency(
                     actor: None,
                 })
             };
-            let topic = pipeline::topic_for(cfg, event.system()).to_string();
-            let payload = crate::generate::to_json(&event);
+            let topic = kafka::topic_for(cfg, event.system()).to_string();
+            let payload = crate::codec::json::to_json(&event);
             let key = event.key();
             if offered % 10 == 0 {
                 sent.lock()
@@ -551,7 +551,7 @@ const GRANTS: [&str; 5] = ["Reports", "Leads", "Cases", "Quotes", "Orders"];
 /// burst of all of them).
 fn load_workers(cfg: &Arc<Config>, workers: u64, shape: Shape) -> Engine {
     let mut engine = Engine::new(cfg.clone());
-    let topic = crate::id::Topic::new("mem");
+    let topic = crate::model::id::Topic::new("mem");
     let mut out = Vec::new();
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut offset = 0i64;

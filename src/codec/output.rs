@@ -3,41 +3,14 @@
 //! container file in replay files), and OCSF Detection Finding (class_uid
 //! 2004) for SIEMs.
 
-use crate::avro::{self, AvroError};
-use crate::finding::{Finding, Severity, Status};
+use crate::codec::avro::{self, AvroError};
+use crate::model::encoding::Encoding;
+use crate::model::finding::{Finding, Severity, Status};
 use apache_avro::Schema;
 use serde_json::{json, Value};
 
 /// The OCSF schema version the OCSF encoding follows.
 pub const OCSF_VERSION: &str = "1.3.0";
-
-/// How findings are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// The contract's JSON, one document per message (or line).
-    Json,
-    /// Avro against `schemas/finding.avsc`; on topics Confluent-framed with
-    /// this schema id.
-    Avro { schema_id: u32 },
-    /// OCSF 1.3 Detection Finding JSON.
-    Ocsf,
-}
-
-impl Encoding {
-    /// Parses `json`, `avro` or `ocsf` (`avro` takes the schema id given).
-    pub fn parse(name: &str, avro_schema_id: Option<u32>) -> Result<Encoding, String> {
-        match name {
-            "json" => Ok(Encoding::Json),
-            "ocsf" => Ok(Encoding::Ocsf),
-            "avro" => Ok(Encoding::Avro {
-                schema_id: avro_schema_id.unwrap_or(0),
-            }),
-            other => Err(format!(
-                "`{other}` is not an encoding; use json, avro or ocsf"
-            )),
-        }
-    }
-}
 
 /// Encodes findings as message values.
 pub struct FindingEncoder {
@@ -271,7 +244,7 @@ mod tests {
         let cfg = std::sync::Arc::new(crate::config::Config::default_config());
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/examples");
         let mut out = Vec::new();
-        let until = crate::time::Ts::parse("2026-12-01T00:00:00Z").ok();
+        let until = crate::model::time::Ts::parse("2026-12-01T00:00:00Z").ok();
         crate::replay::replay_dir(cfg, &dir, until, &mut out).unwrap();
         let findings: Vec<Finding> = String::from_utf8(out)
             .unwrap()
@@ -321,7 +294,7 @@ mod tests {
         }
         let reader = apache_avro::Reader::new(&a[..]).unwrap();
         let back: Vec<Finding> = reader
-            .map(|v| crate::avro::decode_finding(&v.unwrap()).unwrap())
+            .map(|v| crate::codec::avro::decode_finding(&v.unwrap()).unwrap())
             .collect();
         assert_eq!(back, findings);
     }

@@ -1,13 +1,11 @@
 //! Decoding of input messages: JSON (the default) and Avro with the
-//! Confluent wire format (see [`crate::avro`]).
+//! Confluent wire format (see [`crate::codec::avro`]).
 //!
 //! Every error names the field at fault and carries a bounded
 //! [`DecodeError::error_type`] label for metrics and dead-letter headers.
 
-use crate::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
+use crate::model::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
 use serde::de::DeserializeOwned;
-
-mod flat;
 
 /// Why a message could not become an [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,9 +40,6 @@ impl DecodeError {
         }
     }
 }
-
-/// The largest message accepted by default (1 MiB); larger ones are dead letters.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Decodes a message already checked to be UTF-8 (so serde does not check
 /// each string again).
@@ -103,7 +98,7 @@ pub fn decode_json(system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         None => return Err(DecodeError::Empty),
     }
-    if let Some(event) = flat::decode(system, text) {
+    if let Some(event) = super::flat::decode(system, text) {
         return Ok(event);
     }
     event_by_serde(system, text)
@@ -111,7 +106,7 @@ pub fn decode_json(system: System, bytes: &[u8]) -> Result<Event, DecodeError> {
 
 /// A JSON object of the given family through serde: every message the fast
 /// path leaves, and the reference its tests compare it with.
-fn event_by_serde(system: System, text: &str) -> Result<Event, DecodeError> {
+pub(super) fn event_by_serde(system: System, text: &str) -> Result<Event, DecodeError> {
     Ok(match system {
         System::Hr => Event::Hr(from_json::<HrEvent>(text)?),
         System::Directory => Event::Directory(from_json::<DirectoryEvent>(text)?),
@@ -132,6 +127,16 @@ pub fn decode_json_limited(
         });
     }
     decode_json(system, bytes)
+}
+
+/// Serializes an event as the contract's JSON.
+pub fn to_json(e: &Event) -> String {
+    match e {
+        Event::Hr(e) => serde_json::to_string(e),
+        Event::Directory(e) => serde_json::to_string(e),
+        Event::App(e) => serde_json::to_string(e),
+    }
+    .expect("events always serialize")
 }
 
 #[cfg(test)]

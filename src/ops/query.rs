@@ -3,11 +3,11 @@
 //! queries (reading the live stores without stopping the pipeline: DashMap
 //! readers take one shard lock at a time) and by `driftwatch explain`.
 
-use crate::engine::Phase;
-use crate::event::Key;
-use crate::finding::{Finding, Severity, Status};
-use crate::rules::Rule;
-use crate::state::{Attrs, Store, WorkerState};
+use crate::detect::engine::Phase;
+use crate::detect::state::{Attrs, Store, WorkerState};
+use crate::model::event::Key;
+use crate::model::finding::{Finding, Severity, Status};
+use crate::model::rule::Rule;
 use serde_json::{json, Value};
 
 fn attrs(a: &Attrs) -> Value {

@@ -7,9 +7,9 @@
 //! expire within seconds of wall time.
 
 use crate::config::Config;
-use crate::finding::{Finding, Status};
-use crate::generate::Generator;
-use crate::pipeline::{self, LiveStats, PipelineError};
+use crate::kafka::{self, LiveStats, PipelineError};
+use crate::model::finding::{Finding, Status};
+use crate::tools::generate::Generator;
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -62,7 +62,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Bound before anything runs: a port in use stops the demo here.
     if let Some(addr) = cfg.admin_listen {
-        let listener = crate::admin::bind(addr)
+        let listener = crate::ops::admin::bind(addr)
             .await
             .map_err(PipelineError::Admin)?;
         let _ = writeln!(
@@ -71,10 +71,10 @@ pub async fn run(
         );
         let (stats, stop_rx, cfg_admin) = (stats.clone(), stop_rx.clone(), cfg.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(
+            if let Err(e) = crate::ops::admin::serve(
                 listener,
                 stats,
-                crate::admin::Access::of(&cfg_admin),
+                crate::ops::admin::Access::of(&cfg_admin),
                 stop_rx,
             )
             .await
@@ -83,9 +83,9 @@ pub async fn run(
             }
         });
     }
-    let detector = tokio::spawn(pipeline::run(cfg.clone(), stats.clone(), stop_rx));
+    let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
 
-    let producer = pipeline::producer(&cfg)?;
+    let producer = kafka::producer(&cfg)?;
     let gen_opts = GenerateOptions {
         seed: 2026,
         workers: opts.workers,
@@ -156,7 +156,7 @@ pub struct GenerateOptions {
     /// Event time between two changes: up to this much.
     pub step: Duration,
     /// Event time of the first change.
-    pub start: crate::time::Ts,
+    pub start: crate::model::time::Ts,
 }
 
 /// What the generator reports while it runs.
@@ -164,7 +164,10 @@ pub enum Progress {
     /// The baseline organisation was produced (events).
     Baseline(usize),
     /// About every 100 ms.
-    Tick { produced: u64, now: crate::time::Ts },
+    Tick {
+        produced: u64,
+        now: crate::model::time::Ts,
+    },
 }
 
 /// Produces a synthetic organisation, then lifecycle changes with injected
@@ -172,13 +175,13 @@ pub enum Progress {
 /// Returns the events produced and the final event time.
 pub async fn generate(
     cfg: &Config,
-    producer: &crate::pipeline::Producer,
+    producer: &crate::kafka::Producer,
     opts: &GenerateOptions,
     mut progress: impl FnMut(Progress),
-) -> Result<(u64, crate::time::Ts), PipelineError> {
+) -> Result<(u64, crate::model::time::Ts), PipelineError> {
     let mut g = Generator::new(opts.seed, opts.workers, opts.start);
     let baseline = g.baseline();
-    pipeline::produce_events(producer, cfg, &baseline).await?;
+    kafka::produce_events(producer, cfg, &baseline).await?;
     progress(Progress::Baseline(baseline.len()));
     let mut produced = baseline.len() as u64;
     let started = Instant::now();
@@ -194,7 +197,7 @@ pub async fn generate(
             batch.extend(g.next_batch(step_ms));
             changes += 1;
         }
-        pipeline::produce_events(producer, cfg, &batch).await?;
+        kafka::produce_events(producer, cfg, &batch).await?;
         produced += batch.len() as u64;
         progress(Progress::Tick {
             produced,
@@ -210,16 +213,16 @@ pub async fn generate(
 
 /// The demo's organisation clock starts at the current wall-clock hour; from
 /// there on the generator's event time drives everything.
-pub fn demo_start() -> crate::time::Ts {
-    let now = crate::time::Ts::wall_clock().millis();
-    crate::time::Ts(now - now.rem_euclid(crate::time::MS_PER_HOUR))
+pub fn demo_start() -> crate::model::time::Ts {
+    let now = crate::model::time::Ts::wall_clock().millis();
+    crate::model::time::Ts(now - now.rem_euclid(crate::model::time::MS_PER_HOUR))
 }
 
 fn summary_line(
     stats: &LiveStats,
     produced: u64,
     elapsed: Duration,
-    now: crate::time::Ts,
+    now: crate::model::time::Ts,
 ) -> String {
     let by = stats.by_rule.lock().expect("stats lock");
     let open: u64 = by

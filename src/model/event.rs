@@ -5,8 +5,8 @@
 //! and every enum is `SCREAMING_SNAKE_CASE` on the wire. Unknown extra fields
 //! are ignored; missing required fields are decode errors.
 
-use crate::id::{Name, Topic};
-use crate::time::Ts;
+use crate::model::id::{Name, Topic};
+use crate::model::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
@@ -214,7 +214,7 @@ fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
 }
 
 /// The type of an event of any family, in two bytes (held in every
-/// [`crate::state::EvRef`]).
+/// `detect::state::EvRef`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
     Hr(HrEventType),

@@ -3,11 +3,11 @@
 //! injected among clean changes. Deterministic for a seed, so that tests,
 //! benches and demos are reproducible.
 
-use crate::event::{
+use crate::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Event, HrEvent,
     HrEventType, WorkerType,
 };
-use crate::time::{Ts, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE};
+use crate::model::time::{Ts, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE};
 
 /// A small, fast, seedable PRNG (xorshift64*).
 #[derive(Clone, Debug)]
@@ -416,14 +416,4 @@ impl Generator {
         out.sort_by_key(Event::occurred_at);
         out
     }
-}
-
-/// Serializes an event as the contract's JSON.
-pub fn to_json(e: &Event) -> String {
-    match e {
-        Event::Hr(e) => serde_json::to_string(e),
-        Event::Directory(e) => serde_json::to_string(e),
-        Event::App(e) => serde_json::to_string(e),
-    }
-    .expect("events always serialize")
 }

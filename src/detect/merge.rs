@@ -10,8 +10,8 @@
 //! topic only once it is caught up (nothing more on the broker) or has kept
 //! the others waiting too long. The caller says so through `settled`.
 
-use crate::event::Envelope;
-use crate::time::Ts;
+use crate::model::event::Envelope;
+use crate::model::time::Ts;
 use std::collections::VecDeque;
 
 /// Something that can be merged by event time.
@@ -202,7 +202,7 @@ mod tests {
                 self.0.map(Ts)
             }
         }
-        let mut rng = crate::generate::Rng::new(3);
+        let mut rng = crate::tools::generate::Rng::new(3);
         let mut m = Merge::new(3);
         for serial in 0..5_000 {
             if rng.below(3) > 0 {

@@ -15,15 +15,15 @@
 //!   after it opened.
 
 use crate::config::Config;
-use crate::event::{Envelope, Event, Key, System};
-use crate::finding::{
+use crate::detect::rules::{self, Condition, Rule, SubjectRef};
+use crate::detect::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
+use crate::model::event::{Envelope, Event, Key, System};
+use crate::model::finding::{
     stable_id, AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding,
     OwnerRole, Severity, Status, Subject,
 };
-use crate::id::{EventId, Sym};
-use crate::rules::{self, Condition, Rule, SubjectRef};
-use crate::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
-use crate::time::Ts;
+use crate::model::id::{EventId, Sym};
+use crate::model::time::Ts;
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -222,7 +222,7 @@ impl Engine {
 
     /// Rule and severity of every finding open or escalated now (a walk
     /// over the whole store: for restores, not for the hot path).
-    pub fn open_findings(&self) -> Vec<(Rule, crate::finding::Severity)> {
+    pub fn open_findings(&self) -> Vec<(Rule, crate::model::finding::Severity)> {
         let mut out = Vec::new();
         for st in self.store.map().iter() {
             for ep in st.episodes() {
@@ -1141,7 +1141,7 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
             let summary = match c.rule {
                 Rule::JoinerNotProvisioned
                     if primary.and_then(|p| p.status_cause)
-                        == Some(crate::event::HrEventType::LeaveEnd) =>
+                        == Some(crate::model::event::HrEventType::LeaveEnd) =>
                 {
                     format!(
                         "Worker {who} returned from leave on {since} but has no enabled directory account."
@@ -1171,8 +1171,8 @@ fn describe(key: &Key, st: &WorkerState, c: &Condition) -> (Subject, Vec<Evidenc
                     };
                     format!(
                         "HR sources disagree on worker {who}: {} say TERMINATED while {} say ACTIVE.",
-                        say(crate::state::WorkerStatus::Terminated),
-                        say(crate::state::WorkerStatus::Active)
+                        say(crate::detect::state::WorkerStatus::Terminated),
+                        say(crate::detect::state::WorkerStatus::Active)
                     )
                 }
             };
@@ -1327,7 +1327,7 @@ fn capitalize(s: String) -> String {
     }
 }
 
-fn account_subject(a: &crate::state::Account, entitlement: Option<Arc<str>>) -> Subject {
+fn account_subject(a: &crate::detect::state::Account, entitlement: Option<Arc<str>>) -> Subject {
     Subject {
         system: a.system,
         directory: (a.system == System::Directory).then(|| a.scope.to_arc()),
@@ -1340,12 +1340,12 @@ fn account_subject(a: &crate::state::Account, entitlement: Option<Arc<str>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{
+    use crate::model::event::{
         AccountKind, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType, Origin, WorkerType,
     };
-    use crate::finding::Status;
-    use crate::id::Topic;
-    use crate::time::MS_PER_DAY;
+    use crate::model::finding::Status;
+    use crate::model::id::Topic;
+    use crate::model::time::MS_PER_DAY;
 
     /// Applies `event` as the next record of one test topic.
     fn apply_next(engine: &mut Engine, offset: &mut i64, event: Event, out: &mut Vec<Finding>) {
@@ -1441,7 +1441,7 @@ mod tests {
     /// and resolve, with timers firing between events.
     #[test]
     fn maintained_entry_count_matches_a_recount() {
-        use crate::generate::Generator;
+        use crate::tools::generate::Generator;
         let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
         let mut g = Generator::new(7, 300, t0);
         let mut engine = Engine::new(Arc::new(Config::default_config()));
@@ -1475,7 +1475,7 @@ mod tests {
     /// again, both publish the same from the same input.
     #[test]
     fn a_quiet_engine_reaches_the_same_state_and_publishes_nothing() {
-        use crate::generate::Generator;
+        use crate::tools::generate::Generator;
         let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
         let mut g = Generator::new(5, 300, t0);
         let mut first = g.baseline();

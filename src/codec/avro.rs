@@ -4,21 +4,21 @@
 //!
 //! JSON carries timestamps as RFC 3339 strings; Avro carries them as
 //! `timestamp-millis` longs. Encoding converts the known timestamp fields;
-//! decoding reads the longs through [`crate::time::reading_millis`] (JSON
+//! decoding reads the longs through [`crate::model::time::reading_millis`] (JSON
 //! never accepts them).
 
-use crate::decode::DecodeError;
-use crate::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
-use crate::finding::Finding;
+use crate::codec::json::DecodeError;
+use crate::model::event::{AppEvent, DirectoryEvent, Event, HrEvent, System};
+use crate::model::finding::Finding;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::Serialize;
 use std::collections::HashMap;
 
-pub const HR_SCHEMA: &str = include_str!("../schemas/hr.worker-events.avsc");
-pub const DIRECTORY_SCHEMA: &str = include_str!("../schemas/directory.account-changes.avsc");
-pub const APP_SCHEMA: &str = include_str!("../schemas/app.entitlement-changes.avsc");
-pub const FINDING_SCHEMA: &str = include_str!("../schemas/finding.avsc");
+pub const HR_SCHEMA: &str = include_str!("../../schemas/hr.worker-events.avsc");
+pub const DIRECTORY_SCHEMA: &str = include_str!("../../schemas/directory.account-changes.avsc");
+pub const APP_SCHEMA: &str = include_str!("../../schemas/app.entitlement-changes.avsc");
+pub const FINDING_SCHEMA: &str = include_str!("../../schemas/finding.avsc");
 
 /// Fields that hold event time.
 const TIMESTAMP_FIELDS: &[&str] = &[
@@ -56,7 +56,7 @@ pub fn input_schema(system: System) -> Schema {
 /// An RFC 3339 string (possibly inside a union branch) as `timestamp-millis`.
 fn timestamp_to_long(v: Value) -> Value {
     match v {
-        Value::String(s) => match crate::time::Ts::parse(&s) {
+        Value::String(s) => match crate::model::time::Ts::parse(&s) {
             Ok(t) => Value::TimestampMillis(t.millis()),
             Err(_) => Value::String(s),
         },
@@ -227,7 +227,7 @@ impl SchemaSet {
 
 /// Turns a decoded Avro record of `schemas/finding.avsc` back into a finding.
 pub fn decode_finding(value: &Value) -> Result<Finding, DecodeError> {
-    crate::time::reading_millis(|| {
+    crate::model::time::reading_millis(|| {
         apache_avro::from_value::<Finding>(value).map_err(|e| DecodeError::Avro(e.to_string()))
     })
 }
@@ -235,7 +235,7 @@ pub fn decode_finding(value: &Value) -> Result<Finding, DecodeError> {
 /// Turns a decoded Avro record into an event.
 pub fn decode_value(system: System, value: &Value) -> Result<Event, DecodeError> {
     let err = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
-    crate::time::reading_millis(|| {
+    crate::model::time::reading_millis(|| {
         Ok(match system {
             System::Hr => Event::Hr(apache_avro::from_value::<HrEvent>(value).map_err(err)?),
             System::Directory => {

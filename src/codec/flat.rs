@@ -14,12 +14,12 @@
 //! value) cost more than the scanning itself, and decoding is a quarter of
 //! a restore (BENCHMARKS.md).
 
-use crate::event::{
+use crate::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, Event, HrEvent,
     HrEventType, System, WorkerType,
 };
-use crate::id::Name;
-use crate::time::Ts;
+use crate::model::id::Name;
+use crate::model::time::Ts;
 
 /// A value the fast path understands. A number is only skipped, in a
 /// field it does not know.
@@ -374,11 +374,12 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{to_json, Generator, Rng};
+    use crate::codec::json::to_json;
+    use crate::tools::generate::{Generator, Rng};
 
     /// What serde makes of a message, or its error.
-    fn serde(system: System, text: &str) -> Result<Event, super::super::DecodeError> {
-        super::super::event_by_serde(system, text)
+    fn serde(system: System, text: &str) -> Result<Event, super::super::json::DecodeError> {
+        super::super::json::event_by_serde(system, text)
     }
 
     fn messages() -> Vec<(System, String)> {

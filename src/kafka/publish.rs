@@ -117,3 +117,57 @@ pub async fn produce_events(
     }
     Ok(())
 }
+
+/// Publishes findings (e.g. of a replay) to a topic, keyed by
+/// finding_id. Made before the work that produces the findings, so that a
+/// missing topic or an unreachable cluster is known at once.
+pub struct FindingsPublisher {
+    producer: super::Producer,
+    topic: String,
+}
+
+impl FindingsPublisher {
+    /// A producer for `topic`, which must exist.
+    pub async fn new(cfg: &Config, topic: &str) -> Result<FindingsPublisher, PipelineError> {
+        let producer = super::producer(cfg)?;
+        tokio::task::block_in_place(|| {
+            super::require_topics(
+                rdkafka::producer::Producer::client(&producer),
+                cfg,
+                &[topic.to_string()],
+            )
+        })?;
+        Ok(FindingsPublisher {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Publishes `findings` and waits for every acknowledgement; returns how many.
+    pub async fn publish(
+        &self,
+        encoding: crate::model::encoding::Encoding,
+        findings: &[crate::model::finding::Finding],
+    ) -> Result<usize, PipelineError> {
+        let topic = &self.topic;
+        let encoder = crate::codec::output::FindingEncoder::new(encoding);
+        let mut pending = Vec::with_capacity(findings.len());
+        for f in findings {
+            let value = encoder.encode(f).map_err(|e| publish_error(topic, e))?;
+            pending.push(
+                enqueue(
+                    &self.producer,
+                    topic,
+                    Some(f.finding_id.as_bytes()),
+                    &value,
+                    None,
+                )
+                .await?,
+            );
+        }
+        for d in pending {
+            confirm(topic, d).await?;
+        }
+        Ok(findings.len())
+    }
+}

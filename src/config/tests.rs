@@ -1,0 +1,136 @@
+use super::*;
+
+#[track_caller]
+fn check_err(toml: &str, expect: &str) {
+    let err = Config::from_toml(toml).unwrap_err().to_string();
+    assert!(err.contains(expect), "{err}\n does not contain\n{expect}");
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let c = Config::default_config();
+    assert_eq!(c.rule(Rule::LeaverDirectoryAccess).sla_ms, 3_600_000);
+    assert_eq!(c.topics.hr, vec!["hr.worker-events".to_string()]);
+    assert_eq!(c.remediation_ms(Severity::Low), 7 * 86_400_000);
+    // The shipped storm guard is the one a config that leaves it out gets.
+    let (shipped, default) = (&c.storm, &Config::from_toml("").unwrap().storm);
+    assert_eq!(
+        (shipped.enabled, shipped.min_workers, shipped.window_ms),
+        (default.enabled, default.min_workers, default.window_ms)
+    );
+    assert_eq!(shipped.fraction, default.fraction);
+    assert_eq!(shipped.max_hold_ms, default.max_hold_ms);
+    assert_eq!(shipped.max_hold_ms, 24 * 3_600_000);
+}
+
+#[test]
+fn empty_config_takes_contract_defaults() {
+    let c = Config::from_toml("").unwrap();
+    for rule in Rule::ALL {
+        assert_eq!(*c.rule(*rule), RuleConfig::default_of(*rule), "{rule}");
+    }
+    assert_eq!(c.topics.findings, "identity.drift-findings");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    check_err(
+        "[rules.LEAVER_DIRECTORY_ACCESS]\nsla = \"an hour\"",
+        "`rules.LEAVER_DIRECTORY_ACCESS.sla`: `an hour` is not a duration",
+    );
+    check_err(
+        "[rules.LEAVER_DIRECTORY_ACCES]\nsla = \"1h\"",
+        "`rules.LEAVER_DIRECTORY_ACCES`: unknown rule id",
+    );
+    check_err(
+        "[rules.ORPHAN_ACCOUNT]\nseverity = \"SEVERE\"",
+        "`rules.ORPHAN_ACCOUNT.severity`: `SEVERE` is not a severity",
+    );
+    check_err("[storm]\nfraction = 5.0", "`storm.fraction`");
+    check_err(
+        "[storm]\nwindow = \"10m\"\nmax_hold = \"5m\"",
+        "`storm.max_hold`: must be at least storm.window",
+    );
+    check_err("[topics]\nhr = \"bad topic!\"", "`topics.hr`");
+    check_err(
+        "[topics]\nhr = \"x\"\napp = \"x\"",
+        "`topics.app`: topic `x` is also listed in `topics.hr`",
+    );
+    check_err("[owners]\ngovernance = \"x\"", "unknown field `governance`");
+    check_err(
+        "[rules.LEAVER_APP_ACCESS]\nseverity = \"CRITICAL\"\nelevated_severity = \"LOW\"",
+        "`rules.LEAVER_APP_ACCESS.elevated_severity`",
+    );
+    check_err("[apps.crm]\ncontact = \"x\"", "missing field `team`");
+    check_err(
+        "[kafka]\ndelivery = \"twice\"",
+        "`kafka.delivery`: `twice` is not a delivery mode",
+    );
+    check_err(
+        "[kafka.librdkafka]\n\"group.id\" = \"x\"",
+        "use kafka.group_id",
+    );
+    check_err("[schemas.ids]\nhr = \"x.avsc\"", "`schemas.ids.hr`");
+    check_err(
+        "[detector]\nidle_advance = \"soon\"",
+        "`detector.idle_advance`",
+    );
+}
+
+#[test]
+fn environment_overrides_name_their_keys() {
+    let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let (c, table) = Config::load_layered(
+        None,
+        vars(&[
+            ("DRIFTWATCH_KAFKA__BOOTSTRAP_SERVERS", "b1:9092,b2:9092"),
+            ("DRIFTWATCH_KAFKA__LIBRDKAFKA__SASL_PASSWORD", "hunter2"),
+            // librdkafka values stay text, even where they read as numbers.
+            ("DRIFTWATCH_KAFKA__LIBRDKAFKA__LINGER_MS", "7"),
+            (
+                "DRIFTWATCH_KAFKA__LIBRDKAFKA__BROKER_VERSION_FALLBACK",
+                "0.10",
+            ),
+            ("DRIFTWATCH_RULES__ORPHAN_ACCOUNT__SLA", "2h"),
+            ("DRIFTWATCH_STORM__MIN_WORKERS", "7"),
+            ("DRIFTWATCH_TANSU_BOOTSTRAP", "not a config key"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.kafka.bootstrap_servers, "b1:9092,b2:9092");
+    assert_eq!(c.kafka.librdkafka["sasl.password"], "hunter2");
+    assert_eq!(c.kafka.librdkafka["linger.ms"], "7");
+    assert_eq!(c.kafka.librdkafka["broker.version.fallback"], "0.10");
+    assert_eq!(c.rule(Rule::OrphanAccount).sla_ms, 2 * 3_600_000);
+    assert_eq!(c.storm.min_workers, 7);
+    let shown = toml::to_string(&redacted(&table)).unwrap();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("sasl.password"), "{shown}");
+    let err = Config::load_layered(None, vars(&[("DRIFTWATCH_KAFKA__BOOTSTRAP", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `bootstrap`"), "{err}");
+    assert!(err.contains("DRIFTWATCH_KAFKA__BOOTSTRAP"), "{err}");
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    let c = Config::from_toml(
+        "[kafka.librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"svc\"",
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("svc"), "{shown}");
+    assert_eq!(
+        Config::from_toml("[detector]\nidle_advance = \"off\"")
+            .unwrap()
+            .idle_advance_ms,
+        None
+    );
+}

@@ -1,0 +1,501 @@
+//! From what the file says to what the detector uses: each value parsed
+//! and checked, and the checks across fields, with an error that names the
+//! field and the fix.
+
+use super::*;
+
+/// Parses a duration such as `90s`, `1h`, `7d` or `0`.
+pub fn parse_duration_ms(field: &str, s: &str) -> Result<i64, ConfigError> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| {
+            invalid(
+                field,
+                format!("`{s}` is not a duration ({e}); write e.g. 0s, 30m, 1h, 7d"),
+            )
+        })
+}
+
+fn parse_severity(field: &str, s: &str) -> Result<Severity, ConfigError> {
+    Severity::parse(s).ok_or_else(|| {
+        invalid(
+            field,
+            format!("`{s}` is not a severity; use one of LOW, MEDIUM, HIGH, CRITICAL"),
+        )
+    })
+}
+
+fn team(field: &str, raw: Option<RawTeam>, default: &str) -> Result<Team, ConfigError> {
+    let raw = raw.unwrap_or(RawTeam {
+        team: default.into(),
+        contact: None,
+    });
+    if raw.team.trim().is_empty() {
+        return Err(invalid(
+            format!("{field}.team"),
+            "must name a team; it is published as the finding's owner",
+        ));
+    }
+    Ok(Team {
+        team: raw.team.into(),
+        contact: raw.contact.map(Into::into),
+    })
+}
+
+fn topic_list(
+    field: &str,
+    raw: Option<OneOrMany>,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let list = raw
+        .map(OneOrMany::into_vec)
+        .unwrap_or_else(|| vec![default.into()]);
+    if list.is_empty() {
+        return Err(invalid(
+            field,
+            "lists no topic; give at least one topic name",
+        ));
+    }
+    for t in &list {
+        if !valid_topic(t) {
+            return Err(invalid(
+                field,
+                format!("`{t}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        let t = raw.topics;
+        let topics = Topics {
+            hr: topic_list("topics.hr", t.hr, "hr.worker-events")?,
+            directory: topic_list("topics.directory", t.directory, "directory.account-changes")?,
+            app: topic_list("topics.app", t.app, "app.entitlement-changes")?,
+            findings: t
+                .findings
+                .unwrap_or_else(|| "identity.drift-findings".into()),
+            dead_letter: t
+                .dead_letter
+                .unwrap_or_else(|| "driftwatch.dead-letter".into()),
+        };
+        for (field, name) in [
+            ("topics.findings", &topics.findings),
+            ("topics.dead_letter", &topics.dead_letter),
+        ] {
+            if !valid_topic(name) {
+                return Err(invalid(
+                    field,
+                    format!("`{name}` is not a valid Kafka topic name"),
+                ));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (field, list) in [
+            ("topics.hr", &topics.hr),
+            ("topics.directory", &topics.directory),
+            ("topics.app", &topics.app),
+        ] {
+            for name in list {
+                if let Some(other) = seen.insert(name.clone(), field) {
+                    return Err(invalid(
+                        field,
+                        format!("topic `{name}` is also listed in `{other}`; each input topic belongs to one family"),
+                    ));
+                }
+            }
+        }
+        for (field, name) in [
+            ("topics.findings", &topics.findings),
+            ("topics.dead_letter", &topics.dead_letter),
+        ] {
+            if let Some(other) = seen.get(name) {
+                return Err(invalid(
+                    field,
+                    format!("`{name}` is an input topic in `{other}`; findings and dead letters need their own topics"),
+                ));
+            }
+        }
+
+        let governance_team = raw
+            .owners
+            .governance_team
+            .unwrap_or_else(|| "identity-governance".into());
+        if governance_team.trim().is_empty() {
+            return Err(invalid(
+                "owners.governance_team",
+                "must name the process owner's team",
+            ));
+        }
+        let hr = team("owners.hr", raw.owners.hr, "hr-operations")?;
+        let it = team("owners.it", raw.owners.it, "it-identity")?;
+        let default_app = team("owners.default_app", raw.owners.default_app, "app-owners")?;
+
+        let mut apps = BTreeMap::new();
+        for (id, app) in raw.apps {
+            let field = format!("apps.{id}");
+            let owner = team(
+                &field,
+                Some(RawTeam {
+                    team: app.team,
+                    contact: app.contact,
+                }),
+                "",
+            )?;
+            if app.approvers.iter().any(|a| a.trim().is_empty()) {
+                return Err(invalid(
+                    format!("{field}.approvers"),
+                    "holds an empty worker_id",
+                ));
+            }
+            apps.insert(
+                id,
+                AppOwner {
+                    owner,
+                    approvers: app.approvers,
+                },
+            );
+        }
+
+        let escalation_target: Arc<str> = raw
+            .escalation
+            .target
+            .unwrap_or_else(|| governance_team.clone())
+            .into();
+        let critical_escalation_target = raw
+            .escalation
+            .critical_target
+            .map(Into::into)
+            .unwrap_or_else(|| escalation_target.clone());
+
+        let r = raw.remediation;
+        let mut remediation_ms = [0i64; 4];
+        for (sev, field, value, default) in [
+            (Severity::Critical, "remediation.critical", r.critical, "4h"),
+            (Severity::High, "remediation.high", r.high, "24h"),
+            (Severity::Medium, "remediation.medium", r.medium, "72h"),
+            (Severity::Low, "remediation.low", r.low, "7d"),
+        ] {
+            let ms = parse_duration_ms(field, value.as_deref().unwrap_or(default))?;
+            if ms <= 0 {
+                return Err(invalid(field, "must be longer than zero"));
+            }
+            remediation_ms[sev as usize] = ms;
+        }
+
+        let mut rules: Vec<RuleConfig> = Rule::ALL
+            .iter()
+            .map(|r| RuleConfig::default_of(*r))
+            .collect();
+        for (name, rr) in raw.rules {
+            let rule = Rule::parse(&name).ok_or_else(|| {
+                invalid(
+                    format!("rules.{name}"),
+                    format!(
+                        "unknown rule id; the rules are {}",
+                        Rule::ALL
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            let c = &mut rules[rule.index()];
+            if let Some(e) = rr.enabled {
+                c.enabled = e;
+            }
+            if let Some(s) = rr.sla {
+                c.sla_ms = parse_duration_ms(&format!("rules.{name}.sla"), &s)?;
+            }
+            if let Some(s) = rr.severity {
+                c.severity = parse_severity(&format!("rules.{name}.severity"), &s)?;
+            }
+            if let Some(s) = rr.elevated_severity {
+                c.elevated_severity =
+                    parse_severity(&format!("rules.{name}.elevated_severity"), &s)?;
+            }
+            if c.elevated_severity < c.severity {
+                return Err(invalid(
+                    format!("rules.{name}.elevated_severity"),
+                    format!(
+                        "{} is below the base severity {}; raise it or lower `severity`",
+                        c.elevated_severity, c.severity
+                    ),
+                ));
+            }
+        }
+
+        let s = raw.storm;
+        let storm_enabled = s.enabled.unwrap_or(true);
+        let fraction = s.fraction.unwrap_or(0.05);
+        if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
+            return Err(invalid(
+                "storm.fraction",
+                format!("{fraction} is not between 0 and 1"),
+            ));
+        }
+        let window_ms = parse_duration_ms("storm.window", s.window.as_deref().unwrap_or("5m"))?;
+        if window_ms <= 0 {
+            return Err(invalid("storm.window", "must be longer than zero"));
+        }
+        let max_hold_ms =
+            parse_duration_ms("storm.max_hold", s.max_hold.as_deref().unwrap_or("24h"))?;
+        if max_hold_ms < window_ms {
+            return Err(invalid("storm.max_hold", "must be at least storm.window"));
+        }
+        let storm = StormConfig {
+            enabled: storm_enabled && rules[Rule::SourceStorm.index()].enabled,
+            min_workers: s.min_workers.unwrap_or(50),
+            fraction,
+            window_ms,
+            max_hold_ms,
+            severity: match s.severity {
+                Some(v) => parse_severity("storm.severity", &v)?,
+                None => rules[Rule::SourceStorm.index()].severity,
+            },
+        };
+        if storm.min_workers == 0 {
+            return Err(invalid("storm.min_workers", "must be at least 1"));
+        }
+
+        let dedup_capacity = raw.state.dedup_capacity.unwrap_or(1_000_000);
+        if dedup_capacity == 0 {
+            return Err(invalid(
+                "state.dedup_capacity",
+                "must be at least 1; duplicates would not be detected",
+            ));
+        }
+
+        let idle_advance_ms = match raw.detector.idle_advance.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let ms = parse_duration_ms("detector.idle_advance", other.unwrap_or("10s"))?;
+                if ms <= 0 {
+                    return Err(invalid(
+                        "detector.idle_advance",
+                        "must be longer than zero, or `off`",
+                    ));
+                }
+                Some(ms)
+            }
+        };
+        let kafka = kafka_config(raw.kafka)?;
+        let admin_listen = match raw.admin.listen.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let text = other.unwrap_or("127.0.0.1:9464");
+                Some(listen_addr(text).map_err(|why| {
+                    invalid(
+                        "admin.listen",
+                        format!("`{text}` {why} (write host:port, e.g. 127.0.0.1:9464, localhost:9464, or 0.0.0.0:9464 to listen on every interface; or `off`)"),
+                    )
+                })?)
+            }
+        };
+        let admin_token = match raw.admin.token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if t.len() < 16 => {
+                return Err(invalid(
+                    "admin.token",
+                    "is shorter than 16 characters; use a long random string (e.g. `openssl rand -hex 32`)",
+                ))
+            }
+            Some(t) => Some(AdminToken(t.to_string())),
+        };
+        let shutdown_timeout_ms = parse_duration_ms(
+            "detector.shutdown_timeout",
+            raw.detector.shutdown_timeout.as_deref().unwrap_or("30s"),
+        )?;
+        if shutdown_timeout_ms <= 0 {
+            return Err(invalid(
+                "detector.shutdown_timeout",
+                "must be longer than zero",
+            ));
+        }
+        let schemas = schemas_config(raw.schemas)?;
+
+        let output = {
+            let name = raw.output.encoding.as_deref().unwrap_or("json");
+            let enc = crate::model::encoding::Encoding::parse(name, raw.output.avro_schema_id)
+                .map_err(|e| invalid("output.encoding", e))?;
+            if name == "avro" && raw.output.avro_schema_id.is_none() {
+                return Err(invalid(
+                    "output.avro_schema_id",
+                    "is needed with encoding = \"avro\": the id under which schemas/finding.avsc is registered (the Confluent header carries it)",
+                ));
+            }
+            enc
+        };
+
+        let max_message_bytes = raw
+            .detector
+            .max_message_bytes
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes == 0 {
+            return Err(invalid("detector.max_message_bytes", "must be at least 1"));
+        }
+
+        Ok(Config {
+            max_message_bytes,
+            output,
+            admin_listen,
+            admin_token,
+            shutdown_timeout_ms: shutdown_timeout_ms as u64,
+            idle_advance_ms,
+            kafka,
+            schemas,
+            instance: raw
+                .detector
+                .instance
+                .unwrap_or_else(|| "driftwatch".into())
+                .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            topics,
+            governance_team: governance_team.into(),
+            hr,
+            it,
+            default_app,
+            apps,
+            escalation_target,
+            critical_escalation_target,
+            remediation_ms,
+            rules,
+            storm,
+            dedup_capacity,
+        })
+    }
+}
+
+/// `host:port` to one socket address: an IP literal as it is, a host name
+/// through the resolver (`localhost` becomes its first address, IPv4
+/// first, so that the port is where a user expects it).
+fn listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("has no port".into());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("is not host:port".into());
+    }
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("does not resolve: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| "resolves to no address".into())
+}
+
+fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
+    let bootstrap_servers = k
+        .bootstrap_servers
+        .unwrap_or_else(|| "localhost:9092".into());
+    if bootstrap_servers.trim().is_empty() {
+        return Err(invalid(
+            "kafka.bootstrap_servers",
+            "is empty; give host:port[,host:port...]",
+        ));
+    }
+    let group_id = k.group_id.unwrap_or_else(|| "driftwatch".into());
+    if group_id.trim().is_empty() {
+        return Err(invalid(
+            "kafka.group_id",
+            "is empty; name the consumer group",
+        ));
+    }
+    let delivery = match k.delivery.as_deref().unwrap_or("at_least_once") {
+        "at_least_once" => Delivery::AtLeastOnce,
+        "exactly_once" => Delivery::ExactlyOnce,
+        other => {
+            return Err(invalid(
+                "kafka.delivery",
+                format!("`{other}` is not a delivery mode; use at_least_once or exactly_once"),
+            ))
+        }
+    };
+    let max_task_idle_ms = parse_duration_ms(
+        "kafka.max_task_idle",
+        k.max_task_idle.as_deref().unwrap_or("2s"),
+    )?;
+    let commit_interval_ms = parse_duration_ms(
+        "kafka.commit_interval",
+        k.commit_interval.as_deref().unwrap_or("1s"),
+    )?;
+    if commit_interval_ms <= 0 {
+        return Err(invalid("kafka.commit_interval", "must be longer than zero"));
+    }
+    let unassigned_warning_ms = parse_duration_ms(
+        "kafka.unassigned_warning",
+        k.unassigned_warning.as_deref().unwrap_or("60s"),
+    )?;
+    if unassigned_warning_ms <= 0 {
+        return Err(invalid(
+            "kafka.unassigned_warning",
+            "must be longer than zero",
+        ));
+    }
+    for key in k.librdkafka.keys() {
+        if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
+            return Err(invalid(
+                format!("kafka.librdkafka.\"{key}\""),
+                format!("is set by driftwatch; use {instead}"),
+            ));
+        }
+    }
+    Ok(KafkaConfig {
+        bootstrap_servers,
+        group_id,
+        delivery,
+        max_task_idle_ms: max_task_idle_ms.max(0) as u64,
+        commit_interval_ms: commit_interval_ms as u64,
+        unassigned_warning_ms: unassigned_warning_ms as u64,
+        librdkafka: k.librdkafka,
+    })
+}
+
+fn schemas_config(s: RawSchemas) -> Result<SchemasConfig, ConfigError> {
+    let registry_url = match s.registry_url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            return Err(invalid(
+                "schemas.registry_url",
+                format!("`{u}` is not an http:// or https:// URL"),
+            ))
+        }
+        other => other.map(|u| u.trim_end_matches('/').to_string()),
+    };
+    let mut ids = BTreeMap::new();
+    for (id, file) in s.ids {
+        let n: u32 = id.parse().map_err(|_| {
+            invalid(
+                format!("schemas.ids.{id}"),
+                "is not a schema id; keys are the numeric ids of the Confluent header",
+            )
+        })?;
+        ids.insert(n, std::path::PathBuf::from(file));
+    }
+    Ok(SchemasConfig { registry_url, ids })
+}

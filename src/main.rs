@@ -404,8 +404,12 @@ fn run() -> Result<()> {
             }
             let cfg = Arc::new(cfg);
             let encoding = match (format.as_str(), cfg.output, &to_topic) {
-                // On a topic, Avro carries the configured schema id.
-                ("avro", enc @ driftwatch::model::encoding::Encoding::Avro { .. }, _) => enc,
+                // On a topic, Avro carries the configured schema id, or the
+                // one the registry gives the finding schema for that topic.
+                ("avro", driftwatch::model::encoding::Encoding::Avro { .. }, Some(topic)) => {
+                    driftwatch::codec::registry::settle_output(&cfg, topic)?
+                }
+                ("avro", enc @ driftwatch::model::encoding::Encoding::Avro { .. }, None) => enc,
                 ("avro", _, Some(_)) => anyhow::bail!(
                     "--format avro --to-topic frames each finding with a schema id: set output.encoding = \"avro\" and output.avro_schema_id (the id of schemas/finding.avsc in your registry) in the config"
                 ),

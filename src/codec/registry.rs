@@ -1,8 +1,12 @@
-//! A Confluent Schema Registry client for the ids in Avro message headers:
-//! `GET {url}/schemas/ids/{id}` returns `{"schema": "<Avro schema JSON>"}`.
-//! Schemas are fetched once per id and kept; an unknown id (404) is
+//! A Confluent Schema Registry client. For the ids in Avro message headers:
+//! `GET {url}/schemas/ids/{id}` returns `{"schema": "<Avro schema JSON>"}`;
+//! schemas are fetched once per id and kept, and an unknown id (404) is
 //! remembered for a minute so a stream of such messages does not hammer the
-//! registry.
+//! registry. For the findings topic: `POST
+//! {url}/subjects/{topic}-value/versions` registers `schemas/finding.avsc`
+//! under the topic's subject (TopicNameStrategy), or finds it registered
+//! already, and answers its id; a 409 is the registry refusing it as
+//! incompatible with the subject's earlier versions.
 
 use apache_avro::Schema;
 use serde::Deserialize;
@@ -30,7 +34,92 @@ struct SchemaResponse {
     schema_type: Option<String>,
 }
 
+/// Why the finding schema could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the schema registry at {url} refuses schemas/finding.avsc under subject `{subject}` as incompatible with its earlier versions (HTTP 409: {detail}); register a compatible version, change the subject's compatibility level, or set output.avro_schema_id")]
+    Incompatible {
+        url: String,
+        subject: String,
+        detail: String,
+    },
+    #[error("the schema registry at {url} refuses schemas/finding.avsc under subject `{subject}` (HTTP {status}: {detail})")]
+    Refused {
+        url: String,
+        subject: String,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "the schema registry at {url} cannot be reached to register the finding schema: {detail}"
+    )]
+    Unreachable { url: String, detail: String },
+}
+
+impl RegisterError {
+    /// Whether asking again may help (the registry was not reachable).
+    pub fn retryable(&self) -> bool {
+        matches!(self, RegisterError::Unreachable { .. })
+    }
+}
+
+#[derive(Deserialize)]
+struct IdResponse {
+    id: u32,
+}
+
 impl Registry {
+    /// Registers `schema` (Avro schema JSON) under `subject`, or finds it
+    /// registered already; its global id.
+    pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegisterError> {
+        let url = format!("{}/subjects/{subject}/versions", self.base);
+        let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" }).to_string();
+        let refused = |status: u16, text: String| {
+            // The registry's {"error_code": .., "message": ..}.
+            let detail = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            if status == 409 {
+                RegisterError::Incompatible {
+                    url: self.base.clone(),
+                    subject: subject.to_string(),
+                    detail,
+                }
+            } else {
+                RegisterError::Refused {
+                    url: self.base.clone(),
+                    subject: subject.to_string(),
+                    status,
+                    detail,
+                }
+            }
+        };
+        match self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .send_string(&body)
+        {
+            Ok(resp) => {
+                let text = resp.into_string().map_err(|e| RegisterError::Unreachable {
+                    url: self.base.clone(),
+                    detail: e.to_string(),
+                })?;
+                serde_json::from_str::<IdResponse>(&text)
+                    .map(|r| r.id)
+                    .map_err(|e| refused(200, format!("not a registry answer: {e}: {text}")))
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                Err(refused(code, resp.into_string().unwrap_or_default()))
+            }
+            Err(e) => Err(RegisterError::Unreachable {
+                url: self.base.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
     pub fn new(base: &str) -> Registry {
         Registry {
             base: base.trim_end_matches('/').to_string(),
@@ -65,6 +154,40 @@ impl Registry {
             Err(ureq::Error::Status(404, _)) => Ok(Lookup::Unknown),
             Err(ureq::Error::Status(code, _)) => Err(format!("{url}: HTTP {code}")),
             Err(e) => Err(format!("{url}: {e}")),
+        }
+    }
+}
+
+/// The encoding of the findings topic, with the Avro schema id settled:
+/// the configured `output.avro_schema_id`, or else the id the registry at
+/// `schemas.registry_url` gives `schemas/finding.avsc` under the subject
+/// `<topic>-value`. Retries an unreachable registry for a minute.
+pub fn settle_output(
+    cfg: &crate::config::Config,
+    topic: &str,
+) -> Result<crate::model::encoding::Encoding, RegisterError> {
+    use crate::model::encoding::Encoding;
+    let (Encoding::Avro { schema_id: 0 }, Some(url)) = (cfg.output, &cfg.schemas.registry_url)
+    else {
+        return Ok(cfg.output);
+    };
+    if cfg.output_schema_id_given {
+        return Ok(cfg.output);
+    }
+    let registry = Registry::new(url);
+    let subject = format!("{topic}-value");
+    let started = std::time::Instant::now();
+    loop {
+        match registry.register(&subject, super::avro::FINDING_SCHEMA) {
+            Ok(id) => {
+                tracing::info!(subject, id, "finding schema registered");
+                return Ok(Encoding::Avro { schema_id: id });
+            }
+            Err(e) if e.retryable() && started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %e, "retrying in 2 s");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

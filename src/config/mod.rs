@@ -237,8 +237,11 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// How long a graceful stop may take before the process exits anyway.
     pub shutdown_timeout_ms: u64,
-    /// Encoding of the findings topic.
+    /// Encoding of the findings topic. Avro with schema id 0 and no
+    /// `output_schema_id_given` takes its id from the registry at start.
     pub output: crate::model::encoding::Encoding,
+    /// `output.avro_schema_id` was set (else the registry is asked).
+    pub output_schema_id_given: bool,
     /// Larger input messages are dead letters.
     pub max_message_bytes: usize,
 }

@@ -332,14 +332,18 @@ impl TryFrom<RawConfig> for Config {
         }
         let schemas = schemas_config(raw.schemas)?;
 
+        let output_schema_id_given = raw.output.avro_schema_id.is_some();
         let output = {
             let name = raw.output.encoding.as_deref().unwrap_or("json");
             let enc = crate::model::encoding::Encoding::parse(name, raw.output.avro_schema_id)
                 .map_err(|e| invalid("output.encoding", e))?;
-            if name == "avro" && raw.output.avro_schema_id.is_none() {
+            if name == "avro"
+                && raw.output.avro_schema_id.is_none()
+                && schemas.registry_url.is_none()
+            {
                 return Err(invalid(
                     "output.avro_schema_id",
-                    "is needed with encoding = \"avro\": the id under which schemas/finding.avsc is registered (the Confluent header carries it)",
+                    "is needed with encoding = \"avro\" when no schemas.registry_url is set: the id under which schemas/finding.avsc is registered (the Confluent header carries it); or set schemas.registry_url and driftwatch registers it under `<findings topic>-value` at start",
                 ));
             }
             enc
@@ -356,6 +360,7 @@ impl TryFrom<RawConfig> for Config {
         Ok(Config {
             max_message_bytes,
             output,
+            output_schema_id_given,
             admin_listen,
             admin_token,
             shutdown_timeout_ms: shutdown_timeout_ms as u64,

@@ -184,9 +184,15 @@ pub async fn run(
     } else {
         producer(&cfg)?
     };
+    // Avro findings with a registry and no configured id: the id the
+    // registry gives schemas/finding.avsc under `<findings topic>-value`.
+    let output = tokio::task::block_in_place(|| {
+        crate::codec::registry::settle_output(&cfg, &cfg.topics.findings)
+    })
+    .map_err(|e| PipelineError::Topology(cfg.redact(&e.to_string())))?;
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
-        encoder: crate::codec::output::FindingEncoder::new(cfg.output),
+        encoder: crate::codec::output::FindingEncoder::new(output),
         producer,
         txn: exactly_once.then(|| Txn {
             gate: tokio::sync::RwLock::new(()),

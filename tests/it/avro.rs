@@ -194,3 +194,153 @@ async fn an_unreachable_registry_stops_decoding_instead_of_dead_lettering() {
     let err = decoder.ensure_schema(&framed).unwrap_err().to_string();
     assert!(err.contains("schema registry unavailable"), "{err}");
 }
+
+/// A schema registry that takes registrations the way a real one checks
+/// them: the subject, a body whose `schema` is a valid Avro schema, and its
+/// compatibility with the subject's versions (the test says which answer).
+/// It records each registration's subject and schema.
+async fn registering_registry(
+    compatible: bool,
+) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            // Read the head, then the body of Content-Length bytes.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (buf.len(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (i + 4, len);
+                }
+            };
+            while buf.len() < head_end + length {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let subject = path
+                .strip_prefix("/subjects/")
+                .and_then(|p| p.strip_suffix("/versions"));
+            let (status, reply) = match (method, subject) {
+                ("POST", Some(subject)) => {
+                    let schema = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["schema"].as_str().map(str::to_string));
+                    match schema.filter(|s| apache_avro::Schema::parse_str(s).is_ok()) {
+                        None => (
+                            "422 Unprocessable Entity",
+                            r#"{"error_code":42201,"message":"Invalid schema"}"#.to_string(),
+                        ),
+                        Some(s) => {
+                            log.lock().unwrap().push((subject.to_string(), s));
+                            if compatible {
+                                ("200 OK", r#"{"id":123}"#.to_string())
+                            } else {
+                                ("409 Conflict", r#"{"error_code":409,"message":"Schema being registered is incompatible with an earlier schema for subject"}"#.to_string())
+                            }
+                        }
+                    }
+                }
+                _ => (
+                    "404 Not Found",
+                    r#"{"error_code":404,"message":"HTTP 404 Not Found"}"#.to_string(),
+                ),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_findings_take_their_schema_id_from_the_registry() {
+    use driftwatch::model::encoding::Encoding;
+    let (url, seen) = registering_registry(true).await;
+    let toml = format!(
+        "[topics]\nfindings = \"soc.findings\"\n[output]\nencoding = \"avro\"\n[schemas]\nregistry_url = \"{url}\"\n"
+    );
+    // No avro_schema_id: valid with a registry.
+    let cfg = Config::from_toml(&toml).unwrap();
+    let enc = tokio::task::spawn_blocking(move || {
+        driftwatch::codec::registry::settle_output(&cfg, &cfg.topics.findings)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(enc, Encoding::Avro { schema_id: 123 });
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "soc.findings-value", "TopicNameStrategy");
+    assert_eq!(
+        apache_avro::Schema::parse_str(&seen[0].1)
+            .unwrap()
+            .canonical_form(),
+        avro::schema(avro::FINDING_SCHEMA).canonical_form(),
+        "the registered schema is schemas/finding.avsc"
+    );
+    // A configured id is used as it is: the registry is not asked.
+    let cfg = Config::from_toml(&format!("{toml}\n")).unwrap();
+    let cfg = Config {
+        output: Encoding::Avro { schema_id: 7 },
+        output_schema_id_given: true,
+        ..cfg
+    };
+    assert_eq!(
+        driftwatch::codec::registry::settle_output(&cfg, "soc.findings").unwrap(),
+        Encoding::Avro { schema_id: 7 }
+    );
+    // Without a registry, the id is required.
+    let err = Config::from_toml("[output]\nencoding = \"avro\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("output.avro_schema_id") && err.contains("registry_url"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_finding_schema_stops_the_start_with_the_registry_answer() {
+    let (url, _) = registering_registry(false).await;
+    let cfg = Config::from_toml(&format!(
+        "[output]\nencoding = \"avro\"\n[schemas]\nregistry_url = \"{url}\"\n"
+    ))
+    .unwrap();
+    let err = tokio::task::spawn_blocking(move || {
+        driftwatch::codec::registry::settle_output(&cfg, "identity.drift-findings")
+    })
+    .await
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("incompatible"), "{err}");
+    assert!(err.contains("identity.drift-findings-value"), "{err}");
+    assert!(err.contains("HTTP 409"), "{err}");
+}

@@ -24,6 +24,28 @@ fn shipped_config_is_valid() {
 }
 
 #[test]
+fn the_shipped_file_says_what_the_defaults_are() {
+    // Every key the shipped file sets holds the value a config that leaves
+    // it out gets. Its own are only the example organisation: the [apps]
+    // sections, the teams' contacts and the escalation targets.
+    let shipped = Config::default_config();
+    let mut empty = Config::from_toml("").unwrap();
+    assert!(!shipped.apps.is_empty() && empty.apps.is_empty());
+    empty.apps = shipped.apps.clone();
+    for (e, s) in [
+        (&mut empty.hr, &shipped.hr),
+        (&mut empty.it, &shipped.it),
+        (&mut empty.default_app, &shipped.default_app),
+    ] {
+        assert_eq!(e.team, s.team);
+        e.contact = s.contact.clone();
+    }
+    empty.escalation_target = shipped.escalation_target.clone();
+    empty.critical_escalation_target = shipped.critical_escalation_target.clone();
+    assert_eq!(format!("{shipped:#?}"), format!("{empty:#?}"));
+}
+
+#[test]
 fn empty_config_takes_contract_defaults() {
     let c = Config::from_toml("").unwrap();
     for rule in Rule::ALL {

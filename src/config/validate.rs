@@ -80,59 +80,242 @@ fn valid_topic(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// `[topics]`: names valid, each input topic in one family, outputs apart.
+fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
+    let topics = Topics {
+        hr: topic_list("topics.hr", t.hr, "hr.worker-events")?,
+        directory: topic_list("topics.directory", t.directory, "directory.account-changes")?,
+        app: topic_list("topics.app", t.app, "app.entitlement-changes")?,
+        findings: t
+            .findings
+            .unwrap_or_else(|| "identity.drift-findings".into()),
+        dead_letter: t
+            .dead_letter
+            .unwrap_or_else(|| "driftwatch.dead-letter".into()),
+    };
+    for (field, name) in [
+        ("topics.findings", &topics.findings),
+        ("topics.dead_letter", &topics.dead_letter),
+    ] {
+        if !valid_topic(name) {
+            return Err(invalid(
+                field,
+                format!("`{name}` is not a valid Kafka topic name"),
+            ));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for (field, list) in [
+        ("topics.hr", &topics.hr),
+        ("topics.directory", &topics.directory),
+        ("topics.app", &topics.app),
+    ] {
+        for name in list {
+            if let Some(other) = seen.insert(name.clone(), field) {
+                return Err(invalid(
+                    field,
+                    format!("topic `{name}` is also listed in `{other}`; each input topic belongs to one family"),
+                ));
+            }
+        }
+    }
+    for (field, name) in [
+        ("topics.findings", &topics.findings),
+        ("topics.dead_letter", &topics.dead_letter),
+    ] {
+        if let Some(other) = seen.get(name) {
+            return Err(invalid(
+                field,
+                format!("`{name}` is an input topic in `{other}`; findings and dead letters need their own topics"),
+            ));
+        }
+    }
+    Ok(topics)
+}
+
+/// `[apps.<app_id>]`: each app's owner and approvers.
+fn apps_config(raw: BTreeMap<String, RawApp>) -> Result<BTreeMap<String, AppOwner>, ConfigError> {
+    let mut apps = BTreeMap::new();
+    for (id, app) in raw {
+        let field = format!("apps.{id}");
+        let owner = team(
+            &field,
+            Some(RawTeam {
+                team: app.team,
+                contact: app.contact,
+            }),
+            "",
+        )?;
+        if app.approvers.iter().any(|a| a.trim().is_empty()) {
+            return Err(invalid(
+                format!("{field}.approvers"),
+                "holds an empty worker_id",
+            ));
+        }
+        apps.insert(
+            id,
+            AppOwner {
+                owner,
+                approvers: app.approvers,
+            },
+        );
+    }
+    Ok(apps)
+}
+
+/// `[remediation]`: the deadline of each severity.
+fn remediation_config(r: RawRemediation) -> Result<[i64; 4], ConfigError> {
+    let mut remediation_ms = [0i64; 4];
+    for (sev, field, value, default) in [
+        (Severity::Critical, "remediation.critical", r.critical, "4h"),
+        (Severity::High, "remediation.high", r.high, "24h"),
+        (Severity::Medium, "remediation.medium", r.medium, "72h"),
+        (Severity::Low, "remediation.low", r.low, "7d"),
+    ] {
+        let ms = parse_duration_ms(field, value.as_deref().unwrap_or(default))?;
+        if ms <= 0 {
+            return Err(invalid(field, "must be longer than zero"));
+        }
+        remediation_ms[sev as usize] = ms;
+    }
+    Ok(remediation_ms)
+}
+
+/// `[rules.<RULE_ID>]`: the contract's defaults, overridden per rule.
+fn rules_config(raw: BTreeMap<String, RawRule>) -> Result<Vec<RuleConfig>, ConfigError> {
+    let mut rules: Vec<RuleConfig> = Rule::ALL
+        .iter()
+        .map(|r| RuleConfig::default_of(*r))
+        .collect();
+    for (name, rr) in raw {
+        let rule = Rule::parse(&name).ok_or_else(|| {
+            invalid(
+                format!("rules.{name}"),
+                format!(
+                    "unknown rule id; the rules are {}",
+                    Rule::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let c = &mut rules[rule.index()];
+        if let Some(e) = rr.enabled {
+            c.enabled = e;
+        }
+        if let Some(s) = rr.sla {
+            c.sla_ms = parse_duration_ms(&format!("rules.{name}.sla"), &s)?;
+        }
+        if let Some(s) = rr.severity {
+            c.severity = parse_severity(&format!("rules.{name}.severity"), &s)?;
+        }
+        if let Some(s) = rr.elevated_severity {
+            c.elevated_severity = parse_severity(&format!("rules.{name}.elevated_severity"), &s)?;
+        }
+        if c.elevated_severity < c.severity {
+            return Err(invalid(
+                format!("rules.{name}.elevated_severity"),
+                format!(
+                    "{} is below the base severity {}; raise it or lower `severity`",
+                    c.elevated_severity, c.severity
+                ),
+            ));
+        }
+    }
+    Ok(rules)
+}
+
+/// `[storm]`: the SOURCE_STORM guard, switched off with its rule.
+fn storm_config(s: RawStorm, rules: &[RuleConfig]) -> Result<StormConfig, ConfigError> {
+    let storm_enabled = s.enabled.unwrap_or(true);
+    let fraction = s.fraction.unwrap_or(0.05);
+    if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
+        return Err(invalid(
+            "storm.fraction",
+            format!("{fraction} is not between 0 and 1"),
+        ));
+    }
+    let window_ms = parse_duration_ms("storm.window", s.window.as_deref().unwrap_or("5m"))?;
+    if window_ms <= 0 {
+        return Err(invalid("storm.window", "must be longer than zero"));
+    }
+    let max_hold_ms = parse_duration_ms("storm.max_hold", s.max_hold.as_deref().unwrap_or("24h"))?;
+    if max_hold_ms < window_ms {
+        return Err(invalid("storm.max_hold", "must be at least storm.window"));
+    }
+    let storm = StormConfig {
+        enabled: storm_enabled && rules[Rule::SourceStorm.index()].enabled,
+        min_workers: s.min_workers.unwrap_or(50),
+        fraction,
+        window_ms,
+        max_hold_ms,
+        severity: match s.severity {
+            Some(v) => parse_severity("storm.severity", &v)?,
+            None => rules[Rule::SourceStorm.index()].severity,
+        },
+    };
+    if storm.min_workers == 0 {
+        return Err(invalid("storm.min_workers", "must be at least 1"));
+    }
+    Ok(storm)
+}
+
+/// `[admin]`: where the port listens and the token of its `/v1` queries.
+fn admin_config(
+    a: RawAdmin,
+) -> Result<(Option<std::net::SocketAddr>, Option<AdminToken>), ConfigError> {
+    let admin_listen = match a.listen.as_deref().map(str::trim) {
+        Some("off") => None,
+        other => {
+            let text = other.unwrap_or("127.0.0.1:9464");
+            Some(listen_addr(text).map_err(|why| {
+                invalid(
+                    "admin.listen",
+                    format!("`{text}` {why} (write host:port, e.g. 127.0.0.1:9464, localhost:9464, or 0.0.0.0:9464 to listen on every interface; or `off`)"),
+                )
+            })?)
+        }
+    };
+    let admin_token = match a.token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() < 16 => return Err(invalid(
+            "admin.token",
+            "is shorter than 16 characters; use a long random string (e.g. `openssl rand -hex 32`)",
+        )),
+        Some(t) => Some(AdminToken(t.to_string())),
+    };
+    Ok((admin_listen, admin_token))
+}
+
+/// `[output]`: the findings topic's encoding; whether its Avro schema id
+/// was given (else the registry is asked at start).
+fn output_config(
+    o: RawOutput,
+    schemas: &SchemasConfig,
+) -> Result<(crate::model::encoding::Encoding, bool), ConfigError> {
+    let output_schema_id_given = o.avro_schema_id.is_some();
+    let output = {
+        let name = o.encoding.as_deref().unwrap_or("json");
+        let enc = crate::model::encoding::Encoding::parse(name, o.avro_schema_id)
+            .map_err(|e| invalid("output.encoding", e))?;
+        if name == "avro" && o.avro_schema_id.is_none() && schemas.registry_url.is_none() {
+            return Err(invalid(
+                "output.avro_schema_id",
+                "is needed with encoding = \"avro\" when no schemas.registry_url is set: the id under which schemas/finding.avsc is registered (the Confluent header carries it); or set schemas.registry_url and driftwatch registers it under `<findings topic>-value` at start",
+            ));
+        }
+        enc
+    };
+    Ok((output, output_schema_id_given))
+}
+
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
-        let t = raw.topics;
-        let topics = Topics {
-            hr: topic_list("topics.hr", t.hr, "hr.worker-events")?,
-            directory: topic_list("topics.directory", t.directory, "directory.account-changes")?,
-            app: topic_list("topics.app", t.app, "app.entitlement-changes")?,
-            findings: t
-                .findings
-                .unwrap_or_else(|| "identity.drift-findings".into()),
-            dead_letter: t
-                .dead_letter
-                .unwrap_or_else(|| "driftwatch.dead-letter".into()),
-        };
-        for (field, name) in [
-            ("topics.findings", &topics.findings),
-            ("topics.dead_letter", &topics.dead_letter),
-        ] {
-            if !valid_topic(name) {
-                return Err(invalid(
-                    field,
-                    format!("`{name}` is not a valid Kafka topic name"),
-                ));
-            }
-        }
-        let mut seen = BTreeMap::new();
-        for (field, list) in [
-            ("topics.hr", &topics.hr),
-            ("topics.directory", &topics.directory),
-            ("topics.app", &topics.app),
-        ] {
-            for name in list {
-                if let Some(other) = seen.insert(name.clone(), field) {
-                    return Err(invalid(
-                        field,
-                        format!("topic `{name}` is also listed in `{other}`; each input topic belongs to one family"),
-                    ));
-                }
-            }
-        }
-        for (field, name) in [
-            ("topics.findings", &topics.findings),
-            ("topics.dead_letter", &topics.dead_letter),
-        ] {
-            if let Some(other) = seen.get(name) {
-                return Err(invalid(
-                    field,
-                    format!("`{name}` is an input topic in `{other}`; findings and dead letters need their own topics"),
-                ));
-            }
-        }
+        let topics = topics_config(raw.topics)?;
 
         let governance_team = raw
             .owners
@@ -148,31 +331,7 @@ impl TryFrom<RawConfig> for Config {
         let it = team("owners.it", raw.owners.it, "it-identity")?;
         let default_app = team("owners.default_app", raw.owners.default_app, "app-owners")?;
 
-        let mut apps = BTreeMap::new();
-        for (id, app) in raw.apps {
-            let field = format!("apps.{id}");
-            let owner = team(
-                &field,
-                Some(RawTeam {
-                    team: app.team,
-                    contact: app.contact,
-                }),
-                "",
-            )?;
-            if app.approvers.iter().any(|a| a.trim().is_empty()) {
-                return Err(invalid(
-                    format!("{field}.approvers"),
-                    "holds an empty worker_id",
-                ));
-            }
-            apps.insert(
-                id,
-                AppOwner {
-                    owner,
-                    approvers: app.approvers,
-                },
-            );
-        }
+        let apps = apps_config(raw.apps)?;
 
         let escalation_target: Arc<str> = raw
             .escalation
@@ -185,96 +344,11 @@ impl TryFrom<RawConfig> for Config {
             .map(Into::into)
             .unwrap_or_else(|| escalation_target.clone());
 
-        let r = raw.remediation;
-        let mut remediation_ms = [0i64; 4];
-        for (sev, field, value, default) in [
-            (Severity::Critical, "remediation.critical", r.critical, "4h"),
-            (Severity::High, "remediation.high", r.high, "24h"),
-            (Severity::Medium, "remediation.medium", r.medium, "72h"),
-            (Severity::Low, "remediation.low", r.low, "7d"),
-        ] {
-            let ms = parse_duration_ms(field, value.as_deref().unwrap_or(default))?;
-            if ms <= 0 {
-                return Err(invalid(field, "must be longer than zero"));
-            }
-            remediation_ms[sev as usize] = ms;
-        }
+        let remediation_ms = remediation_config(raw.remediation)?;
 
-        let mut rules: Vec<RuleConfig> = Rule::ALL
-            .iter()
-            .map(|r| RuleConfig::default_of(*r))
-            .collect();
-        for (name, rr) in raw.rules {
-            let rule = Rule::parse(&name).ok_or_else(|| {
-                invalid(
-                    format!("rules.{name}"),
-                    format!(
-                        "unknown rule id; the rules are {}",
-                        Rule::ALL
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?;
-            let c = &mut rules[rule.index()];
-            if let Some(e) = rr.enabled {
-                c.enabled = e;
-            }
-            if let Some(s) = rr.sla {
-                c.sla_ms = parse_duration_ms(&format!("rules.{name}.sla"), &s)?;
-            }
-            if let Some(s) = rr.severity {
-                c.severity = parse_severity(&format!("rules.{name}.severity"), &s)?;
-            }
-            if let Some(s) = rr.elevated_severity {
-                c.elevated_severity =
-                    parse_severity(&format!("rules.{name}.elevated_severity"), &s)?;
-            }
-            if c.elevated_severity < c.severity {
-                return Err(invalid(
-                    format!("rules.{name}.elevated_severity"),
-                    format!(
-                        "{} is below the base severity {}; raise it or lower `severity`",
-                        c.elevated_severity, c.severity
-                    ),
-                ));
-            }
-        }
+        let rules = rules_config(raw.rules)?;
 
-        let s = raw.storm;
-        let storm_enabled = s.enabled.unwrap_or(true);
-        let fraction = s.fraction.unwrap_or(0.05);
-        if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
-            return Err(invalid(
-                "storm.fraction",
-                format!("{fraction} is not between 0 and 1"),
-            ));
-        }
-        let window_ms = parse_duration_ms("storm.window", s.window.as_deref().unwrap_or("5m"))?;
-        if window_ms <= 0 {
-            return Err(invalid("storm.window", "must be longer than zero"));
-        }
-        let max_hold_ms =
-            parse_duration_ms("storm.max_hold", s.max_hold.as_deref().unwrap_or("24h"))?;
-        if max_hold_ms < window_ms {
-            return Err(invalid("storm.max_hold", "must be at least storm.window"));
-        }
-        let storm = StormConfig {
-            enabled: storm_enabled && rules[Rule::SourceStorm.index()].enabled,
-            min_workers: s.min_workers.unwrap_or(50),
-            fraction,
-            window_ms,
-            max_hold_ms,
-            severity: match s.severity {
-                Some(v) => parse_severity("storm.severity", &v)?,
-                None => rules[Rule::SourceStorm.index()].severity,
-            },
-        };
-        if storm.min_workers == 0 {
-            return Err(invalid("storm.min_workers", "must be at least 1"));
-        }
+        let storm = storm_config(raw.storm, &rules)?;
 
         let dedup_capacity = raw.state.dedup_capacity.unwrap_or(1_000_000);
         if dedup_capacity == 0 {
@@ -298,28 +372,7 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let kafka = kafka_config(raw.kafka)?;
-        let admin_listen = match raw.admin.listen.as_deref().map(str::trim) {
-            Some("off") => None,
-            other => {
-                let text = other.unwrap_or("127.0.0.1:9464");
-                Some(listen_addr(text).map_err(|why| {
-                    invalid(
-                        "admin.listen",
-                        format!("`{text}` {why} (write host:port, e.g. 127.0.0.1:9464, localhost:9464, or 0.0.0.0:9464 to listen on every interface; or `off`)"),
-                    )
-                })?)
-            }
-        };
-        let admin_token = match raw.admin.token.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(t) if t.len() < 16 => {
-                return Err(invalid(
-                    "admin.token",
-                    "is shorter than 16 characters; use a long random string (e.g. `openssl rand -hex 32`)",
-                ))
-            }
-            Some(t) => Some(AdminToken(t.to_string())),
-        };
+        let (admin_listen, admin_token) = admin_config(raw.admin)?;
         let shutdown_timeout_ms = parse_duration_ms(
             "detector.shutdown_timeout",
             raw.detector.shutdown_timeout.as_deref().unwrap_or("30s"),
@@ -332,22 +385,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let schemas = schemas_config(raw.schemas)?;
 
-        let output_schema_id_given = raw.output.avro_schema_id.is_some();
-        let output = {
-            let name = raw.output.encoding.as_deref().unwrap_or("json");
-            let enc = crate::model::encoding::Encoding::parse(name, raw.output.avro_schema_id)
-                .map_err(|e| invalid("output.encoding", e))?;
-            if name == "avro"
-                && raw.output.avro_schema_id.is_none()
-                && schemas.registry_url.is_none()
-            {
-                return Err(invalid(
-                    "output.avro_schema_id",
-                    "is needed with encoding = \"avro\" when no schemas.registry_url is set: the id under which schemas/finding.avsc is registered (the Confluent header carries it); or set schemas.registry_url and driftwatch registers it under `<findings topic>-value` at start",
-                ));
-            }
-            enc
-        };
+        let (output, output_schema_id_given) = output_config(raw.output, &schemas)?;
 
         let max_message_bytes = raw
             .detector

@@ -25,6 +25,7 @@ use crate::detect::merge::{Merge, Timed};
 use crate::model::event::{Envelope, Origin};
 use crate::model::finding::Finding;
 use crate::model::time::Ts;
+use crate::ops::metrics::{OwnerBook, TeamLabels};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -219,7 +220,19 @@ async fn run(
     consumer.resume(&tpl)?;
 
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
-    let restored_open = engine.open_findings();
+    // What the restore found open or escalated, for the open-findings gauges.
+    let restored_open = crate::ops::query::open_findings(
+        std::iter::once(&**engine.store()),
+        &crate::ops::query::FindingFilter {
+            status: None,
+            rule: None,
+            severity: None,
+            worker_id: None,
+            limit: usize::MAX,
+            after: None,
+        },
+    )
+    .0;
     shared
         .stats
         .stores
@@ -555,13 +568,14 @@ fn ingest(
 }
 
 /// Waits for each batch's acknowledgements in order, then marks its offsets
-/// done. Keeps the open-findings gauge for the partition, starting from
-/// what the restore found open, and takes it back when the task ends.
+/// done. Keeps the open-findings gauges for the partition (by rule and
+/// severity, and by owner in an [`OwnerBook`]), starting from what the
+/// restore found open, and takes them back when the task ends.
 async fn confirm_batches(
     shared: Arc<Shared>,
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
-    restored_open: Vec<(crate::detect::rules::Rule, crate::model::finding::Severity)>,
+    restored_open: Vec<Finding>,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();
     let metrics = &shared.stats.metrics;
@@ -569,10 +583,15 @@ async fn confirm_batches(
         (crate::detect::rules::Rule, crate::model::finding::Severity),
         i64,
     > = std::collections::HashMap::new();
-    for k in restored_open {
-        *open.entry(k).or_default() += 1;
-        metrics.open(k.0, k.1, 1);
+    // Dropped when the task ends, on every path: the partition's share of
+    // the owner gauges is taken back with it.
+    let mut owners = OwnerBook::new(metrics, TeamLabels::of(&cfg));
+    for f in &restored_open {
+        *open.entry((f.rule, f.severity)).or_default() += 1;
+        metrics.open(f.rule, f.severity, 1);
+        owners.restored(f);
     }
+    drop(restored_open);
     let result = async {
         while let Some(batch) = batches.recv().await {
             for (delivery, output) in batch.deliveries {
@@ -587,6 +606,7 @@ async fn confirm_batches(
                             *open.entry((f.rule, f.severity)).or_default() += delta;
                             metrics.open(f.rule, f.severity, delta);
                         }
+                        owners.acknowledged(&f);
                         shared.stats.record(f);
                     }
                     Output::DeadLetter => {
@@ -611,6 +631,7 @@ async fn confirm_batches(
     for ((rule, severity), n) in open {
         metrics.open(rule, severity, -n);
     }
+    drop(owners);
     result
 }
 

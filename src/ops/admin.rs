@@ -11,6 +11,7 @@
 //! `/metrics`, `/healthz` and `/readyz` stay open for probes and scrapers.
 
 use super::live::LiveStats;
+use super::query::percent_encode;
 use crate::model::event::Key;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -196,7 +197,7 @@ async fn findings(
             pairs.push(("after".into(), last.finding_id.clone()));
             let q: String = pairs
                 .iter()
-                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
             serde_json::Value::String(format!("/v1/findings?{q}"))
@@ -252,18 +253,6 @@ fn decode(s: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The admin routes, for the log line that says where they are.

@@ -96,6 +96,20 @@ pub fn worker_view(key: &Key, st: &WorkerState) -> Value {
     })
 }
 
+/// Percent-encodes a path segment or a query value (RFC 3986 unreserved
+/// characters stay as they are).
+pub fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Which findings a query wants, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindingFilter {

@@ -230,7 +230,7 @@ pub fn from_instance(admin: &str, worker_id: &str, token: Option<&str>) -> Resul
         let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
         serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
     };
-    let id = encode(worker_id);
+    let id = crate::ops::query::percent_encode(worker_id);
     let worker = get(format!("{base}/v1/workers/{id}"))?;
     if worker.get("error").is_some() {
         return Err(s(&worker["error"]));
@@ -273,17 +273,4 @@ pub fn from_instance(admin: &str, worker_id: &str, token: Option<&str>) -> Resul
         "state": worker["state"],
         "findings": findings,
     }))
-}
-
-/// Percent-encodes a path segment or query value.
-fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -8,15 +8,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 async fn get(stats: &Arc<LiveStats>, path: &str) -> (StatusCode, String) {
-    let resp = router(stats.clone(), driftwatch::ops::admin::Access::Loopback)
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    get_with(stats, driftwatch::ops::admin::Access::Loopback, path, None).await
 }
 
 #[tokio::test]

@@ -255,28 +255,21 @@ fn an_unreachable_cluster_is_one_error_that_names_it() {
 
 #[test]
 fn replay_until_is_the_state_as_of_that_time() {
-    // An orphan account on the 3rd (ORPHAN_ACCOUNT an hour later), a hire
-    // with an account, and the worker's termination on the 10th.
-    let dir = std::env::temp_dir().join(crate::harness::unique("until"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("hr.worker-events.jsonl"),
-        concat!(
-            r#"{"event_id":"h1","event_type":"HIRE","occurred_at":"2026-11-03T09:00:00Z","effective_at":"2026-11-03T09:00:00Z","source_system":"workday","worker_id":"W000042","worker_type":"EMPLOYEE","department":"Sales"}"#,
-            "\n",
-            r#"{"event_id":"h2","event_type":"TERMINATION","occurred_at":"2026-11-10T17:00:00Z","effective_at":"2026-11-10T17:00:00Z","source_system":"workday","worker_id":"W000042","worker_type":"EMPLOYEE","department":"Sales"}"#,
-            "\n",
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("directory.account-changes.jsonl"),
+    // A hire with an account on the 3rd and the worker's termination on
+    // the 10th, and an orphan account on the 3rd (ORPHAN_ACCOUNT an hour
+    // later).
+    let dir = crate::explain::leaver_dumps("until");
+    let mut dir_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("directory.account-changes.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut dir_file,
         concat!(
             r#"{"event_id":"d0","event_type":"ACCOUNT_CREATED","occurred_at":"2026-11-03T09:00:00Z","directory":"entra","account_id":"stray","worker_id":null,"account_kind":"HUMAN","owner_worker_id":null,"enabled":true,"privileged":false}"#,
             "\n",
-            r#"{"event_id":"d1","event_type":"ACCOUNT_CREATED","occurred_at":"2026-11-03T09:05:00Z","directory":"entra","account_id":"u000042","worker_id":"W000042","account_kind":"HUMAN","owner_worker_id":null,"enabled":true,"department":"Sales","privileged":false}"#,
-            "\n",
-        ),
+        )
+        .as_bytes(),
     )
     .unwrap();
     let input = dir.to_str().unwrap().to_string();
@@ -580,11 +573,7 @@ async fn assignments_are_logged_and_a_member_without_partitions_warns() {
         assert!(
             Instant::now() < deadline,
             "no member warned:\n{}",
-            detectors
-                .iter()
-                .map(|d| d.log_text())
-                .collect::<Vec<_>>()
-                .join("\n----\n")
+            crate::harness::joined_logs(&detectors)
         );
         std::thread::sleep(Duration::from_millis(200));
     };

@@ -4,7 +4,13 @@
 use std::process::Command;
 
 fn dumps() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("driftwatch-explain-{}", std::process::id()));
+    leaver_dumps("explain")
+}
+
+/// A hire on the 3rd with an enabled directory account, and the worker's
+/// termination on the 10th, as dumps in a directory of their own.
+pub(crate) fn leaver_dumps(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(crate::harness::unique(name));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("hr.worker-events.jsonl"),

@@ -663,11 +663,7 @@ max_task_idle = "60s"
             assert!(
                 Instant::now() < deadline,
                 "detectors did not catch up: {behind:?}\n{}",
-                detectors
-                    .iter()
-                    .map(|d| d.log_text())
-                    .collect::<Vec<_>>()
-                    .join("\n----\n")
+                joined_logs(detectors.iter().map(|d| &**d))
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -724,6 +720,15 @@ pub struct Record {
     pub offset: i64,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
+}
+
+/// The logs of several detectors, one after the other.
+pub fn joined_logs<'a>(detectors: impl IntoIterator<Item = &'a Detector>) -> String {
+    detectors
+        .into_iter()
+        .map(Detector::log_text)
+        .collect::<Vec<_>>()
+        .join("\n----\n")
 }
 
 /// A `driftwatch run` child process.

@@ -361,9 +361,9 @@ async fn run(
         if !passed_over.is_empty() && !forcing {
             let lagging: Vec<&str> = passed_over.iter().map(|&q| &*topics[q].name).collect();
             tracing::warn!(
-                lagging = ?lagging,
                 buffered = merge.len(),
-                "input topics lag: applying the others' records without waiting for them (kafka.max_task_idle); order across topics may differ from a replay"
+                "input topics lag ({}): applying the others' records without waiting for them (kafka.max_task_idle); order across topics may differ from a replay",
+                lagging.join(", ")
             );
             shared.stats.metrics.merge_forced.inc();
         }

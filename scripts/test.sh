@@ -17,12 +17,15 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
 
-# fastavro, the independent Avro reader of the finding encoding tests.
+# The independent readers of the finding encoding tests: fastavro for Avro,
+# jsonschema for OCSF, and the pinned package the OCSF schema fixture is
+# generated from (scripts/ocsf-schema.py --check compares).
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/driftwatch-test-venv"
-if ! "$venv/bin/python" -c "import fastavro" 2>/dev/null; then
-  echo "== installing fastavro into $venv"
+ocsf_req="$(python3 scripts/ocsf-schema.py --requirement)"
+if ! "$venv/bin/python" -c "import fastavro, jsonschema, importlib.metadata as m; assert m.version('${ocsf_req%%==*}') == '${ocsf_req#*==}'" 2>/dev/null; then
+  echo "== installing fastavro, jsonschema and $ocsf_req into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q fastavro
+  "$venv/bin/pip" install -q fastavro "jsonschema>=4.18,<5" "$ocsf_req"
 fi
 export DRIFTWATCH_PYTHON="$venv/bin/python"
 

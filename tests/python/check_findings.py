@@ -2,11 +2,18 @@
 """Independent readers for driftwatch's finding encodings.
 
     check_findings.py json  FILE   # contract JSON lines
-    check_findings.py ocsf  FILE   # OCSF 1.3 Detection Finding JSON lines
+    check_findings.py ocsf  FILE   # OCSF Detection Finding JSON lines (jsonschema)
     check_findings.py ocf   FILE   # Avro object container file (fastavro)
     check_findings.py framed FILE  # hex lines of Confluent-framed Avro (fastavro)
 
 Exits non-zero with the first problem found; prints how many were read.
+
+OCSF records are validated as a SIEM that validates by declared version
+would: each record's `metadata.version` and `metadata.profiles` select the
+JSON Schema generated from that OCSF release for exactly those profiles,
+committed under tests/fixtures/ocsf/<version>/ (scripts/ocsf-schema.py
+makes it), and the record must satisfy it. A version or profile set with
+no committed schema is an error.
 """
 import io
 import json
@@ -49,38 +56,96 @@ def check_contract(rec, where):
                 fail(f"{where}: evidence lacks {k}")
 
 
-# OCSF 1.3 Detection Finding (class_uid 2004): required attributes of the
-# class and of the objects it requires.
-OCSF_REQUIRED = ["activity_id", "category_uid", "class_uid", "finding_info", "metadata",
-                 "severity_id", "time", "type_uid"]
+# OCSF Detection Finding (class_uid 2004): the JSON Schemas of the OCSF
+# releases the encoder may declare, by version.
+OCSF_FIXTURES = ROOT / "tests" / "fixtures" / "ocsf"
 
 
-def check_ocsf(rec, where):
-    for k in OCSF_REQUIRED:
-        if k not in rec:
-            fail(f"{where}: OCSF required attribute {k} missing")
+def ocsf_schemas():
+    """{version: (profiles, validator)} of the committed schemas."""
+    from urllib.parse import parse_qs, urlparse
+    import jsonschema
+
+    out = {}
+    for path in sorted(OCSF_FIXTURES.glob("*/detection_finding.schema.json")):
+        schema = json.load(open(path, encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        # $id: https://schema.ocsf.io/schema/<version>/classes/detection_finding?profiles=a,b
+        url = urlparse(schema["$id"])
+        version = url.path.strip("/").split("/")[1]
+        if version != path.parent.name:
+            fail(f"{path}: $id says OCSF {version}")
+        profiles = frozenset(p for p in parse_qs(url.query).get("profiles", [""])[0].split(",") if p)
+        out[version] = (profiles, jsonschema.Draft202012Validator(schema))
+    if not out:
+        fail(f"no OCSF schema under {OCSF_FIXTURES}")
+    return out
+
+
+def ocsf_errors(rec, schemas):
+    """What is wrong with one OCSF record against the schema of the version
+    and profiles it declares, as messages (none when it is valid)."""
+    md = rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}
+    version = md.get("version")
+    if version not in schemas:
+        return [f"declares OCSF {version!r}, for which no schema is committed "
+                f"(tests/fixtures/ocsf has {', '.join(sorted(schemas))})"]
+    known, validator = schemas[version]
+    declared = md.get("profiles", [])
+    if not isinstance(declared, list) or frozenset(declared) != known or len(set(declared)) != len(declared):
+        return [f"declares profiles {declared}; the OCSF {version} schema is for {sorted(known)}"]
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+            for e in sorted(validator.iter_errors(rec), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def check_ocsf(rec, where, schemas):
+    errors = ocsf_errors(rec, schemas)
+    if errors:
+        fail(f"{where}: not valid OCSF: " + "; ".join(errors[:5])
+             + (f"; and {len(errors) - 5} more" if len(errors) > 5 else ""))
+    # What the schema cannot say: driftwatch's mapping of the lifecycle.
     if rec["class_uid"] != 2004 or rec["category_uid"] != 2:
         fail(f"{where}: not a Detection Finding")
     if rec["activity_id"] not in (1, 2, 3):
         fail(f"{where}: activity_id {rec['activity_id']}")
     if rec["type_uid"] != 200400 + rec["activity_id"]:
         fail(f"{where}: type_uid {rec['type_uid']}")
-    if rec["severity_id"] not in (0, 1, 2, 3, 4, 5, 6, 99):
-        fail(f"{where}: severity_id {rec['severity_id']}")
-    if not isinstance(rec["time"], int):
-        fail(f"{where}: time is not a timestamp in ms")
+    status = {1: 1, 2: 2, 3: 4}[rec["activity_id"]]
+    if rec.get("status_id") != status:
+        fail(f"{where}: status_id {rec.get('status_id')} for activity {rec['activity_id']}")
     fi = rec["finding_info"]
     for k in ("uid", "title"):
         if not fi.get(k):
             fail(f"{where}: finding_info.{k} missing")
-    md = rec["metadata"]
-    if not md.get("version") or not md.get("product", {}).get("name") or not md["product"].get("vendor_name"):
-        fail(f"{where}: metadata.version / product.name / product.vendor_name missing")
-    status = {1: 1, 2: 2, 3: 4}[rec["activity_id"]]
-    if rec.get("status_id") != status:
-        fail(f"{where}: status_id {rec.get('status_id')} for activity {rec['activity_id']}")
-    if "incident" in md.get("profiles", []) and not rec.get("assignee_group", {}).get("name"):
-        fail(f"{where}: incident profile without assignee_group.name")
+    if not rec.get("assignee_group", {}).get("name"):
+        fail(f"{where}: no assignee_group.name (the contributing team)")
+    if not rec.get("remediation", {}).get("desc"):
+        fail(f"{where}: no remediation.desc")
+
+
+def check_schema_bites(rec, schemas):
+    """The validation is not vacuous: changes of a valid record that a
+    SIEM validating by declared version rejects are rejected here."""
+    import copy
+
+    def changed(f):
+        r = copy.deepcopy(rec)
+        f(r)
+        return r
+
+    probes = {
+        "an attribute the class does not define": lambda r: r.update(assignee_team={"name": "x"}),
+        "a declared version without its schema": lambda r: r["metadata"].update(version="1.3.0"),
+        "a profile the schema was not made for": lambda r: r["metadata"].update(
+            profiles=r["metadata"]["profiles"] + ["cloud"]),
+        "a required attribute missing": lambda r: r["finding_info"].pop("uid"),
+        "a value outside an enum": lambda r: r.update(severity_id=7),
+        "a wrong type": lambda r: r.update(time=str(r["time"])),
+        "an unknown attribute in an object": lambda r: r["metadata"]["product"].update(team="x"),
+    }
+    for what, f in probes.items():
+        if not ocsf_errors(changed(f), schemas):
+            fail(f"the OCSF schema accepts {what}")
 
 
 def lines(path):
@@ -90,6 +155,8 @@ def lines(path):
 
 
 def main():
+    if len(sys.argv) != 3:
+        fail("usage: check_findings.py json|ocsf|ocf|framed FILE")
     kind, path = sys.argv[1], sys.argv[2]
     count = 0
     if kind == "json":
@@ -97,9 +164,17 @@ def main():
             check_contract(json.loads(line), f"{path}:{n}")
             count += 1
     elif kind == "ocsf":
+        schemas = ocsf_schemas()
+        first = None
         for n, line in lines(path):
-            check_ocsf(json.loads(line), f"{path}:{n}")
+            rec = json.loads(line)
+            check_ocsf(rec, f"{path}:{n}", schemas)
+            first = first or rec
             count += 1
+        if first:
+            check_schema_bites(first, schemas)
+            version = first["metadata"]["version"]
+            kind = f"ocsf {version} ({', '.join(sorted(schemas[version][0]))})"
     else:
         import fastavro
         schema = fastavro.parse_schema(json.load(open(ROOT / "schemas" / "finding.avsc")))

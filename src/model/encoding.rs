@@ -8,7 +8,7 @@ pub enum Encoding {
     /// Avro against `schemas/finding.avsc`; on topics Confluent-framed with
     /// this schema id.
     Avro { schema_id: u32 },
-    /// OCSF 1.3 Detection Finding JSON.
+    /// OCSF Detection Finding JSON (the version is `codec::output::OCSF_VERSION`).
     Ocsf,
 }
 

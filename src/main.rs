@@ -195,6 +195,37 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// How each contributing owner performs against its remediation deadlines over a period, per team and rule, from finding transitions: a replay output (--input FILE) or the findings topic (--kafka).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "kafka"])))]
+    Report {
+        /// JSON lines of finding transitions, as `replay --output` writes them; `-` for standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Read the findings topic (topics.findings; JSON or Confluent-framed Avro) from its beginning to its end at start; no consumer group commits anything.
+        #[arg(long)]
+        kafka: bool,
+        /// With --kafka: overrides kafka.bootstrap_servers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Start of the period (RFC 3339, event time: detected_at, transitioned_at), included (default: the first finding read).
+        #[arg(long, value_parser = parse_ts)]
+        from: Option<Ts>,
+        /// End of the period, excluded; findings open then are counted as open at the end (default: after everything read).
+        #[arg(long, value_parser = parse_ts)]
+        to: Option<Ts>,
+        /// markdown (for the governance review), csv (a row per team and rule) or html (one self-contained page, a chart per team).
+        #[arg(long, default_value = "markdown", value_parser = ["markdown", "csv", "html"])]
+        format: String,
+        /// The oldest open findings listed per team.
+        #[arg(long, default_value_t = 10)]
+        oldest: usize,
+        /// Output file; `-` or absent for standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// With --kafka: configuration file (default: the built-in config/driftwatch.toml); its [topics] and [kafka] are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration (file plus DRIFTWATCH_* environment overrides) and print the effective config with secrets redacted.
     CheckConfig {
         /// Configuration file (default: the built-in config/driftwatch.toml).
@@ -742,6 +773,90 @@ fn run() -> Result<()> {
             } else {
                 print!("{}", driftwatch::tools::explain::render_text(&value));
             }
+        }
+        Command::Report {
+            input,
+            kafka,
+            bootstrap_servers,
+            from,
+            to,
+            format,
+            oldest,
+            output,
+            config,
+        } => {
+            use driftwatch::tools::report;
+            if !kafka {
+                only_with(
+                    "--kafka",
+                    &[
+                        ("--bootstrap-servers", bootstrap_servers.is_some()),
+                        ("--config", config.is_some()),
+                    ],
+                )?;
+            }
+            if let (Some(f), Some(t)) = (from, to) {
+                if f >= t {
+                    anyhow::bail!("--from {f} is not before --to {t}: the period would be empty");
+                }
+            }
+            let mut collector = report::Collector::new();
+            let source = if kafka {
+                let mut cfg = load_config(config.as_ref())?;
+                if let Some(b) = bootstrap_servers {
+                    cfg.kafka.bootstrap_servers = b;
+                }
+                let read = report::kafka::read_findings(&cfg, |t| collector.add(t))?;
+                let mut source = format!(
+                    "{} ({} of {})",
+                    read.topic,
+                    plural(read.records, "record"),
+                    plural(read.partitions as u64, "partition")
+                );
+                if read.undecodable > 0 {
+                    source.push_str(&format!(
+                        "; {} neither JSON nor Avro findings left out",
+                        plural(read.undecodable, "record")
+                    ));
+                }
+                source
+            } else {
+                let input = input.expect("clap requires --input or --kafka");
+                let bad = if input.as_os_str() == "-" {
+                    report::read_lines(std::io::stdin().lock(), &mut collector)
+                } else {
+                    let file = std::fs::File::open(&input)
+                        .with_context(|| format!("cannot open {}", input.display()))?;
+                    report::read_lines(std::io::BufReader::new(file), &mut collector)
+                }
+                .with_context(|| input.display().to_string())?;
+                for b in bad.iter().take(10) {
+                    say!("{}:{}: skipped: {}", input.display(), b.line, b.error);
+                }
+                let mut source = input.display().to_string();
+                if !bad.is_empty() {
+                    source.push_str(&format!(
+                        "; {} not a finding transition skipped",
+                        plural(bad.len() as u64, "line")
+                    ));
+                }
+                source
+            };
+            let opts = report::ReportOptions { from, to, oldest };
+            let r = collector.report(&opts);
+            let text = report::render::render(&r, &format).expect("clap checks --format");
+            let mut out = sink(output.as_ref())?;
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write the report")?;
+            say!(
+                "report of {}: {} ({} ignored) of {}; {} with findings in the period",
+                source,
+                plural(r.transitions, "finding transition"),
+                plural(r.duplicates, "duplicate"),
+                plural(r.findings as u64, "finding"),
+                plural(r.teams.len() as u64, "team")
+            );
         }
         Command::CheckConfig { config } => {
             let (cfg, table) = Config::load_layered(config.as_deref(), std::env::vars())?;

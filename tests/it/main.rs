@@ -11,6 +11,7 @@ mod kafka;
 mod pipeline;
 mod reliability;
 mod replay;
+mod report;
 mod scenarios;
 mod security;
 mod storm;

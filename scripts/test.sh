@@ -58,5 +58,8 @@ echo "== cargo test --all-targets"
 cargo test --all-targets "$@"
 # The Tansu cases are #[ignore]d so that a plain `cargo test` says they did
 # not run; here the broker is up, and they run.
+# reliability::corpus::tansu is left out: reading its dead-letter topic back
+# spins Tansu 0.6 (RELIABILITY.md, known limits); the mock cluster variant
+# proves the same guarantee, and the case can still be run by name.
 echo "== the Tansu cases"
-cargo test --test it "$@" -- --ignored
+cargo test --test it "$@" -- --ignored --skip reliability::corpus::tansu

@@ -15,6 +15,7 @@
 //!   after it opened.
 
 use crate::config::Config;
+pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{self, Condition, Rule, SubjectRef};
 use crate::detect::state::{push_compact, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::model::event::{Envelope, Event, Key, System};
@@ -28,38 +29,6 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-
-/// Where an episode is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Condition true, SLA not yet expired.
-    Pending,
-    /// SLA expired as part of a SOURCE_STORM's burst: held back, not published.
-    Held,
-    Open,
-    Escalated,
-}
-
-/// One drift episode: one rule on one subject.
-#[derive(Clone, Debug)]
-pub struct Episode {
-    pub rule: Rule,
-    /// Identity of the subject within the key.
-    pub sid: u64,
-    pub since: Ts,
-    /// Stream time the episode began: a condition that ends and holds again
-    /// later is a new episode, and so a new finding, even with the same `since`.
-    pub began: Ts,
-    pub due: Ts,
-    pub phase: Phase,
-    /// Held by a storm that has ended: it opens without being counted again.
-    released: bool,
-    /// Serial of the episode's opening in its rule's storm window (0: none).
-    opening: u64,
-    seen: u64,
-    /// The last published transition, once open.
-    pub finding: Option<Box<Finding>>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {

@@ -9,7 +9,7 @@
 //! - effective time: an HR event whose `effective_at` lies ahead of stream
 //!   time is parked in `scheduled` and applied when stream time reaches it.
 
-use crate::detect::engine::Episode;
+use crate::detect::episode::Episode;
 use crate::model::event::{
     AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, EventType, HrEvent,
     HrEventType, Key, Origin, System, WorkerType,

@@ -42,7 +42,7 @@ use crate::detect::rules::{Condition, Rule};
 use crate::detect::state::{Attrs, Dedup, EvRef, Store};
 use crate::model::event::{Envelope, Event};
 use crate::model::finding::Finding;
-use crate::model::id::{EventId, Sym};
+use crate::model::id::Sym;
 use crate::model::time::Ts;
 use cause::Cause;
 use std::cmp::Reverse;
@@ -243,10 +243,10 @@ impl Engine {
     /// Applies one event; finding transitions are appended to `out`.
     pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
         let Envelope { origin, event } = env;
-        if !self.dedup.insert(event.system(), event.event_id()) {
+        let Some(event_id) = self.dedup.insert(event.system(), event.event_id()) else {
             self.stats.duplicates += 1;
             return;
-        }
+        };
         self.stats.events += 1;
         let t = event.occurred_at();
         if t > self.now {
@@ -258,7 +258,7 @@ impl Engine {
             Event::Directory(e) => self.intern(&e.directory),
             Event::App(e) => self.intern(&e.app_id),
         };
-        let ev = EvRef::new(&origin, EventId::new(event.event_id()), event.kind(), t);
+        let ev = EvRef::new(&origin, event_id, event.kind(), t);
         let cause = Cause {
             system: event.system(),
             scope,

@@ -1,0 +1,175 @@
+use super::*;
+use crate::model::event::{
+    AccountKind, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType, Origin, WorkerType,
+};
+use crate::model::finding::Status;
+use crate::model::id::Topic;
+use crate::model::time::MS_PER_DAY;
+
+/// Applies `event` as the next record of one test topic.
+fn apply_next(engine: &mut Engine, offset: &mut i64, event: Event, out: &mut Vec<Finding>) {
+    *offset += 1;
+    let origin = Origin {
+        topic: Topic::new("engine-test"),
+        partition: 0,
+        offset: *offset,
+    };
+    engine.apply(Envelope { origin, event }, out);
+}
+
+/// Sweeping the timer heap drops the entries of keys no longer waiting
+/// and keeps every one a key still waits for.
+#[test]
+fn timer_sweeps_keep_every_live_timer() {
+    let mut cfg = Config::default_config();
+    cfg.storm.enabled = false;
+    let mut engine = Engine::new(Arc::new(cfg));
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let workers = 3 * MIN_TIMER_SWEEP as i64;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut apply = |engine: &mut Engine, event: Event, out: &mut Vec<Finding>| {
+        apply_next(engine, &mut offset, event, out)
+    };
+    for w in 0..workers {
+        // One event a second: the 24-hour joiner SLA of early workers
+        // expires while later ones are still being hired.
+        let at = t0.plus(w * 1_000);
+        let hire = HrEvent {
+            event_id: format!("h{w}").into(),
+            event_type: HrEventType::Hire,
+            occurred_at: at,
+            effective_at: at,
+            source_system: "workday".into(),
+            worker_id: format!("w{w}").into(),
+            worker_type: WorkerType::Employee,
+            email: None,
+            department: None,
+            title: None,
+            manager_id: None,
+            cost_center: None,
+            contract_end: None,
+        };
+        apply(&mut engine, Event::Hr(hire), &mut out);
+        // Two of three are provisioned at once, leaving a stale timer.
+        if w % 3 != 0 {
+            let account = DirectoryEvent {
+                event_id: format!("d{w}").into(),
+                event_type: DirectoryEventType::AccountCreated,
+                occurred_at: at,
+                directory: "entra".into(),
+                account_id: format!("u{w}").into(),
+                worker_id: Some(format!("w{w}").into()),
+                account_kind: AccountKind::Human,
+                owner_worker_id: None,
+                enabled: Some(true),
+                email: None,
+                department: None,
+                title: None,
+                manager_id: None,
+                group: None,
+                privileged: false,
+                approved_by: None,
+                approval_ref: None,
+                actor: None,
+            };
+            apply(&mut engine, Event::Directory(account), &mut out);
+        }
+    }
+    assert!(
+        engine.timers.len() < workers as usize,
+        "swept: {} entries",
+        engine.timers.len()
+    );
+    engine.advance_to(t0.plus(workers * 1_000 + 2 * MS_PER_DAY), &mut out);
+    let mut opened: Vec<&str> = out
+        .iter()
+        .filter(|f| f.rule == Rule::JoinerNotProvisioned && f.status == Status::Open)
+        .filter_map(|f| f.worker_id.as_deref())
+        .collect();
+    opened.sort_unstable();
+    let mut expected: Vec<String> = (0..workers).step_by(3).map(|w| format!("w{w}")).collect();
+    expected.sort_unstable();
+    assert_eq!(opened.len(), expected.len(), "joiner findings opened");
+    assert!(opened.iter().zip(&expected).all(|(a, b)| a == b));
+}
+
+/// The entry count the engine keeps from what each apply adds (and
+/// each reconcile opens or ends) matches a walk over the whole store,
+/// through a stream of lifecycle scenarios whose episodes open, escalate
+/// and resolve, with timers firing between events.
+#[test]
+fn maintained_entry_count_matches_a_recount() {
+    use crate::tools::generate::Generator;
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = Generator::new(7, 300, t0);
+    let mut engine = Engine::new(Arc::new(Config::default_config()));
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut feed = |engine: &mut Engine, events: Vec<Event>, out: &mut Vec<Finding>| {
+        for event in events {
+            apply_next(engine, &mut offset, event, out);
+        }
+    };
+    feed(&mut engine, g.baseline(), &mut out);
+    let recount =
+        |engine: &Engine| -> usize { engine.store.map().iter().map(|st| st.entries()).sum() };
+    assert_eq!(engine.entries(), recount(&engine));
+    for round in 0..40 {
+        for _ in 0..50 {
+            let batch = g.next_batch(10 * 60_000);
+            feed(&mut engine, batch, &mut out);
+        }
+        engine.advance_to(engine.now().plus(6 * 3_600_000), &mut out);
+        assert_eq!(engine.entries(), recount(&engine), "after round {round}");
+    }
+    let statuses: HashSet<Status> = out.iter().map(|f| f.status).collect();
+    assert!(
+        statuses.contains(&Status::Open) && statuses.contains(&Status::Resolved),
+        "episodes opened and ended: {statuses:?}"
+    );
+}
+/// A quiet engine (a restore) goes through the same transitions into
+/// the same state as one that publishes, and appends nothing; once loud
+/// again, both publish the same from the same input.
+#[test]
+fn a_quiet_engine_reaches_the_same_state_and_publishes_nothing() {
+    use crate::tools::generate::Generator;
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = Generator::new(5, 300, t0);
+    let mut first = g.baseline();
+    for _ in 0..400 {
+        first.extend(g.next_batch(10 * 60_000));
+    }
+    let second: Vec<Event> = (0..200).flat_map(|_| g.next_batch(10 * 60_000)).collect();
+    let cfg = Arc::new(Config::default_config());
+    let (mut loud, mut quiet) = (Engine::new(cfg.clone()), Engine::new(cfg));
+    quiet.set_quiet(true);
+    let feed = |engine: &mut Engine, events: &[Event]| -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for event in events {
+            apply_next(engine, &mut offset, event.clone(), &mut out);
+        }
+        engine.advance_to(engine.now().plus(3 * MS_PER_DAY), &mut out);
+        out
+    };
+    let published = feed(&mut loud, &first);
+    let statuses: HashSet<Status> = published.iter().map(|f| f.status).collect();
+    assert_eq!(
+        statuses.len(),
+        3,
+        "opened, escalated and resolved: {statuses:?}"
+    );
+    assert!(feed(&mut quiet, &first).is_empty());
+    assert_eq!(loud.stats(), quiet.stats());
+    assert_eq!(loud.entries(), quiet.entries());
+    let mut open = (loud.open_findings(), quiet.open_findings());
+    open.0.sort_unstable();
+    open.1.sort_unstable();
+    assert_eq!(open.0, open.1);
+    quiet.set_quiet(false);
+    let (a, b) = (feed(&mut loud, &second), feed(&mut quiet, &second));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}

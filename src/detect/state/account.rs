@@ -1,0 +1,447 @@
+//! Directory and application accounts and their grants (group
+//! memberships, entitlements), and how directory and app events change
+//! them: an older event never overwrites newer account state, attributes
+//! or a grant; an account keeps its count of active privileged grants.
+
+use super::{push_compact, Attrs, EvRef, WorkerState};
+use crate::model::event::{
+    AccountKind, AppEvent, AppEventType, DirectoryEvent, DirectoryEventType, System,
+};
+use crate::model::id::{Name, Sym};
+use crate::model::time::{OptTs, Ts};
+use thin_vec::ThinVec;
+
+/// A grant: a directory group membership or an application entitlement.
+///
+/// Five of these per worker are the largest part of state, so the grant
+/// holds only what every grant needs; recertification, approver and a
+/// later re-assertion are boxed in [`GrantMore`], allocated for the grants
+/// that have them.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub name: Sym,
+    pub privileged: bool,
+    pub active: bool,
+    /// The event that granted it (while active; its time is the grant's)
+    /// or that revoked it.
+    pub ev: EvRef,
+    more: Option<Box<GrantMore>>,
+}
+
+/// The parts of a [`Grant`] most grants never have.
+#[derive(Clone, Debug, Default)]
+struct GrantMore {
+    recertified_at: Option<Ts>,
+    approved_by: Option<Box<str>>,
+    /// The newest event that re-asserted the grant without changing it.
+    touched_at: Option<Ts>,
+}
+
+impl Grant {
+    /// When the grant was (last) granted; meaningful while active.
+    pub fn granted_at(&self) -> Ts {
+        self.ev.occurred_at
+    }
+
+    /// Time of the newest event applied to the grant.
+    pub fn updated_at(&self) -> Ts {
+        let more = self.more.as_deref();
+        [
+            more.and_then(|m| m.touched_at),
+            more.and_then(|m| m.recertified_at),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.ev.occurred_at, Ts::max)
+    }
+
+    pub fn recertified_at(&self) -> Option<Ts> {
+        self.more.as_deref().and_then(|m| m.recertified_at)
+    }
+
+    pub fn approved_by(&self) -> Option<&str> {
+        self.more.as_deref().and_then(|m| m.approved_by.as_deref())
+    }
+
+    fn more(&mut self) -> &mut GrantMore {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn set_approver(&mut self, approved_by: Option<Box<str>>) {
+        if approved_by.is_some() {
+            self.more().approved_by = approved_by;
+        }
+    }
+
+    fn recertify(&mut self, t: Ts, approved_by: Option<Box<str>>) {
+        self.more().recertified_at = Some(t);
+        self.set_approver(approved_by);
+    }
+}
+
+/// Attributes a directory account states, with the event that last set
+/// them (boxed in [`Account`]: application accounts never carry any).
+#[derive(Clone, Debug)]
+pub struct AccountAttrs {
+    pub attrs: Attrs,
+    /// None: the event that set them is the account's `state_ev` (an
+    /// account is usually created with its attributes), held once.
+    ev: Option<Box<EvRef>>,
+}
+
+/// A directory or application account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub system: System,
+    /// The directory or the app_id.
+    pub scope: Sym,
+    pub account_id: Name,
+    pub kind: AccountKind,
+    /// The owner of a non-human account (rare: shared, not inline).
+    pub owner_worker_id: Option<Sym>,
+    pub has_worker_id: bool,
+    pub enabled: bool,
+    pub deleted: bool,
+    pub privileged: bool,
+    /// When the account was last enabled (created enabled, or re-enabled).
+    pub enabled_since: Ts,
+    /// When an enabled account was last disabled or deleted.
+    pub removed_at: OptTs,
+    /// Time of the event that last set enabled/deleted.
+    pub state_at: Ts,
+    pub state_ev: EvRef,
+    pub stated: Option<Box<AccountAttrs>>,
+    pub grants: ThinVec<Grant>,
+    /// Grants both active and privileged, kept by `set_grant` (the only
+    /// place a grant's active or privileged flag changes), so that the
+    /// rules skip the grant list of an account that has none.
+    pub(super) privileged_grants: u32,
+}
+
+static NO_ATTRS: Attrs = Attrs {
+    email: None,
+    department: None,
+    title: None,
+    manager_id: None,
+};
+
+impl Account {
+    /// The attributes the account states (none stated: all empty).
+    pub fn attrs(&self) -> &Attrs {
+        self.stated.as_deref().map_or(&NO_ATTRS, |s| &s.attrs)
+    }
+
+    /// Time of the event that last set the attributes.
+    pub fn attrs_at(&self) -> Ts {
+        self.attrs_ev().map_or(Ts::MIN, |e| e.occurred_at)
+    }
+
+    pub fn attrs_ev(&self) -> Option<&EvRef> {
+        self.stated
+            .as_deref()
+            .map(|s| s.ev.as_deref().unwrap_or(&self.state_ev))
+    }
+
+    pub fn active_grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter().filter(|g| g.active)
+    }
+
+    pub fn has_privileged_grant(&self) -> bool {
+        self.privileged_grants > 0
+    }
+
+    /// Holds access: enabled, or (for app accounts) still holding entitlements.
+    pub fn holds_access(&self) -> bool {
+        !self.deleted
+            && (self.enabled
+                || (self.system == System::App && self.active_grants().next().is_some()))
+    }
+}
+
+impl WorkerState {
+    #[allow(clippy::too_many_arguments)]
+    fn account_entry(
+        &mut self,
+        system: System,
+        scope: &Sym,
+        account_id: &str,
+        kind: AccountKind,
+        has_worker_id: bool,
+        owner: Option<&str>,
+        ev: &EvRef,
+    ) -> (&mut Account, usize) {
+        if let Some(i) = self
+            .accounts
+            .iter()
+            .position(|a| a.system == system && a.scope == *scope && *a.account_id == *account_id)
+        {
+            let a = &mut self.accounts[i];
+            if ev.occurred_at >= a.state_at {
+                a.kind = kind;
+                a.has_worker_id = has_worker_id;
+                if owner.is_some() {
+                    a.owner_worker_id = owner.map(Into::into);
+                }
+            }
+            return (a, 0);
+        }
+        push_compact(
+            &mut self.accounts,
+            Account {
+                system,
+                scope: scope.clone(),
+                account_id: account_id.into(),
+                kind,
+                owner_worker_id: owner.map(Into::into),
+                has_worker_id,
+                enabled: false,
+                deleted: false,
+                privileged: false,
+                enabled_since: ev.occurred_at,
+                removed_at: OptTs::NONE,
+                state_at: Ts::MIN,
+                state_ev: ev.clone(),
+                stated: None,
+                grants: ThinVec::new(),
+                privileged_grants: 0,
+            },
+        );
+        (self.accounts.last_mut().expect("just pushed"), 1)
+    }
+
+    /// Applies a directory event. Returns the entries it added (an
+    /// account, a group).
+    pub fn apply_directory(
+        &mut self,
+        e: DirectoryEvent,
+        stated: &Attrs,
+        ev: &EvRef,
+        scope: &Sym,
+        group: Option<Sym>,
+    ) -> usize {
+        let t = e.occurred_at;
+        let (acct, mut added) = self.account_entry(
+            System::Directory,
+            scope,
+            &e.account_id,
+            e.account_kind,
+            e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
+            e.owner_worker_id.as_deref(),
+            ev,
+        );
+        use DirectoryEventType as D;
+        // `enabled` is the account's state after any event that states it;
+        // the four state events say it by their type.
+        let enabled = match e.event_type {
+            D::AccountCreated => Some(e.enabled.unwrap_or(true)),
+            D::AccountEnabled => Some(true),
+            D::AccountDisabled | D::AccountDeleted => Some(false),
+            D::AttributesChanged | D::GroupAdded | D::GroupRemoved => e.enabled,
+        };
+        if let Some(enabled) = enabled {
+            set_state(acct, enabled, e.event_type == D::AccountDeleted, ev);
+        }
+        match e.event_type {
+            D::GroupAdded | D::GroupRemoved => {
+                // `privileged` here is the group's.
+                if let Some(name) = group {
+                    added += set_grant(
+                        acct,
+                        name,
+                        e.event_type == D::GroupAdded,
+                        e.privileged,
+                        e.approved_by,
+                        false,
+                        ev,
+                    );
+                }
+            }
+            D::AccountDeleted => {}
+            _ if t >= acct.state_at => {
+                // The account's own flag: a creation sets it afresh, any
+                // other account event can only raise it.
+                acct.privileged =
+                    e.privileged || (acct.privileged && e.event_type != D::AccountCreated);
+            }
+            _ => {}
+        }
+        if t >= acct.attrs_at() && !stated.is_empty() {
+            let own_ev = (acct.state_ev != *ev).then(|| Box::new(ev.clone()));
+            let s = acct.stated.get_or_insert_with(|| {
+                Box::new(AccountAttrs {
+                    attrs: Attrs::default(),
+                    ev: None,
+                })
+            });
+            s.attrs.merge(stated);
+            s.ev = own_ev;
+        }
+        added
+    }
+
+    /// Applies an application event. Returns the entries it added (an
+    /// account, an entitlement).
+    pub fn apply_app(
+        &mut self,
+        e: AppEvent,
+        ev: &EvRef,
+        scope: &Sym,
+        entitlement: Option<Sym>,
+    ) -> usize {
+        let (acct, mut added) = self.account_entry(
+            System::App,
+            scope,
+            &e.account_id,
+            e.account_kind,
+            e.worker_id.as_deref().is_some_and(|w| !w.is_empty()),
+            e.owner_worker_id.as_deref(),
+            ev,
+        );
+        use AppEventType as A;
+        match e.event_type {
+            A::AppAccountCreated => {
+                set_state(acct, true, false, ev);
+                if e.privileged {
+                    acct.privileged = true;
+                }
+            }
+            A::AppAccountDisabled => {
+                set_state(acct, false, false, ev);
+                if e.privileged {
+                    acct.privileged = true;
+                }
+            }
+            A::AppAccountDeleted => set_state(acct, false, true, ev),
+            A::EntitlementGranted | A::EntitlementRevoked | A::AccessRecertified => {
+                // A grant on an account never seen before implies the account exists.
+                if acct.state_at == Ts::MIN && e.event_type == A::EntitlementGranted {
+                    set_state(acct, true, false, ev);
+                }
+                if let Some(name) = entitlement {
+                    added += match e.event_type {
+                        A::EntitlementGranted => {
+                            set_grant(acct, name, true, e.privileged, e.approved_by, false, ev)
+                        }
+                        A::EntitlementRevoked => {
+                            set_grant(acct, name, false, e.privileged, e.approved_by, false, ev)
+                        }
+                        _ => set_grant(acct, name, true, e.privileged, e.approved_by, true, ev),
+                    };
+                } else if e.event_type == A::AccessRecertified {
+                    // Recertification of the whole account covers every grant on it.
+                    let by = approver(e.approved_by);
+                    for g in acct.grants.iter_mut().filter(|g| g.active) {
+                        if g.recertified_at().is_none_or(|r| r < ev.occurred_at) {
+                            g.recertify(ev.occurred_at, by.clone());
+                        }
+                    }
+                }
+            }
+        }
+        added
+    }
+}
+
+fn set_state(acct: &mut Account, enabled: bool, deleted: bool, ev: &EvRef) {
+    if ev.occurred_at < acct.state_at {
+        return; // an older event never overwrites newer state
+    }
+    let was_enabled = acct.enabled && !acct.deleted;
+    let now_enabled = enabled && !deleted;
+    if now_enabled && !was_enabled {
+        acct.enabled_since = ev.occurred_at;
+    }
+    if was_enabled && !now_enabled {
+        acct.removed_at = ev.occurred_at.into();
+    }
+    if now_enabled != was_enabled || acct.state_at == Ts::MIN || deleted != acct.deleted {
+        if let Some(s) = acct.stated.as_deref_mut() {
+            // The attributes keep their evidence as the state moves on.
+            s.ev.get_or_insert_with(|| Box::new(acct.state_ev.clone()));
+        }
+        acct.state_ev = ev.clone();
+    }
+    acct.enabled = enabled && !deleted;
+    acct.deleted = deleted;
+    acct.state_at = ev.occurred_at;
+}
+
+/// An approver as held in state: an empty one is none.
+fn approver(approved_by: Option<Name>) -> Option<Box<str>> {
+    approved_by
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_str().into())
+}
+
+/// Sets one grant of `acct`; returns 1 when it is a new entry.
+#[allow(clippy::too_many_arguments)]
+fn set_grant(
+    acct: &mut Account,
+    name: Sym,
+    active: bool,
+    privileged: bool,
+    approved_by: Option<Name>,
+    recertify: bool,
+    ev: &EvRef,
+) -> usize {
+    let t = ev.occurred_at;
+    let approved_by = approver(approved_by);
+    // Names are interned, so the pointer decides but for names interned
+    // once the interner was full: only a miss compares the text.
+    let found = acct
+        .grants
+        .iter()
+        .position(|g| g.name.ptr_eq(&name))
+        .or_else(|| acct.grants.iter().position(|g| g.name == name));
+    let (i, held_before, added) = match found {
+        Some(i) => {
+            let g = &mut acct.grants[i];
+            if t < g.updated_at() {
+                return 0;
+            }
+            let held_before = g.active && g.privileged;
+            if recertify {
+                g.recertify(t, approved_by);
+                g.privileged |= privileged;
+            } else if active {
+                if g.active {
+                    g.more().touched_at = Some(t);
+                } else {
+                    // Granted again: a new grant, nothing carried over.
+                    g.more = None;
+                    g.ev = ev.clone();
+                }
+                g.set_approver(approved_by);
+                g.privileged |= privileged;
+                g.active = true;
+            } else {
+                g.active = false;
+                g.ev = ev.clone();
+            }
+            (i, held_before, 0)
+        }
+        None => {
+            let mut g = Grant {
+                name,
+                privileged,
+                active,
+                ev: ev.clone(),
+                more: None,
+            };
+            if recertify {
+                g.recertify(t, approved_by);
+            } else {
+                g.set_approver(approved_by);
+            }
+            push_compact(&mut acct.grants, g);
+            (acct.grants.len() - 1, false, 1)
+        }
+    };
+    let held = acct.grants[i].active && acct.grants[i].privileged;
+    match (held_before, held) {
+        (false, true) => acct.privileged_grants += 1,
+        (true, false) => acct.privileged_grants -= 1,
+        _ => {}
+    }
+    added
+}

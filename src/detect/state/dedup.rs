@@ -1,0 +1,355 @@
+//! The bounded memory of recently seen event ids that makes a redelivered
+//! event a no-op.
+
+use super::cpu::prefetch;
+use crate::model::event::System;
+use crate::model::id::EventId;
+use std::collections::VecDeque;
+
+/// A bounded memory of recently seen event ids (FIFO eviction), so that a
+/// redelivered event is ignored, and only a redelivered one: two different
+/// ids are never taken for one another, however their hashes compare.
+///
+/// The ids are held whole, in arrival order, as [`EventId`]s (no
+/// allocation for an id of up to 22 bytes or a canonical UUID; a longer
+/// one shares the event reference's text). An open-addressing table with
+/// linear probing, at most half full, and deletion by backward shift (no
+/// tombstones) finds them: a slot holds 32 bits of the id's hash (whose
+/// top bits are its home slot) and the id's arrival number, which locates
+/// it in the arrival order; the id is compared in full only when those 32
+/// bits match. At a million ids both the table and the arrival order are
+/// far larger than the CPU caches, so an insert and the eviction it causes
+/// each cost a cache miss: the slot of the next id to be evicted is known
+/// one insert ahead and is prefetched then.
+#[derive(Debug)]
+pub struct Dedup {
+    capacity: usize,
+    /// The ids in arrival order, oldest first.
+    order: VecDeque<Seen>,
+    /// The arrival number of `order`'s front (wrapping): an id's position
+    /// in `order` is its arrival number less this one.
+    first: u32,
+    /// `tag << 32 | arrival number` of an id, or 0 for an empty slot (a
+    /// tag is never 0); a power of two long.
+    slots: Box<[u64]>,
+    /// log2 of `slots.len()`.
+    bits: u32,
+}
+
+/// An id in the window: 32 bytes.
+#[derive(Debug)]
+struct Seen {
+    id: EventId,
+    /// Its hash bits, as in its slot.
+    tag: u32,
+    system: System,
+}
+
+/// The table's first size; it doubles when half full.
+const DEDUP_MIN_BITS: u32 = 10;
+/// The most ids remembered: the arrival numbers of a window fit 32 bits,
+/// and so does the home slot of a tag (the table is at most twice as long).
+const DEDUP_MAX_CAPACITY: usize = 1 << 30;
+
+impl Dedup {
+    /// Remembers the last `capacity` ids (at most 2^30).
+    pub fn new(capacity: usize) -> Dedup {
+        Dedup {
+            capacity: capacity.min(DEDUP_MAX_CAPACITY),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            first: 0,
+            slots: vec![0; 1 << DEDUP_MIN_BITS].into_boxed_slice(),
+            bits: DEDUP_MIN_BITS,
+        }
+    }
+
+    /// Remembers `id` of an event from `system`, and returns it as held for
+    /// the event's references; None when it was seen recently.
+    pub fn insert(&mut self, system: System, id: &str) -> Option<EventId> {
+        self.insert_hashed(system, id, fingerprint(system, id))
+    }
+
+    /// [`Self::insert`], with `id`'s fingerprint `h` given.
+    fn insert_hashed(&mut self, system: System, id: &str, h: u64) -> Option<EventId> {
+        let tag = tag(h);
+        let event_id = EventId::new(id);
+        let mut i = self.home(tag);
+        loop {
+            match self.slots[i] {
+                0 => break,
+                v if slot_tag(v) == tag && self.holds(v, system, &event_id) => return None,
+                _ => i = (i + 1) & self.mask(),
+            }
+        }
+        let arrival = self.first.wrapping_add(self.order.len() as u32);
+        self.slots[i] = slot(tag, arrival);
+        self.order.push_back(Seen {
+            id: event_id.clone(),
+            tag,
+            system,
+        });
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.remove(slot(old.tag, self.first));
+                self.first = self.first.wrapping_add(1);
+            }
+        } else if 2 * self.order.len() > self.slots.len() {
+            self.grow();
+        }
+        if let Some(next) = self.order.front() {
+            prefetch(&self.slots[self.home(next.tag)]);
+        }
+        Some(event_id)
+    }
+
+    /// Whether the id in slot `v` is `id` from `system`.
+    fn holds(&self, v: u64, system: System, id: &EventId) -> bool {
+        let seen = &self.order[(v as u32).wrapping_sub(self.first) as usize];
+        seen.system == system && seen.id == *id
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Starts loading the slot `id` will probe first.
+    pub fn prefetch(&self, system: System, id: &str) {
+        let tag = tag(fingerprint(system, id));
+        prefetch(&self.slots[self.home(tag)]);
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot a tag probes first: its top bits.
+    fn home(&self, tag: u32) -> usize {
+        (tag >> (32 - self.bits)) as usize
+    }
+
+    /// Removes the slot `v`, which is in the table, shifting back the
+    /// entries that probed past it so that every entry stays reachable from
+    /// its home.
+    fn remove(&mut self, v: u64) {
+        let mask = self.mask();
+        let mut hole = self.home(slot_tag(v));
+        while self.slots[hole] != v {
+            hole = (hole + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let v = self.slots[j];
+            if v == 0 {
+                break;
+            }
+            // The entry may fill the hole if the hole lies between its
+            // home and where it sits.
+            let home = self.home(slot_tag(v));
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = v;
+                self.slots[j] = 0;
+                hole = j;
+            }
+        }
+    }
+
+    /// Makes room for `n` more ids at once (as many as a restore is about to
+    /// apply), instead of doubling the table step by step on the way.
+    pub fn reserve(&mut self, n: usize) {
+        let want = (self.order.len() + n).min(self.capacity);
+        let bits = self.want_bits(want);
+        if bits > self.bits {
+            self.rehash(bits);
+        }
+    }
+
+    /// The table size (log2) that holds `n` ids at most half full.
+    fn want_bits(&self, n: usize) -> u32 {
+        let slots = (2 * n).next_power_of_two().max(1 << DEDUP_MIN_BITS);
+        slots.trailing_zeros().max(self.bits)
+    }
+
+    fn grow(&mut self) {
+        self.rehash(self.bits + 1);
+    }
+
+    fn rehash(&mut self, bits: u32) {
+        self.bits = bits;
+        let old = std::mem::replace(&mut self.slots, vec![0; 1 << self.bits].into_boxed_slice());
+        let mask = self.mask();
+        for v in old.iter().copied().filter(|&v| v != 0) {
+            let mut i = self.home(slot_tag(v));
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = v;
+        }
+    }
+}
+
+/// FNV-1a of the system and the id: fixed, so that a replay in another
+/// process sees the same table.
+fn fingerprint(system: System, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&(system as u8)).chain(id.as_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The 32 bits of a fingerprint a slot holds: the top half of a Fibonacci
+/// hash (FNV's low bits mix poorly), never 0, which marks an empty slot (0
+/// and 1 have the same home).
+fn tag(h: u64) -> u32 {
+    ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32).max(1)
+}
+
+fn slot(tag: u32, arrival: u32) -> u64 {
+    (u64::from(tag) << 32) | u64::from(arrival)
+}
+
+fn slot_tag(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_is_bounded_and_forgets_oldest() {
+        let mut d = Dedup::new(2);
+        assert!(d.insert(System::Hr, "a").is_some());
+        assert!(d.insert(System::Hr, "a").is_none());
+        assert!(
+            d.insert(System::Directory, "a").is_some(),
+            "families have their own ids"
+        );
+        assert!(d.insert(System::Hr, "b").is_some());
+        assert_eq!(d.len(), 2);
+        assert!(
+            d.insert(System::Hr, "a").is_some(),
+            "evicted, so accepted again"
+        );
+    }
+
+    #[test]
+    fn dedup_returns_the_id_it_holds() {
+        let mut d = Dedup::new(8);
+        let uuid = "0b7e9a52-3c41-4d0f-9a6e-52f1c8d07e31";
+        assert_eq!(d.insert(System::Hr, uuid), Some(EventId::new(uuid)));
+        assert_eq!(d.insert(System::Hr, "h-1"), Some(EventId::new("h-1")));
+        assert_eq!(d.insert(System::Hr, uuid), None);
+    }
+
+    /// The table answers as a plain set with FIFO eviction would, through
+    /// growth, evictions and the backward shifts they cause, with ids drawn
+    /// from a small universe so that many repeat inside the window; and so
+    /// it does with a fingerprint of a few values only, where most ids
+    /// share theirs with others in the window.
+    #[test]
+    fn dedup_matches_a_fifo_set() {
+        for capacity in [1, 7, 600, 5_000] {
+            check_fifo(capacity, fingerprint);
+        }
+        for capacity in [1, 7, 300] {
+            check_fifo(capacity, |s, id| fingerprint(s, id) % 13);
+        }
+    }
+
+    fn check_fifo(capacity: usize, hash: fn(System, &str) -> u64) {
+        use crate::tools::generate::Rng;
+        use std::collections::HashSet;
+        let mut rng = Rng::new(11);
+        let mut d = Dedup::new(capacity);
+        let mut order = VecDeque::new();
+        let mut seen = HashSet::new();
+        for step in 0..40_000 {
+            if step == 20_000 {
+                d.reserve(3 * capacity);
+            }
+            let id = format!("e{}", rng.below(2 * capacity as u64 + 50));
+            let fresh = seen.insert(id.clone());
+            if fresh {
+                order.push_back(id.clone());
+                if order.len() > capacity {
+                    let old = order.pop_front().expect("non-empty");
+                    seen.remove(&old);
+                }
+            }
+            let h = hash(System::App, &id);
+            assert_eq!(
+                d.insert_hashed(System::App, &id, h).is_some(),
+                fresh,
+                "capacity {capacity}, step {step}, id {id}"
+            );
+            assert_eq!(d.len(), order.len());
+        }
+    }
+
+    /// Two different ids with one fingerprint (by chance, or an id made to
+    /// collide with one still to come) are two events: a TERMINATION is not
+    /// dropped as the duplicate of another event. Each is still told from
+    /// a redelivery of itself, and evicting one keeps the other.
+    #[test]
+    fn ids_with_one_fingerprint_are_told_apart() {
+        let mut d = Dedup::new(2);
+        let h = fingerprint(System::Hr, "e-1");
+        let mut insert = |id| d.insert_hashed(System::Hr, id, h).is_some();
+        assert!(insert("e-1"));
+        assert!(insert("TERMINATION-7"), "a different id is new");
+        assert!(!insert("e-1") && !insert("TERMINATION-7"), "redeliveries");
+        assert!(insert("e-2"), "evicts e-1");
+        assert!(!insert("TERMINATION-7"), "still held");
+        assert!(insert("e-1"), "evicted, so accepted again");
+        assert!(
+            d.insert_hashed(System::Directory, "e-1", h).is_some(),
+            "the same id from another family"
+        );
+    }
+
+    #[test]
+    fn dedup_reserve_sizes_the_table_once() {
+        let mut d = Dedup::new(100_000);
+        d.reserve(12_000);
+        assert_eq!(d.slots.len(), 1 << 15);
+        for i in 0..12_000 {
+            assert!(d.insert(System::Hr, &format!("r{i}")).is_some());
+        }
+        assert_eq!(d.slots.len(), 1 << 15, "no growth within the reserve");
+        assert!(d.insert(System::Hr, "r0").is_none());
+        d.insert(System::Hr, "one more");
+        d.reserve(5_000_000);
+        assert_eq!(d.slots.len(), 1 << 18, "never past the capacity");
+        d.reserve(10);
+        assert_eq!(d.slots.len(), 1 << 18, "never shrinks");
+        assert!(d.insert(System::Hr, "r11999").is_none());
+    }
+
+    /// Arrival numbers wrap past 2^32 without losing an id.
+    #[test]
+    fn arrival_numbers_wrap() {
+        let mut d = Dedup::new(3);
+        d.first = u32::MAX - 1;
+        for i in 0..10 {
+            assert!(d.insert(System::App, &format!("w{i}")).is_some());
+            assert!(d.insert(System::App, &format!("w{i}")).is_none());
+        }
+        assert!(d.insert(System::App, "w7").is_none());
+        assert!(d.insert(System::App, "w6").is_some());
+    }
+
+    /// The memory of the window (BENCHMARKS.md, "Memory"): 32 bytes per id
+    /// in arrival order, and two to four slots of 8 bytes.
+    #[test]
+    fn an_id_in_the_window_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<Seen>(), 32);
+    }
+}

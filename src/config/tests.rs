@@ -46,6 +46,21 @@ fn the_shipped_file_says_what_the_defaults_are() {
 }
 
 #[test]
+fn admin_listen_takes_host_names() {
+    let c = Config::from_toml("[admin]\nlisten = \"localhost:9464\"\n").unwrap();
+    let addr = c.admin_listen.unwrap();
+    assert!(addr.ip().is_loopback() && addr.port() == 9464, "{addr}");
+    check_err(
+        "[admin]\nlisten = \"localhost\"\n",
+        "`admin.listen`: `localhost` has no port",
+    );
+    check_err(
+        "[admin]\nlisten = \"localhost:http\"\n",
+        "`admin.listen`: `localhost:http` is not host:port",
+    );
+}
+
+#[test]
 fn empty_config_takes_contract_defaults() {
     let c = Config::from_toml("").unwrap();
     for rule in Rule::ALL {

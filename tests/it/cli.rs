@@ -594,6 +594,8 @@ async fn assignments_are_logged_and_a_member_without_partitions_warns() {
     assert!(!all.contains('\u{1b}'), "ANSI codes in a file: {all}");
     assert!(!all.contains("committed={"), "{all}");
     assert!(!all.contains("CONFWARN"), "{all}");
+    // The admin line names the routes, the /v1 queries included.
+    assert!(all.contains("/v1/findings"), "{all}");
     for d in detectors.iter_mut() {
         assert!(d.terminate().success());
     }

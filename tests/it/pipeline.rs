@@ -70,6 +70,55 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
         !explained["state"]["hr"].as_array().unwrap().is_empty(),
         "{explained}"
     );
+    // A worker with a finding open now: the live answer has its open
+    // findings and, as timeline, the source events they name as evidence;
+    // `explain --kafka` replays the whole timeline and every transition.
+    let open: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{admin}/v1/findings?limit=1000"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let worker = open["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f["worker_id"].as_str())
+        .expect("an open finding of a worker")
+        .to_string();
+    let live: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["explain", &worker, "--admin", &admin, "--json"])).unwrap();
+    let live_findings = live["findings"].as_array().unwrap();
+    assert!(!live_findings.is_empty(), "{live}");
+    let evidence: std::collections::BTreeSet<String> = live_findings
+        .iter()
+        .flat_map(|f| f["evidence"].as_array().unwrap().iter())
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let live_timeline: std::collections::BTreeSet<String> = live["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(live_timeline, evidence, "{live}");
+    let text = String::from_utf8(s.cli(&["explain", &worker, "--admin", &admin])).unwrap();
+    assert!(text.contains("keeps state, not history"), "{text}");
+    assert!(text.contains("findings open now"), "{text}");
+    let replayed: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["explain", &worker, "--kafka", "--json"])).unwrap();
+    let timeline = replayed["timeline"].as_array().unwrap();
+    let replayed_ids: std::collections::BTreeSet<String> = timeline
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(evidence.is_subset(&replayed_ids), "{replayed}");
+    assert!(
+        replayed["findings"].as_array().unwrap().len() >= live_findings.len(),
+        "{replayed}"
+    );
     assert!(d.terminate().success(), "{}", d.log_text());
 
     let published = s.findings();

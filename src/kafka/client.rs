@@ -231,6 +231,20 @@ fn cause_of(message: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Logs {
     limiter: LogLimiter,
+    /// Set when this client finds every broker down (the detector's
+    /// producer: its callbacks run on a thread of their own, so an outage
+    /// is noticed even while the consumer thread waits in a rebalance).
+    brokers_down: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Logs {
+    /// A context that also raises `flag` when every broker is down.
+    pub fn watching(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Logs {
+        Logs {
+            limiter: LogLimiter::default(),
+            brokers_down: Some(flag),
+        }
+    }
 }
 
 impl ClientContext for Logs {
@@ -239,6 +253,11 @@ impl ClientContext for Logs {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let (Some(flag), KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) =
+            (&self.brokers_down, &error)
+        {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.limiter.error(&error, reason);
     }
 }

@@ -205,6 +205,22 @@ impl ClientContext for Ctx {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Brokers are down while none of them is up; what was fetched before
+        // an outage and is still being applied says nothing of that.
+        let brokers: Vec<&rdkafka::statistics::Broker> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.source != "internal")
+            .collect();
+        // Statistics wait in the consumer's queue until it is polled: only
+        // fresh ones (of the last two seconds) may say the brokers are back.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if !brokers.is_empty() && now - statistics.time <= 2 {
+            let up = brokers.iter().any(|b| b.state == "UP");
+            self.shared.stats.brokers_down.store(!up, Ordering::Relaxed);
+        }
         let lag = &self.shared.stats.metrics.consumer_lag;
         for (name, topic) in &statistics.topics {
             if self.shared.topic_index(name).is_none() {

@@ -108,19 +108,23 @@ pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: Clien
 
 /// A producer for findings, dead letters and generated events.
 pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
+    producer_with(cfg, Logs::default())
+}
+
+fn producer_with(cfg: &Config, context: Logs) -> Result<Producer, PipelineError> {
     create_client(
         cfg,
         client_config(cfg, Role::Producer)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),
-        Logs::default(),
+        context,
     )
 }
 
 /// The exactly-once producer: transactional, with an id unique to this
 /// process (fencing of zombies comes from the consumer group generation
 /// sent with the offsets, KIP-447).
-fn transactional_producer(cfg: &Config) -> Result<Producer, PipelineError> {
+fn transactional_producer(cfg: &Config, context: Logs) -> Result<Producer, PipelineError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -136,7 +140,7 @@ fn transactional_producer(cfg: &Config) -> Result<Producer, PipelineError> {
             .set("transactional.id", &id)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),
-        Logs::default(),
+        context,
     )
 }
 
@@ -170,7 +174,7 @@ pub async fn run(
         .collect();
     let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
     let producer = if exactly_once {
-        let p = transactional_producer(&cfg)?;
+        let p = transactional_producer(&cfg, Logs::watching(stats.brokers_down.clone()))?;
         tokio::task::block_in_place(|| {
             p.init_transactions(Duration::from_secs(60))?;
             p.begin_transaction()
@@ -182,7 +186,7 @@ pub async fn run(
         })?;
         p
     } else {
-        producer(&cfg)?
+        producer_with(&cfg, Logs::watching(stats.brokers_down.clone()))?
     };
     // Avro findings with a registry and no configured id: the id the
     // registry gives schemas/finding.avsc under `<findings topic>-value`.

@@ -511,7 +511,6 @@ fn refill(
         }
     };
     if messages > 0 {
-        shared.stats.brokers_down.store(false, Ordering::Relaxed);
         shared.topics[q].consumed.inc_by(messages);
     }
     Ok(waiting)

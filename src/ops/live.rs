@@ -35,7 +35,7 @@ pub struct LiveStats {
     /// The pipeline hit a fatal error and is stopping.
     pub failed: AtomicBool,
     /// librdkafka reports every broker down.
-    pub brokers_down: AtomicBool,
+    pub brokers_down: Arc<AtomicBool>,
     /// The state store of each owned partition, for read-only queries.
     pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::detect::state::Store>>>,
     /// Since when this member of the group has held no partition.

@@ -2,7 +2,9 @@
 # Quick stop/start cycles of one detector against a Tansu broker of its own:
 # each cycle starts `driftwatch run`, waits until its log says either that it
 # was assigned partitions or that it has held none for longer than
-# kafka.unassigned_warning, and stops it with SIGTERM. A cycle in which the
+# kafka.unassigned_warning, and stops it with SIGTERM (STOP_SIGNAL=KILL
+# kills it instead, so that the next one joins while the group still holds
+# the dead member until its session times out). A cycle in which the
 # detector says neither within the limit (silent and unassigned) fails the
 # run. Prints one line per cycle and a summary.
 #
@@ -76,7 +78,7 @@ for cycle in $(seq 1 "$CYCLES"); do
     sleep 0.2
   done
   took=$(( $(date +%s) - started ))
-  kill -TERM "$det_pid" 2>/dev/null || true
+  kill -"${STOP_SIGNAL:-TERM}" "$det_pid" 2>/dev/null || true
   wait "$det_pid" 2>/dev/null || true
   det_pid=""
   echo "cycle $cycle: $outcome after ${took}s"

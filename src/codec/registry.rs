@@ -24,7 +24,22 @@ pub enum Lookup {
 #[derive(Clone)]
 pub struct Registry {
     base: String,
+    /// `base` without the credentials of its user info, for every message.
+    shown: String,
     agent: ureq::Agent,
+}
+
+/// A URL with any `user:password@` replaced by `[redacted]@`.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The user info, if any, ends the authority's first part (before `/`).
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -82,13 +97,13 @@ impl Registry {
                 .unwrap_or(text);
             if status == 409 {
                 RegisterError::Incompatible {
-                    url: self.base.clone(),
+                    url: self.shown.clone(),
                     subject: subject.to_string(),
                     detail,
                 }
             } else {
                 RegisterError::Refused {
-                    url: self.base.clone(),
+                    url: self.shown.clone(),
                     subject: subject.to_string(),
                     status,
                     detail,
@@ -103,8 +118,8 @@ impl Registry {
         {
             Ok(resp) => {
                 let text = resp.into_string().map_err(|e| RegisterError::Unreachable {
-                    url: self.base.clone(),
-                    detail: e.to_string(),
+                    url: self.shown.clone(),
+                    detail: self.hide(e.to_string()),
                 })?;
                 serde_json::from_str::<IdResponse>(&text)
                     .map(|r| r.id)
@@ -114,15 +129,23 @@ impl Registry {
                 Err(refused(code, resp.into_string().unwrap_or_default()))
             }
             Err(e) => Err(RegisterError::Unreachable {
-                url: self.base.clone(),
-                detail: e.to_string(),
+                url: self.shown.clone(),
+                detail: self.hide(e.to_string()),
             }),
         }
     }
 
+    /// `text` with the URL's credentials taken out (ureq's errors quote
+    /// the URL they were asked).
+    fn hide(&self, text: String) -> String {
+        text.replace(&self.base, &self.shown)
+    }
+
     pub fn new(base: &str) -> Registry {
+        let base = base.trim_end_matches('/').to_string();
         Registry {
-            base: base.trim_end_matches('/').to_string(),
+            shown: without_credentials(&base),
+            base,
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(10))
                 .build(),
@@ -132,15 +155,16 @@ impl Registry {
     /// Looks an id up. `Err` is a failure worth retrying (network, 5xx).
     pub fn lookup(&self, id: u32) -> Result<Lookup, String> {
         let url = format!("{}/schemas/ids/{id}", self.base);
+        let shown = format!("{}/schemas/ids/{id}", self.shown);
         match self.agent.get(&url).call() {
             Ok(resp) => {
                 let text = resp
                     .into_string()
-                    .map_err(|e| format!("{url}: unreadable response: {e}"))?;
+                    .map_err(|e| format!("{shown}: unreadable response: {e}"))?;
                 let body: SchemaResponse = serde_json::from_str(&text)
-                    .map_err(|e| format!("{url}: not a registry response: {e}"))?;
+                    .map_err(|e| format!("{shown}: not a registry response: {e}"))?;
                 if let Some(t) = body.schema_type.as_deref().filter(|t| *t != "AVRO") {
-                    return Err(format!("{url}: schema id {id} is {t}, not Avro"));
+                    return Err(format!("{shown}: schema id {id} is {t}, not Avro"));
                 }
                 match Schema::parse_str(&body.schema) {
                     Ok(s) => Ok(Lookup::Found(s)),
@@ -152,8 +176,8 @@ impl Registry {
                 }
             }
             Err(ureq::Error::Status(404, _)) => Ok(Lookup::Unknown),
-            Err(ureq::Error::Status(code, _)) => Err(format!("{url}: HTTP {code}")),
-            Err(e) => Err(format!("{url}: {e}")),
+            Err(ureq::Error::Status(code, _)) => Err(format!("{shown}: HTTP {code}")),
+            Err(e) => Err(format!("{shown}: {}", self.hide(e.to_string()))),
         }
     }
 }
@@ -189,5 +213,23 @@ pub fn settle_output(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_never_show_the_credentials_of_the_url() {
+        let r = Registry::new("https://reader:s3cret@registry.example:8081/");
+        assert_eq!(r.shown, "https://[redacted]@registry.example:8081");
+        // Nothing listens on port 9: the error names the URL without them.
+        let r = Registry::new("http://reader:s3cret@127.0.0.1:9");
+        let e = r.lookup(1).unwrap_err();
+        assert!(!e.contains("s3cret") && e.contains("127.0.0.1:9"), "{e}");
+        let e = r.register("t-value", "{}").unwrap_err().to_string();
+        assert!(!e.contains("s3cret") && e.contains("127.0.0.1:9"), "{e}");
+        assert_eq!(without_credentials("http://h:1/p@x"), "http://h:1/p@x");
     }
 }

@@ -76,8 +76,11 @@ pub fn apply_env(
             })?;
         }
         // librdkafka takes every value as a string, and a value read as a
-        // number could lose its text (`0.10`).
-        let value = if path.len() == 3 && path[0] == "kafka" && path[1] == "librdkafka" {
+        // number could lose its text (`0.10`); a token is a string whatever
+        // it looks like (read as a number, it would be quoted in an error).
+        let value = if (path.len() == 3 && path[0] == "kafka" && path[1] == "librdkafka")
+            || path == ["admin", "token"]
+        {
             toml::Value::String(raw)
         } else {
             env_value(&raw)

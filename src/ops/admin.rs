@@ -87,11 +87,14 @@ async fn authorize(
             "the /v1 queries serve identity data and this port listens beyond loopback: set admin.token (or DRIFTWATCH_ADMIN__TOKEN) and send it as a bearer token, or listen on 127.0.0.1",
         ),
         Access::Token(token) => {
+            // The scheme is case-insensitive (RFC 7235).
             let given = request
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token);
             match given {
                 Some(t) if token.matches(t.trim()) => next.run(request).await,
                 Some(_) => refuse(StatusCode::UNAUTHORIZED, "wrong bearer token"),
@@ -245,6 +248,9 @@ fn decode(s: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = s.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }

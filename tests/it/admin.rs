@@ -252,6 +252,17 @@ async fn identity_queries_need_the_token_beyond_loopback() {
         );
         let (status, body) = get_with(&stats, access.clone(), path, Some(secret)).await;
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        // The scheme is case-insensitive.
+        let resp = router(stats.clone(), access.clone())
+            .oneshot(
+                Request::get(path)
+                    .header("authorization", format!("bearer {secret}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert_ne!(status, StatusCode::FORBIDDEN, "{path}: {body}");
     }
     // Probes and scrapers need no token.
@@ -268,6 +279,18 @@ async fn identity_queries_need_the_token_beyond_loopback() {
     let local = Config::from_toml("[admin]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
     let (status, body) = get_with(&stats, Access::of(&local), "/v1/findings", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A token of digits from the environment stays a string, and an error
+    // never quotes it.
+    let digits = "12345678901234567";
+    let (cfg, _) = Config::load_layered(
+        None,
+        [("DRIFTWATCH_ADMIN__TOKEN".to_string(), digits.to_string())],
+    )
+    .unwrap();
+    assert!(cfg.admin_token.unwrap().matches(digits));
+    // Bad escapes in a query are refused.
+    let (status, _) = get(&stats, "/v1/findings?rule=%+F").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // A short token is refused at start.
     let err = Config::from_toml("[admin]\ntoken = \"short\"\n")
         .unwrap_err()

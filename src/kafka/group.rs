@@ -210,7 +210,9 @@ impl ClientContext for Ctx {
         let brokers: Vec<&rdkafka::statistics::Broker> = statistics
             .brokers
             .values()
-            .filter(|b| b.source != "internal")
+            // Real brokers only: not librdkafka's internal broker, nor the
+            // logical group coordinator, whose state is not a connection's.
+            .filter(|b| b.source == "learned" || b.source == "configured")
             .collect();
         // Statistics wait in the consumer's queue until it is polled: only
         // fresh ones (of the last two seconds) may say the brokers are back.

@@ -111,18 +111,22 @@ fn md(s: &str) -> String {
     out
 }
 
-fn md_counts(o: &Outcome) -> String {
-    format!(
-        "{} | {} | {} | {} | {} | {} | {} | {}",
-        o.opened,
-        o.resolved_within,
-        o.resolved_late,
+/// The counts of an outcome as text, in the order of the count headers.
+fn count_cells(o: &Outcome) -> [String; 8] {
+    [
+        o.opened.to_string(),
+        o.resolved_within.to_string(),
+        o.resolved_late.to_string(),
         share(o),
-        o.open_at_end,
-        o.overdue_at_end,
+        o.open_at_end.to_string(),
+        o.overdue_at_end.to_string(),
         opt_duration(o.median_ms()),
-        opt_duration(o.p90_ms())
-    )
+        opt_duration(o.p90_ms()),
+    ]
+}
+
+fn md_counts(o: &Outcome) -> String {
+    count_cells(o).join(" | ")
 }
 
 const MD_COUNT_HEADER: &str = "Opened | Resolved within deadline | Resolved late | % within deadline | Open at end | Overdue at end | Median time to remediate | p90 time to remediate";
@@ -411,17 +415,10 @@ p.definitions{color:#555;font-size:0.9rem}\
 code{font-size:0.8rem}";
 
 fn html_counts_cells(o: &Outcome) -> String {
-    format!(
-        "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
-        o.opened,
-        o.resolved_within,
-        o.resolved_late,
-        share(o),
-        o.open_at_end,
-        o.overdue_at_end,
-        opt_duration(o.median_ms()),
-        opt_duration(o.p90_ms())
-    )
+    count_cells(o)
+        .iter()
+        .map(|c| format!("<td class=\"n\">{c}</td>"))
+        .collect()
 }
 
 const HTML_COUNT_HEADER: &str = "<th>Opened</th><th>Resolved within deadline</th><th>Resolved late</th><th>% within deadline</th><th>Open at end</th><th>Overdue at end</th><th>Median time to remediate</th><th>p90 time to remediate</th>";

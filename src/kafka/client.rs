@@ -260,9 +260,46 @@ impl ClientContext for Logs {
         }
         self.limiter.error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let (Some(flag), Some(up)) = (&self.brokers_down, brokers_up(&statistics)) {
+            flag.store(!up, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl ConsumerContext for Logs {}
+
+/// Whether any broker is up, by fresh statistics (of the last two seconds:
+/// statistics wait in a consumer's queue until it is polled, and old ones
+/// say nothing of now). Real brokers only: not librdkafka's internal
+/// broker, nor the logical group coordinator, whose state is not a
+/// connection's. `None` when the statistics cannot tell.
+pub(crate) fn brokers_up(statistics: &rdkafka::Statistics) -> Option<bool> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut brokers = statistics
+        .brokers
+        .values()
+        .filter(|b| b.source == "learned" || b.source == "configured")
+        .peekable();
+    if brokers.peek().is_none() || now - statistics.time > 2 {
+        return None;
+    }
+    Some(brokers.any(|b| b.state == "UP"))
+}
+
+/// How often a client watching the brokers gets statistics, unless
+/// `kafka.librdkafka` says otherwise.
+pub(crate) const WATCH_STATISTICS_MS: &str = "1000";
+
+impl Logs {
+    /// Whether this context watches the brokers (and so wants statistics).
+    pub(crate) fn watches(&self) -> bool {
+        self.brokers_down.is_some()
+    }
+}
 
 /// A consumer without a group of its own to speak of (replay, restore,
 /// the harness).

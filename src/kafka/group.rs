@@ -207,20 +207,7 @@ impl ClientContext for Ctx {
     fn stats(&self, statistics: rdkafka::Statistics) {
         // Brokers are down while none of them is up; what was fetched before
         // an outage and is still being applied says nothing of that.
-        let brokers: Vec<&rdkafka::statistics::Broker> = statistics
-            .brokers
-            .values()
-            // Real brokers only: not librdkafka's internal broker, nor the
-            // logical group coordinator, whose state is not a connection's.
-            .filter(|b| b.source == "learned" || b.source == "configured")
-            .collect();
-        // Statistics wait in the consumer's queue until it is polled: only
-        // fresh ones (of the last two seconds) may say the brokers are back.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if !brokers.is_empty() && now - statistics.time <= 2 {
-            let up = brokers.iter().any(|b| b.state == "UP");
+        if let Some(up) = super::client::brokers_up(&statistics) {
             self.shared.stats.brokers_down.store(!up, Ordering::Relaxed);
         }
         let lag = &self.shared.stats.metrics.consumer_lag;

@@ -111,10 +111,21 @@ pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
     producer_with(cfg, Logs::default())
 }
 
+/// A producer's configuration; one whose context watches the brokers gets
+/// statistics (its own polling thread reads them, so an outage shows while
+/// the consumer waits in a rebalance or on a full output).
+fn producer_config(cfg: &Config, context: &Logs) -> ClientConfig {
+    let mut config = client_config(cfg, Role::Producer);
+    if context.watches() && !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
+        config.set("statistics.interval.ms", client::WATCH_STATISTICS_MS);
+    }
+    config
+}
+
 fn producer_with(cfg: &Config, context: Logs) -> Result<Producer, PipelineError> {
     create_client(
         cfg,
-        client_config(cfg, Role::Producer)
+        producer_config(cfg, &context)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),
         context,
@@ -136,7 +147,7 @@ fn transactional_producer(cfg: &Config, context: Logs) -> Result<Producer, Pipel
     );
     create_client(
         cfg,
-        client_config(cfg, Role::Producer)
+        producer_config(cfg, &context)
             .set("transactional.id", &id)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5"),

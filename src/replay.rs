@@ -16,8 +16,8 @@
 
 use crate::codec::json::{decode_json, DecodeError};
 use crate::config::Config;
+use crate::detect::driver::Driver;
 use crate::detect::engine::{Engine, EngineStats};
-use crate::detect::merge::Merge;
 use crate::model::event::{Envelope, Origin, System};
 use crate::model::finding::Finding;
 use crate::model::time::Ts;
@@ -423,24 +423,23 @@ fn replay_dumps(
         .collect();
     let mut findings = Vec::new();
     for p in partitions {
-        let mut merge = Merge::new(dumps.len());
+        let mut driver = Driver::new(Engine::new(cfg.clone()), dumps.len());
         for (q, d) in dumps.iter_mut().enumerate() {
             for env in d.by_partition.remove(&p).unwrap_or_default() {
                 let offset = env.origin.offset;
-                merge.push(q, offset, env);
+                driver.push(q, offset, env);
             }
         }
-        let mut engine = Engine::new(cfg.clone());
         // A file has nothing more to come: an empty queue never holds the others back.
-        while let Some((_, _, env)) = merge.pop(|_| true) {
+        while let Some((_, _, env)) = driver.pop(|_| true) {
             if until.is_some_and(|t| env.event.occurred_at() > t) {
                 report.after_until += 1;
                 continue;
             }
             report.events += 1;
-            engine.prefetch(merge.peek_ahead());
-            engine.apply(env, &mut findings);
+            driver.apply(env, &mut findings);
         }
+        let mut engine = driver.into_engine();
         if let Some(t) = until {
             engine.advance_to(t, &mut findings);
         }

@@ -69,7 +69,7 @@ impl<T: Timed> Merge<T> {
     /// The next record in stream order as `(queue, offset, item)`, or `None`
     /// when nothing is waiting or when an empty queue that is not `settled`
     /// might still bring an earlier record.
-    pub fn pop(&mut self, settled: impl Fn(usize) -> bool) -> Option<(usize, i64, T)> {
+    pub fn pop(&mut self, settled: impl FnMut(usize) -> bool) -> Option<(usize, i64, T)> {
         let q = self.choose(settled)?;
         self.take(q)
     }
@@ -112,7 +112,7 @@ impl<T: Timed> Merge<T> {
     }
 
     /// The queue whose head goes next.
-    fn choose(&self, settled: impl Fn(usize) -> bool) -> Option<usize> {
+    fn choose(&self, mut settled: impl FnMut(usize) -> bool) -> Option<usize> {
         if let Some(q) = self.queues.iter().position(|q| {
             q.front()
                 .is_some_and(|(_, item)| item.order_time().is_none())

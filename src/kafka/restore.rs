@@ -5,8 +5,8 @@
 
 use super::{PipelineError, Shared};
 use crate::codec::json::DecodeError;
+use crate::detect::driver::Driver;
 use crate::detect::engine::Engine;
-use crate::detect::merge::Merge;
 use crate::model::event::{Envelope, Origin};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -66,7 +66,7 @@ pub(super) fn restore(
     // memory than the decoding itself.
     let mut fetched: Vec<VecDeque<BorrowedMessage<'_>>> =
         (0..topics.len()).map(|_| VecDeque::new()).collect();
-    let mut merge: Merge<Envelope> = Merge::new(topics.len());
+    let mut driver: Driver<Envelope> = Driver::new(engine, topics.len());
     let mut scratch = Vec::new();
     let mut applied = 0u64;
     let mut last_progress = Instant::now();
@@ -76,10 +76,10 @@ pub(super) fn restore(
     // the committed offset is taken.
     let refill = |q: usize,
                   fetched: &mut [VecDeque<BorrowedMessage<'_>>],
-                  merge: &mut Merge<Envelope>,
+                  driver: &mut Driver<Envelope>,
                   done: &mut [bool]|
      -> Result<(), PipelineError> {
-        while merge.is_drained(q) && !done[q] {
+        while driver.merge().is_drained(q) && !done[q] {
             let Some(m) = fetched[q].pop_front() else {
                 break;
             };
@@ -92,7 +92,7 @@ pub(super) fn restore(
                 if let Ok(event) = m.payload().map_or(Err(DecodeError::Empty), |p| {
                     shared.decoder.decode(topics[q].system, p)
                 }) {
-                    merge.push(
+                    driver.push(
                         q,
                         m.offset(),
                         Envelope {
@@ -113,12 +113,11 @@ pub(super) fn restore(
         Ok(())
     };
     loop {
-        while let Some((q, _, env)) = merge.pop(|q| done[q]) {
-            // Refill the topic just taken from first, so that the peek
-            // shows the record that really goes next.
-            refill(q, &mut fetched, &mut merge, &mut done)?;
-            engine.prefetch(merge.peek_ahead());
-            engine.apply(env, &mut scratch);
+        while let Some((q, _, env)) = driver.pop(|q| done[q]) {
+            // Refill the topic just taken from first, so that the prefetch
+            // sees the record that really goes next.
+            refill(q, &mut fetched, &mut driver, &mut done)?;
+            driver.apply(env, &mut scratch);
             scratch.clear();
             applied += 1;
         }
@@ -130,12 +129,13 @@ pub(super) fn restore(
         }
         // The merge waits on a topic with nothing queued: decode what was
         // fetched for it, or else fetch more.
-        let waiting =
-            |q: usize, merge: &Merge<Envelope>, done: &[bool]| !done[q] && merge.is_drained(q);
-        if (0..topics.len()).any(|q| waiting(q, &merge, &done) && !fetched[q].is_empty()) {
+        let waiting = |q: usize, driver: &Driver<Envelope>, done: &[bool]| {
+            !done[q] && driver.merge().is_drained(q)
+        };
+        if (0..topics.len()).any(|q| waiting(q, &driver, &done) && !fetched[q].is_empty()) {
             for q in 0..topics.len() {
-                if waiting(q, &merge, &done) {
-                    refill(q, &mut fetched, &mut merge, &mut done)?;
+                if waiting(q, &driver, &done) {
+                    refill(q, &mut fetched, &mut driver, &mut done)?;
                 }
             }
             continue;
@@ -180,6 +180,7 @@ pub(super) fn restore(
         }
     }
     drop(fetched);
+    let mut engine = driver.into_engine();
     // Closing a group consumer waits up to 100 ms for the group to
     // terminate (it only assigned, so there is nothing to leave): done
     // apart, it holds neither the restore slot nor the partition's resume.

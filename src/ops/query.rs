@@ -124,6 +124,20 @@ pub struct FindingFilter {
     pub after: Option<String>,
 }
 
+impl FindingFilter {
+    /// Every open or escalated finding, unpaged.
+    pub fn all() -> FindingFilter {
+        FindingFilter {
+            status: None,
+            rule: None,
+            severity: None,
+            worker_id: None,
+            limit: usize::MAX,
+            after: None,
+        }
+    }
+}
+
 /// The largest page of `/v1/findings`.
 pub const MAX_LIMIT: usize = 1000;
 

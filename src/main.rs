@@ -274,6 +274,10 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The exit code of an error that running again may cure (sysexits'
+/// EX_TEMPFAIL).
+const EXIT_TRANSIENT: u8 = 75;
+
 /// Secret values of the loaded config, so that no error ever prints them.
 static SECRETS: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
 
@@ -284,7 +288,13 @@ fn main() -> ExitCode {
             let text = format!("{e:#}");
             let text = SECRETS.get().map_or(text.clone(), |c| c.redact(&text));
             let _ = writeln!(std::io::stderr(), "error: {text}");
-            ExitCode::from(2)
+            // A supervisor may restart at once after a transient error
+            // (EX_TEMPFAIL); anything else needs a change first.
+            let transient = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<pipeline::PipelineError>())
+                .is_some_and(pipeline::PipelineError::retryable);
+            ExitCode::from(if transient { EXIT_TRANSIENT } else { 2 })
         }
     }
 }
@@ -658,6 +668,7 @@ fn run() -> Result<()> {
                                 grace.as_secs(),
                                 cfg.kafka.bootstrap_servers
                             ),
+                            code: None,
                         });
                     }
                 };

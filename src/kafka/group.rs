@@ -126,7 +126,7 @@ impl Shared {
         let timeout = Duration::from_secs(60);
         if tpl.count() > 0 {
             let group = consumer.group_metadata().ok_or_else(|| {
-                PipelineError::Topology("exactly_once: the consumer has no group metadata".into())
+                PipelineError::Client("exactly_once: the consumer has no group metadata".into())
             })?;
             self.producer
                 .send_offsets_to_transaction(&tpl, &group, timeout)?;
@@ -300,7 +300,7 @@ impl Ctx {
             let queue = live
                 .split_partition_queue(e.topic(), e.partition())
                 .ok_or_else(|| {
-                    PipelineError::Topology(format!(
+                    PipelineError::Client(format!(
                         "cannot read {} [{}] on its own queue",
                         e.topic(),
                         e.partition()
@@ -365,7 +365,7 @@ impl Ctx {
             let queues = (0..shared.topics.len())
                 .map(|q| {
                     split.remove(&(q, p)).ok_or_else(|| {
-                        PipelineError::Topology(format!(
+                        PipelineError::Client(format!(
                             "{} [{p}] was assigned without its queue",
                             shared.topics[q].name
                         ))

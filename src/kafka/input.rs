@@ -39,13 +39,13 @@ impl InputDecoder {
         let mut schemas = SchemaSet::new();
         for (id, path) in &cfg.schemas.ids {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                PipelineError::Topology(format!(
+                PipelineError::Config(format!(
                     "config field `schemas.ids.{id}`: cannot read {}: {e}",
                     path.display()
                 ))
             })?;
             let schema = apache_avro::Schema::parse_str(&text).map_err(|e| {
-                PipelineError::Topology(format!(
+                PipelineError::Config(format!(
                     "config field `schemas.ids.{id}`: {} is not an Avro schema: {e}",
                     path.display()
                 ))
@@ -116,7 +116,7 @@ impl InputDecoder {
                 );
                 None
             }
-            Err(reason) => Some(Err(PipelineError::Topology(format!(
+            Err(reason) => Some(Err(PipelineError::Registry(format!(
                 "schema registry unavailable for {}s: {reason}",
                 self.registry_patience.as_secs()
             )))),

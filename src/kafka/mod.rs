@@ -39,6 +39,7 @@
 //! its offsets, and the callback commits them before the partitions go.
 
 pub mod client;
+mod error;
 mod group;
 mod input;
 mod publish;
@@ -49,6 +50,7 @@ mod topics;
 
 pub use crate::ops::live::LiveStats;
 pub use client::{client_config, Logs, PlainConsumer, Producer, Role};
+pub use error::PipelineError;
 pub use input::InputDecoder;
 pub use publish::{dead_letter_headers, produce_events, topic_for, FindingsPublisher};
 pub use topics::{
@@ -77,23 +79,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-/// Why the pipeline stopped or could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("publishing to {topic} failed: {reason}")]
-    Publish { topic: String, reason: String },
-    #[error("{0}")]
-    Topology(String),
-    #[error("no Kafka broker answered at {bootstrap} ({detail}); check that a broker listens there, that kafka.bootstrap_servers (or --bootstrap-servers) names it as it advertises itself, and the [kafka.librdkafka] security settings")]
-    Unreachable { bootstrap: String, detail: String },
-    #[error("{0}")]
-    Admin(std::io::Error),
-    #[error("restoring partition {partition}: {reason}")]
-    Restore { partition: i32, reason: String },
-}
-
 /// Creates a librdkafka client. librdkafka's configuration errors quote
 /// the offending value, so they pass through [`Config::redact`].
 pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: ClientContext>(
@@ -101,9 +86,9 @@ pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: Clien
     config: &ClientConfig,
     context: C,
 ) -> Result<T, PipelineError> {
-    config.create_with_context(context).map_err(|e| {
-        PipelineError::Topology(format!("kafka client: {}", cfg.redact(&e.to_string())))
-    })
+    config
+        .create_with_context(context)
+        .map_err(|e| PipelineError::Config(format!("kafka client: {}", cfg.redact(&e.to_string()))))
 }
 
 /// A producer for findings, dead letters and generated events.
@@ -191,7 +176,7 @@ pub async fn run(
             p.begin_transaction()
         })
         .map_err(|e| {
-            PipelineError::Topology(format!(
+            PipelineError::Config(format!(
                 "kafka.delivery = exactly_once needs a broker with transactions (Apache Kafka 2.5 or later): {e}"
             ))
         })?;
@@ -204,7 +189,7 @@ pub async fn run(
     let output = tokio::task::block_in_place(|| {
         crate::codec::registry::settle_output(&cfg, &cfg.topics.findings)
     })
-    .map_err(|e| PipelineError::Topology(cfg.redact(&e.to_string())))?;
+    .map_err(|e| PipelineError::Registry(cfg.redact(&e.to_string())))?;
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
         encoder: crate::codec::output::FindingEncoder::new(output),
@@ -437,7 +422,7 @@ fn consume(shared: &Arc<Shared>, consumer: Arc<LiveConsumer>, stop: &AtomicBool)
         // Every assigned partition is read from its own queue, split before
         // the assignment started fetching: a message here would be missed
         // by its task, and committing past it would lose it.
-        shared.fail(PipelineError::Topology(format!(
+        shared.fail(PipelineError::Client(format!(
             "{} [{partition}] offset {} arrived on the consumer's queue instead of its partition's; stopping without committing past it",
             msg.topic(),
             msg.offset()

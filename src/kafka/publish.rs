@@ -10,10 +10,12 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
-pub(crate) fn publish_error(topic: &str, reason: impl ToString) -> PipelineError {
+/// A record the broker did not take.
+pub(crate) fn publish_error(topic: &str, error: KafkaError) -> PipelineError {
     PipelineError::Publish {
         topic: topic.to_string(),
-        reason: reason.to_string(),
+        reason: error.to_string(),
+        code: error.rdkafka_error_code(),
     }
 }
 
@@ -49,7 +51,11 @@ pub(crate) async fn confirm(topic: &str, delivery: DeliveryFuture) -> Result<(),
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(publish_error(topic, e)),
-        Err(_) => Err(publish_error(topic, "producer dropped the delivery")),
+        Err(_) => Err(PipelineError::Publish {
+            topic: topic.to_string(),
+            reason: "producer dropped the delivery".into(),
+            code: None,
+        }),
     }
 }
 
@@ -153,7 +159,10 @@ impl FindingsPublisher {
         let encoder = crate::codec::output::FindingEncoder::new(encoding);
         let mut pending = Vec::with_capacity(findings.len());
         for f in findings {
-            let value = encoder.encode(f).map_err(|e| publish_error(topic, e))?;
+            let value = encoder.encode(f).map_err(|e| PipelineError::Encode {
+                topic: topic.clone(),
+                reason: format!("finding {}: {e}", f.finding_id),
+            })?;
             pending.push(
                 enqueue(
                     &self.producer,

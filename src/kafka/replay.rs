@@ -143,7 +143,7 @@ impl Reader {
                 while next < end {
                     let Some(m) = self.consumer.poll(Duration::from_millis(200)) else {
                         if last_progress.elapsed() > TIMEOUT {
-                            return Err(PipelineError::Topology(format!(
+                            return Err(PipelineError::Stalled(format!(
                                 "replay of {topic}[{p}] stalled at offset {next} of {end}"
                             )));
                         }

@@ -33,7 +33,7 @@ pub fn require_topics<C: ClientContext>(
     if missing.is_empty() {
         return Ok(());
     }
-    Err(PipelineError::Topology(format!(
+    Err(PipelineError::Topics(format!(
         "{} missing on {}: {}; create {} (`driftwatch create-topics`, or your cluster's tooling) or fix the name",
         if missing.len() == 1 { "topic" } else { "topics" },
         cfg.kafka.bootstrap_servers,
@@ -78,7 +78,7 @@ pub async fn create_topics(
         })
         .collect();
     if !wrong.is_empty() {
-        return Err(PipelineError::Topology(format!(
+        return Err(PipelineError::Topics(format!(
             "input topics exist with another partition count than {partitions} ({}); input topics must be co-partitioned: create the missing ones with --partitions equal to the existing ones, or recreate the topics",
             wrong.join(", ")
         )));
@@ -107,7 +107,7 @@ pub async fn create_topics(
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(PipelineError::Topology(format!(
+                    return Err(PipelineError::Topics(format!(
                         "cannot create topic `{name}`: {code}"
                     )))
                 }
@@ -157,7 +157,7 @@ pub fn check_topics<C: ClientContext>(
         .filter(|t| !counts.contains_key(t.as_str()))
         .collect();
     if !missing.is_empty() {
-        return Err(PipelineError::Topology(format!(
+        return Err(PipelineError::Topics(format!(
             "topics missing on {}: {}; create them (`driftwatch create-topics --config FILE`) or fix [topics] in the config",
             cfg.kafka.bootstrap_servers,
             missing.join(", ")
@@ -173,7 +173,7 @@ pub fn check_topics<C: ClientContext>(
     let first = inputs[0].1;
     if inputs.iter().any(|(_, n)| *n != first) {
         let list: Vec<String> = inputs.iter().map(|(n, c)| format!("{n}={c}")).collect();
-        return Err(PipelineError::Topology(format!(
+        return Err(PipelineError::Topics(format!(
             "input topics are not co-partitioned ({}): a worker's HR, directory and app events must land in the same partition number; give every input topic the same partition count and the same key (worker_id)",
             list.join(", ")
         )));

@@ -226,7 +226,7 @@ pub async fn run(
             let m = &stats.metrics;
             let _ = stop.send(true);
             let _ = finish(detector).await;
-            return Err(PipelineError::Topology(format!(
+            return Err(PipelineError::Stalled(format!(
                 "the detector made no progress for {}s: {done} of {n} events done, {} applied, {} partitions assigned, {} restoring",
                 STALL.as_secs(),
                 stats.events.load(Ordering::Relaxed),
@@ -342,7 +342,7 @@ async fn finish(
 ) -> Result<(), PipelineError> {
     detector
         .await
-        .map_err(|e| PipelineError::Topology(format!("detector task: {e}")))?
+        .map_err(|e| PipelineError::Client(format!("detector task: {e}")))?
 }
 
 /// Reads every input message once with a plain consumer; messages/s from

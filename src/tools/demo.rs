@@ -131,6 +131,7 @@ pub async fn run(
             return Err(PipelineError::Publish {
                 topic: cfg.topics.findings.clone(),
                 reason: format!("detector task failed: {e}"),
+                code: None,
             })
         }
     }

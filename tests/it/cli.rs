@@ -234,7 +234,8 @@ fn an_unreachable_cluster_is_one_error_that_names_it() {
     ] {
         let out = run_bounded(bin().args(&args), Duration::from_secs(90));
         let t = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {t}");
+        // Transient: a supervisor may simply restart it.
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {t}");
         let last = t.lines().last().unwrap_or_default();
         assert!(
             last.contains("no Kafka broker answered") && last.contains(&bootstrap),

@@ -118,10 +118,9 @@ async fn run(
     // A failed task stops the pipeline; only a task that ends well waits
     // for its last batches to be confirmed.
     result?;
-    confirmer.await.map_err(|e| PipelineError::Publish {
-        topic: shared.cfg.topics.findings.clone(),
-        reason: format!("confirmer task failed: {e}"),
-    })
+    confirmer
+        .await
+        .map_err(|e| PipelineError::Client(format!("the confirmer task failed: {e}")))
 }
 
 /// Rebuilds the partition's engine on a blocking thread, at most
@@ -454,9 +453,9 @@ impl PartitionTask {
             let value = shared
                 .encoder
                 .encode(&f)
-                .map_err(|e| PipelineError::Publish {
+                .map_err(|e| PipelineError::Encode {
                     topic: topic.clone(),
-                    reason: format!("encoding finding {}: {e}", f.finding_id),
+                    reason: format!("finding {}: {e}", f.finding_id),
                 })?;
             let delivery = enqueue(
                 &shared.producer,

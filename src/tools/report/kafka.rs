@@ -76,7 +76,7 @@ pub fn read_findings(
         .map(|t| t.partitions().len() as i32)
         .filter(|&n| n > 0)
         .ok_or_else(|| {
-            PipelineError::Topology(format!(
+            PipelineError::Topics(format!(
                 "the findings topic {topic} (topics.findings) does not exist at {}",
                 cfg.kafka.bootstrap_servers
             ))
@@ -106,7 +106,7 @@ pub fn read_findings(
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             if last_progress.elapsed() > TIMEOUT {
                 let left: Vec<String> = ends.keys().map(|p| format!("{topic}[{p}]")).collect();
-                return Err(PipelineError::Topology(format!(
+                return Err(PipelineError::Stalled(format!(
                     "reading {} stalled: nothing for {} s",
                     left.join(", "),
                     TIMEOUT.as_secs()

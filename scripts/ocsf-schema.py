@@ -14,7 +14,7 @@ the declared profiles do not define is an error.
     scripts/ocsf-schema.py --version 1.3.0 --profiles "" --output FILE
                                       # another release or profile set, to compare
 
-The defaults below are what the OCSF encoder declares (src/codec/output.rs:
+The defaults below are what the OCSF encoder declares (src/codec/output/ocsf.rs:
 OCSF_VERSION and the profiles of metadata.profiles); change them together.
 """
 import argparse

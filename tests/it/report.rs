@@ -218,7 +218,7 @@ fn report_of_generated_data_agrees_with_a_plain_recount() {
 
     let mut collector = Collector::new();
     for f in &findings {
-        collector.add(f.clone().into());
+        collector.add(f.clone());
     }
     let first = findings.iter().map(|f| f.detected_at).min().unwrap();
     let last = findings.iter().map(|f| f.transitioned_at).max().unwrap();

@@ -9,10 +9,10 @@
 //! against `schemas/finding.avsc`; anything else (OCSF) is counted and
 //! left out.
 
-use super::Transition;
 use crate::codec::avro;
 use crate::config::Config;
 use crate::kafka::{client_config, Logs, PipelineError, PlainConsumer, Role};
+use crate::model::finding::Finding;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -33,20 +33,15 @@ pub struct TopicRead {
 }
 
 /// Decodes one message of the findings topic.
-pub fn decode(payload: &[u8]) -> Result<Transition, String> {
+pub fn decode(payload: &[u8]) -> Result<Finding, String> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {
-            let t: Transition = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-            Ok(t)
-        }
+        Some(b'{') => serde_json::from_slice(payload).map_err(|e| e.to_string()),
         Some(0) => {
             let schema = avro::schema(avro::FINDING_SCHEMA);
             let (_, mut datum) = avro::unframe(payload).map_err(|e| e.to_string())?;
             let value = apache_avro::from_avro_datum(&schema, &mut datum, None)
                 .map_err(|e| e.to_string())?;
-            Ok(avro::decode_finding(&value)
-                .map_err(|e| e.to_string())?
-                .into())
+            avro::decode_finding(&value).map_err(|e| e.to_string())
         }
         _ => Err("neither a JSON finding nor a Confluent-framed Avro one".into()),
     }
@@ -56,7 +51,7 @@ pub fn decode(payload: &[u8]) -> Result<Transition, String> {
 /// start, handing each decoded transition to `each`.
 pub fn read_findings(
     cfg: &Config,
-    mut each: impl FnMut(Transition),
+    mut each: impl FnMut(Finding),
 ) -> Result<TopicRead, PipelineError> {
     let topic = cfg.topics.findings.clone();
     let consumer: PlainConsumer = crate::kafka::create_client(

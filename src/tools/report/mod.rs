@@ -19,64 +19,27 @@
 //!   percentile interpolate between ranks as spreadsheets' `PERCENTILE.INC`
 //!   does.
 //!
-//! Transitions are de-duplicated on (finding_id, status): the topic is
-//! at-least-once, and a redelivered transition is the same transition.
+//! A transition is the contract's [`Finding`], read whole from JSON or Avro
+//! as published. Transitions are de-duplicated on (finding_id, status):
+//! the topic is at-least-once, and a redelivered transition is the same
+//! transition.
 
 pub mod kafka;
 pub mod render;
 
 use crate::model::finding::{
-    AccountableOwner, ContributingOwner, Escalation, Finding, OwnerRole, Severity, Status, Subject,
+    AccountableOwner, ContributingOwner, Finding, OwnerRole, Severity, Status, Subject,
 };
 use crate::model::rule::Rule;
 use crate::model::time::Ts;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-/// One finding transition: the fields of the contract the report needs
-/// (evidence, frameworks and detector are not read).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Transition {
-    pub finding_id: String,
-    pub status: Status,
-    pub rule: Rule,
-    pub severity: Severity,
-    pub worker_id: Option<Arc<str>>,
-    pub subject: Subject,
-    pub summary: String,
-    pub accountable_owner: AccountableOwner,
-    pub contributing_owner: ContributingOwner,
-    pub detected_at: Ts,
-    pub remediation_deadline: Ts,
-    pub escalation: Escalation,
-    pub transitioned_at: Ts,
-}
-
-impl From<Finding> for Transition {
-    fn from(f: Finding) -> Transition {
-        Transition {
-            finding_id: f.finding_id,
-            status: f.status,
-            rule: f.rule,
-            severity: f.severity,
-            worker_id: f.worker_id,
-            subject: f.subject,
-            summary: f.summary,
-            accountable_owner: f.accountable_owner,
-            contributing_owner: f.contributing_owner,
-            detected_at: f.detected_at,
-            remediation_deadline: f.remediation_deadline,
-            escalation: f.escalation,
-            transitioned_at: f.transitioned_at,
-        }
-    }
-}
 
 /// One finding's life as the transitions read tell it.
 #[derive(Debug, Clone)]
 struct Life {
-    first: Transition,
+    /// The first transition read of the finding.
+    first: Finding,
     opened: Option<Ts>,
     escalated: Option<Ts>,
     resolved: Option<Ts>,
@@ -250,7 +213,7 @@ impl Collector {
 
     /// Adds one transition; a second one with the same finding_id and
     /// status is a redelivery and is counted as a duplicate only.
-    pub fn add(&mut self, t: Transition) {
+    pub fn add(&mut self, t: Finding) {
         self.read += 1;
         self.latest = Some(
             self.latest
@@ -409,7 +372,7 @@ pub enum InputError {
 
 /// Reads JSON lines of finding transitions (as `replay --output` writes
 /// them) into `collector`; blank lines are passed over, and lines that are
-/// not a transition are returned, not added.
+/// not a whole finding of the contract are returned, not added.
 pub fn read_lines(
     input: impl std::io::BufRead,
     collector: &mut Collector,
@@ -424,7 +387,7 @@ pub fn read_lines(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Transition>(&line) {
+        match serde_json::from_slice::<Finding>(&line) {
             Ok(t) => collector.add(t),
             Err(e) => {
                 if i == 0 && line.windows(11).any(|w| w == b"\"class_uid\"") {

@@ -3,6 +3,7 @@
 use super::render::{self, duration};
 use super::*;
 use crate::model::event::System;
+use crate::model::finding::{Detector, Escalation};
 use crate::model::time::MS_PER_HOUR;
 
 const H: i64 = MS_PER_HOUR;
@@ -24,8 +25,8 @@ fn t(
     detected: i64,
     deadline: i64,
     at: i64,
-) -> Transition {
-    Transition {
+) -> Finding {
+    Finding {
         finding_id: id.to_string(),
         status,
         rule,
@@ -54,6 +55,12 @@ fn t(
             target: team.into(),
             level: if status == Status::Escalated { 2 } else { 1 },
         },
+        evidence: Vec::new(),
+        frameworks: Vec::new(),
+        detector: Detector {
+            version: "test".into(),
+            instance: "test".into(),
+        },
         transitioned_at: hour(at),
     }
 }
@@ -70,7 +77,7 @@ const LAA: Rule = Rule::LeaverAppAccess;
 
 /// The period is hours 0 to 168 (one week). Each finding's fate is in
 /// its comment.
-fn transitions() -> Vec<Transition> {
+fn transitions() -> Vec<Finding> {
     let it = |id, s, d, dl, at| t(id, s, IT_TEAM, It, LDA, d, dl, at);
     let hr = |id, s, d, dl, at| t(id, s, HR_TEAM, Hr, CEA, d, dl, at);
     let app = |id, s, d, dl, at| t(id, s, APP_TEAM, AppOwner, LAA, d, dl, at);
@@ -132,7 +139,7 @@ fn week() -> ReportOptions {
     }
 }
 
-fn collect(ts: Vec<Transition>) -> Collector {
+fn collect(ts: Vec<Finding>) -> Collector {
     let mut c = Collector::new();
     for t in ts {
         c.add(t);

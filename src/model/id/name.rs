@@ -1,29 +1,12 @@
-//! Compact identifiers for the state held per worker.
-//!
-//! Memory per tracked worker is a product feature (BENCHMARKS.md), and the
-//! state of a million workers is mostly identifiers: keys, account ids and
-//! the event ids of the evidence. Three types keep them small:
-//!
-//! - [`Name`]: a string of up to 22 bytes stored inline (worker ids,
-//!   account ids, generated event ids), a longer one shared on the heap.
-//!   Inline names cost no allocation, and comparing keys in a hash-table
-//!   probe touches no other cache line.
-//! - [`EventId`]: a [`Name`], or a canonical lower-case UUID (the usual
-//!   event id) packed into its 16 bytes.
-//! - [`Topic`]: a topic name interned for the life of the process, two bytes.
-//! - [`Sym`]: a shared string behind one thin pointer, eight bytes, for
-//!   the names the engine interns (scopes, source systems, grant names,
-//!   departments, titles); equal symbols usually share the pointer.
-//!
-//! Each string has exactly one representation, so the derived equality and
-//! hash of the representation agree with those of the string.
+//! [`Name`]: a string inline up to 22 bytes, else shared, with a one-bit
+//! mark.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 const INLINE: usize = 22;
 
@@ -228,250 +211,10 @@ impl<'de> serde::Deserialize<'de> for Name {
     }
 }
 
-/// An event id: a packed canonical UUID, or any other string as a [`Name`].
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub enum EventId {
-    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lower-case hex.
-    Uuid([u8; 16]),
-    Other(Name),
-}
-
-impl EventId {
-    pub fn new(s: &str) -> EventId {
-        match parse_uuid(s) {
-            Some(b) => EventId::Uuid(b),
-            None => EventId::Other(Name::new(s)),
-        }
-    }
-
-    /// The id as published in evidence.
-    pub fn to_arc(&self) -> Arc<str> {
-        match self {
-            EventId::Other(n) => n.as_str().into(),
-            EventId::Uuid(_) => self.to_string().into(),
-        }
-    }
-}
-
-const UUID_DASHES: [usize; 4] = [8, 13, 18, 23];
-
-fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 36 || UUID_DASHES.iter().any(|&i| b[i] != b'-') {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    let mut digits = b
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !UUID_DASHES.contains(i))
-        .map(|(_, &c)| c);
-    for byte in &mut out {
-        let hi = lower_hex(digits.next()?)?;
-        let lo = lower_hex(digits.next()?)?;
-        *byte = (hi << 4) | lo;
-    }
-    Some(out)
-}
-
-/// Only lower-case digits, so that printing gives back the same string.
-fn lower_hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EventId::Other(n) => f.write_str(n),
-            EventId::Uuid(b) => {
-                for (i, byte) in b.iter().enumerate() {
-                    if matches!(i, 4 | 6 | 8 | 10) {
-                        f.write_str("-")?;
-                    }
-                    write!(f, "{byte:02x}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl fmt::Debug for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
-    }
-}
-
-/// A topic name, interned for the life of the process (the set of topics
-/// a process reads is small and fixed by its configuration and files).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Topic(u16);
-
-fn topic_table() -> &'static RwLock<Vec<&'static str>> {
-    static TABLE: OnceLock<RwLock<Vec<&'static str>>> = OnceLock::new();
-    TABLE.get_or_init(|| RwLock::new(Vec::new()))
-}
-
-impl Topic {
-    /// The topic called `name`; the first call for a name records it.
-    ///
-    /// # Panics
-    /// After 65,536 distinct topic names in one process.
-    pub fn new(name: &str) -> Topic {
-        let table = topic_table();
-        let find = |t: &[&str]| t.iter().position(|n| *n == name);
-        if let Some(i) = find(&table.read().unwrap_or_else(|e| e.into_inner())) {
-            return Topic(i as u16);
-        }
-        let mut t = table.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = find(&t) {
-            return Topic(i as u16);
-        }
-        let i = u16::try_from(t.len()).expect("at most 65,536 topic names per process");
-        t.push(Box::leak(name.to_owned().into_boxed_str()));
-        Topic(i)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        topic_table().read().unwrap_or_else(|e| e.into_inner())[usize::from(self.0)]
-    }
-}
-
-impl From<&str> for Topic {
-    fn from(s: &str) -> Topic {
-        Topic::new(s)
-    }
-}
-
-impl From<String> for Topic {
-    fn from(s: String) -> Topic {
-        Topic::new(&s)
-    }
-}
-
-impl PartialOrd for Topic {
-    fn partial_cmp(&self, other: &Topic) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// By name, like the strings they stand for.
-impl Ord for Topic {
-    fn cmp(&self, other: &Topic) -> Ordering {
-        if self.0 == other.0 {
-            Ordering::Equal
-        } else {
-            self.as_str().cmp(other.as_str())
-        }
-    }
-}
-
-impl fmt::Display for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-/// A shared immutable string behind a thin pointer (the `Arc<str>` it
-/// wraps can be handed to a finding without copying the text). Equality,
-/// hash and order are the string's; equality tries the pointer first, which
-/// decides for names from the same interner.
-#[derive(Clone)]
-pub struct Sym(Arc<Arc<str>>);
-
-impl Sym {
-    pub fn new(s: &str) -> Sym {
-        Sym(Arc::new(s.into()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The text as an `Arc<str>`, shared, not copied.
-    pub fn to_arc(&self) -> Arc<str> {
-        Arc::clone(&self.0)
-    }
-
-    pub fn ptr_eq(&self, other: &Sym) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Deref for Sym {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for Sym {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Sym {
-    fn from(s: &str) -> Sym {
-        Sym::new(s)
-    }
-}
-
-impl PartialEq for Sym {
-    fn eq(&self, other: &Sym) -> bool {
-        self.ptr_eq(other) || self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Sym {}
-
-impl Hash for Sym {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-
-impl PartialOrd for Sym {
-    fn partial_cmp(&self, other: &Sym) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Sym {
-    fn cmp(&self, other: &Sym) -> Ordering {
-        if self.ptr_eq(other) {
-            Ordering::Equal
-        } else {
-            self.as_str().cmp(other.as_str())
-        }
-    }
-}
-
-impl fmt::Display for Sym {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self)
-    }
-}
-
-impl fmt::Debug for Sym {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::id::EventId;
 
     #[test]
     fn a_name_deserialises_from_what_a_string_does_with_the_same_errors() {
@@ -564,37 +307,6 @@ mod tests {
     }
 
     #[test]
-    fn uuids_pack_and_print_back_exactly() {
-        let s = "0559c919-4f3a-4b8e-9d2c-7e1f00aa12ff";
-        let id = EventId::new(s);
-        assert!(matches!(id, EventId::Uuid(_)));
-        assert_eq!(id.to_string(), s);
-        assert_eq!(&*id.to_arc(), s);
-        // Anything not canonical keeps its exact spelling.
-        for other in [
-            "0559C919-4F3A-4B8E-9D2C-7E1F00AA12FF",
-            "0559c9194f3a4b8e9d2c7e1f00aa12ff",
-            "0559c919-4f3a-4b8e-9d2c-7e1f00aa12f",
-            "0559c919-4f3a-4b8e-9d2c_7e1f00aa12ff",
-            "hr-000000123",
-        ] {
-            let id = EventId::new(other);
-            assert!(matches!(id, EventId::Other(_)), "{other}");
-            assert_eq!(id.to_string(), other);
-        }
-    }
-
-    #[test]
-    fn topics_intern_by_name() {
-        let a = Topic::new("id-test.topic-a");
-        assert_eq!(a, Topic::from("id-test.topic-a".to_string()));
-        assert_eq!(a.as_str(), "id-test.topic-a");
-        let b = Topic::new("id-test.topic-b");
-        assert_ne!(a, b);
-        assert!(a < b);
-    }
-
-    #[test]
     fn a_mark_rides_along_and_equality_ignores_it() {
         for s in ["w-1", "a-name-longer-than-twenty-two-bytes"] {
             let plain = Name::new(s);
@@ -604,21 +316,5 @@ mod tests {
             assert_eq!(marked, plain);
         }
         assert_eq!(std::mem::size_of::<Name>(), 24);
-    }
-
-    #[test]
-    fn symbols_compare_as_strings_whether_shared_or_not() {
-        let a = Sym::new("Sales");
-        let shared = a.clone();
-        let separate = Sym::new("Sales");
-        assert!(a.ptr_eq(&shared) && !a.ptr_eq(&separate));
-        assert_eq!(a, separate);
-        assert_eq!(a.cmp(&separate), Ordering::Equal);
-        assert!(a < Sym::new("Support"));
-        assert_eq!(&*a.to_arc(), "Sales");
-        let set: std::collections::HashSet<Sym> = [separate].into_iter().collect();
-        assert!(set.contains("Sales"));
-        assert_eq!(std::mem::size_of::<Sym>(), 8);
-        assert_eq!(std::mem::size_of::<Option<Sym>>(), 8);
     }
 }

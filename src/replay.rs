@@ -321,8 +321,8 @@ fn history_of(
     let mut state = None;
     let mut partition = None;
     let findings = replay_dumps(cfg, dumps, until, report, &mut |p, engine| {
-        if let Some(st) = engine.store().get(&key) {
-            state = Some(crate::ops::query::worker_view(&key, st));
+        if let Some(st) = engine.store().map().get(&key) {
+            state = Some(crate::ops::query::worker_view(&key, &st));
             partition = Some(p);
         }
     });

@@ -218,12 +218,11 @@ async fn run(
         tpl.add_partition(&t.name, partition);
     }
     consumer.resume(&tpl)?;
-    let (reader, mut questions) = crate::ops::live::store_reader();
 
     let (batches_tx, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
     // What the restore found open or escalated, for the open-findings gauges.
     let restored_open = crate::ops::query::open_findings(
-        std::iter::once(engine.store()),
+        std::iter::once(&**engine.store()),
         &crate::ops::query::FindingFilter {
             status: None,
             rule: None,
@@ -239,7 +238,7 @@ async fn run(
         .stores
         .write()
         .expect("stores lock")
-        .insert(partition, reader);
+        .insert(partition, engine.store().clone());
     let confirmer = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -424,7 +423,6 @@ async fn run(
         if has_work && batches_tx.send(batch).await.is_err() {
             break; // the confirmer failed and has reported it
         }
-        questions.answer_waiting(engine.store());
         gauges.0.set(engine.tracked() as i64);
         gauges.1.set(engine.entries() as i64);
         if engine.now() > Ts(i64::MIN) {
@@ -448,7 +446,6 @@ async fn run(
             _ = stop.changed() => break,
             _ = inputs.wake.notified() => {}
             _ = tick.tick() => {}
-            _ = questions.answer_next(engine.store()) => {}
         }
     }
     // Records merged but not applied are not stored: the next owner reads them.

@@ -10,7 +10,7 @@
 //! (compared in constant time), and without a token they are closed there;
 //! `/metrics`, `/healthz` and `/readyz` stay open for probes and scrapers.
 
-use super::live::{LiveStats, StoreReader};
+use super::live::LiveStats;
 use super::query::percent_encode;
 use crate::model::event::Key;
 use axum::extract::{Path, RawQuery, State};
@@ -139,7 +139,7 @@ async fn readyz(State(stats): State<Arc<LiveStats>>) -> impl IntoResponse {
 
 async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> impl IntoResponse {
     let key = Key::worker(&id);
-    let stores: Vec<(i32, StoreReader)> = stats
+    let stores: Vec<(i32, Arc<crate::detect::state::Store>)> = stats
         .stores
         .read()
         .expect("stores lock")
@@ -147,15 +147,8 @@ async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> 
         .map(|(p, s)| (*p, s.clone()))
         .collect();
     for (partition, store) in stores {
-        let key = key.clone();
-        let view = store
-            .read(move |s| {
-                s.get(&key)
-                    .map(|st| crate::ops::query::worker_view(&key, st))
-            })
-            .await
-            .flatten();
-        if let Some(view) = view {
+        if let Some(st) = store.map().get(&key) {
+            let view = crate::ops::query::worker_view(&key, &st);
             return (
                 StatusCode::OK,
                 Json(serde_json::json!({ "worker_id": id, "partition": partition, "state": view })),
@@ -191,29 +184,14 @@ async fn findings(
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let stores: Vec<StoreReader> = stats
+    let stores: Vec<Arc<crate::detect::state::Store>> = stats
         .stores
         .read()
         .expect("stores lock")
         .values()
         .cloned()
         .collect();
-    // Each partition's first page, then the first page of them all: more
-    // matched if more matched in one partition, or the pages hold more.
-    let mut out = Vec::new();
-    let mut truncated = false;
-    for store in stores {
-        let filter = filter.clone();
-        let page =
-            store.read(move |s| crate::ops::query::open_findings(std::iter::once(s), &filter));
-        if let Some((mut found, more)) = page.await {
-            out.append(&mut found);
-            truncated |= more;
-        }
-    }
-    out.sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
-    truncated |= out.len() > filter.limit;
-    out.truncate(filter.limit);
+    let (out, truncated) = crate::ops::query::open_findings(stores.iter().map(|s| &**s), &filter);
     // The next page: the same query, after the last finding returned.
     let next = match (truncated, out.last()) {
         (true, Some(last)) => {

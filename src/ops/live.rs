@@ -3,7 +3,6 @@
 //! owned partitions and their state stores, readiness, recent findings,
 //! and the Prometheus metrics.
 
-use crate::detect::state::Store;
 use crate::model::finding::{Finding, OwnerRole, Status};
 use crate::model::rule::Rule;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -37,9 +36,8 @@ pub struct LiveStats {
     pub failed: AtomicBool,
     /// librdkafka reports every broker down.
     pub brokers_down: Arc<AtomicBool>,
-    /// A reader of each owned partition's state store, for read-only
-    /// queries.
-    pub stores: std::sync::RwLock<BTreeMap<i32, StoreReader>>,
+    /// The state store of each owned partition, for read-only queries.
+    pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::detect::state::Store>>>,
     /// Since when this member of the group has held no partition.
     pub unassigned_since: Mutex<Option<std::time::Instant>>,
     /// `kafka.unassigned_warning`: how long without a partition is worth
@@ -109,66 +107,5 @@ impl LiveStats {
             recent.pop_front();
         }
         recent.push_back(f);
-    }
-}
-
-/// A question about one partition's state, answered by the task that owns
-/// it.
-type Question = Box<dyn FnOnce(&Store) + Send>;
-
-/// Questions waiting at once per partition: more wait for room.
-const QUESTIONS: usize = 16;
-
-/// Asks a partition task about its state. The task owns its store and is
-/// its only writer, with no lock; it answers between batches, so an answer
-/// reads the whole partition at one point of its stream.
-#[derive(Clone, Debug)]
-pub struct StoreReader {
-    tx: tokio::sync::mpsc::Sender<Question>,
-}
-
-/// The questions a partition task answers (see [`StoreReader`]).
-#[derive(Debug)]
-pub struct Questions {
-    rx: tokio::sync::mpsc::Receiver<Question>,
-}
-
-/// A reader, and the questions its partition task answers.
-pub fn store_reader() -> (StoreReader, Questions) {
-    let (tx, rx) = tokio::sync::mpsc::channel(QUESTIONS);
-    (StoreReader { tx }, Questions { rx })
-}
-
-impl StoreReader {
-    /// What `f` reads from the store, once the task has answered; `None`
-    /// when the task has stopped.
-    pub async fn read<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let question: Question = Box::new(move |store| {
-            let _ = tx.send(f(store));
-        });
-        self.tx.send(question).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-impl Questions {
-    /// Answers every question waiting now, without waiting for more.
-    pub fn answer_waiting(&mut self, store: &Store) {
-        while let Ok(q) = self.rx.try_recv() {
-            q(store);
-        }
-    }
-
-    /// Waits for a question and answers it (never ready once every reader
-    /// is gone).
-    pub async fn answer_next(&mut self, store: &Store) {
-        match self.rx.recv().await {
-            Some(q) => q(store),
-            None => std::future::pending().await,
-        }
     }
 }

@@ -237,7 +237,7 @@ pub fn open_findings<'a>(
 ) -> (Vec<Finding>, bool) {
     let mut out = Vec::new();
     for store in stores {
-        for (_, st) in store.iter() {
+        for st in store.map().iter() {
             for ep in st.episodes() {
                 if !matches!(ep.phase, Phase::Open | Phase::Escalated) {
                     continue;

@@ -90,15 +90,11 @@ async fn live_state_queries_read_the_stores() {
     let open: Vec<_> = engine.open_findings();
     assert!(!open.is_empty());
     let stats = Arc::new(LiveStats::default());
-    // The engine's owner answers the readers' questions, as a partition
-    // task does.
-    let (reader, mut questions) = driftwatch::ops::live::store_reader();
-    tokio::spawn(async move {
-        loop {
-            questions.answer_next(engine.store()).await;
-        }
-    });
-    stats.stores.write().unwrap().insert(0, reader);
+    stats
+        .stores
+        .write()
+        .unwrap()
+        .insert(0, engine.store().clone());
 
     let (status, body) = get(&stats, "/v1/findings?status=OPEN&limit=5").await;
     assert_eq!(status, StatusCode::OK);

@@ -67,7 +67,7 @@ pub struct EngineStats {
 /// The detection engine of one partition task.
 pub struct Engine {
     cfg: Arc<Config>,
-    store: Store,
+    store: Arc<Store>,
     now: Ts,
     timers: BinaryHeap<Reverse<(Ts, TimerKey)>>,
     /// Timer entries beyond which the heap is swept of stale ones.
@@ -79,7 +79,7 @@ pub struct Engine {
     matched: Vec<(usize, usize)>,
     generation: u64,
     interner: HashSet<Sym, ahash::RandomState>,
-    /// Keys in the store.
+    /// Keys in the store (read without locking it).
     tracked: usize,
     /// Keys HR has sent an event for: the tracked workers of the storm limit.
     workers: usize,
@@ -101,7 +101,7 @@ impl Engine {
         let dedup = Dedup::new(cfg.dedup_capacity);
         Engine {
             cfg,
-            store: Store::new(),
+            store: Arc::new(Store::new()),
             now: Ts::MIN,
             timers: BinaryHeap::new(),
             timers_sweep_at: MIN_TIMER_SWEEP,
@@ -129,9 +129,8 @@ impl Engine {
         &self.cfg
     }
 
-    /// The state store (readers elsewhere ask the task that owns the
-    /// engine).
-    pub fn store(&self) -> &Store {
+    /// The state store, shareable with readers.
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -155,7 +154,7 @@ impl Engine {
     /// over the whole store: for restores, not for the hot path).
     pub fn open_findings(&self) -> Vec<(Rule, crate::model::finding::Severity)> {
         let mut out = Vec::new();
-        for (_, st) in self.store.iter() {
+        for st in self.store.map().iter() {
             for ep in st.episodes() {
                 if matches!(ep.phase, Phase::Open | Phase::Escalated) {
                     if let Some(f) = &ep.finding {
@@ -290,13 +289,15 @@ impl Engine {
             Event::App(_) => Attrs::default(),
         };
         let now = self.now;
-        // Out of the engine while one key's state changes with it.
-        let mut store = self.store.take();
+        let store = self.store.clone();
         {
-            let (st, added) = store.get_or_insert(&key);
-            if added {
-                self.tracked += 1;
-            }
+            let mut st = match store.map().get_mut(&key) {
+                Some(st) => st,
+                None => {
+                    self.tracked += 1;
+                    store.map().entry(key.clone()).or_default()
+                }
+            };
             if matches!(event, Event::Hr(_)) && !st.known_to_hr() {
                 self.workers += 1;
             }
@@ -306,9 +307,8 @@ impl Engine {
                 Event::App(e) => st.apply_app(e, &ev, &cause.scope, named),
             };
             st.catch_up(now);
-            self.reconcile(&key, st, now, &cause, out);
+            self.reconcile(&key, &mut st, now, &cause, out);
         }
-        self.store = store;
         self.sweep_timers();
     }
 }

@@ -280,9 +280,9 @@ impl Engine {
         storm.drifting = 0;
         storm.before = 0..0;
         keys.sort();
-        let mut store = self.store.take();
         for key in keys {
-            let Some(st) = store.get_mut(&key) else {
+            let store = self.store.clone();
+            let Some(mut st) = store.map().get_mut(&key) else {
                 continue;
             };
             for ep in st
@@ -293,10 +293,9 @@ impl Engine {
                 ep.phase = Phase::Pending;
                 ep.released = true;
             }
-            let cause = timer_cause(st);
-            self.reconcile(&key, st, now, &cause, out);
+            let cause = timer_cause(&st);
+            self.reconcile(&key, &mut st, now, &cause, out);
         }
-        self.store = store;
     }
 }
 

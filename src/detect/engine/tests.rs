@@ -113,7 +113,7 @@ fn maintained_entry_count_matches_a_recount() {
     };
     feed(&mut engine, g.baseline(), &mut out);
     let recount =
-        |engine: &Engine| -> usize { engine.store.iter().map(|(_, st)| st.entries()).sum() };
+        |engine: &Engine| -> usize { engine.store.map().iter().map(|st| st.entries()).sum() };
     assert_eq!(engine.entries(), recount(&engine));
     for round in 0..40 {
         for _ in 0..50 {

@@ -41,11 +41,14 @@ impl Engine {
         if self.timers.len() < self.timers_sweep_at {
             return;
         }
-        let store = &self.store;
+        let store = self.store.clone();
         let mut kept = std::mem::take(&mut self.timers).into_vec();
         kept.retain(|Reverse((at, which))| match which {
             TimerKey::Storm(_) | TimerKey::StormEnd(_) => true,
-            TimerKey::Worker(key) => store.get(key).is_some_and(|st| st.wake_at() == Some(*at)),
+            TimerKey::Worker(key) => store
+                .map()
+                .get(key)
+                .is_some_and(|st| st.wake_at() == Some(*at)),
         });
         kept.shrink_to_fit();
         self.timers_sweep_at = (2 * kept.len()).max(MIN_TIMER_SWEEP);
@@ -68,17 +71,17 @@ impl Engine {
             let now = self.now;
             match which {
                 TimerKey::Worker(key) => {
-                    let mut store = self.store.take();
-                    if let Some(st) = store.get_mut(&key) {
+                    let store = self.store.clone();
+                    let entry = store.map().get_mut(&key);
+                    if let Some(mut st) = entry {
                         if st.wake_at() == Some(at) {
                             self.stats.timers_fired += 1;
                             st.set_wake_at(None);
                             st.catch_up(now);
-                            let cause = timer_cause(st);
-                            self.reconcile(&key, st, now, &cause, out);
+                            let cause = timer_cause(&st);
+                            self.reconcile(&key, &mut st, now, &cause, out);
                         }
                     }
-                    self.store = store;
                 }
                 TimerKey::Storm(rule) => self.storm_escalate(rule, now, out),
                 TimerKey::StormEnd(rule) => self.storm_end(rule, out),

@@ -126,6 +126,7 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("enable.auto.commit", "kafka.commit_interval"),
     ("auto.commit.interval.ms", "kafka.commit_interval"),
     ("transactional.id", "kafka.delivery"),
+    ("group.instance.id", "kafka.group_instance_id"),
     ("isolation.level", "kafka.delivery"),
     (
         "partition.assignment.strategy",
@@ -142,6 +143,8 @@ pub struct KafkaConfig {
     pub max_task_idle_ms: u64,
     pub commit_interval_ms: u64,
     pub unassigned_warning_ms: u64,
+    /// `group.instance.id` of the detector's group consumer, if any.
+    pub group_instance_id: Option<String>,
     /// Passed through to every librdkafka client as it is.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -167,6 +170,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("max_task_idle_ms", &self.max_task_idle_ms)
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("unassigned_warning_ms", &self.unassigned_warning_ms)
+            .field("group_instance_id", &self.group_instance_id)
             .field("librdkafka", &redacted)
             .finish()
     }

@@ -86,6 +86,11 @@ pub struct RawKafka {
     /// A member of the group that has held no partition for this long logs
     /// a warning and `/readyz` says so; default `60s`.
     pub unassigned_warning: Option<String>,
+    /// Static group membership (KIP-345): an id unique to this detector in
+    /// the group and stable across its restarts (a host or pod name). A
+    /// restarted member that comes back within the session timeout gets its
+    /// partitions back without a rebalance; default none (dynamic).
+    pub group_instance_id: Option<String>,
     /// librdkafka properties passed through as they are (security.protocol,
     /// sasl.*, ssl.*, ...).
     #[serde(default)]

@@ -171,3 +171,20 @@ fn secrets_are_redacted_in_debug_output() {
         None
     );
 }
+
+#[test]
+fn group_instance_id_is_checked_and_only_set_through_its_field() {
+    let c = Config::from_toml("[kafka]\ngroup_instance_id = \"detector-eu-1\"\n").unwrap();
+    assert_eq!(c.kafka.group_instance_id.as_deref(), Some("detector-eu-1"));
+    assert_eq!(Config::from_toml("").unwrap().kafka.group_instance_id, None);
+    for bad in ["", "two words", "tab\there"] {
+        let err = Config::from_toml(&format!("[kafka]\ngroup_instance_id = \"{bad}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.group_instance_id"), "{err}");
+    }
+    let err = Config::from_toml("[kafka.librdkafka]\n\"group.instance.id\" = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("use kafka.group_instance_id"), "{err}");
+}

@@ -501,6 +501,17 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
             "must be longer than zero",
         ));
     }
+    if let Some(id) = &k.group_instance_id {
+        if id.is_empty()
+            || id.len() > 249
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "kafka.group_instance_id",
+                format!("`{id}` is not a usable id; give 1 to 249 characters without spaces, unique to this detector in the group (a host or pod name)"),
+            ));
+        }
+    }
     for key in k.librdkafka.keys() {
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
             return Err(invalid(
@@ -516,6 +527,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         max_task_idle_ms: max_task_idle_ms.max(0) as u64,
         commit_interval_ms: commit_interval_ms as u64,
         unassigned_warning_ms: unassigned_warning_ms as u64,
+        group_instance_id: k.group_instance_id,
         librdkafka: k.librdkafka,
     })
 }

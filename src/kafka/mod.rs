@@ -231,6 +231,11 @@ pub async fn run(
             consumer_config.set(key, value);
         }
     }
+    // Static membership for the group consumer only: the restore and
+    // replay consumers are not members of this group.
+    if let Some(id) = &cfg.kafka.group_instance_id {
+        consumer_config.set("group.instance.id", id);
+    }
     let consumer: LiveConsumer = create_client(
         &cfg,
         consumer_config
@@ -248,6 +253,7 @@ pub async fn run(
     tracing::info!(
         bootstrap = %cfg.kafka.bootstrap_servers,
         group = %cfg.kafka.group_id,
+        instance = %cfg.kafka.group_instance_id.as_deref().unwrap_or("none (dynamic member)"),
         partitions,
         "input topics are co-partitioned; joining the group"
     );

@@ -733,3 +733,35 @@ async fn replay_from_kafka_by_time_range() {
         "the time range does not cut the middle batch"
     );
 }
+
+/// Static membership (`kafka.group_instance_id`): the group consumer joins
+/// with the configured id (and only it: the restore consumers are no
+/// members), and a member killed and started again with the same id loses
+/// nothing. Whether the broker then hands the partitions straight back
+/// (KIP-345) is the broker's part: the mock cluster waits out the session
+/// timeout as for a dynamic member, and Tansu 0.6 stalls on killed members
+/// (RELIABILITY.md), so only the mock runs this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_killed_and_restarted_loses_nothing() {
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "static").await;
+    s.produce_generated(61, 150, 300).await;
+    let member = [
+        ("DRIFTWATCH_ADMIN__LISTEN", "off"),
+        ("DRIFTWATCH_KAFKA__GROUP_INSTANCE_ID", "detector-1"),
+    ];
+    let mut d = s.detector_env("static-1", &member);
+    d.wait_for_log("rebalance: assigned partitions 0", CATCH_UP);
+    assert!(
+        d.log_text().contains("instance=detector-1"),
+        "{}",
+        d.log_text()
+    );
+    s.produce_more(100).await;
+    d.kill();
+    let mut d = s.detector_env("static-2", &member);
+    d.wait_for_log("rebalance: assigned partitions 0", CATCH_UP);
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert!(d.terminate().success(), "{}", d.log_text());
+    s.assert_published_as_reference();
+}

@@ -10,14 +10,15 @@
 //! - [`config`]: `config/driftwatch.toml`, raw then validated, with
 //!   environment overrides and redaction of secrets.
 //! - [`detect`]: the state store, the rules, the engine (episodes, SLA
-//!   timers, finding lifecycle, SOURCE_STORM) and the event-time merge.
-//!   Pure: no Kafka, no codec, no clock, no I/O.
+//!   timers, finding lifecycle, SOURCE_STORM), the event-time merge and the
+//!   driver that feeds merged records to an engine. Pure: no Kafka, no
+//!   codec, no clock, no I/O.
 //! - [`codec`]: JSON and Avro input, the schema registry client, and the
 //!   finding encodings (JSON, Avro, OCSF).
+//! - [`ops`]: metrics, the admin HTTP port and its live-state queries.
 //! - [`replay`]: topic dumps in, finding transitions out, deterministically.
 //! - [`kafka`]: the Kafka shell: clients, the consumer group, one task per
 //!   partition, publishing, topic checks, and replay from a cluster.
-//! - [`ops`]: metrics, the admin HTTP port and its live-state queries.
 //! - [`tools`]: the demo, the generator, the load harness and `explain`,
 //!   apart from the detector's core.
 //!

@@ -77,9 +77,11 @@ pub fn apply_env(
         }
         // librdkafka takes every value as a string, and a value read as a
         // number could lose its text (`0.10`); a token is a string whatever
-        // it looks like (read as a number, it would be quoted in an error).
+        // it looks like (read as a number, it would be quoted in an error),
+        // and so is a group instance id (a pod ordinal is a number).
         let value = if (path.len() == 3 && path[0] == "kafka" && path[1] == "librdkafka")
             || path == ["admin", "token"]
+            || path == ["kafka", "group_instance_id"]
         {
             toml::Value::String(raw)
         } else {

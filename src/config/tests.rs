@@ -177,6 +177,16 @@ fn group_instance_id_is_checked_and_only_set_through_its_field() {
     let c = Config::from_toml("[kafka]\ngroup_instance_id = \"detector-eu-1\"\n").unwrap();
     assert_eq!(c.kafka.group_instance_id.as_deref(), Some("detector-eu-1"));
     assert_eq!(Config::from_toml("").unwrap().kafka.group_instance_id, None);
+    // A pod ordinal from the environment stays a string.
+    let (c, _) = Config::load_layered(
+        None,
+        [(
+            "DRIFTWATCH_KAFKA__GROUP_INSTANCE_ID".to_string(),
+            "0".to_string(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.kafka.group_instance_id.as_deref(), Some("0"));
     for bad in ["", "two words", "tab\there"] {
         let err = Config::from_toml(&format!("[kafka]\ngroup_instance_id = \"{bad}\"\n"))
             .unwrap_err()

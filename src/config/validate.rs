@@ -503,7 +503,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
     }
     if let Some(id) = &k.group_instance_id {
         if id.is_empty()
-            || id.len() > 249
+            || id.chars().count() > 249
             || id.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(invalid(

@@ -70,9 +70,9 @@ impl<T: Record> Driver<T> {
     }
 
     /// Applies `env`, the event of the record just popped, after
-    /// prefetching the state of the records that come next (refill the
-    /// popped topic first, so that they are the right ones). Findings go
-    /// to `out`.
+    /// prefetching the state of the records that come next (a hint: it is
+    /// exact when the popped topic was refilled first, as restore does).
+    /// Findings go to `out`.
     pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
         self.engine
             .prefetch(self.merge.peek_ahead().map(|r| r.and_then(Record::event)));

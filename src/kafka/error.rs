@@ -39,6 +39,10 @@ pub enum PipelineError {
     /// A finding the configured encoding cannot express.
     #[error("encoding a finding for {topic}: {reason}")]
     Encode { topic: String, reason: String },
+    /// A task of the detector panicked: a defect, which the same input
+    /// would likely hit again.
+    #[error("{0}")]
+    Panicked(String),
     /// The admin port could not be bound.
     #[error("{0}")]
     Admin(std::io::Error),
@@ -67,6 +71,7 @@ impl PipelineError {
             PipelineError::Config(_)
             | PipelineError::Topics(_)
             | PipelineError::Encode { .. }
+            | PipelineError::Panicked(_)
             | PipelineError::Admin(_) => false,
         }
     }
@@ -98,6 +103,8 @@ fn code_retryable(code: RDKafkaErrorCode) -> bool {
             | C::UnsupportedFeature
             | C::UnsupportedCompressionType
             | C::InvalidArgument
+            // Another member of the group uses this kafka.group_instance_id.
+            | C::FencedInstanceId
     )
 }
 

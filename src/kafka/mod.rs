@@ -176,9 +176,19 @@ pub async fn run(
             p.begin_transaction()
         })
         .map_err(|e| {
-            PipelineError::Config(format!(
-                "kafka.delivery = exactly_once needs a broker with transactions (Apache Kafka 2.5 or later): {e}"
-            ))
+            // A broker without transactions needs another setting; any other
+            // failure (no broker answering, a coordinator not ready) passes.
+            let unsupported = matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature)
+            );
+            if unsupported {
+                PipelineError::Config(format!(
+                    "kafka.delivery = exactly_once needs a broker with transactions (Apache Kafka 2.5 or later): {e}"
+                ))
+            } else {
+                PipelineError::Kafka(e)
+            }
         })?;
         p
     } else {
@@ -189,7 +199,16 @@ pub async fn run(
     let output = tokio::task::block_in_place(|| {
         crate::codec::registry::settle_output(&cfg, &cfg.topics.findings)
     })
-    .map_err(|e| PipelineError::Registry(cfg.redact(&e.to_string())))?;
+    .map_err(|e| {
+        let text = cfg.redact(&e.to_string());
+        if e.retryable() {
+            PipelineError::Registry(text)
+        } else {
+            // Refused (an incompatible schema, a subject it will not take):
+            // a restart would be refused the same.
+            PipelineError::Config(text)
+        }
+    })?;
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
         encoder: crate::codec::output::FindingEncoder::new(output),

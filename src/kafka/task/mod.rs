@@ -120,7 +120,7 @@ async fn run(
     result?;
     confirmer
         .await
-        .map_err(|e| PipelineError::Client(format!("the confirmer task failed: {e}")))
+        .map_err(|e| PipelineError::Panicked(format!("the confirmer task failed: {e}")))
 }
 
 /// Rebuilds the partition's engine on a blocking thread, at most
@@ -152,9 +152,8 @@ async fn restore_state(
                 restored
             })
             .await
-            .map_err(|e| PipelineError::Restore {
-                partition,
-                reason: e.to_string(),
+            .map_err(|e| {
+                PipelineError::Panicked(format!("restoring partition {partition} failed: {e}"))
             })
             .and_then(|r| r)
         }
@@ -424,6 +423,13 @@ impl PartitionTask {
         let Some(idle_ms) = self.shared.cfg.idle_advance_ms else {
             return;
         };
+        // The cheap checks first: a watermark lookup per topic only when
+        // the partition has been quiet that long.
+        if !self.driver.merge().is_empty()
+            || self.lag.last_input.elapsed() < Duration::from_millis(idle_ms as u64)
+        {
+            return;
+        }
         let caught_up_all = (0..self.shared.topics.len()).all(|q| {
             caught_up(
                 &self.consumer,
@@ -433,10 +439,7 @@ impl PartitionTask {
                 q,
             )
         });
-        if self.driver.merge().is_empty()
-            && self.lag.last_input.elapsed() >= Duration::from_millis(idle_ms as u64)
-            && caught_up_all
-        {
+        if caught_up_all {
             let target = Ts(Ts::wall_clock().millis() - idle_ms);
             if target > self.driver.engine().now() {
                 self.driver.engine_mut().advance_to(target, &mut self.out);

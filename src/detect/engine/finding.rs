@@ -41,15 +41,51 @@ impl Engine {
             OwnerRole::AppOwner => cfg.app_owner(subject.app_id.as_deref().unwrap_or_default()),
             _ => &cfg.it,
         };
-        let id = finding_id(c.rule, key, &subject, c.since, began);
-        Finding {
-            finding_id: id,
-            status: Status::Open,
+        let new = NewFinding {
+            finding_id: finding_id(c.rule, key, &subject, c.since, began),
             rule: c.rule,
             severity,
             worker_id: key.worker_id().map(Into::into),
             subject,
             summary,
+            evidence,
+        };
+        new.finding(cfg, role, team, at)
+    }
+}
+
+/// What tells one new finding from another; [`NewFinding::finding`] adds what
+/// follows from its rule, owner and severity.
+pub(super) struct NewFinding {
+    pub(super) finding_id: String,
+    pub(super) rule: Rule,
+    pub(super) severity: crate::model::finding::Severity,
+    pub(super) worker_id: Option<Arc<str>>,
+    pub(super) subject: Subject,
+    pub(super) summary: String,
+    pub(super) evidence: Vec<Evidence>,
+}
+
+impl NewFinding {
+    /// The finding as it opens at `at`: the identity governance process
+    /// owner accountable, `team` contributing as `role` and first to be
+    /// escalated to, the remediation deadline of its severity, the rule's
+    /// frameworks.
+    pub(super) fn finding(
+        self,
+        cfg: &crate::config::Config,
+        role: OwnerRole,
+        team: &crate::config::Team,
+        at: Ts,
+    ) -> Finding {
+        Finding {
+            finding_id: self.finding_id,
+            status: Status::Open,
+            rule: self.rule,
+            severity: self.severity,
+            worker_id: self.worker_id,
+            subject: self.subject,
+            summary: self.summary,
             accountable_owner: AccountableOwner {
                 role: OwnerRole::IdentityGovernanceProcessOwner,
                 team: cfg.governance_team.clone(),
@@ -60,13 +96,13 @@ impl Engine {
                 contact: team.contact.clone(),
             },
             detected_at: at,
-            remediation_deadline: at.plus(cfg.remediation_ms(severity)),
+            remediation_deadline: at.plus(cfg.remediation_ms(self.severity)),
             escalation: Escalation {
                 target: team.team.clone(),
                 level: 1,
             },
-            evidence,
-            frameworks: c
+            evidence: self.evidence,
+            frameworks: self
                 .rule
                 .frameworks()
                 .iter()

@@ -5,19 +5,15 @@
 //! still drifting open.
 
 use super::cause::{timer_cause, Cause};
-use super::finding::push_evidence;
+use super::finding::{push_evidence, NewFinding};
 use super::timers::TimerKey;
 use super::Engine;
 use crate::detect::episode::Phase;
 use crate::detect::rules::Rule;
 use crate::model::event::{Key, System};
-use crate::model::finding::{
-    stable_id, AccountableOwner, ContributingOwner, Detector, Escalation, Finding, OwnerRole,
-    Severity, Status, Subject,
-};
+use crate::model::finding::{stable_id, Escalation, Finding, OwnerRole, Severity, Status, Subject};
 use crate::model::id::Sym;
 use crate::model::time::Ts;
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -170,9 +166,8 @@ impl Engine {
         let severity = cfg.storm.severity;
         let window_min = cfg.storm.window_ms / 60_000;
         let max_hold_h = cfg.storm.max_hold_ms as f64 / 3_600_000.0;
-        Finding {
+        NewFinding {
             finding_id: stable_id(&[b"SOURCE_STORM", rule.as_str().as_bytes(), &at.millis().to_le_bytes()]),
-            status: Status::Open,
             rule: Rule::SourceStorm,
             severity,
             worker_id: None,
@@ -187,33 +182,9 @@ impl Engine {
                 scope,
                 max_hold_h
             ),
-            accountable_owner: AccountableOwner {
-                role: OwnerRole::IdentityGovernanceProcessOwner,
-                team: cfg.governance_team.clone(),
-            },
-            contributing_owner: ContributingOwner {
-                role,
-                team: team.team.clone(),
-                contact: team.contact.clone(),
-            },
-            detected_at: at,
-            remediation_deadline: at.plus(cfg.remediation_ms(severity)),
-            escalation: Escalation {
-                target: team.team.clone(),
-                level: 1,
-            },
             evidence,
-            frameworks: Rule::SourceStorm
-                .frameworks()
-                .iter()
-                .map(|s| Cow::Borrowed(*s))
-                .collect(),
-            detector: Detector {
-                version: cfg.version.clone(),
-                instance: cfg.instance.clone(),
-            },
-            transitioned_at: at,
         }
+        .finding(cfg, role, team, at)
     }
 
     pub(super) fn storm_escalate(&mut self, rule: Rule, now: Ts, out: &mut Vec<Finding>) {

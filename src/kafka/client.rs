@@ -256,14 +256,14 @@ impl ClientContext for Logs {
         if let (Some(flag), KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) =
             (&self.brokers_down, &error)
         {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            note_brokers(flag, false, "producer error", reason);
         }
         self.limiter.error(&error, reason);
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let (Some(flag), Some(up)) = (&self.brokers_down, brokers_up(&statistics)) {
-            flag.store(!up, std::sync::atomic::Ordering::Relaxed);
+            note_brokers(flag, up, "producer statistics", &broker_states(&statistics));
         }
     }
 }
@@ -288,6 +288,34 @@ pub(crate) fn brokers_up(statistics: &rdkafka::Statistics) -> Option<bool> {
         return None;
     }
     Some(brokers.any(|b| b.state == "UP"))
+}
+
+/// Each broker's name and connection state, for a log line.
+pub(crate) fn broker_states(statistics: &rdkafka::Statistics) -> String {
+    let mut states: Vec<String> = statistics
+        .brokers
+        .values()
+        .map(|b| format!("{} {} ({})", b.name, b.state, b.source))
+        .collect();
+    states.sort();
+    states.join(", ")
+}
+
+/// Sets the brokers-down flag from what `source` saw, and logs a change.
+pub(crate) fn note_brokers(
+    flag: &std::sync::atomic::AtomicBool,
+    up: bool,
+    source: &str,
+    detail: &str,
+) {
+    let was_down = flag.swap(!up, std::sync::atomic::Ordering::Relaxed);
+    if was_down == up {
+        if up {
+            tracing::info!(source, detail, "a broker is reachable again");
+        } else {
+            tracing::warn!(source, detail, "all brokers are down");
+        }
+    }
 }
 
 /// How often a client watching the brokers gets statistics, unless

@@ -196,10 +196,12 @@ impl ClientContext for Ctx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
-            self.shared
-                .stats
-                .brokers_down
-                .store(true, Ordering::Relaxed);
+            super::client::note_brokers(
+                &self.shared.stats.brokers_down,
+                false,
+                "consumer error",
+                reason,
+            );
         }
         self.shared.logs.error(&error, reason);
     }
@@ -208,7 +210,12 @@ impl ClientContext for Ctx {
         // Brokers are down while none of them is up; what was fetched before
         // an outage and is still being applied says nothing of that.
         if let Some(up) = super::client::brokers_up(&statistics) {
-            self.shared.stats.brokers_down.store(!up, Ordering::Relaxed);
+            super::client::note_brokers(
+                &self.shared.stats.brokers_down,
+                up,
+                "consumer statistics",
+                &super::client::broker_states(&statistics),
+            );
         }
         let lag = &self.shared.stats.metrics.consumer_lag;
         for (name, topic) in &statistics.topics {

@@ -244,7 +244,8 @@ async fn broker_outage(
         answers
             .iter()
             .any(|(code, body)| *code == 503 && body.contains("brokers")),
-        "/readyz never said the brokers were down: {answers:?}"
+        "/readyz never said the brokers were down: {answers:?}\n{}",
+        d.log_text()
     );
     s.produce_more(500).await;
     s.wait_caught_up(CATCH_UP, &mut [&mut d]);

@@ -31,6 +31,9 @@
 mod cause;
 mod finding;
 mod lifecycle;
+#[cfg(test)]
+mod restore_tests;
+mod snapshot;
 mod storm;
 #[cfg(test)]
 mod tests;
@@ -45,6 +48,9 @@ use crate::model::finding::Finding;
 use crate::model::id::Sym;
 use crate::model::time::Ts;
 use cause::Cause;
+pub use snapshot::{
+    config_fingerprint, window_ids, Checkpoint, PartitionRecord, RestoreError, FORMAT_VERSION,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
@@ -89,6 +95,9 @@ pub struct Engine {
     /// Transitions change state as usual but are not copied out (a restore
     /// publishes nothing).
     quiet: bool,
+    /// What changed since the last checkpoint, when the state changelog
+    /// is kept.
+    changes: Option<snapshot::Changes>,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -117,6 +126,7 @@ impl Engine {
             opening_serial: 0,
             stats: EngineStats::default(),
             quiet: false,
+            changes: None,
         }
     }
 
@@ -309,6 +319,7 @@ impl Engine {
             st.catch_up(now);
             self.reconcile(&key, &mut st, now, &cause, out);
         }
+        self.touched(&key);
         self.sweep_timers();
     }
 }

@@ -20,26 +20,26 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// A finding of one rule that would open (its SLA expired), kept for the
 /// storm window.
 #[derive(Debug)]
-struct Opening {
-    at: Ts,
-    serial: u64,
-    key: Key,
-    cause: Cause,
+pub(super) struct Opening {
+    pub(super) at: Ts,
+    pub(super) serial: u64,
+    pub(super) key: Key,
+    pub(super) cause: Cause,
     /// Still drifting: cleared findings do not count towards a storm.
-    alive: bool,
+    pub(super) alive: bool,
 }
 
 /// The mass-change guard of one rule.
 #[derive(Debug, Default)]
 pub(super) struct Storm {
     /// Findings that would have opened within the window, oldest first.
-    openings: VecDeque<Opening>,
+    pub(super) openings: VecDeque<Opening>,
     /// Live openings in the window per key; `len()` is the storm measure.
-    distinct: HashMap<Key, u32, ahash::RandomState>,
+    pub(super) distinct: HashMap<Key, u32, ahash::RandomState>,
     pub(super) active: Option<Box<Finding>>,
-    escalated: bool,
+    pub(super) escalated: bool,
     /// When the active storm opened.
-    opened_at: Ts,
+    pub(super) opened_at: Ts,
     /// Serials of the active storm's findings published before it opened:
     /// those in the window when it did.
     pub(super) before: std::ops::Range<u64>,
@@ -49,7 +49,7 @@ pub(super) struct Storm {
     /// Findings of the active storm's burst still held.
     pub(super) held: usize,
     /// The keys those findings belong to.
-    held_keys: HashSet<Key, ahash::RandomState>,
+    pub(super) held_keys: HashSet<Key, ahash::RandomState>,
     /// When one of its findings last cleared: the storm ends on
     /// remediation only after a quiet window, so a feed being corrected is
     /// not paged half-way.
@@ -256,6 +256,7 @@ impl Engine {
             let Some(mut st) = store.map().get_mut(&key) else {
                 continue;
             };
+            self.touched(&key);
             for ep in st
                 .episodes_mut()
                 .iter_mut()

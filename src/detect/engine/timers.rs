@@ -75,6 +75,7 @@ impl Engine {
                     let entry = store.map().get_mut(&key);
                     if let Some(mut st) = entry {
                         if st.wake_at() == Some(at) {
+                            self.touched(&key);
                             self.stats.timers_fired += 1;
                             st.set_wake_at(None);
                             st.catch_up(now);

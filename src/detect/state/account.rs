@@ -25,16 +25,16 @@ pub struct Grant {
     /// The event that granted it (while active; its time is the grant's)
     /// or that revoked it.
     pub ev: EvRef,
-    more: Option<Box<GrantMore>>,
+    pub(super) more: Option<Box<GrantMore>>,
 }
 
 /// The parts of a [`Grant`] most grants never have.
 #[derive(Clone, Debug, Default)]
-struct GrantMore {
-    recertified_at: Option<Ts>,
-    approved_by: Option<Box<str>>,
+pub(super) struct GrantMore {
+    pub(super) recertified_at: Option<Ts>,
+    pub(super) approved_by: Option<Box<str>>,
     /// The newest event that re-asserted the grant without changing it.
-    touched_at: Option<Ts>,
+    pub(super) touched_at: Option<Ts>,
 }
 
 impl Grant {
@@ -86,7 +86,7 @@ pub struct AccountAttrs {
     pub attrs: Attrs,
     /// None: the event that set them is the account's `state_ev` (an
     /// account is usually created with its attributes), held once.
-    ev: Option<Box<EvRef>>,
+    pub(super) ev: Option<Box<EvRef>>,
 }
 
 /// A directory or application account.

@@ -34,6 +34,9 @@ pub struct Dedup {
     slots: Box<[u64]>,
     /// log2 of `slots.len()`.
     bits: u32,
+    /// Ids inserted since the window began (the state changelog writes the
+    /// window in pieces by this number).
+    inserted: u64,
 }
 
 /// An id in the window: 32 bytes.
@@ -60,6 +63,7 @@ impl Dedup {
             first: 0,
             slots: vec![0; 1 << DEDUP_MIN_BITS].into_boxed_slice(),
             bits: DEDUP_MIN_BITS,
+            inserted: 0,
         }
     }
 
@@ -82,6 +86,7 @@ impl Dedup {
             }
         }
         let arrival = self.first.wrapping_add(self.order.len() as u32);
+        self.inserted += 1;
         self.slots[i] = slot(tag, arrival);
         self.order.push_back(Seen {
             id: event_id.clone(),
@@ -110,6 +115,42 @@ impl Dedup {
 
     pub fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// Ids inserted so far; the `n`th id inserted has number `n - 1`.
+    pub fn inserted(&self) -> u64 {
+        self.inserted
+    }
+
+    /// The number of the oldest id still held.
+    pub fn window_start(&self) -> u64 {
+        self.inserted - self.order.len() as u64
+    }
+
+    /// The ids still held whose number is `from` or later, oldest first.
+    pub fn since(&self, from: u64) -> impl Iterator<Item = (System, &EventId)> {
+        let skip = from.saturating_sub(self.window_start()) as usize;
+        self.order.iter().skip(skip).map(|s| (s.system, &s.id))
+    }
+
+    /// A window holding `ids` (oldest first), of which the last was number
+    /// `inserted - 1`: as the one that held them was.
+    pub fn restored<'a>(
+        capacity: usize,
+        ids: impl ExactSizeIterator<Item = (System, &'a EventId)>,
+        inserted: u64,
+    ) -> Dedup {
+        let mut d = Dedup::new(capacity);
+        d.reserve(ids.len());
+        let mut text = String::new();
+        for (system, id) in ids {
+            use std::fmt::Write;
+            text.clear();
+            let _ = write!(text, "{id}");
+            d.insert(system, &text);
+        }
+        d.inserted = inserted.max(d.order.len() as u64);
+        d
     }
 
     pub fn is_empty(&self) -> bool {

@@ -35,26 +35,26 @@ pub struct HrRecord {
     pub worker_type: WorkerType,
     /// The attributes were last set by the status's event (`attrs_ev` is
     /// then not held separately).
-    attrs_from_status: bool,
+    pub(super) attrs_from_status: bool,
     /// Effective time of the latest status change.
-    status_effective: Ts,
+    pub(super) status_effective: Ts,
     pub status_ev: Option<EvRef>,
     /// Effective time of the latest HIRE or REHIRE.
     pub hired_at: OptTs,
     pub attrs: Attrs,
-    attrs_effective: Ts,
-    attrs_ev: Option<Box<EvRef>>,
+    pub(super) attrs_effective: Ts,
+    pub(super) attrs_ev: Option<Box<EvRef>>,
     pub contract_end: OptTs,
-    more: Option<Box<HrMore>>,
+    pub(super) more: Option<Box<HrMore>>,
 }
 
 /// The parts of an [`HrRecord`] most workers never have.
 #[derive(Clone, Debug, Default)]
-struct HrMore {
+pub(super) struct HrMore {
     /// Effective time and event of the latest TRANSFER.
-    transfer: Option<(Ts, EvRef)>,
+    pub(super) transfer: Option<(Ts, EvRef)>,
     /// Future-dated events, applied when stream time reaches `effective_at`.
-    scheduled: Vec<(HrEvent, Origin)>,
+    pub(super) scheduled: Vec<(HrEvent, Origin)>,
 }
 
 impl WorkerState {

@@ -22,6 +22,7 @@
 //! - `cpu`: the cache prefetch hint.
 
 mod account;
+mod codec;
 mod cpu;
 mod dedup;
 mod hr;
@@ -30,6 +31,7 @@ mod store;
 mod tests;
 
 pub use account::{Account, AccountAttrs, Grant};
+pub use codec::{CodecError, Reader, Writer};
 pub use dedup::Dedup;
 pub use hr::{HrRecord, WorkerStatus};
 pub use store::Store;

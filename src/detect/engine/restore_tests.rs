@@ -1,0 +1,289 @@
+//! An engine restored from its checkpoints continues exactly as the engine
+//! that wrote them.
+
+use super::*;
+use crate::model::event::{Key, Origin};
+use crate::model::finding::Status;
+use crate::model::id::Topic;
+use crate::model::time::MS_PER_DAY;
+use crate::tools::generate::Generator;
+use std::collections::{BTreeMap, HashMap};
+
+/// A compacted changelog: the newest record per key, the pieces of ids
+/// not deleted, the newest partition record.
+#[derive(Default)]
+struct Log {
+    keys: HashMap<Key, Vec<u8>>,
+    pieces: BTreeMap<u64, Vec<u8>>,
+    partition: Option<Vec<u8>>,
+    records: usize,
+}
+
+impl Log {
+    fn write(&mut self, c: Checkpoint) {
+        self.records += c.keys.len() + 1;
+        self.keys.extend(c.keys);
+        if let Some((first, piece)) = c.dedup {
+            self.pieces.insert(first, piece);
+        }
+        for first in c.dedup_expired {
+            self.pieces.remove(&first);
+        }
+        self.partition = Some(c.partition);
+    }
+
+    fn restore(&self, cfg: &Arc<Config>) -> Result<Engine, RestoreError> {
+        let partition = PartitionRecord::read(self.partition.clone().expect("written"), cfg)?;
+        let ids = window_ids(
+            partition.dedup_window.clone(),
+            self.pieces.iter().map(|(f, p)| (*f, p.clone())),
+        )?;
+        Engine::restore(cfg.clone(), &partition, self.keys.clone(), &ids)
+    }
+}
+
+/// A feed with storms, duplicates and timers: a generated population,
+/// with each tenth event sent twice, some of them again much later.
+fn feed(seed: u64) -> Vec<Event> {
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = Generator::new(seed, 300, t0);
+    let mut events = g.baseline();
+    for i in 0..600 {
+        let batch = g.next_batch(20 * 60_000);
+        for (j, e) in batch.into_iter().enumerate() {
+            if (i + j) % 10 == 0 {
+                events.push(e.clone());
+            }
+            events.push(e);
+        }
+        if i % 50 == 49 {
+            let again = events[events.len() / 2].clone();
+            events.push(again);
+        }
+    }
+    events
+}
+
+fn config() -> Arc<Config> {
+    let mut cfg = Config::default_config();
+    // A small population still makes storms.
+    cfg.storm.min_workers = 3;
+    cfg.storm.fraction = 0.0;
+    cfg.dedup_capacity = 2_000;
+    Arc::new(cfg)
+}
+
+/// What the engine publishes for `events`, numbered from `offset`, with a
+/// day of idle time after every 400.
+fn run(engine: &mut Engine, events: &[Event], offset: usize) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let n = offset + i;
+        let origin = Origin {
+            topic: Topic::new("restore-test"),
+            partition: 0,
+            offset: n as i64,
+        };
+        engine.apply(
+            Envelope {
+                origin,
+                event: event.clone(),
+            },
+            &mut out,
+        );
+        if n % 400 == 399 {
+            engine.advance_to(engine.now().plus(MS_PER_DAY), &mut out);
+        }
+    }
+    out
+}
+
+/// For cuts all along a feed and checkpoints every `every` events: the
+/// findings before the cut and those of the restored engine after it are
+/// those of one uninterrupted engine.
+fn continues_exactly(every: usize) {
+    let cfg = config();
+    let events = feed(11);
+    let mut uninterrupted = Engine::new(cfg.clone());
+    let whole = run(&mut uninterrupted, &events, 0);
+    assert!(
+        whole.iter().any(|f| f.rule == Rule::SourceStorm),
+        "the feed makes a storm"
+    );
+    assert!(whole.iter().any(|f| f.status == Status::Escalated));
+    for cut in (0..events.len()).step_by(events.len() / 7).skip(1) {
+        let mut log = Log::default();
+        let mut engine = Engine::new(cfg.clone());
+        engine.track_changes();
+        let mut published = Vec::new();
+        let mut at = 0;
+        while at < cut {
+            let end = (at + every).min(cut);
+            published.extend(run(&mut engine, &events[at..end], at));
+            log.write(engine.checkpoint());
+            at = end;
+        }
+        let mut restored = log.restore(&cfg).expect("restores");
+        assert_eq!(restored.now(), engine.now(), "cut {cut}");
+        assert_eq!(
+            (restored.tracked(), restored.workers(), restored.entries()),
+            (engine.tracked(), engine.workers(), engine.entries()),
+            "cut {cut}"
+        );
+        assert_eq!(restored.stats(), engine.stats(), "cut {cut}");
+        published.extend(run(&mut restored, &events[cut..], cut));
+        assert_eq!(published.len(), whole.len(), "cut {cut}, every {every}");
+        for (i, (a, b)) in published.iter().zip(&whole).enumerate() {
+            assert_eq!(a, b, "finding {i}, cut {cut}, every {every}");
+        }
+        // Duplicates sent after the cut of events before it are known.
+        assert_eq!(restored.stats(), uninterrupted.stats(), "cut {cut}");
+    }
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_checkpointing_every_event() {
+    continues_exactly(1);
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_checkpointing_every_batch() {
+    continues_exactly(97);
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_from_one_checkpoint() {
+    continues_exactly(usize::MAX);
+}
+
+/// A checkpoint holds only the keys changed since the one before, and ids
+/// pieces out of the window are deleted, so the log stays the size of the
+/// state.
+#[test]
+fn checkpoints_write_what_changed() {
+    let mut cfg = (*config()).clone();
+    cfg.dedup_capacity = 200;
+    let cfg = Arc::new(cfg);
+    let events = feed(3);
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    let mut log = Log::default();
+    let half = events.len() / 2;
+    run(&mut engine, &events[..half], 0);
+    let first = engine.checkpoint();
+    assert_eq!(first.keys.len(), engine.tracked());
+    log.write(first);
+    let mut out = Vec::new();
+    let one = events[half].clone();
+    let key = one.key();
+    let inserted = engine.dedup.inserted();
+    engine.apply(
+        Envelope {
+            origin: Origin {
+                topic: Topic::new("restore-test"),
+                partition: 0,
+                offset: half as i64,
+            },
+            event: one,
+        },
+        &mut out,
+    );
+    let second = engine.checkpoint();
+    if engine.dedup.inserted() > inserted {
+        assert_eq!(
+            second.keys.iter().map(|k| &k.0).collect::<Vec<_>>(),
+            vec![&key]
+        );
+        assert_eq!(second.dedup.as_ref().map(|d| d.0), Some(inserted));
+    } else {
+        assert!(
+            second.keys.is_empty() && second.dedup.is_none(),
+            "a duplicate changes nothing"
+        );
+    }
+    log.write(second);
+    run(&mut engine, &events[half + 1..], half + 1);
+    log.write(engine.checkpoint());
+    assert!(
+        engine.dedup.window_start() > inserted,
+        "{} {} {}",
+        engine.dedup.window_start(),
+        inserted,
+        events.len()
+    );
+    assert_eq!(
+        log.pieces.len(),
+        1,
+        "pieces wholly out of the window are deleted"
+    );
+    log.restore(&cfg).expect("restores");
+}
+
+/// State written under another rules configuration, or in another format,
+/// is refused with the reason, never read as if it were this one's.
+#[test]
+fn state_of_another_configuration_or_format_is_refused() {
+    let cfg = config();
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    run(&mut engine, &feed(5)[..500], 0);
+    let mut log = Log::default();
+    log.write(engine.checkpoint());
+    let mut other = (*cfg).clone();
+    other.storm.min_workers = 4;
+    assert!(matches!(
+        log.restore(&Arc::new(other)),
+        Err(RestoreError::Config { .. })
+    ));
+    let mut bytes = log.partition.clone().unwrap();
+    bytes[0] = FORMAT_VERSION + 1;
+    assert!(matches!(
+        PartitionRecord::read(bytes, &cfg),
+        Err(RestoreError::Version { found }) if found == FORMAT_VERSION + 1
+    ));
+    // A piece of ids lost: the window cannot be rebuilt.
+    let first = *log.pieces.keys().next().unwrap();
+    log.pieces.remove(&first);
+    assert!(matches!(
+        log.restore(&cfg),
+        Err(RestoreError::DedupGap { .. })
+    ));
+    // A corrupt key record names its key.
+    let mut log = Log::default();
+    log.write(engine.checkpoint());
+    let mut engine2 = Engine::new(cfg.clone());
+    engine2.track_changes();
+    run(&mut engine2, &feed(5)[..50], 0);
+    let mut c = engine2.checkpoint();
+    c.keys[0].1.truncate(3);
+    let name = c.keys[0].0.to_string();
+    log.write(c);
+    match log.restore(&cfg) {
+        Err(RestoreError::Key { key, .. }) => assert_eq!(key, name),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+/// Damaged key records are errors, never panics: every prefix of real
+/// records, and each with a byte changed.
+#[test]
+fn damaged_key_records_are_errors() {
+    let mut engine = Engine::new(config());
+    engine.track_changes();
+    run(&mut engine, &feed(9)[..600], 0);
+    let records = engine.checkpoint().keys;
+    let decode = |b: &[u8]| {
+        let mut r = crate::detect::state::Reader::new(b);
+        crate::detect::state::WorkerState::decode(&mut r, &mut crate::model::id::Sym::new)
+            .and_then(|st| r.finish().map(|()| st))
+    };
+    for (_, bytes) in records.iter().take(40) {
+        assert!(decode(bytes).is_ok());
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err(), "a record cut at {n}");
+            let mut changed = bytes.clone();
+            changed[n] ^= 0xa5;
+            let _ = decode(&changed);
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! An engine's state as records of the state changelog, and an engine
+//! rebuilt from them.
+//!
+//! A [`Checkpoint`] holds what changed since the previous one: the state
+//! of each key changed (whole, so the newest record of a key is all a
+//! restore needs, as a compacted topic keeps it), the de-duplication ids
+//! added (one piece per checkpoint, numbered by the window's insertion
+//! count; pieces wholly out of the window are listed for deletion), and
+//! the partition record: stream time, the storms, their timers, the
+//! counters an engine keeps, and where the window starts and ends.
+//!
+//! An engine restored from the newest key records, pieces and partition
+//! record of an engine's checkpoints, then given the records that engine
+//! applied after its last checkpoint, publishes exactly what that engine
+//! published after it (a unit test cuts a feed at every point it is given).
+
+use super::cause::Cause;
+use super::storm::{Opening, Storm};
+use super::timers::{TimerKey, MIN_TIMER_SWEEP};
+use super::{Engine, EngineStats};
+use crate::config::Config;
+use crate::detect::rules::Rule;
+use crate::detect::state::{CodecError, Dedup, Reader, WorkerState, Writer};
+use crate::model::event::{Key, System};
+use crate::model::id::EventId;
+use crate::model::time::Ts;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+
+/// The version of the encoding of every state record; a record of another
+/// version is not read.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// What changed in an engine since its previous checkpoint.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// Each key changed, with its whole state.
+    pub keys: Vec<(Key, Vec<u8>)>,
+    /// The de-duplication ids added: the number of the first, and the piece.
+    pub dedup: Option<(u64, Vec<u8>)>,
+    /// Pieces of ids (by first number) now wholly out of the window.
+    pub dedup_expired: Vec<u64>,
+    /// The partition record.
+    pub partition: Vec<u8>,
+}
+
+/// What the engine keeps to write checkpoints.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    /// Keys changed since the last checkpoint.
+    pub(super) dirty: HashSet<Key, ahash::RandomState>,
+    /// Number of the first de-duplication id not yet written.
+    dedup_written: u64,
+    /// Pieces written and maybe still in the window: first number, end.
+    pieces: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Why state records cannot restore an engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the state was written in format {found}; this version reads format {FORMAT_VERSION}")]
+    Version { found: u8 },
+    #[error("the state was written under another rules configuration (fingerprint {found:016x}, this one {expected:016x}): its findings would differ")]
+    Config { found: u64, expected: u64 },
+    #[error("the de-duplication window lacks ids {from}..{to} (a piece is missing)")]
+    DedupGap { from: u64, to: u64 },
+    #[error("key {key}: {source}")]
+    Key { key: String, source: CodecError },
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+}
+
+/// A hash of everything in the configuration that changes what an engine
+/// holds or publishes: rules, SLAs, owners, escalation, storm guard and
+/// window size. State written under another one is not restored.
+pub fn config_fingerprint(cfg: &Config) -> u64 {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}",
+        cfg.rules,
+        cfg.storm,
+        cfg.remediation_ms,
+        cfg.dedup_capacity,
+        cfg.hr,
+        cfg.it,
+        cfg.default_app,
+        cfg.apps,
+        cfg.governance_team,
+        cfg.escalation_target,
+        cfg.critical_escalation_target,
+        cfg.instance,
+    );
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn write_cause(w: &mut Writer, c: &Cause) {
+    w.system(c.system);
+    w.sym(&c.scope);
+    w.opt(c.ev.as_ref(), Writer::ev);
+}
+
+fn read_cause(r: &mut Reader<'_>) -> Result<Cause, CodecError> {
+    Ok(Cause {
+        system: r.system()?,
+        scope: r.sym()?,
+        ev: r.opt(Reader::ev)?,
+    })
+}
+
+fn write_storm(w: &mut Writer, s: &Storm) {
+    w.count(s.openings.len());
+    for o in &s.openings {
+        w.ts(o.at);
+        w.u64(o.serial);
+        w.key(&o.key);
+        write_cause(w, &o.cause);
+        w.bool(o.alive);
+    }
+    w.opt(s.active.as_deref(), Writer::finding);
+    w.bool(s.escalated);
+    w.ts(s.opened_at);
+    w.u64(s.before.start);
+    w.u64(s.before.end);
+    w.count(s.drifting);
+    w.count(s.held);
+    let mut held: Vec<&Key> = s.held_keys.iter().collect();
+    held.sort();
+    w.seq(&held, |w, k| w.key(k));
+    w.ts(s.last_clear);
+}
+
+fn read_storm(r: &mut Reader<'_>) -> Result<Storm, CodecError> {
+    let mut s = Storm {
+        openings: r.seq(|r| {
+            Ok(Opening {
+                at: r.ts()?,
+                serial: r.u64()?,
+                key: r.key()?,
+                cause: read_cause(r)?,
+                alive: r.bool()?,
+            })
+        })?,
+        ..Storm::default()
+    };
+    s.active = r.opt(|r| r.finding().map(Box::new))?;
+    s.escalated = r.bool()?;
+    s.opened_at = r.ts()?;
+    s.before = r.u64()?..r.u64()?;
+    s.drifting = r.u64()? as usize;
+    s.held = r.u64()? as usize;
+    s.held_keys = r.seq(Reader::key)?;
+    s.last_clear = r.ts()?;
+    // Kept, not stored: the live openings in the window per key.
+    for o in s.openings.iter().filter(|o| o.alive) {
+        *s.distinct.entry(o.key.clone()).or_default() += 1;
+    }
+    Ok(s)
+}
+
+/// Encodes a piece of de-duplication ids.
+fn write_ids<'a>(w: &mut Writer, ids: impl Iterator<Item = (System, &'a EventId)>) {
+    let ids: Vec<_> = ids.collect();
+    w.seq(&ids, |w, (system, id)| {
+        w.system(*system);
+        w.event_id(id);
+    });
+}
+
+/// Reads a piece of de-duplication ids.
+fn read_ids(piece: &[u8]) -> Result<Vec<(System, EventId)>, CodecError> {
+    let mut r = Reader::new(piece);
+    let ids = r.seq(|r| Ok((r.system()?, r.event_id()?)))?;
+    r.finish()?;
+    Ok(ids)
+}
+
+/// The ids of the window `window` from the pieces that hold them (first
+/// number, piece; in any order, pieces out of the window included), oldest
+/// first.
+pub fn window_ids(
+    window: std::ops::Range<u64>,
+    pieces: impl IntoIterator<Item = (u64, Vec<u8>)>,
+) -> Result<Vec<(System, EventId)>, RestoreError> {
+    let mut pieces: Vec<(u64, Vec<u8>)> = pieces.into_iter().collect();
+    pieces.sort_by_key(|p| p.0);
+    let mut out = Vec::with_capacity((window.end - window.start) as usize);
+    let mut next = window.start;
+    for (first, piece) in pieces {
+        if next >= window.end {
+            break;
+        }
+        let ids = read_ids(&piece)?;
+        let end = first + ids.len() as u64;
+        if end <= next {
+            continue;
+        }
+        if first > next {
+            return Err(RestoreError::DedupGap {
+                from: next,
+                to: first,
+            });
+        }
+        let take = (window.end.min(end) - next) as usize;
+        out.extend(ids.into_iter().skip((next - first) as usize).take(take));
+        next += take as u64;
+    }
+    if next < window.end {
+        return Err(RestoreError::DedupGap {
+            from: next,
+            to: window.end,
+        });
+    }
+    Ok(out)
+}
+
+/// The parts of a partition record a restore needs before the keys.
+#[derive(Debug)]
+pub struct PartitionRecord {
+    /// Where the de-duplication window starts and ends (ids by number).
+    pub dedup_window: std::ops::Range<u64>,
+    bytes: Vec<u8>,
+}
+
+impl PartitionRecord {
+    /// Reads the header of a partition record: checks its version and the
+    /// configuration it was written under.
+    pub fn read(bytes: Vec<u8>, cfg: &Config) -> Result<PartitionRecord, RestoreError> {
+        let mut r = Reader::new(&bytes);
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(RestoreError::Version { found: version });
+        }
+        let found = r.u64()?;
+        let expected = config_fingerprint(cfg);
+        if found != expected {
+            return Err(RestoreError::Config { found, expected });
+        }
+        let start = r.u64()?;
+        let end = r.u64()?;
+        Ok(PartitionRecord {
+            dedup_window: start..end,
+            bytes,
+        })
+    }
+}
+
+impl Engine {
+    /// From now on, remembers what changes, for [`Engine::checkpoint`].
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(|| Changes {
+            dedup_written: self.dedup.inserted(),
+            ..Changes::default()
+        });
+    }
+
+    /// Notes that `key`'s state changed.
+    #[inline]
+    pub(super) fn touched(&mut self, key: &Key) {
+        if let Some(c) = &mut self.changes {
+            if !c.dirty.contains(key) {
+                c.dirty.insert(key.clone());
+            }
+        }
+    }
+
+    /// What changed since the previous checkpoint (everything, for the
+    /// first one after [`Engine::track_changes`] on a fresh engine). Keys
+    /// come in key order, so the records of a checkpoint do not depend on
+    /// hashing.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        let Some(changes) = self.changes.as_mut() else {
+            return Checkpoint::default();
+        };
+        let mut dirty: Vec<Key> = changes.dirty.drain().collect();
+        dirty.sort();
+        let mut keys = Vec::with_capacity(dirty.len());
+        for key in dirty {
+            if let Some(st) = self.store.map().get(&key) {
+                let mut w = Writer::default();
+                st.encode(&mut w);
+                keys.push((key, w.buf));
+            }
+        }
+        let mut out = Checkpoint {
+            keys,
+            ..Checkpoint::default()
+        };
+        let start = self.dedup.window_start();
+        let end = self.dedup.inserted();
+        let from = changes.dedup_written.max(start);
+        if end > from {
+            let mut w = Writer::default();
+            write_ids(&mut w, self.dedup.since(from));
+            out.dedup = Some((from, w.buf));
+            changes.pieces.push_back((from, end));
+        }
+        changes.dedup_written = end;
+        while changes.pieces.front().is_some_and(|&(_, e)| e <= start) {
+            let (first, _) = changes.pieces.pop_front().expect("peeked");
+            out.dedup_expired.push(first);
+        }
+        out.partition = self.partition_record(start, end);
+        out
+    }
+
+    fn partition_record(&self, dedup_start: u64, dedup_end: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(FORMAT_VERSION);
+        w.u64(config_fingerprint(&self.cfg));
+        w.u64(dedup_start);
+        w.u64(dedup_end);
+        w.ts(self.now);
+        w.u64(self.generation);
+        w.u64(self.opening_serial);
+        let s = &self.stats;
+        for n in [
+            s.events,
+            s.duplicates,
+            s.timers_fired,
+            s.opened,
+            s.escalated,
+            s.resolved,
+            s.held,
+        ] {
+            w.u64(n);
+        }
+        w.seq(&self.storms, write_storm);
+        // The storms' timers, stale ones included: a stale end check of an
+        // earlier storm runs against the next one, as it would have.
+        let mut timers: Vec<(Ts, u8, Rule)> = self
+            .timers
+            .iter()
+            .filter_map(|Reverse((at, which))| match which {
+                TimerKey::Storm(rule) => Some((*at, 0, *rule)),
+                TimerKey::StormEnd(rule) => Some((*at, 1, *rule)),
+                TimerKey::Worker(_) => None,
+            })
+            .collect();
+        timers.sort();
+        w.seq(&timers, |w, (at, kind, rule)| {
+            w.ts(*at);
+            w.u8(*kind);
+            w.rule(*rule);
+        });
+        w.buf
+    }
+
+    /// An engine holding what a checkpointing engine held at its last
+    /// checkpoint: its partition record, the newest record of each key
+    /// (`keys`, in any order), and the ids of the de-duplication window
+    /// (`dedup`, oldest first: the pieces covering
+    /// `partition.dedup_window`, joined). It tracks changes from there.
+    pub fn restore(
+        cfg: Arc<Config>,
+        partition: &PartitionRecord,
+        keys: impl IntoIterator<Item = (Key, Vec<u8>)>,
+        dedup: &[(System, EventId)],
+    ) -> Result<Engine, RestoreError> {
+        let mut engine = Engine::new(cfg);
+        let mut r = Reader::new(&partition.bytes);
+        // The header, read and checked by `PartitionRecord::read`.
+        r.u8()?;
+        r.u64()?;
+        let (start, end) = (r.u64()?, r.u64()?);
+        engine.now = r.ts()?;
+        engine.generation = r.u64()? + 1;
+        engine.opening_serial = r.u64()?;
+        engine.stats = EngineStats {
+            events: r.u64()?,
+            duplicates: r.u64()?,
+            timers_fired: r.u64()?,
+            opened: r.u64()?,
+            escalated: r.u64()?,
+            resolved: r.u64()?,
+            held: r.u64()?,
+        };
+        let storms: Vec<Storm> = r.seq(read_storm)?;
+        if storms.len() != engine.storms.len() {
+            return r
+                .fail(format!(
+                    "{} storms for {} rules",
+                    storms.len(),
+                    engine.storms.len()
+                ))
+                .map_err(RestoreError::Codec);
+        }
+        engine.storms = storms;
+        let timers: Vec<(Ts, u8, Rule)> = r.seq(|r| Ok((r.ts()?, r.u8()?, r.rule()?)))?;
+        r.finish()?;
+        let mut heap = Vec::with_capacity(timers.len());
+        for (at, kind, rule) in timers {
+            heap.push(Reverse((
+                at,
+                if kind == 0 {
+                    TimerKey::Storm(rule)
+                } else {
+                    TimerKey::StormEnd(rule)
+                },
+            )));
+        }
+        if dedup.len() as u64 != end - start {
+            return Err(RestoreError::DedupGap {
+                from: start + dedup.len() as u64,
+                to: end,
+            });
+        }
+        engine.dedup = Dedup::restored(
+            engine.cfg.dedup_capacity,
+            dedup.iter().map(|(s, id)| (*s, id)),
+            end,
+        );
+        let store = engine.store.clone();
+        for (key, bytes) in keys {
+            let mut r = Reader::new(&bytes);
+            let st = WorkerState::decode(&mut r, &mut |s| engine.intern(s))
+                .and_then(|st| r.finish().map(|()| st))
+                .map_err(|source| RestoreError::Key {
+                    key: key.to_string(),
+                    source,
+                })?;
+            engine.entries += st.entries();
+            if st.known_to_hr() {
+                engine.workers += 1;
+            }
+            if let Some(at) = st.wake_at() {
+                heap.push(Reverse((at, TimerKey::Worker(key.clone()))));
+            }
+            if store.map().insert(key, st).is_none() {
+                engine.tracked += 1;
+            }
+        }
+        engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
+        engine.timers = BinaryHeap::from(heap);
+        engine.track_changes();
+        Ok(engine)
+    }
+}

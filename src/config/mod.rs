@@ -105,6 +105,8 @@ pub struct Topics {
     pub app: Vec<String>,
     pub findings: String,
     pub dead_letter: String,
+    /// The compacted state changelog topic.
+    pub state: String,
 }
 
 /// Delivery guarantee of the findings topic.
@@ -231,6 +233,9 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub storm: StormConfig,
     pub dedup_capacity: usize,
+    /// `state.changelog`: partition state is written to `topics.state` and
+    /// restored from it.
+    pub state_changelog: bool,
     /// Wall-clock idle advance of stream time (live only); `None` is off.
     pub idle_advance_ms: Option<i64>,
     pub kafka: KafkaConfig,

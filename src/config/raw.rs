@@ -136,6 +136,8 @@ pub struct RawTopics {
     pub findings: Option<String>,
     /// The dead-letter topic.
     pub dead_letter: Option<String>,
+    /// The state changelog topic (compacted; used with `state.changelog`).
+    pub state: Option<String>,
 }
 
 /// A topic name or a list of them.
@@ -242,4 +244,7 @@ pub struct RawStorm {
 pub struct RawState {
     /// How many recent event_ids are remembered for duplicate detection.
     pub dedup_capacity: Option<usize>,
+    /// Keep each partition's state in the compacted `topics.state` topic
+    /// and restore from it instead of re-reading the input history.
+    pub changelog: Option<bool>,
 }

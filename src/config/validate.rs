@@ -92,10 +92,12 @@ fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
         dead_letter: t
             .dead_letter
             .unwrap_or_else(|| "driftwatch.dead-letter".into()),
+        state: t.state.unwrap_or_else(|| "driftwatch.state".into()),
     };
     for (field, name) in [
         ("topics.findings", &topics.findings),
         ("topics.dead_letter", &topics.dead_letter),
+        ("topics.state", &topics.state),
     ] {
         if !valid_topic(name) {
             return Err(invalid(
@@ -122,13 +124,23 @@ fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
     for (field, name) in [
         ("topics.findings", &topics.findings),
         ("topics.dead_letter", &topics.dead_letter),
+        ("topics.state", &topics.state),
     ] {
         if let Some(other) = seen.get(name) {
             return Err(invalid(
                 field,
-                format!("`{name}` is an input topic in `{other}`; findings and dead letters need their own topics"),
+                format!("`{name}` is an input topic in `{other}`; findings, dead letters and state need their own topics"),
             ));
         }
+    }
+    if topics.state == topics.findings || topics.state == topics.dead_letter {
+        return Err(invalid(
+            "topics.state",
+            format!(
+                "`{}` is also the findings or dead-letter topic; the state changelog is compacted and needs a topic of its own",
+                topics.state
+            ),
+        ));
     }
     Ok(topics)
 }
@@ -423,6 +435,7 @@ impl TryFrom<RawConfig> for Config {
             rules,
             storm,
             dedup_capacity,
+            state_changelog: raw.state.changelog.unwrap_or(false),
         })
     }
 }

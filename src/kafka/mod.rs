@@ -39,6 +39,7 @@
 //! its offsets, and the callback commits them before the partitions go.
 
 pub mod client;
+mod changelog;
 mod error;
 mod group;
 mod input;

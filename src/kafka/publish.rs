@@ -46,6 +46,32 @@ pub(crate) async fn enqueue(
     }
 }
 
+/// Queues one record to partition `partition` (a tombstone when `payload`
+/// is `None`), waiting while the producer queue is full.
+pub(crate) async fn enqueue_to(
+    producer: &super::Producer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    payload: Option<&[u8]>,
+) -> Result<DeliveryFuture, PipelineError> {
+    loop {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .partition(partition);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(publish_error(topic, e)),
+        }
+    }
+}
+
 /// Waits for the broker's acknowledgement of one queued record.
 pub(crate) async fn confirm(topic: &str, delivery: DeliveryFuture) -> Result<(), PipelineError> {
     match delivery.await {

@@ -87,7 +87,15 @@ pub async fn create_topics(
     let new: Vec<NewTopic> = names
         .iter()
         .filter(|n| !existing.contains_key(n.as_str()))
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .map(|n| {
+            let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(replication));
+            // The changelog keeps each key's newest state, not its history.
+            if cfg.state_changelog && *n == cfg.topics.state {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     let mut created = BTreeSet::new();
     if !new.is_empty() {
@@ -134,13 +142,15 @@ pub fn input_topics(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Input, findings and dead-letter topics.
+/// Input, findings and dead-letter topics, and the state changelog when
+/// it is kept.
 pub fn all_topics(cfg: &Config) -> Vec<String> {
     let t = &cfg.topics;
     t.hr.iter()
         .chain(&t.directory)
         .chain(&t.app)
         .chain([&t.findings, &t.dead_letter])
+        .chain(cfg.state_changelog.then_some(&t.state))
         .cloned()
         .collect()
 }
@@ -176,6 +186,13 @@ pub fn check_topics<C: ClientContext>(
         return Err(PipelineError::Topics(format!(
             "input topics are not co-partitioned ({}): a worker's HR, directory and app events must land in the same partition number; give every input topic the same partition count and the same key (worker_id)",
             list.join(", ")
+        )));
+    }
+    if cfg.state_changelog && counts[t.state.as_str()] != first {
+        return Err(PipelineError::Topics(format!(
+            "the state changelog `{}` has {} partitions and the input topics {first}: it holds the state of each input partition in the partition of the same number; recreate it with {first} partitions (`driftwatch create-topics`)",
+            t.state,
+            counts[t.state.as_str()]
         )));
     }
     Ok(first as i32)

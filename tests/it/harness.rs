@@ -149,7 +149,7 @@ impl Broker {
                 let outcome = kafka::create_topics(cfg, PARTITIONS, 1)
                     .await
                     .expect("create topics on Tansu");
-                assert_eq!(outcome.len(), 5, "{outcome:?}");
+                assert_eq!(outcome.len(), kafka::all_topics(cfg).len(), "{outcome:?}");
                 assert!(outcome.iter().all(|t| t.created), "{outcome:?}");
             }
         }
@@ -189,17 +189,17 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, false, "", "off").await
+        Setup::with(broker, name, false, "", "off", "").await
     }
 
     /// A setup with more `[kafka]` keys (appended to that section).
     pub async fn with_kafka(broker: &Broker, name: &str, kafka: &str) -> Setup {
-        Setup::with(broker, name, false, kafka, "off").await
+        Setup::with(broker, name, false, kafka, "off", "").await
     }
 
     /// A setup whose findings topic carries Avro (schema id 77).
     pub async fn with_avro_output(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, false, "", "off")
+        Setup::with(broker, name, false, "", "off", "")
             .await
             .edit_config(|t| t.push_str("\n[output]\nencoding = \"avro\"\navro_schema_id = 77\n"))
     }
@@ -217,15 +217,27 @@ impl Setup {
 
     /// A setup whose detector advances idle partitions with the wall clock.
     pub async fn with_idle_advance(broker: &Broker, name: &str, idle: &str) -> Setup {
-        Setup::with(broker, name, false, "", idle).await
+        Setup::with(broker, name, false, "", idle, "").await
     }
 
     /// A setup whose producers write Avro, with the id -> file map configured.
     pub async fn avro(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, true, "", "off").await
+        Setup::with(broker, name, true, "", "off", "").await
     }
 
-    async fn with(broker: &Broker, name: &str, avro: bool, kafka: &str, idle: &str) -> Setup {
+    /// A setup whose detectors keep the state changelog (`{id}.state`).
+    pub async fn with_changelog(broker: &Broker, name: &str) -> Setup {
+        Setup::with(broker, name, false, "", "off", "changelog = true").await
+    }
+
+    async fn with(
+        broker: &Broker,
+        name: &str,
+        avro: bool,
+        kafka: &str,
+        idle: &str,
+        state: &str,
+    ) -> Setup {
         let id = unique(name);
         let admin = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -248,6 +260,10 @@ directory = "{id}.dir"
 app = "{id}.app"
 findings = "{id}.findings"
 dead_letter = "{id}.dlq"
+state = "{id}.state"
+
+[state]
+{state}
 
 [kafka]
 bootstrap_servers = "{bootstrap}"
@@ -892,6 +908,14 @@ pub fn assert_same_findings(published: &[Finding], reference: &[Finding]) {
         .map(|(_, f)| brief(f))
         .take(8)
         .collect();
+    if std::env::var_os("DRIFTWATCH_IT_DIFF").is_some() {
+        for (k, f) in w.iter().filter(|(k, _)| !g.contains_key(*k)) {
+            eprintln!("missing {k:?}: {}", f.to_json());
+        }
+        for (k, f) in g.iter().filter(|(k, _)| !w.contains_key(*k)) {
+            eprintln!("extra {k:?}: {}", f.to_json());
+        }
+    }
     let extra: Vec<String> = g
         .iter()
         .filter(|(k, _)| !w.contains_key(*k))

@@ -39,8 +39,16 @@ on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed
 /// RELIABILITY.md. The graceful stop and the two-process split do run on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_detector_restarts_without_losing_a_finding_mock_cluster() {
-    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10).await;
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, false).await;
 }
+
+/// The same ten SIGKILLs with the state changelog: each restart restores
+/// from it, and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_detector_with_the_changelog_restarts_without_losing_a_finding_mock_cluster() {
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, true).await;
+}
+on_both_brokers!(a_restart_restores_from_the_changelog_without_the_input_history);
 on_both_brokers!(two_detectors_split_the_partitions);
 on_both_brokers!(avro_input_is_detected_like_json);
 on_both_brokers!(sigterm_under_load_commits_what_it_published);
@@ -277,8 +285,16 @@ async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker:
     );
 }
 
-async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, rounds: usize) {
-    let s = Setup::new(&broker, "kill").await;
+async fn killed_detector_restarts_without_losing_a_finding(
+    broker: Broker,
+    rounds: usize,
+    changelog: bool,
+) {
+    let s = if changelog {
+        Setup::with_changelog(&broker, "killcl").await
+    } else {
+        Setup::new(&broker, "kill").await
+    };
     // All input is on the broker before the first detector starts. Input
     // produced between kills would make the replay a wrong reference: a
     // record appended later but stamped earlier than records a previous
@@ -334,6 +350,19 @@ async fn killed_detector_restarts_without_losing_a_finding(broker: Broker, round
     let got = finding_set(&published);
     let want = finding_set(&reference);
     assert_duplicates_are_identical(&published);
+    eprintln!(
+        "{} transitions published for {} distinct: {:.1} duplicates per kill",
+        published.len(),
+        got.len(),
+        (published.len() - got.len()) as f64 / kills as f64
+    );
+    if changelog {
+        assert!(
+            d.log_text().contains("source=\"changelog\""),
+            "{}",
+            d.log_text()
+        );
+    }
     warnings.extend(detector_warnings(&d.log_text()));
     assignments.extend(assignment_lines(&d.log_text(), rounds));
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
@@ -763,5 +792,44 @@ async fn a_static_member_killed_and_restarted_loses_nothing() {
     d.wait_for_log("rebalance: assigned partitions 0", CATCH_UP);
     s.wait_caught_up(CATCH_UP, &mut [&mut d]);
     assert!(d.terminate().success(), "{}", d.log_text());
+    s.assert_published_as_reference();
+}
+
+/// A detector keeping the state changelog stops mid-stream; the next one
+/// restores every partition from the changelog, reads no input before the
+/// offsets it reflects, and publishes what one uninterrupted run would.
+async fn a_restart_restores_from_the_changelog_without_the_input_history(broker: Broker) {
+    let s = Setup::with_changelog(&broker, "changelog").await;
+    // All input first: the reference is a replay of it (see the kill series).
+    let events = s.produce_generated(41, 300, 6_000).await.len() as f64;
+    let mut first = s.detector("first");
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while consumed(&s) < events / 3.0 {
+        first.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(first.terminate().success(), "{}", first.log_text());
+    assert!(
+        first.log_text().contains("source=\"history\""),
+        "a first start has no changelog: {}",
+        first.log_text()
+    );
+    let mut second = s.detector("second");
+    s.wait_caught_up(CATCH_UP, &mut [&mut second]);
+    let samples = s.scrape();
+    assert!(second.terminate().success(), "{}", second.log_text());
+    let log = second.log_text();
+    assert!(
+        log.contains("source=\"changelog\"") && !log.contains("source=\"history\""),
+        "every partition restored from the changelog: {log}"
+    );
+    assert_eq!(
+        Setup::metric_sum(&samples, "driftwatch_restore_events_total"),
+        0.0,
+        "no input event re-read to restore"
+    );
+    assert!(Setup::metric_sum(&samples, "driftwatch_state_keys_restored_total") > 0.0);
+    assert!(Setup::metric_sum(&samples, "driftwatch_state_records_written_total") > 0.0);
     s.assert_published_as_reference();
 }

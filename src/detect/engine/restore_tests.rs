@@ -34,11 +34,11 @@ impl Log {
 
     fn restore(&self, cfg: &Arc<Config>) -> Result<Engine, RestoreError> {
         let partition = PartitionRecord::read(self.partition.clone().expect("written"), cfg)?;
-        let ids = window_ids(
+        let (ids, pieces) = window_ids(
             partition.dedup_window.clone(),
             self.pieces.iter().map(|(f, p)| (*f, p.clone())),
         )?;
-        Engine::restore(cfg.clone(), &partition, self.keys.clone(), &ids)
+        Engine::restore(cfg.clone(), &partition, self.keys.clone(), &ids, pieces)
     }
 }
 

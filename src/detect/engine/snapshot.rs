@@ -179,22 +179,21 @@ fn read_ids(piece: &[u8]) -> Result<Vec<(System, EventId)>, CodecError> {
 
 /// The ids of the window `window` from the pieces that hold them (first
 /// number, piece; in any order, pieces out of the window included), oldest
-/// first.
+/// first, and the bounds of every piece (for [`Engine::restore`]).
 pub fn window_ids(
     window: std::ops::Range<u64>,
     pieces: impl IntoIterator<Item = (u64, Vec<u8>)>,
-) -> Result<Vec<(System, EventId)>, RestoreError> {
+) -> Result<(Vec<(System, EventId)>, Vec<(u64, u64)>), RestoreError> {
     let mut pieces: Vec<(u64, Vec<u8>)> = pieces.into_iter().collect();
     pieces.sort_by_key(|p| p.0);
     let mut out = Vec::with_capacity((window.end - window.start) as usize);
+    let mut bounds = Vec::with_capacity(pieces.len());
     let mut next = window.start;
     for (first, piece) in pieces {
-        if next >= window.end {
-            break;
-        }
         let ids = read_ids(&piece)?;
         let end = first + ids.len() as u64;
-        if end <= next {
+        bounds.push((first, end));
+        if end <= next || next >= window.end {
             continue;
         }
         if first > next {
@@ -213,7 +212,7 @@ pub fn window_ids(
             to: window.end,
         });
     }
-    Ok(out)
+    Ok((out, bounds))
 }
 
 /// The parts of a partition record a restore needs before the keys.
@@ -248,11 +247,18 @@ impl PartitionRecord {
 }
 
 impl Engine {
-    /// From now on, remembers what changes, for [`Engine::checkpoint`].
+    /// From now on, remembers what changes, for [`Engine::checkpoint`];
+    /// the first checkpoint holds everything the engine holds already (a
+    /// state rebuilt from the input history).
     pub fn track_changes(&mut self) {
-        self.changes.get_or_insert_with(|| Changes {
-            dedup_written: self.dedup.inserted(),
-            ..Changes::default()
+        if self.changes.is_some() {
+            return;
+        }
+        let dirty = self.store.map().iter().map(|e| e.key().clone()).collect();
+        self.changes = Some(Changes {
+            dirty,
+            dedup_written: self.dedup.window_start(),
+            pieces: Default::default(),
         });
     }
 
@@ -352,12 +358,16 @@ impl Engine {
     /// checkpoint: its partition record, the newest record of each key
     /// (`keys`, in any order), and the ids of the de-duplication window
     /// (`dedup`, oldest first: the pieces covering
-    /// `partition.dedup_window`, joined). It tracks changes from there.
+    /// `partition.dedup_window`, joined) with the bounds of every piece
+    /// written (`pieces`, as [`window_ids`] gives them: those out of the
+    /// window are deleted at the next checkpoint). It tracks changes from
+    /// there.
     pub fn restore(
         cfg: Arc<Config>,
         partition: &PartitionRecord,
         keys: impl IntoIterator<Item = (Key, Vec<u8>)>,
         dedup: &[(System, EventId)],
+        pieces: Vec<(u64, u64)>,
     ) -> Result<Engine, RestoreError> {
         let mut engine = Engine::new(cfg);
         let mut r = Reader::new(&partition.bytes);
@@ -434,7 +444,11 @@ impl Engine {
         }
         engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
         engine.timers = BinaryHeap::from(heap);
-        engine.track_changes();
+        engine.changes = Some(Changes {
+            dirty: HashSet::default(),
+            dedup_written: end,
+            pieces: pieces.into(),
+        });
         Ok(engine)
     }
 }

@@ -173,6 +173,11 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.at
+    }
+
     pub fn is_done(&self) -> bool {
         self.at == self.buf.len()
     }

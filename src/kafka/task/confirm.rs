@@ -3,6 +3,8 @@
 //! batch's offsets done. An offset is never committed before everything it
 //! caused is safe.
 
+use crate::detect::engine::Checkpoint;
+use crate::kafka::changelog;
 use crate::kafka::publish::confirm;
 use crate::kafka::{PipelineError, Shared};
 use crate::model::finding::{Finding, Severity};
@@ -25,6 +27,8 @@ pub(super) enum Output {
     /// A finding transition and when the message that caused it arrived.
     Finding(Finding, Instant),
     DeadLetter,
+    /// A state changelog record (exactly-once: in the transaction).
+    State,
 }
 
 /// Outputs of a run of records, and the offsets they complete.
@@ -34,6 +38,9 @@ pub(super) struct Batch {
     pub(super) offsets: Vec<Option<i64>>,
     /// Events (not dead letters) applied in this batch.
     pub(super) events: u64,
+    /// With the state changelog: what the batch changed, and the next
+    /// input offsets it reflects, written once its outputs are safe.
+    pub(super) checkpoint: Option<(Checkpoint, Vec<i64>)>,
 }
 
 impl Batch {
@@ -42,6 +49,7 @@ impl Batch {
             deliveries: Vec::new(),
             offsets: vec![None; topics],
             events: 0,
+            checkpoint: None,
         }
     }
 
@@ -52,7 +60,10 @@ impl Batch {
 
     /// Whether the confirmer has anything to do with it.
     pub(super) fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.offsets.iter().all(Option::is_none) && self.events == 0
+        self.deliveries.is_empty()
+            && self.offsets.iter().all(Option::is_none)
+            && self.events == 0
+            && self.checkpoint.is_none()
     }
 }
 
@@ -101,7 +112,14 @@ pub(super) async fn confirm_batches(
                         shared.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                         metrics.dead_letters.inc();
                     }
+                    Output::State => confirm(&cfg.topics.state, delivery).await?,
                 }
+            }
+            // The state after the batch, once its outputs are safe; the
+            // offsets once that state is.
+            if let Some((checkpoint, offsets)) = batch.checkpoint {
+                let written = changelog::write(&shared, partition, checkpoint, &offsets).await?;
+                changelog::confirm_all(&shared, written).await?;
             }
             shared.mark_done(partition, &next);
             shared

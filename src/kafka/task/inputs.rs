@@ -94,7 +94,8 @@ impl Inputs {
         }
     }
 
-    /// Starts reading at the committed offsets.
+    /// Starts reading at `committed` (the offsets the restored state
+    /// reflects).
     pub(super) fn start_at(&mut self, committed: &[Option<i64>]) {
         self.next = committed.iter().map(|c| c.unwrap_or(0)).collect();
     }
@@ -131,6 +132,10 @@ impl Inputs {
             match result {
                 Ok(m) => {
                     messages += 1;
+                    // Before where the restored state resumes: in it already.
+                    if m.offset() < self.next[q] {
+                        continue;
+                    }
                     if let Some(id) = m.payload().and_then(|p| shared.decoder.pending_schema(p)) {
                         waiting = Some((id, m.detach(), received));
                         break false;

@@ -31,11 +31,13 @@ mod inputs;
 pub(crate) use inputs::Inputs;
 
 use super::publish::{dead_letter_headers, enqueue};
+use super::changelog;
 use super::restore::restore;
 use super::{Ctx, LiveConsumer, PipelineError, Shared};
 use crate::codec::json::DecodeError;
 use crate::detect::driver::Driver;
 use crate::detect::engine::Engine;
+use crate::model::event::Key;
 use crate::model::finding::Finding;
 use crate::model::time::Ts;
 use confirm::{confirm_batches, Batch, Output, IN_FLIGHT_BATCHES};
@@ -44,6 +46,7 @@ use prometheus::{Gauge, IntGauge};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,16 +105,15 @@ async fn run(
     inputs: Inputs,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
-    let Some(engine) = restore_state(shared, partition, &committed, &stop).await? else {
+    let Some(restored) = restore_state(shared, partition, &committed, &stop).await? else {
         return Ok(()); // revoked while restoring
     };
     let (mut task, confirmer) = PartitionTask::resume(
         shared.clone(),
         consumer,
         partition,
-        &committed,
         inputs,
-        engine,
+        restored,
     )?;
     let result = task.live(&mut stop).await;
     task.finish();
@@ -123,15 +125,25 @@ async fn run(
         .map_err(|e| PipelineError::Panicked(format!("the confirmer task failed: {e}")))
 }
 
+/// A partition's engine as restored, and where its input resumes.
+struct Restored {
+    engine: Engine,
+    /// The next offset of each input topic the state reflects.
+    start: Vec<Option<i64>>,
+    /// Keys whose changelog record reflects later offsets than `start`.
+    ahead: HashMap<Key, Vec<i64>>,
+}
+
 /// Rebuilds the partition's engine on a blocking thread, at most
-/// [`super::RESTORES_PER_CORE`] per core at a time. `None` when the task
-/// was stopped meanwhile.
+/// [`super::RESTORES_PER_CORE`] per core at a time: from the state
+/// changelog when it is kept and usable, else from the input history.
+/// `None` when the task was stopped meanwhile.
 async fn restore_state(
     shared: &Arc<Shared>,
     partition: i32,
     committed: &[Option<i64>],
     stop: &watch::Receiver<bool>,
-) -> Result<Option<Engine>, PipelineError> {
+) -> Result<Option<Restored>, PipelineError> {
     let started = Instant::now();
     shared.stats.metrics.partitions_restoring.inc();
     // Waiting for a restore slot counts as restoring; a stop ends the wait.
@@ -147,7 +159,7 @@ async fn restore_state(
             let committed = committed.to_vec();
             let stop = stop.clone();
             tokio::task::spawn_blocking(move || {
-                let restored = restore(&shared, partition, &committed, &stop);
+                let restored = restore_blocking(&shared, partition, &committed, &stop);
                 drop(slot);
                 restored
             })
@@ -159,16 +171,75 @@ async fn restore_state(
         }
     };
     shared.stats.metrics.partitions_restoring.dec();
-    let Some((engine, events)) = restored? else {
+    let Some((restored, source, events)) = restored? else {
         return Ok(None);
     };
+    let m = &shared.stats.metrics;
+    m.restores.with_label_values(&[source]).inc();
+    m.restore_seconds
+        .with_label_values(&[source])
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(
+        source,
         events,
-        tracked = engine.tracked(),
+        tracked = restored.engine.tracked(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state restored; resuming"
     );
-    Ok(Some(engine))
+    Ok(Some(restored))
+}
+
+/// The restore itself, on a blocking thread: the restored engine, where it
+/// came from (`changelog` or `history`), and the input events applied.
+fn restore_blocking(
+    shared: &Shared,
+    partition: i32,
+    committed: &[Option<i64>],
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<(Restored, &'static str, u64)>, PipelineError> {
+    let fresh = committed.iter().all(|c| c.is_none_or(|c| c <= 0));
+    if shared.cfg.state_changelog {
+        match changelog::read(shared, partition, committed, stop)? {
+            Ok(None) => return Ok(None),
+            Ok(Some(r)) => {
+                shared.stats.metrics.state_keys_restored.inc_by(r.keys as u64);
+                tracing::info!(
+                    keys = r.keys,
+                    records = r.records,
+                    bytes = r.bytes,
+                    ahead = r.ahead.len(),
+                    "state read from the changelog; the input follows from the offsets it reflects"
+                );
+                let restored = Restored {
+                    engine: r.engine,
+                    start: r.start.into_iter().map(Some).collect(),
+                    ahead: r.ahead,
+                };
+                return Ok(Some((restored, "changelog", 0)));
+            }
+            // A first start: there is no history either.
+            Err(_) if fresh => {}
+            Err(changelog::Unusable(reason)) => {
+                tracing::warn!(
+                    topic = %shared.cfg.topics.state,
+                    "the state changelog cannot restore this partition ({reason}); re-reading the input history instead"
+                );
+            }
+        }
+    }
+    let Some((mut engine, events)) = restore(shared, partition, committed, stop)? else {
+        return Ok(None);
+    };
+    if shared.cfg.state_changelog {
+        // The first checkpoint writes the whole state.
+        engine.track_changes();
+    }
+    let restored = Restored {
+        engine,
+        start: committed.to_vec(),
+        ahead: HashMap::new(),
+    };
+    Ok(Some((restored, "history", events)))
 }
 
 /// A live partition task between batches.
@@ -186,6 +257,12 @@ struct PartitionTask {
     dead_letter_log: RateLimitedLog,
     gauges: Gauges,
     batches: mpsc::Sender<Batch>,
+    /// The next offset of each topic applied (the offsets a checkpoint
+    /// reflects).
+    applied_next: Vec<i64>,
+    /// Keys restored from a checkpoint cut short, with the offsets their
+    /// state reflects: their earlier events are skipped.
+    ahead: HashMap<Key, Vec<i64>>,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -214,17 +291,23 @@ impl PartitionTask {
         shared: Arc<Shared>,
         consumer: Arc<LiveConsumer>,
         partition: i32,
-        committed: &[Option<i64>],
         mut inputs: Inputs,
-        engine: Engine,
+        restored: Restored,
     ) -> Result<(PartitionTask, tokio::task::JoinHandle<()>), PipelineError> {
+        let Restored {
+            engine,
+            start,
+            ahead,
+        } = restored;
         let topics = &shared.topics;
         let mut tpl = TopicPartitionList::new();
         for t in topics {
             tpl.add_partition(&t.name, partition);
         }
+        // Records before `start` (reflected by a restored checkpoint but
+        // not committed yet) are fetched and passed over.
+        inputs.start_at(&start);
         consumer.resume(&tpl)?;
-        inputs.start_at(committed);
         // What the restore found open or escalated, for the open-findings gauges.
         let restored_open = crate::ops::query::open_findings(
             std::iter::once(&**engine.store()),
@@ -276,6 +359,8 @@ impl PartitionTask {
             dead_letter_log: RateLimitedLog::default(),
             gauges,
             batches,
+            applied_next: start.iter().map(|s| s.unwrap_or(0)).collect(),
+            ahead,
         };
         Ok((task, confirmer))
     }
@@ -294,8 +379,11 @@ impl PartitionTask {
             };
             let mut batch = Batch::new(shared.topics.len());
             let applied = self.read_and_apply(&mut batch).await?;
-            self.advance_when_idle();
+            let advanced = self.advance_when_idle();
             self.publish_findings(&mut batch).await?;
+            if applied > 0 || advanced {
+                self.checkpoint(&mut batch).await?;
+            }
             self.mark_in_transaction(&mut batch);
             drop(gate);
             if !self.hand_over(batch).await {
@@ -367,7 +455,11 @@ impl PartitionTask {
             match item {
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
-                    self.driver.apply(env, &mut self.out);
+                    if self.reflected(q, &env) {
+                        self.driver.engine_mut().skip(&env, &mut self.out);
+                    } else {
+                        self.driver.apply(env, &mut self.out);
+                    }
                     self.out_received.resize(self.out.len(), received);
                     shared.stats.events.fetch_add(1, Ordering::Relaxed);
                     batch.events += 1;
@@ -416,19 +508,37 @@ impl PartitionTask {
         }
     }
 
+    /// Whether record `env` of topic `q` is already in its key's restored
+    /// state (a checkpoint cut short wrote the key's record and not the
+    /// partition's): then it only moves stream time.
+    fn reflected(&mut self, q: usize, env: &crate::model::event::Envelope) -> bool {
+        if self.ahead.is_empty() {
+            return false;
+        }
+        let in_state = self
+            .ahead
+            .get(&env.event.key())
+            .is_some_and(|offsets| env.origin.offset < offsets[q]);
+        // Past every key's offsets: nothing left to skip.
+        let next = &self.applied_next;
+        self.ahead
+            .retain(|_, offsets| offsets.iter().zip(next).any(|(o, n)| o > n));
+        in_state
+    }
+
     /// Step 2: when the partition has been quiet and caught up for
     /// `detector.idle_advance`, stream time moves to the wall clock less
-    /// that much, so SLA timers fire with no input.
-    fn advance_when_idle(&mut self) {
+    /// that much, so SLA timers fire with no input. True when it moved.
+    fn advance_when_idle(&mut self) -> bool {
         let Some(idle_ms) = self.shared.cfg.idle_advance_ms else {
-            return;
+            return false;
         };
         // The cheap checks first: a watermark lookup per topic only when
         // the partition has been quiet that long.
         if !self.driver.merge().is_empty()
             || self.lag.last_input.elapsed() < Duration::from_millis(idle_ms as u64)
         {
-            return;
+            return false;
         }
         let caught_up_all = (0..self.shared.topics.len()).all(|q| {
             caught_up(
@@ -444,8 +554,10 @@ impl PartitionTask {
             if target > self.driver.engine().now() {
                 self.driver.engine_mut().advance_to(target, &mut self.out);
                 self.out_received.resize(self.out.len(), Instant::now());
+                return true;
             }
         }
+        false
     }
 
     /// Step 3: encodes the batch's findings and queues them to the producer.
@@ -471,6 +583,32 @@ impl PartitionTask {
             batch
                 .deliveries
                 .push((delivery, Output::Finding(f, received)));
+        }
+        Ok(())
+    }
+
+    /// Step 3b, with the state changelog: what the batch changed, as of its
+    /// end, for the confirmer to write once the batch's outputs are
+    /// acknowledged (exactly-once: written now, into the transaction).
+    async fn checkpoint(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+        if !self.shared.cfg.state_changelog {
+            return Ok(());
+        }
+        for (n, o) in self.applied_next.iter_mut().zip(batch.next_offsets()) {
+            if let Some(o) = o {
+                *n = o;
+            }
+        }
+        let checkpoint = self.driver.engine_mut().checkpoint();
+        if self.shared.txn.is_some() {
+            let deliveries =
+                changelog::write(&self.shared, self.partition, checkpoint, &self.applied_next)
+                    .await?;
+            batch
+                .deliveries
+                .extend(deliveries.into_iter().map(|d| (d, Output::State)));
+        } else {
+            batch.checkpoint = Some((checkpoint, self.applied_next.clone()));
         }
         Ok(())
     }

@@ -39,6 +39,11 @@ pub struct Metrics {
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
     pub restore_events: IntCounter,
+    pub restores: IntCounterVec,
+    pub restore_seconds: HistogramVec,
+    pub state_keys_restored: IntCounter,
+    pub state_records_written: IntCounter,
+    pub state_records_read: IntCounter,
     pub ready: Gauge,
     pub owner_open: IntGaugeVec,
     pub owner_overdue: IntGaugeVec,
@@ -228,6 +233,40 @@ impl Metrics {
                 &r,
                 "driftwatch_restore_events_total",
                 "Events re-applied while restoring partition state.",
+            ),
+            restores: counter_vec(
+                &r,
+                "driftwatch_state_restores_total",
+                "Partition restores, by where the state came from: changelog (the state topic and the input since its last checkpoint) or history (the input from its beginning).",
+                &["source"],
+            ),
+            restore_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "driftwatch_restore_seconds",
+                        "Time to restore a partition's state, by source.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                    &["source"],
+                )
+                .expect("valid histogram");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            state_keys_restored: counter(
+                &r,
+                "driftwatch_state_keys_restored_total",
+                "Keys whose state was read from the state changelog.",
+            ),
+            state_records_written: counter(
+                &r,
+                "driftwatch_state_records_written_total",
+                "Records produced to the state changelog (key states, de-duplication pieces and their deletions, partition records).",
+            ),
+            state_records_read: counter(
+                &r,
+                "driftwatch_state_records_read_total",
+                "Records read from the state changelog while restoring.",
             ),
             ready,
             owner_open: gauge_vec(

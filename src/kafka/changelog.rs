@@ -1,0 +1,302 @@
+//! The state changelog (`state.changelog`): each partition's engine state
+//! in partition `p` of the compacted `topics.state` topic, and a
+//! partition's engine rebuilt from it.
+//!
+//! Three kinds of record, told apart by the first byte of the key:
+//! - `k` + uncorrelated flag + correlation key: that key's whole state;
+//! - `d` + first id number (8 bytes, big-endian): a piece of the
+//!   de-duplication window (deleted by a tombstone once out of it);
+//! - `p`: the partition record (stream time, storms, the window's bounds).
+//!
+//! Each value starts with the input offsets its checkpoint reflects (the
+//! next offset of each input topic, in configuration order) and the
+//! format version. A checkpoint is written after the findings and dead
+//! letters of the events it reflects are acknowledged, partition record
+//! last, and input offsets are committed only once it is acknowledged. So
+//! a restore starts each topic at the partition record's offsets (not
+//! before: its events are in the state), never past the committed ones.
+//! Key records written after the newest partition record (a checkpoint cut
+//! short) reflect later offsets: the events of their key before those
+//! offsets only advance stream time ([`Restored::ahead`]).
+
+use super::publish::{confirm, enqueue_to};
+use super::{PipelineError, Shared};
+use crate::detect::engine::{window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION};
+use crate::detect::state::{Reader, Writer};
+use crate::model::event::Key;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long reading the changelog may go without progress.
+const READ_STALL: Duration = Duration::from_secs(60);
+
+/// The Kafka key of a key record.
+fn key_record_key(key: &Key) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + key.id().len());
+    k.push(b'k');
+    k.push(key.uncorrelated() as u8);
+    k.extend_from_slice(key.id().as_bytes());
+    k
+}
+
+fn piece_key(first: u64) -> Vec<u8> {
+    let mut k = vec![b'd'];
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// A value: the offsets its checkpoint reflects, the version, the body.
+fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.seq(offsets, |w, o| w.i64(*o));
+    w.u8(FORMAT_VERSION);
+    w.buf.extend_from_slice(body);
+    w.buf
+}
+
+/// The offsets and the body of a value; `None` for another version.
+fn unframe(value: &[u8]) -> Result<Option<(Vec<i64>, &[u8])>, String> {
+    let mut r = Reader::new(value);
+    let offsets: Vec<i64> = r.seq(Reader::i64).map_err(|e| e.to_string())?;
+    let version = r.u8().map_err(|e| e.to_string())?;
+    if version != FORMAT_VERSION {
+        return Ok(None);
+    }
+    let at = value.len() - r.remaining();
+    Ok(Some((offsets, &value[at..])))
+}
+
+/// Queues a checkpoint's records to partition `partition` of the state
+/// topic: keys, the ids piece, deletions, the partition record last.
+/// `offsets` are the next input offsets it reflects.
+pub(super) async fn write(
+    shared: &Shared,
+    partition: i32,
+    checkpoint: Checkpoint,
+    offsets: &[i64],
+) -> Result<Vec<DeliveryFuture>, PipelineError> {
+    let topic = &shared.cfg.topics.state;
+    let mut out = Vec::with_capacity(checkpoint.keys.len() + 2);
+    let producer = &shared.producer;
+    for (key, state) in &checkpoint.keys {
+        let value = frame(offsets, state);
+        out.push(enqueue_to(producer, topic, partition, &key_record_key(key), Some(&value)).await?);
+    }
+    if let Some((first, piece)) = &checkpoint.dedup {
+        let value = frame(offsets, piece);
+        out.push(enqueue_to(producer, topic, partition, &piece_key(*first), Some(&value)).await?);
+    }
+    // Pieces out of the window: compaction deletes them.
+    for first in &checkpoint.dedup_expired {
+        out.push(enqueue_to(producer, topic, partition, &piece_key(*first), None).await?);
+    }
+    let value = frame(offsets, &checkpoint.partition[1..]);
+    out.push(enqueue_to(producer, topic, partition, b"p", Some(&value)).await?);
+    shared
+        .stats
+        .metrics
+        .state_records_written
+        .inc_by(out.len() as u64);
+    Ok(out)
+}
+
+/// Waits for a checkpoint's acknowledgements.
+pub(super) async fn confirm_all(
+    shared: &Shared,
+    deliveries: Vec<DeliveryFuture>,
+) -> Result<(), PipelineError> {
+    for d in deliveries {
+        confirm(&shared.cfg.topics.state, d).await?;
+    }
+    Ok(())
+}
+
+/// An engine rebuilt from the changelog.
+pub(super) struct Restored {
+    pub(super) engine: Engine,
+    /// Where each input topic's reading starts: the offsets the state
+    /// reflects.
+    pub(super) start: Vec<i64>,
+    /// Keys whose record reflects later offsets than `start` (a checkpoint
+    /// cut short): their events before those offsets are in their state.
+    pub(super) ahead: HashMap<Key, Vec<i64>>,
+    pub(super) keys: usize,
+    pub(super) records: u64,
+    pub(super) bytes: u64,
+}
+
+/// Why the changelog cannot restore a partition: the restore re-reads the
+/// input history instead, and says so.
+#[derive(Debug)]
+pub(super) struct Unusable(pub(super) String);
+
+/// Reads partition `partition` of the state topic to its end and rebuilds
+/// the engine. `Ok(Err(_))` when the changelog cannot be used (none
+/// written, another format or rules configuration, a gap, offsets behind
+/// the committed ones); `Ok(Ok(None))` when stopped meanwhile.
+pub(super) fn read(
+    shared: &Shared,
+    partition: i32,
+    committed: &[Option<i64>],
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Result<Option<Restored>, Unusable>, PipelineError> {
+    let cfg = &shared.cfg;
+    let topic = cfg.topics.state.as_str();
+    let err = |reason: String| PipelineError::Restore { partition, reason };
+    let consumer: super::PlainConsumer = super::create_client(
+        cfg,
+        super::client_config(cfg, super::Role::Consumer)
+            .set("group.id", format!("{}.restore", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest"),
+        super::Logs::default(),
+    )?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .map_err(|e| err(format!("the end of {topic} [{partition}]: {e}")))?;
+    let mut keys: HashMap<Key, (Vec<i64>, Vec<u8>)> = HashMap::new();
+    let mut pieces: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut last: Option<(Vec<i64>, Vec<u8>)> = None;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut foreign = 0u64;
+    if high > low {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(0))?;
+        consumer.assign(&tpl)?;
+        let mut progress = Instant::now();
+        let mut next = 0i64;
+        while next < high {
+            if *stop.borrow() {
+                return Ok(Ok(None));
+            }
+            let m = match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "state changelog consumer error (librdkafka retries)");
+                    continue;
+                }
+                None => {
+                    if let Ok(pos) = consumer.position() {
+                        if let Some(Offset::Offset(o)) =
+                            pos.elements().first().map(|e| e.offset())
+                        {
+                            next = next.max(o);
+                        }
+                    }
+                    if progress.elapsed() > READ_STALL {
+                        return Err(err(format!(
+                            "no progress reading {topic} [{partition}] for {}s, at offset {next} of {high}",
+                            READ_STALL.as_secs()
+                        )));
+                    }
+                    continue;
+                }
+            };
+            progress = Instant::now();
+            next = m.offset() + 1;
+            records += 1;
+            let (Some(key), value) = (m.key(), m.payload()) else {
+                continue;
+            };
+            bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            let Some(value) = value else {
+                // A tombstone: the key is gone.
+                if key.first() == Some(&b'd') && key.len() == 9 {
+                    pieces.remove(&u64::from_be_bytes(key[1..].try_into().expect("8 bytes")));
+                }
+                continue;
+            };
+            let framed = match unframe(value) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    foreign += 1;
+                    continue;
+                }
+                Err(e) => return Ok(Err(Unusable(format!("offset {}: {e}", m.offset())))),
+            };
+            match (key.first(), key.len()) {
+                (Some(b'k'), n) if n >= 2 => {
+                    let Ok(id) = std::str::from_utf8(&key[2..]) else {
+                        return Ok(Err(Unusable(format!("offset {}: a key that is not UTF-8", m.offset()))));
+                    };
+                    let k = if key[1] == 1 { Key::account(id) } else { Key::worker(id) };
+                    keys.insert(k, (framed.0, framed.1.to_vec()));
+                }
+                (Some(b'd'), 9) => {
+                    pieces.insert(
+                        u64::from_be_bytes(key[1..].try_into().expect("8 bytes")),
+                        framed.1.to_vec(),
+                    );
+                }
+                (Some(b'p'), 1) => {
+                    let mut body = vec![FORMAT_VERSION];
+                    body.extend_from_slice(framed.1);
+                    last = Some((framed.0, body));
+                }
+                _ => {}
+            }
+        }
+    }
+    shared.stats.metrics.state_records_read.inc_by(records);
+    if foreign > 0 {
+        return Ok(Err(Unusable(format!(
+            "{foreign} records of another format version than {FORMAT_VERSION}"
+        ))));
+    }
+    let Some((start, body)) = last else {
+        return Ok(Err(Unusable(if high > low {
+            "the changelog holds no partition record".into()
+        } else {
+            "the changelog is empty".into()
+        })));
+    };
+    let topics = shared.topics.len();
+    if start.len() != topics {
+        return Ok(Err(Unusable(format!(
+            "it reflects {} input topics and {topics} are configured",
+            start.len()
+        ))));
+    }
+    if let Some(q) = (0..topics).find(|&q| committed[q].is_some_and(|c| c > start[q])) {
+        return Ok(Err(Unusable(format!(
+            "{} is committed at {} but the changelog reflects it only to {} (written by a run without the changelog?)",
+            shared.topics[q].name,
+            committed[q].unwrap_or(0),
+            start[q]
+        ))));
+    }
+    let record = match PartitionRecord::read(body, cfg) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+    };
+    let (ids, pieces) = match window_ids(record.dedup_window.clone(), pieces) {
+        Ok(ids) => ids,
+        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+    };
+    let mut ahead = HashMap::new();
+    let count = keys.len();
+    let states = keys.into_iter().map(|(k, (offsets, state))| {
+        if offsets.len() == topics && offsets.iter().zip(&start).any(|(o, s)| o > s) {
+            ahead.insert(k.clone(), offsets);
+        }
+        (k, state)
+    });
+    let engine = match Engine::restore(cfg.clone(), &record, states, &ids, pieces) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+    };
+    shared.runtime.spawn_blocking(move || drop(consumer));
+    Ok(Ok(Some(Restored {
+        engine,
+        start,
+        ahead,
+        keys: count,
+        records,
+        bytes,
+    })))
+}

@@ -176,6 +176,11 @@ struct BenchArgs {
     /// Workers of the memory phase (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     memory_workers: u64,
+    /// Also measure the state changelog: detector throughput with it,
+    /// restore from it beside restore from history, and again with ten
+    /// times the history for the same workers.
+    #[arg(long)]
+    changelog: bool,
     /// Configuration file (default: the built-in config/driftwatch.toml).
     #[arg(long)]
     config: Option<PathBuf>,

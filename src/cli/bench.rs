@@ -12,6 +12,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         rate,
         latency_secs,
         memory_workers,
+        changelog,
         config,
     } = args;
     let cfg = load_config(config.as_ref())?;
@@ -22,6 +23,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         rate,
         latency_secs,
         memory_workers,
+        changelog,
     };
     let mut stdout = std::io::stdout();
     runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;

@@ -43,6 +43,19 @@ fn key_record_key(key: &Key) -> Vec<u8> {
     k
 }
 
+/// The correlation key of a key record's Kafka key.
+fn state_key(k: &[u8]) -> Option<Key> {
+    let (b'k', [flag @ (0 | 1), id @ ..]) = (*k.first()?, &k[1..]) else {
+        return None;
+    };
+    let id = std::str::from_utf8(id).ok()?;
+    Some(if *flag == 1 {
+        Key::account(id)
+    } else {
+        Key::worker(id)
+    })
+}
+
 fn piece_key(first: u64) -> Vec<u8> {
     let mut k = vec![b'd'];
     k.extend_from_slice(&first.to_be_bytes());
@@ -58,8 +71,11 @@ fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
     w.buf
 }
 
+/// A value's offsets and body.
+type Framed<'a> = (Vec<i64>, &'a [u8]);
+
 /// The offsets and the body of a value; `None` for another version.
-fn unframe(value: &[u8]) -> Result<Option<(Vec<i64>, &[u8])>, String> {
+fn unframe(value: &[u8]) -> Result<Option<Framed<'_>>, String> {
     let mut r = Reader::new(value);
     let offsets: Vec<i64> = r.seq(Reader::i64).map_err(|e| e.to_string())?;
     let version = r.u8().map_err(|e| e.to_string())?;
@@ -84,11 +100,23 @@ pub(super) async fn write(
     let producer = &shared.producer;
     for (key, state) in &checkpoint.keys {
         let value = frame(offsets, state);
-        out.push(enqueue_to(producer, topic, partition, &key_record_key(key), Some(&value)).await?);
+        out.push(
+            enqueue_to(
+                producer,
+                topic,
+                partition,
+                &key_record_key(key),
+                Some(&value),
+            )
+            .await?,
+        );
     }
     if let Some((first, piece)) = &checkpoint.dedup {
         let value = frame(offsets, piece);
         out.push(enqueue_to(producer, topic, partition, &piece_key(*first), Some(&value)).await?);
+    }
+    for key in &checkpoint.deleted {
+        out.push(enqueue_to(producer, topic, partition, &key_record_key(key), None).await?);
     }
     // Pieces out of the window: compaction deletes them.
     for first in &checkpoint.dedup_expired {
@@ -129,10 +157,20 @@ pub(super) struct Restored {
     pub(super) bytes: u64,
 }
 
+/// The reason given for a changelog partition with nothing in it.
+pub(super) const EMPTY: &str = "the changelog is empty";
+
 /// Why the changelog cannot restore a partition: the restore re-reads the
-/// input history instead, and says so.
+/// input history instead, and says so. `pieces`: the de-duplication pieces
+/// it holds (first number, end), which the new state numbers its own after
+/// and deletes.
 #[derive(Debug)]
-pub(super) struct Unusable(pub(super) String);
+pub(super) struct Unusable {
+    pub(super) reason: String,
+    pub(super) pieces: Vec<(u64, u64)>,
+    /// The keys it holds, which the new state deletes unless it has them.
+    pub(super) keys: Vec<Key>,
+}
 
 /// Reads partition `partition` of the state topic to its end and rebuilds
 /// the engine. `Ok(Err(_))` when the changelog cannot be used (none
@@ -163,13 +201,20 @@ pub(super) fn read(
     let mut pieces: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut last: Option<(Vec<i64>, Vec<u8>)> = None;
     let (mut records, mut bytes) = (0u64, 0u64);
-    let mut foreign = 0u64;
+    // The first reason found not to use it; the scan goes on, to learn
+    // every piece of ids it holds.
+    let mut unusable: Option<String> = (low > 0).then(|| {
+        // Compaction keeps offsets; only deletion moves the start.
+        format!(
+            "{topic} [{partition}] starts at offset {low}: records before it were deleted (retention, or a broker that trims), so some keys' state may be missing; the topic must be compacted, not deleted"
+        )
+    });
     if high > low {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(0))?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
         consumer.assign(&tpl)?;
         let mut progress = Instant::now();
-        let mut next = 0i64;
+        let mut next = low;
         while next < high {
             if *stop.borrow() {
                 return Ok(Ok(None));
@@ -182,8 +227,7 @@ pub(super) fn read(
                 }
                 None => {
                     if let Ok(pos) = consumer.position() {
-                        if let Some(Offset::Offset(o)) =
-                            pos.elements().first().map(|e| e.offset())
+                        if let Some(Offset::Offset(o)) = pos.elements().first().map(|e| e.offset())
                         {
                             next = next.max(o);
                         }
@@ -204,36 +248,49 @@ pub(super) fn read(
                 continue;
             };
             bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            let piece = (key.first() == Some(&b'd') && key.len() == 9)
+                .then(|| u64::from_be_bytes(key[1..].try_into().expect("8 bytes")));
             let Some(value) = value else {
                 // A tombstone: the key is gone.
-                if key.first() == Some(&b'd') && key.len() == 9 {
-                    pieces.remove(&u64::from_be_bytes(key[1..].try_into().expect("8 bytes")));
+                if let Some(first) = piece {
+                    pieces.remove(&first);
+                } else if let Some(k) = state_key(key) {
+                    keys.remove(&k);
                 }
                 continue;
             };
             let framed = match unframe(value) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
-                    foreign += 1;
+                    unusable.get_or_insert_with(|| {
+                        format!("records of another format version than {FORMAT_VERSION}")
+                    });
+                    if let Some(first) = piece {
+                        // Its length unknown: deleted with the others.
+                        pieces.insert(first, Vec::new());
+                    }
                     continue;
                 }
-                Err(e) => return Ok(Err(Unusable(format!("offset {}: {e}", m.offset())))),
+                Err(e) => {
+                    unusable.get_or_insert_with(|| format!("offset {}: {e}", m.offset()));
+                    continue;
+                }
             };
-            match (key.first(), key.len()) {
-                (Some(b'k'), n) if n >= 2 => {
-                    let Ok(id) = std::str::from_utf8(&key[2..]) else {
-                        return Ok(Err(Unusable(format!("offset {}: a key that is not UTF-8", m.offset()))));
-                    };
-                    let k = if key[1] == 1 { Key::account(id) } else { Key::worker(id) };
-                    keys.insert(k, (framed.0, framed.1.to_vec()));
+            match (key.first(), piece) {
+                (_, Some(first)) => {
+                    pieces.insert(first, framed.1.to_vec());
                 }
-                (Some(b'd'), 9) => {
-                    pieces.insert(
-                        u64::from_be_bytes(key[1..].try_into().expect("8 bytes")),
-                        framed.1.to_vec(),
-                    );
-                }
-                (Some(b'p'), 1) => {
+                (Some(b'k'), None) => match state_key(key) {
+                    Some(k) => {
+                        keys.insert(k, (framed.0, framed.1.to_vec()));
+                    }
+                    None => {
+                        unusable.get_or_insert_with(|| {
+                            format!("offset {}: a malformed key record key", m.offset())
+                        });
+                    }
+                },
+                (Some(b'p'), None) if key.len() == 1 => {
                     let mut body = vec![FORMAT_VERSION];
                     body.extend_from_slice(framed.1);
                     last = Some((framed.0, body));
@@ -243,40 +300,74 @@ pub(super) fn read(
         }
     }
     shared.stats.metrics.state_records_read.inc_by(records);
-    if foreign > 0 {
-        return Ok(Err(Unusable(format!(
-            "{foreign} records of another format version than {FORMAT_VERSION}"
-        ))));
+    shared.stats.metrics.state_bytes_read.inc_by(bytes);
+    // Every piece's bounds, for a state rebuilt from history to number its
+    // ids after and delete (a piece of unknown length counts as empty).
+    let bounds = |pieces: &HashMap<u64, Vec<u8>>| -> Vec<(u64, u64)> {
+        pieces
+            .iter()
+            .map(|(first, p)| {
+                let n = Reader::new(p).count().unwrap_or(0) as u64;
+                (*first, first + n.max(1))
+            })
+            .collect()
+    };
+    let give_up = |reason: String, pieces: &HashMap<u64, Vec<u8>>, keys: &HashMap<Key, _>| {
+        Ok(Err(Unusable {
+            reason,
+            pieces: bounds(pieces),
+            keys: keys.keys().cloned().collect(),
+        }))
+    };
+    if let Some(reason) = unusable {
+        return give_up(reason, &pieces, &keys);
     }
     let Some((start, body)) = last else {
-        return Ok(Err(Unusable(if high > low {
-            "the changelog holds no partition record".into()
+        let reason = if high > low {
+            "the changelog holds no partition record"
         } else {
-            "the changelog is empty".into()
-        })));
+            EMPTY
+        };
+        return give_up(reason.into(), &pieces, &keys);
     };
     let topics = shared.topics.len();
     if start.len() != topics {
-        return Ok(Err(Unusable(format!(
-            "it reflects {} input topics and {topics} are configured",
-            start.len()
-        ))));
+        return give_up(
+            format!(
+                "it reflects {} input topics and {topics} are configured",
+                start.len()
+            ),
+            &pieces,
+            &keys,
+        );
     }
     if let Some(q) = (0..topics).find(|&q| committed[q].is_some_and(|c| c > start[q])) {
-        return Ok(Err(Unusable(format!(
-            "{} is committed at {} but the changelog reflects it only to {} (written by a run without the changelog?)",
-            shared.topics[q].name,
-            committed[q].unwrap_or(0),
-            start[q]
-        ))));
+        return give_up(
+            format!(
+                "{} is committed at {} but the changelog reflects it only to {} (written by a run without the changelog?)",
+                shared.topics[q].name,
+                committed[q].unwrap_or(0),
+                start[q]
+            ),
+            &pieces,
+            &keys,
+        );
     }
     let record = match PartitionRecord::read(body, cfg) {
         Ok(r) => r,
-        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+        Err(e) => return give_up(e.to_string(), &pieces, &keys),
     };
-    let (ids, pieces) = match window_ids(record.dedup_window.clone(), pieces) {
+    let all = bounds(&pieces);
+    let all_keys: Vec<Key> = keys.keys().cloned().collect();
+    let (ids, written) = match window_ids(record.dedup_window.clone(), pieces) {
         Ok(ids) => ids,
-        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+        Err(e) => {
+            return Ok(Err(Unusable {
+                reason: e.to_string(),
+                pieces: all,
+                keys: all_keys,
+            }))
+        }
     };
     let mut ahead = HashMap::new();
     let count = keys.len();
@@ -286,9 +377,15 @@ pub(super) fn read(
         }
         (k, state)
     });
-    let engine = match Engine::restore(cfg.clone(), &record, states, &ids, pieces) {
+    let engine = match Engine::restore(cfg.clone(), &record, states, &ids, written) {
         Ok(e) => e,
-        Err(e) => return Ok(Err(Unusable(e.to_string()))),
+        Err(e) => {
+            return Ok(Err(Unusable {
+                reason: e.to_string(),
+                pieces: all,
+                keys: all_keys,
+            }))
+        }
     };
     shared.runtime.spawn_blocking(move || drop(consumer));
     Ok(Ok(Some(Restored {
@@ -299,4 +396,26 @@ pub(super) fn read(
         records,
         bytes,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_and_frames_read_back() {
+        for key in [Key::worker("W1"), Key::account("W1"), Key::worker("")] {
+            assert_eq!(state_key(&key_record_key(&key)), Some(key));
+        }
+        assert_eq!(state_key(b"k\x02W1"), None);
+        assert_eq!(state_key(b"k"), None);
+        assert_eq!(state_key(b"p"), None);
+        let value = frame(&[3, 0, 17], b"body");
+        let (offsets, body) = unframe(&value).unwrap().unwrap();
+        assert_eq!((offsets, body), (vec![3, 0, 17], &b"body"[..]));
+        let mut other = frame(&[1], b"x");
+        other[2] = FORMAT_VERSION + 1;
+        assert_eq!(unframe(&other), Ok(None), "another version is not read");
+        assert!(unframe(&[0x80]).is_err(), "a damaged frame is an error");
+    }
 }

@@ -38,8 +38,8 @@
 //! it is done. On revocation each task publishes what it has applied, stores
 //! its offsets, and the callback commits them before the partitions go.
 
-pub mod client;
 mod changelog;
+pub mod client;
 mod error;
 mod group;
 mod input;

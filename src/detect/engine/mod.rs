@@ -49,7 +49,8 @@ use crate::model::id::Sym;
 use crate::model::time::Ts;
 use cause::Cause;
 pub use snapshot::{
-    config_fingerprint, window_ids, Checkpoint, PartitionRecord, RestoreError, FORMAT_VERSION,
+    config_fingerprint, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
+    FORMAT_VERSION,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -255,7 +256,11 @@ impl Engine {
     /// moves to it, as when it was applied, but the key is not touched.
     pub fn skip(&mut self, env: &Envelope, out: &mut Vec<Finding>) {
         let event = &env.event;
-        if self.dedup.insert(event.system(), event.event_id()).is_none() {
+        if self
+            .dedup
+            .insert(event.system(), event.event_id())
+            .is_none()
+        {
             self.stats.duplicates += 1;
             return;
         }

@@ -23,6 +23,9 @@ impl Log {
     fn write(&mut self, c: Checkpoint) {
         self.records += c.keys.len() + 1;
         self.keys.extend(c.keys);
+        for k in c.deleted {
+            self.keys.remove(&k);
+        }
         if let Some((first, piece)) = c.dedup {
             self.pieces.insert(first, piece);
         }
@@ -286,4 +289,48 @@ fn damaged_key_records_are_errors() {
             let _ = decode(&changed);
         }
     }
+}
+
+/// A state rebuilt from history over a changelog it cannot use (another
+/// configuration wrote it) numbers its ids after the pieces there, deletes
+/// them at its first checkpoint, and is then restored from what it wrote.
+#[test]
+fn a_state_rebuilt_over_an_old_changelog_replaces_it() {
+    let cfg = config();
+    let events = feed(4);
+    let mut old = Engine::new(cfg.clone());
+    old.track_changes();
+    let mut log = Log::default();
+    for chunk in events[..600].chunks(50) {
+        run(&mut old, chunk, 0);
+        log.write(old.checkpoint());
+    }
+    let written: Vec<(u64, u64)> = log
+        .pieces
+        .iter()
+        .map(|(first, p)| {
+            let n = crate::detect::state::Reader::new(p).count().unwrap() as u64;
+            (*first, first + n)
+        })
+        .collect();
+    assert!(!written.is_empty());
+    let mut rebuilt = Engine::new(cfg.clone());
+    run(&mut rebuilt, &events[..300], 0);
+    rebuilt.track_changes_after(written.clone(), log.keys.keys().cloned().collect());
+    let first = rebuilt.checkpoint();
+    let old_firsts: Vec<u64> = written.iter().map(|p| p.0).collect();
+    let mut expired = first.dedup_expired.clone();
+    expired.sort_unstable();
+    assert_eq!(expired, old_firsts, "every old piece is deleted");
+    let max_end = written.iter().map(|p| p.1).max().unwrap();
+    assert!(first.dedup.as_ref().is_some_and(|d| d.0 >= max_end));
+    assert!(!first.deleted.is_empty(), "keys only the old run held go");
+    log.write(first);
+    let mut restored = log.restore(&cfg).expect("restores");
+    let (a, b) = (
+        run(&mut rebuilt, &events[300..], 300),
+        run(&mut restored, &events[300..], 300),
+    );
+    assert_eq!(a, b);
+    assert_eq!(rebuilt.stats(), restored.stats());
 }

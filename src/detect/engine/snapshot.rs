@@ -41,6 +41,9 @@ pub struct Checkpoint {
     pub dedup: Option<(u64, Vec<u8>)>,
     /// Pieces of ids (by first number) now wholly out of the window.
     pub dedup_expired: Vec<u64>,
+    /// Keys a changelog holds that this state does not (written by a run
+    /// whose state was not restored): to delete.
+    pub deleted: Vec<Key>,
     /// The partition record.
     pub partition: Vec<u8>,
 }
@@ -54,6 +57,8 @@ pub(super) struct Changes {
     dedup_written: u64,
     /// Pieces written and maybe still in the window: first number, end.
     pieces: std::collections::VecDeque<(u64, u64)>,
+    /// Keys to delete at the next checkpoint.
+    deleted: Vec<Key>,
 }
 
 /// Why state records cannot restore an engine.
@@ -177,13 +182,16 @@ fn read_ids(piece: &[u8]) -> Result<Vec<(System, EventId)>, CodecError> {
     Ok(ids)
 }
 
+/// De-duplication ids, oldest first.
+pub type WindowIds = Vec<(System, EventId)>;
+
 /// The ids of the window `window` from the pieces that hold them (first
 /// number, piece; in any order, pieces out of the window included), oldest
 /// first, and the bounds of every piece (for [`Engine::restore`]).
 pub fn window_ids(
     window: std::ops::Range<u64>,
     pieces: impl IntoIterator<Item = (u64, Vec<u8>)>,
-) -> Result<(Vec<(System, EventId)>, Vec<(u64, u64)>), RestoreError> {
+) -> Result<(WindowIds, Vec<(u64, u64)>), RestoreError> {
     let mut pieces: Vec<(u64, Vec<u8>)> = pieces.into_iter().collect();
     pieces.sort_by_key(|p| p.0);
     let mut out = Vec::with_capacity((window.end - window.start) as usize);
@@ -251,14 +259,33 @@ impl Engine {
     /// the first checkpoint holds everything the engine holds already (a
     /// state rebuilt from the input history).
     pub fn track_changes(&mut self) {
+        self.track_changes_after(Vec::new(), Vec::new());
+    }
+
+    /// [`Engine::track_changes`] over a changelog this engine's state was
+    /// not restored from, holding pieces of ids (first number, end) and
+    /// `keys`: its ids are numbered after those pieces, and the first
+    /// checkpoint deletes them and the keys this state does not hold.
+    pub fn track_changes_after(&mut self, written: Vec<(u64, u64)>, keys: Vec<Key>) {
         if self.changes.is_some() {
             return;
         }
+        if let Some(end) = written.iter().map(|p| p.1).max() {
+            self.dedup.renumber(end);
+        }
+        let mut pieces: std::collections::VecDeque<(u64, u64)> = written.into();
+        pieces.make_contiguous().sort_unstable();
         let dirty = self.store.map().iter().map(|e| e.key().clone()).collect();
+        let mut deleted: Vec<Key> = keys
+            .into_iter()
+            .filter(|k| !self.store.map().contains_key(k))
+            .collect();
+        deleted.sort();
         self.changes = Some(Changes {
             dirty,
             dedup_written: self.dedup.window_start(),
-            pieces: Default::default(),
+            pieces,
+            deleted,
         });
     }
 
@@ -292,6 +319,7 @@ impl Engine {
         }
         let mut out = Checkpoint {
             keys,
+            deleted: std::mem::take(&mut changes.deleted),
             ..Checkpoint::default()
         };
         let start = self.dedup.window_start();
@@ -318,6 +346,11 @@ impl Engine {
         w.u64(config_fingerprint(&self.cfg));
         w.u64(dedup_start);
         w.u64(dedup_end);
+        w.with_topics(|w| self.partition_body(w));
+        w.buf
+    }
+
+    fn partition_body(&self, w: &mut Writer) {
         w.ts(self.now);
         w.u64(self.generation);
         w.u64(self.opening_serial);
@@ -351,7 +384,6 @@ impl Engine {
             w.u8(*kind);
             w.rule(*rule);
         });
-        w.buf
     }
 
     /// An engine holding what a checkpointing engine held at its last
@@ -375,6 +407,7 @@ impl Engine {
         r.u8()?;
         r.u64()?;
         let (start, end) = (r.u64()?, r.u64()?);
+        r.topics()?;
         engine.now = r.ts()?;
         engine.generation = r.u64()? + 1;
         engine.opening_serial = r.u64()?;
@@ -448,6 +481,7 @@ impl Engine {
             dirty: HashSet::default(),
             dedup_written: end,
             pieces: pieces.into(),
+            deleted: Vec::new(),
         });
         Ok(engine)
     }

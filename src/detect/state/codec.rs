@@ -32,13 +32,25 @@ pub struct CodecError {
     pub what: String,
 }
 
-/// Appends the encoding of values to a buffer.
+/// Appends the encoding of values to a buffer. Event references name
+/// their topic by its index in a table the record carries once
+/// ([`Writer::with_topics`]).
 #[derive(Default)]
 pub struct Writer {
     pub buf: Vec<u8>,
+    topics: Vec<Topic>,
 }
 
 impl Writer {
+    /// Appends the topic table that `body` needed, then `body`'s bytes.
+    pub fn with_topics(&mut self, body: impl FnOnce(&mut Writer)) {
+        let mut b = Writer::default();
+        body(&mut b);
+        let names: Vec<&str> = b.topics.iter().map(|t| t.as_str()).collect();
+        self.seq(&names, |w, n| w.str(n));
+        self.buf.extend_from_slice(&b.buf);
+    }
+
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
@@ -137,7 +149,14 @@ impl Writer {
         self.ts(e.occurred_at);
         self.event_id(&e.event_id);
         self.i64(e.partition as i64);
-        self.str(e.topic.as_str());
+        let i = match self.topics.iter().position(|t| *t == e.topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(e.topic);
+                self.topics.len() - 1
+            }
+        };
+        self.count(i);
         match e.event_type {
             EventType::Hr(t) => {
                 self.u8(0);
@@ -159,11 +178,23 @@ impl Writer {
 pub struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    topics: Vec<Topic>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, at: 0 }
+        Reader {
+            buf,
+            at: 0,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Reads the topic table [`Writer::with_topics`] wrote; the event
+    /// references after it name their topics by index in it.
+    pub fn topics(&mut self) -> Result<(), CodecError> {
+        self.topics = self.seq(|r| Ok(Topic::new(r.str()?)))?;
+        Ok(())
     }
 
     pub fn fail<T>(&self, what: impl Into<String>) -> Result<T, CodecError> {
@@ -342,7 +373,10 @@ impl<'a> Reader<'a> {
         let occurred_at = self.ts()?;
         let event_id = self.event_id()?;
         let partition = self.i64()? as i32;
-        let topic = Topic::new(self.str()?);
+        let i = self.count()?;
+        let Some(&topic) = self.topics.get(i) else {
+            return self.fail(format!("topic {i} is not in the record's table"));
+        };
         let event_type = match self.u8()? {
             0 => EventType::Hr(self.pick(HrEventType::ALL, "HR event type")?),
             1 => EventType::Directory(self.pick(DirectoryEventType::ALL, "directory event type")?),
@@ -568,11 +602,13 @@ fn read_episode(r: &mut Reader<'_>) -> Result<Episode, CodecError> {
 impl WorkerState {
     /// Appends this key's state to `w`.
     pub fn encode(&self, w: &mut Writer) {
-        w.seq(&self.hr, write_hr);
-        w.seq(&self.accounts, write_account);
-        w.opt(self.watch.as_deref(), |w, watch: &Watch| {
-            w.seq(&watch.episodes, write_episode);
-            w.opt_ts(watch.wake_at.get());
+        w.with_topics(|w| {
+            w.seq(&self.hr, write_hr);
+            w.seq(&self.accounts, write_account);
+            w.opt(self.watch.as_deref(), |w, watch: &Watch| {
+                w.seq(&watch.episodes, write_episode);
+                w.opt_ts(watch.wake_at.get());
+            });
         });
     }
 
@@ -582,6 +618,7 @@ impl WorkerState {
         r: &mut Reader<'_>,
         intern: &mut dyn FnMut(&str) -> Sym,
     ) -> Result<WorkerState, CodecError> {
+        r.topics()?;
         let hr: ThinVec<HrRecord> = r.seq(|r| read_hr(r, intern))?;
         let accounts: ThinVec<Account> = r.seq(|r| read_account(r, intern))?;
         let watch = r.opt(|r| {

@@ -122,6 +122,12 @@ impl Dedup {
         self.inserted
     }
 
+    /// Numbers the ids held from `base` on (the ids a changelog holds
+    /// under lower numbers are then all out of the window).
+    pub fn renumber(&mut self, base: u64) {
+        self.inserted = base + self.order.len() as u64;
+    }
+
     /// The number of the oldest id still held.
     pub fn window_start(&self) -> u64 {
         self.inserted - self.order.len() as u64

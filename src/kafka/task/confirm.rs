@@ -115,13 +115,17 @@ pub(super) async fn confirm_batches(
                     Output::State => confirm(&cfg.topics.state, delivery).await?,
                 }
             }
-            // The state after the batch, once its outputs are safe; the
-            // offsets once that state is.
+            // With the state changelog, offsets are done only with the
+            // state that reflects them: at a checkpoint, written once the
+            // outputs before it are safe, and acknowledged.
             if let Some((checkpoint, offsets)) = batch.checkpoint {
                 let written = changelog::write(&shared, partition, checkpoint, &offsets).await?;
                 changelog::confirm_all(&shared, written).await?;
+                let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
+                shared.mark_done(partition, &offsets);
+            } else if !cfg.state_changelog || shared.txn.is_some() {
+                shared.mark_done(partition, &next);
             }
-            shared.mark_done(partition, &next);
             shared
                 .stats
                 .confirmed

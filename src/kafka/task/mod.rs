@@ -30,8 +30,8 @@ mod inputs;
 
 pub(crate) use inputs::Inputs;
 
-use super::publish::{dead_letter_headers, enqueue};
 use super::changelog;
+use super::publish::{dead_letter_headers, enqueue};
 use super::restore::restore;
 use super::{Ctx, LiveConsumer, PipelineError, Shared};
 use crate::codec::json::DecodeError;
@@ -108,13 +108,8 @@ async fn run(
     let Some(restored) = restore_state(shared, partition, &committed, &stop).await? else {
         return Ok(()); // revoked while restoring
     };
-    let (mut task, confirmer) = PartitionTask::resume(
-        shared.clone(),
-        consumer,
-        partition,
-        inputs,
-        restored,
-    )?;
+    let (mut task, confirmer) =
+        PartitionTask::resume(shared.clone(), consumer, partition, inputs, restored)?;
     let result = task.live(&mut stop).await;
     task.finish();
     // A failed task stops the pipeline; only a task that ends well waits
@@ -190,7 +185,8 @@ async fn restore_state(
 }
 
 /// The restore itself, on a blocking thread: the restored engine, where it
-/// came from (`changelog` or `history`), and the input events applied.
+/// came from (`changelog`, `history`, or `none` for a partition with
+/// nothing committed), and the input events applied.
 fn restore_blocking(
     shared: &Shared,
     partition: i32,
@@ -198,11 +194,18 @@ fn restore_blocking(
     stop: &watch::Receiver<bool>,
 ) -> Result<Option<(Restored, &'static str, u64)>, PipelineError> {
     let fresh = committed.iter().all(|c| c.is_none_or(|c| c <= 0));
+    // Pieces of ids a changelog holds that the state rebuilt here did not
+    // write.
+    let (mut stale, mut stale_keys) = (Vec::new(), Vec::new());
     if shared.cfg.state_changelog {
         match changelog::read(shared, partition, committed, stop)? {
             Ok(None) => return Ok(None),
             Ok(Some(r)) => {
-                shared.stats.metrics.state_keys_restored.inc_by(r.keys as u64);
+                shared
+                    .stats
+                    .metrics
+                    .state_keys_restored
+                    .inc_by(r.keys as u64);
                 tracing::info!(
                     keys = r.keys,
                     records = r.records,
@@ -217,9 +220,20 @@ fn restore_blocking(
                 };
                 return Ok(Some((restored, "changelog", 0)));
             }
-            // A first start: there is no history either.
-            Err(_) if fresh => {}
-            Err(changelog::Unusable(reason)) => {
+            // A first start: nothing to restore from either.
+            Err(changelog::Unusable {
+                reason,
+                pieces,
+                keys,
+            }) if fresh && reason == changelog::EMPTY => {
+                (stale, stale_keys) = (pieces, keys);
+            }
+            Err(changelog::Unusable {
+                reason,
+                pieces,
+                keys,
+            }) => {
+                (stale, stale_keys) = (pieces, keys);
                 tracing::warn!(
                     topic = %shared.cfg.topics.state,
                     "the state changelog cannot restore this partition ({reason}); re-reading the input history instead"
@@ -232,14 +246,18 @@ fn restore_blocking(
     };
     if shared.cfg.state_changelog {
         // The first checkpoint writes the whole state.
-        engine.track_changes();
+        engine.track_changes_after(stale, stale_keys);
     }
     let restored = Restored {
         engine,
         start: committed.to_vec(),
         ahead: HashMap::new(),
     };
-    Ok(Some((restored, "history", events)))
+    Ok(Some((
+        restored,
+        if fresh { "none" } else { "history" },
+        events,
+    )))
 }
 
 /// A live partition task between batches.
@@ -263,6 +281,10 @@ struct PartitionTask {
     /// Keys restored from a checkpoint cut short, with the offsets their
     /// state reflects: their earlier events are skipped.
     ahead: HashMap<Key, Vec<i64>>,
+    /// With the state changelog: when the last checkpoint was taken, and
+    /// whether anything was applied since.
+    checkpointed_at: Instant,
+    unsaved: bool,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -361,6 +383,8 @@ impl PartitionTask {
             batches,
             applied_next: start.iter().map(|s| s.unwrap_or(0)).collect(),
             ahead,
+            checkpointed_at: Instant::now(),
+            unsaved: false,
         };
         Ok((task, confirmer))
     }
@@ -381,9 +405,8 @@ impl PartitionTask {
             let applied = self.read_and_apply(&mut batch).await?;
             let advanced = self.advance_when_idle();
             self.publish_findings(&mut batch).await?;
-            if applied > 0 || advanced {
-                self.checkpoint(&mut batch).await?;
-            }
+            self.checkpoint(&mut batch, applied > 0 || advanced, false)
+                .await?;
             self.mark_in_transaction(&mut batch);
             drop(gate);
             if !self.hand_over(batch).await {
@@ -391,6 +414,16 @@ impl PartitionTask {
             }
             self.gauges.update(self.driver.engine());
             if !self.wait(applied == MAX_BATCH, stop, &mut tick).await {
+                // What was applied since the last checkpoint, saved before
+                // the partition goes (its offsets wait for it).
+                let gate = match &shared.txn {
+                    Some(t) => Some(t.gate.read().await),
+                    None => None,
+                };
+                let mut last = Batch::new(shared.topics.len());
+                self.checkpoint(&mut last, false, true).await?;
+                drop(gate);
+                self.hand_over(last).await;
                 return Ok(());
             }
         }
@@ -587,11 +620,21 @@ impl PartitionTask {
         Ok(())
     }
 
-    /// Step 3b, with the state changelog: what the batch changed, as of its
-    /// end, for the confirmer to write once the batch's outputs are
-    /// acknowledged (exactly-once: written now, into the transaction).
-    async fn checkpoint(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
-        if !self.shared.cfg.state_changelog {
+    /// Step 3b, with the state changelog: at most once per
+    /// `kafka.commit_interval` (every batch in exactly-once mode, whose
+    /// transaction holds the batch's offsets), and at a stop, what was
+    /// applied since the last checkpoint, as of the end of this batch: the
+    /// confirmer writes it once the outputs before it are acknowledged,
+    /// then marks its offsets done (exactly-once: written now, into the
+    /// transaction). `changed`: this batch applied records or moved time.
+    async fn checkpoint(
+        &mut self,
+        batch: &mut Batch,
+        changed: bool,
+        stopping: bool,
+    ) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        if !shared.cfg.state_changelog {
             return Ok(());
         }
         for (n, o) in self.applied_next.iter_mut().zip(batch.next_offsets()) {
@@ -599,6 +642,16 @@ impl PartitionTask {
                 *n = o;
             }
         }
+        self.unsaved |= changed;
+        let due = shared.txn.is_some()
+            || stopping
+            || self.checkpointed_at.elapsed()
+                >= Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
+        if !self.unsaved || !due {
+            return Ok(());
+        }
+        self.unsaved = false;
+        self.checkpointed_at = Instant::now();
         let checkpoint = self.driver.engine_mut().checkpoint();
         if self.shared.txn.is_some() {
             let deliveries =

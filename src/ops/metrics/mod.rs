@@ -44,6 +44,7 @@ pub struct Metrics {
     pub state_keys_restored: IntCounter,
     pub state_records_written: IntCounter,
     pub state_records_read: IntCounter,
+    pub state_bytes_read: IntCounter,
     pub ready: Gauge,
     pub owner_open: IntGaugeVec,
     pub owner_overdue: IntGaugeVec,
@@ -237,7 +238,7 @@ impl Metrics {
             restores: counter_vec(
                 &r,
                 "driftwatch_state_restores_total",
-                "Partition restores, by where the state came from: changelog (the state topic and the input since its last checkpoint) or history (the input from its beginning).",
+                "Partition restores, by where the state came from: changelog (the state topic and the input since its last checkpoint), history (the input from its beginning), or none (nothing committed yet).",
                 &["source"],
             ),
             restore_seconds: {
@@ -267,6 +268,11 @@ impl Metrics {
                 &r,
                 "driftwatch_state_records_read_total",
                 "Records read from the state changelog while restoring.",
+            ),
+            state_bytes_read: counter(
+                &r,
+                "driftwatch_state_bytes_read_total",
+                "Bytes of keys and values read from the state changelog while restoring.",
             ),
             ready,
             owner_open: gauge_vec(

@@ -7,6 +7,7 @@
 //! restart; and resident memory per tracked worker with 1 account and 5
 //! grants each (and with a second account).
 
+mod changelog;
 mod latency;
 mod memory;
 mod usage;
@@ -42,6 +43,9 @@ pub struct BenchOptions {
     pub latency_secs: u64,
     /// Workers of the memory phase (0 skips it).
     pub memory_workers: u64,
+    /// Also measure the state changelog: throughput with it, restore from
+    /// it beside restore from history, and with ten times the history.
+    pub changelog: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -229,6 +233,11 @@ pub async fn run(
         restored as f64 / restore_elapsed.max(1e-9),
         cpu_per_event(cpu0, restored)
     );
+    let baseline = changelog::Baseline {
+        throughput,
+        restore_events: restored,
+        restore_secs: restore_elapsed,
+    };
 
     // Latency at a fixed offered rate, for UNAPPROVED_PRIVILEGED_GRANT (SLA
     // 0), in the steady state: a second after the restore, when its
@@ -258,6 +267,18 @@ pub async fn run(
     let _ = stop.send(true);
     finish(detector).await?;
 
+    if opts.changelog {
+        changelog::changelog_phase(
+            &cfg,
+            mock.as_ref(),
+            opts.partitions,
+            n,
+            &mut g,
+            &baseline,
+            out,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,190 @@
+//! The state changelog phase of the load harness: the same input through a
+//! detector keeping the changelog (its throughput against the one without,
+//! in the same run), then a restart restoring from the changelog, side by
+//! side with the restore from history; then the history grown tenfold for
+//! the same workers, and the changelog restore again.
+
+use super::usage::{cpu_per_event, cpu_seconds};
+use super::STALL;
+use crate::config::Config;
+use crate::kafka::{self, LiveStats, PipelineError};
+use crate::tools::generate::Generator;
+use rdkafka::mocking::MockCluster;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the history phases measured, to compare with.
+pub(super) struct Baseline {
+    /// Detector throughput without the changelog, events/s.
+    pub(super) throughput: f64,
+    /// Restore from history: events re-read and seconds.
+    pub(super) restore_events: u64,
+    pub(super) restore_secs: f64,
+}
+
+/// A restore measured from the metrics of the restarted detector.
+struct Restore {
+    secs: f64,
+    keys: u64,
+    records: u64,
+    bytes: u64,
+    events: u64,
+    from_changelog: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn changelog_phase(
+    cfg: &Config,
+    mock: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    partitions: i32,
+    produced: u64,
+    generator: &mut Generator,
+    baseline: &Baseline,
+    out: &mut (dyn Write + Send),
+) -> Result<(), PipelineError> {
+    let mut cfg = cfg.clone();
+    cfg.state_changelog = true;
+    cfg.topics.state = format!("{}.state", cfg.kafka.group_id);
+    cfg.kafka.group_id = format!("{}.changelog", cfg.kafka.group_id);
+    // One checkpoint per commit interval: a catch-up rewrites a key at
+    // most once per interval.
+    cfg.kafka.commit_interval_ms = 2_000;
+    match mock {
+        Some(m) => m.create_topic(&cfg.topics.state, partitions, 1)?,
+        None => {
+            kafka::create_topics(&cfg, partitions, 1).await?;
+        }
+    }
+    let cfg = Arc::new(cfg);
+
+    // The same input, with the changelog kept.
+    let (secs, cpu) = catch_up(&cfg, produced).await?;
+    let throughput = produced as f64 / secs.max(1e-9);
+    let _ = writeln!(
+        out,
+        "detector with the state changelog: {produced} events in {secs:.2}s = {throughput:.0} events/s ({:.2} of the rate without it); {cpu}",
+        throughput / baseline.throughput
+    );
+    let first = restore(&cfg).await?;
+    report(out, "restore from the changelog", &first);
+    let _ = writeln!(
+        out,
+        "restore from history of the same input: {} events in {:.2}s; the changelog restore took {:.2} of that time ({:.1}x faster)",
+        baseline.restore_events,
+        baseline.restore_secs,
+        first.secs / baseline.restore_secs.max(1e-9),
+        baseline.restore_secs / first.secs.max(1e-9)
+    );
+
+    // Nine times as much input again, for the same workers.
+    let producer = kafka::producer(&cfg)?;
+    let mut more = Vec::new();
+    while (more.len() as u64) < 9 * produced {
+        more.extend(generator.next_batch(60_000));
+    }
+    more.truncate(9 * produced as usize);
+    for chunk in more.chunks(50_000) {
+        kafka::produce_events(&producer, &cfg, chunk).await?;
+    }
+    let added = more.len() as u64;
+    drop(more);
+    catch_up(&cfg, added).await?;
+    let grown = restore(&cfg).await?;
+    report(out, "restore from the changelog, history 10x", &grown);
+    let _ = writeln!(
+        out,
+        "changelog restore time with 10x the history: {:.2}x",
+        grown.secs / first.secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn report(out: &mut (dyn Write + Send), what: &str, r: &Restore) {
+    let _ = writeln!(
+        out,
+        "{what}: {} keys, {} records, {} bytes read, {} input events re-read, in {:.3}s = {:.0} keys/s ({} of the partitions from the changelog)",
+        r.keys,
+        r.records,
+        r.bytes,
+        r.events,
+        r.secs,
+        r.keys as f64 / r.secs.max(1e-9),
+        r.from_changelog
+    );
+}
+
+/// Runs a detector until `n` more events are done, then stops it.
+async fn catch_up(cfg: &Arc<Config>, n: u64) -> Result<(f64, String), PipelineError> {
+    let stats = Arc::new(LiveStats::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
+    let mut first: Option<Instant> = None;
+    let mut cpu0 = None;
+    let mut progress = (0, Instant::now());
+    loop {
+        let done =
+            stats.confirmed.load(Ordering::Relaxed) + stats.dead_letters.load(Ordering::Relaxed);
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+            cpu0 = cpu_seconds();
+        }
+        if done >= n || detector.is_finished() {
+            break;
+        }
+        if done != progress.0 {
+            progress = (done, Instant::now());
+        } else if progress.1.elapsed() > STALL {
+            let _ = stop.send(true);
+            let _ = super::finish(detector).await;
+            return Err(PipelineError::Stalled(format!(
+                "the detector keeping the changelog made no progress for {}s: {done} of {n} events done",
+                STALL.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let cpu = cpu_per_event(cpu0, n);
+    let _ = stop.send(true);
+    super::finish(detector).await?;
+    Ok((secs, cpu))
+}
+
+/// Starts a detector, measures its restore, stops it.
+async fn restore(cfg: &Arc<Config>) -> Result<Restore, PipelineError> {
+    let stats = Arc::new(LiveStats::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
+    let mut restore_started: Option<Instant> = None;
+    let secs = loop {
+        let m = &stats.metrics;
+        if m.partitions_restoring.get() > 0 && restore_started.is_none() {
+            restore_started = Some(Instant::now());
+        }
+        if restore_started.is_some()
+            && m.partitions_restoring.get() == 0
+            && m.partitions_assigned.get() > 0
+        {
+            break restore_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        }
+        if detector.is_finished() || started.elapsed() > Duration::from_secs(600) {
+            break 0.0;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let m = &stats.metrics;
+    let r = Restore {
+        secs,
+        keys: m.state_keys_restored.get(),
+        records: m.state_records_read.get(),
+        bytes: m.state_bytes_read.get(),
+        events: m.restore_events.get(),
+        from_changelog: m.restores.with_label_values(&["changelog"]).get() as f64,
+    };
+    let _ = stop.send(true);
+    super::finish(detector).await?;
+    Ok(r)
+}

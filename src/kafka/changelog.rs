@@ -183,8 +183,6 @@ pub(super) fn read(
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Result<Option<Restored>, Unusable>, PipelineError> {
     let cfg = &shared.cfg;
-    let topic = cfg.topics.state.as_str();
-    let err = |reason: String| PipelineError::Restore { partition, reason };
     let consumer: super::PlainConsumer = super::create_client(
         cfg,
         super::client_config(cfg, super::Role::Consumer)
@@ -194,9 +192,33 @@ pub(super) fn read(
             .set("auto.offset.reset", "earliest"),
         super::Logs::default(),
     )?;
+    let read = scan(shared, &consumer, partition, committed, stop);
+    // Closing a consumer with a group id waits for the group (up to 100
+    // ms): done apart, it holds neither the restore slot nor the resume.
+    shared.runtime.spawn_blocking(move || drop(consumer));
+    read
+}
+
+fn scan(
+    shared: &Shared,
+    consumer: &super::PlainConsumer,
+    partition: i32,
+    committed: &[Option<i64>],
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Result<Option<Restored>, Unusable>, PipelineError> {
+    let cfg = &shared.cfg;
+    let topic = cfg.topics.state.as_str();
+    let err = |reason: String| PipelineError::Restore { partition, reason };
+    let asked = Instant::now();
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(30))
         .map_err(|e| err(format!("the end of {topic} [{partition}]: {e}")))?;
+    tracing::debug!(
+        low,
+        high,
+        elapsed_ms = asked.elapsed().as_millis() as u64,
+        "state changelog bounds"
+    );
     let mut keys: HashMap<Key, (Vec<i64>, Vec<u8>)> = HashMap::new();
     let mut pieces: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut last: Option<(Vec<i64>, Vec<u8>)> = None;
@@ -387,7 +409,6 @@ pub(super) fn read(
             }))
         }
     };
-    shared.runtime.spawn_blocking(move || drop(consumer));
     Ok(Ok(Some(Restored {
         engine,
         start,

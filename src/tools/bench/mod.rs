@@ -268,16 +268,7 @@ pub async fn run(
     finish(detector).await?;
 
     if opts.changelog {
-        changelog::changelog_phase(
-            &cfg,
-            mock.as_ref(),
-            opts.partitions,
-            n,
-            &mut g,
-            &baseline,
-            out,
-        )
-        .await?;
+        changelog::changelog_phase(&cfg, mock.as_ref(), opts.partitions, n, &baseline, out).await?;
     }
     Ok(())
 }

@@ -236,6 +236,9 @@ pub struct Config {
     /// `state.changelog`: partition state is written to `topics.state` and
     /// restored from it.
     pub state_changelog: bool,
+    /// `state.history_fallback`: a partition the changelog cannot restore
+    /// is rebuilt from the input history (else the pipeline stops).
+    pub history_fallback: bool,
     /// Wall-clock idle advance of stream time (live only); `None` is off.
     pub idle_advance_ms: Option<i64>,
     pub kafka: KafkaConfig,

@@ -247,4 +247,8 @@ pub struct RawState {
     /// Keep each partition's state in the compacted `topics.state` topic
     /// and restore from it instead of re-reading the input history.
     pub changelog: Option<bool>,
+    /// With the changelog: re-read the input history when the changelog
+    /// cannot restore a partition (true), or stop with the reason (false,
+    /// for input topics whose early records are deleted).
+    pub history_fallback: Option<bool>,
 }

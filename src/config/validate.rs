@@ -436,6 +436,7 @@ impl TryFrom<RawConfig> for Config {
             storm,
             dedup_capacity,
             state_changelog: raw.state.changelog.unwrap_or(false),
+            history_fallback: raw.state.history_fallback.unwrap_or(true),
         })
     }
 }

@@ -490,6 +490,64 @@ async fn exactly_once_mode_publishes_through_transactions() {
     assert_eq!(finding_set(&published), finding_set(&reference));
 }
 
+/// With `state.history_fallback = false`, a partition the changelog cannot
+/// restore (here: offsets committed by a run without the changelog) stops
+/// the detector with the reason, rather than re-reading history that may
+/// be partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_that_cannot_restore_stops_the_detector_when_history_is_forbidden() {
+    let broker = Broker::mock();
+    let s = Setup::with_changelog(&broker, "nofallback").await;
+    s.produce_generated(53, 100, 200).await;
+    let mut without = s.detector_env("without", &[("DRIFTWATCH_STATE__CHANGELOG", "false")]);
+    s.wait_caught_up(CATCH_UP, &mut [&mut without]);
+    assert!(without.terminate().success(), "{}", without.log_text());
+    let mut d = s.detector_env("strict", &[("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")]);
+    let status = d.wait_exit(CATCH_UP);
+    let log = d.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("state.history_fallback = false") && log.contains("the changelog is empty"),
+        "{log}"
+    );
+}
+
+/// Exactly-once with the state changelog: the state records go through the
+/// transactions, and a second detector resumes at the offsets they
+/// reflect. (The mock cluster does not store the offsets of a transaction,
+/// so the second detector finds none committed: it is the changelog that
+/// tells it where the input resumes.) Nothing is published twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_with_the_changelog_resumes_where_the_state_does() {
+    let broker = Broker::mock();
+    let s = Setup::with_changelog(&broker, "eoscl")
+        .await
+        .edit_config(|toml| {
+            *toml = toml.replace("[kafka]\n", "[kafka]\ndelivery = \"exactly_once\"\n");
+        });
+    s.produce_generated(52, 150, 300).await;
+    let reference = s.reference_findings();
+    let mut d = s.detector("first");
+    d.wait_for_log("state restored", CATCH_UP);
+    let counter = s.counter();
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while s.count(&counter, &s.cfg.topics.findings) < reference.len() as i64 {
+        d.assert_running();
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let mut second = s.detector("second");
+    second.wait_for_log("resuming", CATCH_UP);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(second.terminate().success(), "{}", second.log_text());
+    let log = second.log_text();
+    assert!(log.contains("source=\"changelog\""), "{log}");
+    let published = s.findings();
+    assert_eq!(published.len(), reference.len(), "{log}");
+    assert_eq!(finding_set(&published), finding_set(&reference));
+}
+
 /// With no input at all after a termination, the SLA still expires: the
 /// idle partition's stream time follows the wall clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -816,7 +874,9 @@ async fn a_restart_restores_from_the_changelog_without_the_input_history(broker:
         "a first start has nothing to restore: {}",
         first.log_text()
     );
-    let mut second = s.detector("second");
+    // Allowed to restore from the changelog only: it never reads input
+    // before the offsets the state reflects.
+    let mut second = s.detector_env("second", &[("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")]);
     s.wait_caught_up(CATCH_UP, &mut [&mut second]);
     let samples = s.scrape();
     assert!(second.terminate().success(), "{}", second.log_text());

@@ -228,6 +228,12 @@ fn restore_blocking(
             }) if fresh && reason == changelog::EMPTY => {
                 (stale, stale_keys) = (pieces, keys);
             }
+            Err(changelog::Unusable { reason, .. }) if !shared.cfg.history_fallback => {
+                return Err(PipelineError::Config(format!(
+                    "partition {partition}: the state changelog `{}` cannot restore it ({reason}), and state.history_fallback = false forbids re-reading the input history; repair or recreate the changelog, or set state.history_fallback = true if the input topics still hold their whole history",
+                    shared.cfg.topics.state
+                )));
+            }
             Err(changelog::Unusable {
                 reason,
                 pieces,

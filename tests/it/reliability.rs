@@ -374,3 +374,36 @@ async fn rebalance_under_load(broker: Broker) {
 async fn rebalance_under_load_mock_cluster() {
     rebalance_under_load(Broker::mock()).await;
 }
+
+/// Retention outruns a stopped detector: the input records after its
+/// committed offsets are deleted before the next detector reads them. It
+/// says so (a warning with the range, a metric) and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_deleted_before_it_was_read_is_a_warning_and_a_metric() {
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "deleted").await;
+    s.produce_generated(71, 60, 100).await;
+    let mut first = s.detector("first");
+    s.wait_caught_up(CATCH_UP, &mut [&mut first]);
+    assert!(first.terminate().success(), "{}", first.log_text());
+    // The mock cluster keeps the newest ~5 MB of a partition: 6 MB more of
+    // well-formed HR events in one partition trims what was committed.
+    let padding = "x".repeat(100_000);
+    let topic = s.cfg.topics.hr[0].clone();
+    for i in 0..60 {
+        let event = format!(
+            r#"{{"event_id":"pad-{i}","event_type":"UPDATE","worker_id":"PAD{i}","occurred_at":"2026-01-01T00:00:00Z","effective_at":"2026-01-01T00:00:00Z","source_system":"workday","worker_type":"EMPLOYEE","note":"{padding}"}}"#
+        );
+        s.produce_raw(&topic, b"PAD", event.as_bytes()).await;
+    }
+    let mut second = s.detector("second");
+    second.wait_for_log("were deleted before this detector read them", CATCH_UP);
+    let samples = s.scrape();
+    assert!(
+        Setup::metric_sum(&samples, "driftwatch_input_records_deleted_unread_total") > 0.0,
+        "{}",
+        second.log_text()
+    );
+    second.assert_running();
+    assert!(second.terminate().success(), "{}", second.log_text());
+}

@@ -67,6 +67,9 @@ pub(crate) struct Inputs {
     /// Per topic: the next offset expected, what was received, else the
     /// committed offset.
     pub(super) next: Vec<i64>,
+    /// Per topic: where reading started, until its log start is checked
+    /// against it (once records have been fetched).
+    pub(super) unchecked_start: Vec<Option<i64>>,
 }
 
 /// A record held back until the registry is asked for its schema id.
@@ -88,6 +91,7 @@ impl Inputs {
         Inputs {
             empty: vec![false; queues.len()],
             next: vec![0; queues.len()],
+            unchecked_start: vec![None; queues.len()],
             queues,
             arrived,
             wake,
@@ -98,6 +102,7 @@ impl Inputs {
     /// reflects).
     pub(super) fn start_at(&mut self, committed: &[Option<i64>]) {
         self.next = committed.iter().map(|c| c.unwrap_or(0)).collect();
+        self.unchecked_start = committed.iter().map(|c| c.filter(|&c| c > 0)).collect();
     }
 
     /// Topic `q` may have records in its queue.
@@ -213,6 +218,18 @@ pub(super) fn caught_up<C: rdkafka::consumer::ConsumerContext>(
     next: &[i64],
     q: usize,
 ) -> bool {
+    cached_watermarks(consumer, shared, partition, q)
+        .is_some_and(|(low, high)| high <= next[q].max(low))
+}
+
+/// Topic `q` of `partition`'s low and high watermarks as of the last fetch
+/// response (no request is sent); `None` before one.
+pub(super) fn cached_watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    partition: i32,
+    q: usize,
+) -> Option<(i64, i64)> {
     let mut low = -1i64;
     let mut high = -1i64;
     // SAFETY: the client pointer lives as long as `consumer`, the topic name
@@ -228,7 +245,6 @@ pub(super) fn caught_up<C: rdkafka::consumer::ConsumerContext>(
             &mut high,
         )
     };
-    err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        && high >= 0
-        && high <= next[q].max(low)
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
 }

@@ -449,6 +449,7 @@ impl PartitionTask {
             .lag
             .waiting_since
             .is_some_and(|t| t.elapsed() >= max_idle);
+        self.check_start();
         // Topics a forced pop passed over while they were not caught up.
         let mut passed_over: Vec<usize> = Vec::new();
         let mut applied = 0;
@@ -521,6 +522,39 @@ impl PartitionTask {
         }
         self.note_lag(&passed_over, applied);
         Ok(applied)
+    }
+
+    /// Once a topic has been fetched from: whether records between where
+    /// its reading started and its log start were deleted before they were
+    /// read (retention outran a stopped detector). They are lost to the
+    /// state: a warning and `driftwatch_input_records_deleted_unread_total`.
+    fn check_start(&mut self) {
+        for q in 0..self.shared.topics.len() {
+            let Some(start) = self.inputs.unchecked_start[q] else {
+                continue;
+            };
+            let Some((low, _)) =
+                inputs::cached_watermarks(&self.consumer, &self.shared, self.partition, q)
+            else {
+                continue;
+            };
+            self.inputs.unchecked_start[q] = None;
+            if low > start {
+                let topic = &self.shared.topics[q].name;
+                tracing::warn!(
+                    topic = %topic,
+                    start,
+                    log_start = low,
+                    "input records {start}..{low} were deleted before this detector read them: the state lacks them (input retention shorter than the time the partition went unread)"
+                );
+                self.shared
+                    .stats
+                    .metrics
+                    .input_deleted_unread
+                    .with_label_values(&[topic])
+                    .inc_by((low - start) as u64);
+            }
+        }
     }
 
     /// Says once per episode of lag, not per batch, that a topic was passed

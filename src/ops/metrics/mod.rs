@@ -45,6 +45,7 @@ pub struct Metrics {
     pub state_records_written: IntCounter,
     pub state_records_read: IntCounter,
     pub state_bytes_read: IntCounter,
+    pub input_deleted_unread: IntCounterVec,
     pub ready: Gauge,
     pub owner_open: IntGaugeVec,
     pub owner_overdue: IntGaugeVec,
@@ -268,6 +269,12 @@ impl Metrics {
                 &r,
                 "driftwatch_state_records_read_total",
                 "Records read from the state changelog while restoring.",
+            ),
+            input_deleted_unread: counter_vec(
+                &r,
+                "driftwatch_input_records_deleted_unread_total",
+                "Input records deleted by retention between the offset a partition resumed at and the topic's log start: lost to the state.",
+                &["topic"],
             ),
             state_bytes_read: counter(
                 &r,

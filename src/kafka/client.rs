@@ -263,6 +263,7 @@ impl ClientContext for Logs {
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let (Some(flag), Some(up)) = (&self.brokers_down, brokers_up(&statistics)) {
+            // The producer's own view; readiness also asks the consumer's.
             note_brokers(flag, up, "producer statistics", &broker_states(&statistics));
         }
     }
@@ -270,11 +271,16 @@ impl ClientContext for Logs {
 
 impl ConsumerContext for Logs {}
 
-/// Whether any broker is up, by fresh statistics (of the last two seconds:
-/// statistics wait in a consumer's queue until it is polled, and old ones
-/// say nothing of now). Real brokers only: not librdkafka's internal
-/// broker, nor the logical group coordinator, whose state is not a
-/// connection's. `None` when the statistics cannot tell.
+/// A broker with requests waiting and nothing received for this long is
+/// not answering, however its connection looks (a broker that stops
+/// answering may keep its sockets open until requests time out).
+const UNANSWERED_US: i64 = 4_000_000;
+
+/// Whether any broker is up and answering, by fresh statistics (of the
+/// last two seconds: statistics wait in a consumer's queue until it is
+/// polled, and old ones say nothing of now). Real brokers only: not
+/// librdkafka's internal broker, nor the logical group coordinator, whose
+/// state is not a connection's. `None` when the statistics cannot tell.
 pub(crate) fn brokers_up(statistics: &rdkafka::Statistics) -> Option<bool> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -287,7 +293,7 @@ pub(crate) fn brokers_up(statistics: &rdkafka::Statistics) -> Option<bool> {
     if brokers.peek().is_none() || now - statistics.time > 2 {
         return None;
     }
-    Some(brokers.any(|b| b.state == "UP"))
+    Some(brokers.any(|b| b.state == "UP" && !(b.waitresp_cnt > 0 && b.rxidle > UNANSWERED_US)))
 }
 
 /// Each broker's name and connection state, for a log line.

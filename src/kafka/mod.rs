@@ -171,7 +171,7 @@ pub async fn run(
         .collect();
     let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
     let producer = if exactly_once {
-        let p = transactional_producer(&cfg, Logs::watching(stats.brokers_down.clone()))?;
+        let p = transactional_producer(&cfg, Logs::watching(stats.producer_brokers_down.clone()))?;
         tokio::task::block_in_place(|| {
             p.init_transactions(Duration::from_secs(60))?;
             p.begin_transaction()
@@ -193,7 +193,7 @@ pub async fn run(
         })?;
         p
     } else {
-        producer_with(&cfg, Logs::watching(stats.brokers_down.clone()))?
+        producer_with(&cfg, Logs::watching(stats.producer_brokers_down.clone()))?
     };
     // Avro findings with a registry and no configured id: the id the
     // registry gives schemas/finding.avsc under `<findings topic>-value`.

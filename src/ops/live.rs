@@ -34,8 +34,12 @@ pub struct LiveStats {
     pub metrics: super::metrics::Metrics,
     /// The pipeline hit a fatal error and is stopping.
     pub failed: AtomicBool,
-    /// librdkafka reports every broker down.
+    /// The group consumer finds no broker up and answering.
     pub brokers_down: Arc<AtomicBool>,
+    /// The detector's producer finds no broker up and answering. Kept apart
+    /// from the consumer's view: an idle producer's connection can look up
+    /// while the broker has stopped answering the consumer.
+    pub producer_brokers_down: Arc<AtomicBool>,
     /// The state store of each owned partition, for read-only queries.
     pub stores: std::sync::RwLock<BTreeMap<i32, Arc<crate::detect::state::Store>>>,
     /// Since when this member of the group has held no partition.
@@ -54,7 +58,9 @@ impl LiveStats {
         let m = &self.metrics;
         let ready = if self.failed.load(Ordering::Relaxed) {
             Err("the pipeline failed and is stopping".to_string())
-        } else if self.brokers_down.load(Ordering::Relaxed) {
+        } else if self.brokers_down.load(Ordering::Relaxed)
+            || self.producer_brokers_down.load(Ordering::Relaxed)
+        {
             Err("all brokers are down".to_string())
         } else if m.partitions_assigned.get() == 0 {
             Err(match self.unassigned_too_long() {

@@ -278,6 +278,27 @@ async fn mock_broker_down_and_up() {
     .await;
 }
 
+/// A broker that keeps its connections but stops answering (every
+/// response delayed 12 s) is as down as one that closed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_broker_that_stops_answering() {
+    let broker = Broker::mock();
+    let Broker::Mock(mock) = &broker else {
+        unreachable!()
+    };
+    broker_outage(
+        &broker,
+        "mute",
+        Duration::from_secs(9),
+        &|| {
+            mock.broker_round_trip_time(1, Duration::from_secs(12))
+                .unwrap()
+        },
+        &|| mock.broker_round_trip_time(1, Duration::ZERO).unwrap(),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_request_errors_are_retried() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};

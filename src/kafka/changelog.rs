@@ -31,8 +31,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How long reading the changelog may go without progress.
-const READ_STALL: Duration = Duration::from_secs(60);
+/// How long reading the changelog may go without progress: longer than a
+/// transaction of a killed exactly-once detector stays open (librdkafka's
+/// default `transaction.timeout.ms` is 60 s), which holds readers back.
+const READ_STALL: Duration = Duration::from_secs(180);
 
 /// The Kafka key of a key record.
 fn key_record_key(key: &Key) -> Vec<u8> {
@@ -86,44 +88,47 @@ fn unframe(value: &[u8]) -> Result<Option<Framed<'_>>, String> {
     Ok(Some((offsets, &value[at..])))
 }
 
-/// Queues a checkpoint's records to partition `partition` of the state
-/// topic: keys, the ids piece, deletions, the partition record last.
-/// `offsets` are the next input offsets it reflects.
-pub(super) async fn write(
-    shared: &Shared,
-    partition: i32,
-    checkpoint: Checkpoint,
-    offsets: &[i64],
-) -> Result<Vec<DeliveryFuture>, PipelineError> {
-    let topic = &shared.cfg.topics.state;
-    let mut out = Vec::with_capacity(checkpoint.keys.len() + 2);
-    let producer = &shared.producer;
+/// A checkpoint's records in the order they must reach the broker: first
+/// the keys, the keys deleted and the ids piece; then, once those are
+/// acknowledged, the partition record (the state is complete only with
+/// it) and the deletions of pieces out of its window (which the previous
+/// partition record may still need).
+struct Records {
+    first: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    last: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
+    let mut first = Vec::with_capacity(checkpoint.keys.len() + 1);
     for (key, state) in &checkpoint.keys {
-        let value = frame(offsets, state);
-        out.push(
-            enqueue_to(
-                producer,
-                topic,
-                partition,
-                &key_record_key(key),
-                Some(&value),
-            )
-            .await?,
-        );
-    }
-    if let Some((first, piece)) = &checkpoint.dedup {
-        let value = frame(offsets, piece);
-        out.push(enqueue_to(producer, topic, partition, &piece_key(*first), Some(&value)).await?);
+        first.push((key_record_key(key), Some(frame(offsets, state))));
     }
     for key in &checkpoint.deleted {
-        out.push(enqueue_to(producer, topic, partition, &key_record_key(key), None).await?);
+        first.push((key_record_key(key), None));
     }
-    // Pieces out of the window: compaction deletes them.
-    for first in &checkpoint.dedup_expired {
-        out.push(enqueue_to(producer, topic, partition, &piece_key(*first), None).await?);
+    if let Some((n, piece)) = &checkpoint.dedup {
+        first.push((piece_key(*n), Some(frame(offsets, piece))));
     }
-    let value = frame(offsets, &checkpoint.partition[1..]);
-    out.push(enqueue_to(producer, topic, partition, b"p", Some(&value)).await?);
+    let mut last = vec![(
+        b"p".to_vec(),
+        Some(frame(offsets, &checkpoint.partition[1..])),
+    )];
+    for n in &checkpoint.dedup_expired {
+        last.push((piece_key(*n), None));
+    }
+    Records { first, last }
+}
+
+async fn enqueue_all(
+    shared: &Shared,
+    partition: i32,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Result<Vec<DeliveryFuture>, PipelineError> {
+    let topic = &shared.cfg.topics.state;
+    let mut out = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        out.push(enqueue_to(&shared.producer, topic, partition, key, value.as_deref()).await?);
+    }
     shared
         .stats
         .metrics
@@ -132,8 +137,39 @@ pub(super) async fn write(
     Ok(out)
 }
 
+/// Writes a checkpoint to partition `partition` of the state topic and
+/// waits until it is acknowledged: its keys, deletions and ids piece, and
+/// only once the broker has them, its partition record and the deletion
+/// of pieces out of the window. `offsets` are the next input offsets it
+/// reflects.
+pub(super) async fn write(
+    shared: &Shared,
+    partition: i32,
+    checkpoint: Checkpoint,
+    offsets: &[i64],
+) -> Result<(), PipelineError> {
+    let Records { first, last } = records(checkpoint, offsets);
+    let sent = enqueue_all(shared, partition, &first).await?;
+    confirm_all(shared, sent).await?;
+    let sent = enqueue_all(shared, partition, &last).await?;
+    confirm_all(shared, sent).await
+}
+
+/// Exactly-once: queues a checkpoint's records into the open transaction,
+/// which makes them visible together (or not at all).
+pub(super) async fn write_in_transaction(
+    shared: &Shared,
+    partition: i32,
+    checkpoint: Checkpoint,
+    offsets: &[i64],
+) -> Result<Vec<DeliveryFuture>, PipelineError> {
+    let Records { mut first, last } = records(checkpoint, offsets);
+    first.extend(last);
+    enqueue_all(shared, partition, &first).await
+}
+
 /// Waits for a checkpoint's acknowledgements.
-pub(super) async fn confirm_all(
+async fn confirm_all(
     shared: &Shared,
     deliveries: Vec<DeliveryFuture>,
 ) -> Result<(), PipelineError> {

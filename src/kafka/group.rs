@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     /// Restores running at once: a restore is CPU-bound, so more than the
     /// cores can run only thrash, and each opens its own connections.
     pub(crate) restore_slots: Arc<tokio::sync::Semaphore>,
+    /// Partitions whose assignment was lost (the group moved on without
+    /// this member): their tasks write no more state, which another member
+    /// may own by now.
+    pub(crate) lost: Mutex<BTreeSet<i32>>,
     /// librdkafka's log of the group consumer, each cause once per interval.
     pub(crate) logs: client::LogLimiter,
 }
@@ -44,6 +48,11 @@ pub(crate) const RESTORES_PER_CORE: usize = 2;
 
 impl Shared {
     /// Records the first fatal error; the consumer thread stops on it.
+    /// Whether this member may still write partition `p`'s state.
+    pub(crate) fn owns_state(&self, p: i32) -> bool {
+        !self.lost.lock().expect("lost lock").contains(&p)
+    }
+
     pub(crate) fn fail(&self, e: PipelineError) {
         tracing::error!(error = %e, "pipeline failed");
         let mut fatal = self.fatal.lock().expect("fatal lock");
@@ -252,6 +261,13 @@ impl ConsumerContext for Ctx {
                     list(&parts)
                 );
             }
+            if consumer.assignment_lost() {
+                self.shared
+                    .lost
+                    .lock()
+                    .expect("lost lock")
+                    .extend(parts.iter().copied());
+            }
             self.shared.stop_tasks(Some(&parts));
             if !consumer.assignment_lost() {
                 self.shared.commit_done(consumer, Some(&parts));
@@ -331,6 +347,13 @@ impl Ctx {
         };
         if tpl.count() == 0 {
             return Ok(());
+        }
+        // Owned again: the tasks of an earlier, lost assignment have ended.
+        {
+            let mut lost = shared.lost.lock().expect("lost lock");
+            for e in tpl.elements() {
+                lost.remove(&e.partition());
+            }
         }
         // The live partitions wait while their state is restored.
         consumer.pause(tpl)?;

@@ -232,6 +232,7 @@ pub async fn run(
             RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
         logs: client::LogLimiter::default(),
+        lost: Mutex::new(std::collections::BTreeSet::new()),
         cfg: cfg.clone(),
     });
     let partitions = tokio::task::block_in_place(|| check_topics(shared.producer.client(), &cfg))?;

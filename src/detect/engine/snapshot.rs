@@ -66,7 +66,7 @@ pub(super) struct Changes {
 pub enum RestoreError {
     #[error("the state was written in format {found}; this version reads format {FORMAT_VERSION}")]
     Version { found: u8 },
-    #[error("the state was written under another rules configuration (fingerprint {found:016x}, this one {expected:016x}): its findings would differ")]
+    #[error("the state was written under another configuration of rules, owners, storm guard, window, instance or input topics (fingerprint {found:016x}, this one {expected:016x}): its findings or offsets would differ")]
     Config { found: u64, expected: u64 },
     #[error("the de-duplication window lacks ids {from}..{to} (a piece is missing)")]
     DedupGap { from: u64, to: u64 },
@@ -77,11 +77,14 @@ pub enum RestoreError {
 }
 
 /// A hash of everything in the configuration that changes what an engine
-/// holds or publishes: rules, SLAs, owners, escalation, storm guard and
-/// window size. State written under another one is not restored.
+/// holds or publishes (rules, SLAs, owners, escalation, storm guard,
+/// window size, instance) or what its offsets mean (the input topics, in
+/// order). State written under another one is not restored.
 pub fn config_fingerprint(cfg: &Config) -> u64 {
+    // The input topics too: the offsets a state reflects are theirs, by
+    // position.
     let text = format!(
-        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}",
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
         cfg.rules,
         cfg.storm,
         cfg.remediation_ms,
@@ -94,6 +97,9 @@ pub fn config_fingerprint(cfg: &Config) -> u64 {
         cfg.escalation_target,
         cfg.critical_escalation_target,
         cfg.instance,
+        cfg.topics.hr,
+        cfg.topics.directory,
+        cfg.topics.app,
     );
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -194,16 +200,19 @@ pub fn window_ids(
 ) -> Result<(WindowIds, Vec<(u64, u64)>), RestoreError> {
     let mut pieces: Vec<(u64, Vec<u8>)> = pieces.into_iter().collect();
     pieces.sort_by_key(|p| p.0);
-    let mut out = Vec::with_capacity((window.end - window.start) as usize);
+    let mut out = Vec::with_capacity((window.end.saturating_sub(window.start)) as usize);
     let mut bounds = Vec::with_capacity(pieces.len());
     let mut next = window.start;
     for (first, piece) in pieces {
-        let ids = read_ids(&piece)?;
-        let end = first + ids.len() as u64;
+        // Its length from its first varint; one that cannot say counts as
+        // one id (it is deleted once out of the window).
+        let n = Reader::new(&piece).count().unwrap_or(1) as u64;
+        let end = first.saturating_add(n.max(1));
         bounds.push((first, end));
-        if end <= next || next >= window.end {
+        if end <= next || next >= window.end || first >= window.end {
             continue;
         }
+        let ids = read_ids(&piece)?;
         if first > next {
             return Err(RestoreError::DedupGap {
                 from: next,
@@ -247,6 +256,13 @@ impl PartitionRecord {
         }
         let start = r.u64()?;
         let end = r.u64()?;
+        if end < start || end - start > cfg.dedup_capacity as u64 {
+            return r
+                .fail(format!(
+                    "a de-duplication window {start}..{end} longer than state.dedup_capacity"
+                ))
+                .map_err(RestoreError::Codec);
+        }
         Ok(PartitionRecord {
             dedup_window: start..end,
             bytes,
@@ -431,7 +447,11 @@ impl Engine {
                 .map_err(RestoreError::Codec);
         }
         engine.storms = storms;
-        let timers: Vec<(Ts, u8, Rule)> = r.seq(|r| Ok((r.ts()?, r.u8()?, r.rule()?)))?;
+        let timers: Vec<(Ts, u8, Rule)> = r.seq(|r| {
+            let at = r.ts()?;
+            let kind = r.pick(&[0u8, 1], "storm timer kind")?;
+            Ok((at, kind, r.rule()?))
+        })?;
         r.finish()?;
         let mut heap = Vec::with_capacity(timers.len());
         for (at, kind, rule) in timers {
@@ -465,6 +485,11 @@ impl Engine {
                     source,
                 })?;
             engine.entries += st.entries();
+            // Serials of openings a key's record holds (one written after
+            // the partition record) are never given out again.
+            for ep in st.episodes() {
+                engine.opening_serial = engine.opening_serial.max(ep.opening);
+            }
             if st.known_to_hr() {
                 engine.workers += 1;
             }

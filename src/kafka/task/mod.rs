@@ -371,6 +371,7 @@ impl PartitionTask {
             stream_lag: m.stream_lag.with_label_values(&[&label]),
             label,
         };
+        let shared_changelog = shared.cfg.state_changelog;
         let task = PartitionTask {
             driver: Driver::new(engine, topics.len()),
             shared,
@@ -390,7 +391,9 @@ impl PartitionTask {
             applied_next: start.iter().map(|s| s.unwrap_or(0)).collect(),
             ahead,
             checkpointed_at: Instant::now(),
-            unsaved: false,
+            // A state rebuilt from history is written whole at the first
+            // checkpoint, input or not.
+            unsaved: shared_changelog,
         };
         Ok((task, confirmer))
     }
@@ -687,16 +690,20 @@ impl PartitionTask {
             || stopping
             || self.checkpointed_at.elapsed()
                 >= Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
-        if !self.unsaved || !due {
+        if !self.unsaved || !due || !shared.owns_state(self.partition) {
             return Ok(());
         }
         self.unsaved = false;
         self.checkpointed_at = Instant::now();
         let checkpoint = self.driver.engine_mut().checkpoint();
         if self.shared.txn.is_some() {
-            let deliveries =
-                changelog::write(&self.shared, self.partition, checkpoint, &self.applied_next)
-                    .await?;
+            let deliveries = changelog::write_in_transaction(
+                &self.shared,
+                self.partition,
+                checkpoint,
+                &self.applied_next,
+            )
+            .await?;
             batch
                 .deliveries
                 .extend(deliveries.into_iter().map(|d| (d, Output::State)));

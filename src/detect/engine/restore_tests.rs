@@ -392,3 +392,18 @@ fn keys_written_past_the_partition_record_skip_what_they_hold() {
     assert_eq!(from_b, after_b.iter().collect::<Vec<_>>());
     assert_eq!(restored.entries(), uninterrupted.entries());
 }
+
+/// Every finding an engine publishes reads back equal from its encoding.
+#[test]
+fn findings_read_back_equal() {
+    let mut engine = Engine::new(config());
+    let out = run(&mut engine, &feed(8), 0);
+    assert!(out.len() > 100);
+    for f in &out {
+        let mut w = crate::detect::state::Writer::default();
+        w.finding(f);
+        let mut r = crate::detect::state::Reader::new(&w.buf);
+        assert_eq!(&r.finding().expect("reads back"), f);
+        assert!(r.is_done());
+    }
+}

@@ -1,11 +1,11 @@
 //! The binary encoding of a key's state, for the state changelog: compact,
-//! versioned by the record that holds it ([`crate::detect::snapshot`]), and
+//! versioned by the record that holds it (`detect::engine::snapshot`), and
 //! written and read by hand so that every field is named once here, next
 //! to the types, with no format that guesses.
 //!
 //! Integers are LEB128 varints (signed ones zigzagged), strings a length
-//! and their bytes, enums their index, options a presence byte. The
-//! findings an episode holds and the future-dated HR events a record
+//! and their bytes, enums their index, options a presence byte; a finding
+//! an episode holds, field by field. The future-dated HR events a record
 //! parks are rare and already have a faithful encoding: their JSON.
 
 use super::account::GrantMore;
@@ -18,10 +18,15 @@ use crate::model::event::{
     AccountKind, AppEventType, DirectoryEventType, EventType, HrEvent, HrEventType, Key, Origin,
     System, WorkerType,
 };
-use crate::model::finding::Finding;
+use crate::model::finding::{
+    AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding, OwnerRole,
+    Severity, Status, Subject,
+};
 use crate::model::id::{EventId, Name, Sym, Topic};
 use crate::model::rule::Rule;
 use crate::model::time::{OptTs, Ts};
+use std::borrow::Cow;
+use std::sync::Arc;
 use thin_vec::ThinVec;
 
 /// Why a state record cannot be read.
@@ -139,9 +144,41 @@ impl Writer {
         self.u8(r.index() as u8);
     }
 
+    /// A finding, field by field (its JSON's names would double it).
     pub fn finding(&mut self, f: &Finding) {
-        let json = serde_json::to_vec(f).expect("a finding always serializes");
-        self.bytes(&json);
+        let opt = |w: &mut Writer, s: &Option<Arc<str>>| w.opt(s.as_deref(), |w, s: &str| w.str(s));
+        self.str(&f.finding_id);
+        self.u8(f.status as u8);
+        self.rule(f.rule);
+        self.u8(f.severity as u8);
+        opt(self, &f.worker_id);
+        self.system(f.subject.system);
+        opt(self, &f.subject.directory);
+        opt(self, &f.subject.app_id);
+        opt(self, &f.subject.account_id);
+        opt(self, &f.subject.entitlement);
+        self.str(&f.summary);
+        self.u8(f.accountable_owner.role as u8);
+        self.str(&f.accountable_owner.team);
+        self.u8(f.contributing_owner.role as u8);
+        self.str(&f.contributing_owner.team);
+        opt(self, &f.contributing_owner.contact);
+        self.ts(f.detected_at);
+        self.ts(f.remediation_deadline);
+        self.str(&f.escalation.target);
+        self.u8(f.escalation.level);
+        self.seq(&f.evidence, |w, e| {
+            w.str(&e.topic);
+            w.i64(e.partition as i64);
+            w.i64(e.offset);
+            w.str(&e.event_id);
+            w.str(&e.event_type);
+            w.ts(e.occurred_at);
+        });
+        self.seq(&f.frameworks, |w, s| w.str(s));
+        self.str(&f.detector.version);
+        self.str(&f.detector.instance);
+        self.ts(f.transitioned_at);
     }
 
     pub fn ev(&mut self, e: &EvRef) {
@@ -364,8 +401,58 @@ impl<'a> Reader<'a> {
     }
 
     pub fn finding(&mut self) -> Result<Finding, CodecError> {
-        let json = self.bytes()?;
-        serde_json::from_slice(json).or_else(|e| self.fail(format!("a finding: {e}")))
+        fn arc(r: &mut Reader<'_>) -> Result<Arc<str>, CodecError> {
+            Ok(Arc::from(r.str()?))
+        }
+        fn opt(r: &mut Reader<'_>) -> Result<Option<Arc<str>>, CodecError> {
+            r.opt(arc)
+        }
+        Ok(Finding {
+            finding_id: self.str()?.to_string(),
+            status: self.pick(Status::ALL, "status")?,
+            rule: self.rule()?,
+            severity: self.pick(Severity::ALL, "severity")?,
+            worker_id: opt(self)?,
+            subject: Subject {
+                system: self.system()?,
+                directory: opt(self)?,
+                app_id: opt(self)?,
+                account_id: opt(self)?,
+                entitlement: opt(self)?,
+            },
+            summary: self.str()?.to_string(),
+            accountable_owner: AccountableOwner {
+                role: self.pick(OwnerRole::ALL, "owner role")?,
+                team: arc(self)?,
+            },
+            contributing_owner: ContributingOwner {
+                role: self.pick(OwnerRole::ALL, "owner role")?,
+                team: arc(self)?,
+                contact: opt(self)?,
+            },
+            detected_at: self.ts()?,
+            remediation_deadline: self.ts()?,
+            escalation: Escalation {
+                target: arc(self)?,
+                level: self.u8()?,
+            },
+            evidence: self.seq(|r| {
+                Ok(Evidence {
+                    topic: Cow::Owned(r.str()?.to_string()),
+                    partition: r.i64()? as i32,
+                    offset: r.i64()?,
+                    event_id: arc(r)?,
+                    event_type: Cow::Owned(r.str()?.to_string()),
+                    occurred_at: r.ts()?,
+                })
+            })?,
+            frameworks: self.seq(|r| Ok(Cow::Owned(r.str()?.to_string())))?,
+            detector: Detector {
+                version: arc(self)?,
+                instance: arc(self)?,
+            },
+            transitioned_at: self.ts()?,
+        })
     }
 
     pub fn ev(&mut self) -> Result<EvRef, CodecError> {

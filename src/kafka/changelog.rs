@@ -99,7 +99,15 @@ struct Records {
 }
 
 fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
-    let mut first = Vec::with_capacity(checkpoint.keys.len() + 1);
+    let mut first = Vec::with_capacity(checkpoint.keys.len() + 2);
+    // A state rebuilt from history replaces the old one: without its
+    // partition record, the old state cannot be paired with these keys.
+    if checkpoint.supersedes {
+        first.push((b"p".to_vec(), None));
+    }
+    for n in &checkpoint.dedup_orphaned {
+        first.push((piece_key(*n), None));
+    }
     for (key, state) in &checkpoint.keys {
         first.push((key_record_key(key), Some(frame(offsets, state))));
     }
@@ -151,6 +159,10 @@ pub(super) async fn write(
     let Records { first, last } = records(checkpoint, offsets);
     let sent = enqueue_all(shared, partition, &first).await?;
     confirm_all(shared, sent).await?;
+    // Lost meanwhile: the next owner's state is not to be completed.
+    if !shared.owns_state(partition) {
+        return Ok(());
+    }
     let sent = enqueue_all(shared, partition, &last).await?;
     confirm_all(shared, sent).await
 }

@@ -271,9 +271,11 @@ impl ClientContext for Logs {
 
 impl ConsumerContext for Logs {}
 
-/// A broker with requests waiting and nothing received for this long is
-/// not answering, however its connection looks (a broker that stops
-/// answering may keep its sockets open until requests time out).
+/// A broker with requests waiting, and nothing sent or received for this
+/// long, is not answering, however its connection looks (a broker that
+/// stops answering may keep its sockets open until requests time out).
+/// Nothing sent either: a request just sent on a connection quiet for
+/// longer (an idle producer's, or after a restore) is not yet unanswered.
 const UNANSWERED_US: i64 = 4_000_000;
 
 /// Whether any broker is up and answering, by fresh statistics (of the
@@ -293,7 +295,10 @@ pub(crate) fn brokers_up(statistics: &rdkafka::Statistics) -> Option<bool> {
     if brokers.peek().is_none() || now - statistics.time > 2 {
         return None;
     }
-    Some(brokers.any(|b| b.state == "UP" && !(b.waitresp_cnt > 0 && b.rxidle > UNANSWERED_US)))
+    Some(brokers.any(|b| {
+        b.state == "UP"
+            && !(b.waitresp_cnt > 0 && b.rxidle > UNANSWERED_US && b.txidle > UNANSWERED_US)
+    }))
 }
 
 /// Each broker's name and connection state, for a log line.

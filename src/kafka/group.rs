@@ -47,12 +47,12 @@ pub(crate) struct Shared {
 pub(crate) const RESTORES_PER_CORE: usize = 2;
 
 impl Shared {
-    /// Records the first fatal error; the consumer thread stops on it.
     /// Whether this member may still write partition `p`'s state.
     pub(crate) fn owns_state(&self, p: i32) -> bool {
         !self.lost.lock().expect("lost lock").contains(&p)
     }
 
+    /// Records the first fatal error; the consumer thread stops on it.
     pub(crate) fn fail(&self, e: PipelineError) {
         tracing::error!(error = %e, "pipeline failed");
         let mut fatal = self.fatal.lock().expect("fatal lock");

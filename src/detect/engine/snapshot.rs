@@ -41,6 +41,14 @@ pub struct Checkpoint {
     pub dedup: Option<(u64, Vec<u8>)>,
     /// Pieces of ids (by first number) now wholly out of the window.
     pub dedup_expired: Vec<u64>,
+    /// Pieces a checkpoint cut short left past the window's end, and (after
+    /// a state rebuilt from history) the partition record: deleted with the
+    /// keys, before the new partition record.
+    pub dedup_orphaned: Vec<u64>,
+    /// The state was rebuilt from history over an older changelog: its
+    /// partition record is deleted first, so that a crash before the new
+    /// one cannot pair it with these keys.
+    pub supersedes: bool,
     /// Keys a changelog holds that this state does not (written by a run
     /// whose state was not restored): to delete.
     pub deleted: Vec<Key>,
@@ -59,6 +67,11 @@ pub(super) struct Changes {
     pieces: std::collections::VecDeque<(u64, u64)>,
     /// Keys to delete at the next checkpoint.
     deleted: Vec<Key>,
+    /// Pieces past the window's end to delete at the next checkpoint.
+    orphaned: Vec<u64>,
+    /// The next checkpoint replaces a changelog this state was not
+    /// restored from.
+    supersedes: bool,
 }
 
 /// Why state records cannot restore an engine.
@@ -208,7 +221,10 @@ pub fn window_ids(
         // one id (it is deleted once out of the window).
         let n = Reader::new(&piece).count().unwrap_or(1) as u64;
         let end = first.saturating_add(n.max(1));
-        bounds.push((first, end));
+        // A piece past the window's end was written by a checkpoint whose
+        // partition record never came: the state goes on numbering from
+        // the end, and deletes it ([`Engine::restore`]).
+        bounds.push((first, if first >= window.end { first } else { end }));
         if end <= next || next >= window.end || first >= window.end {
             continue;
         }
@@ -259,7 +275,7 @@ impl PartitionRecord {
         if end < start || end - start > cfg.dedup_capacity as u64 {
             return r
                 .fail(format!(
-                    "a de-duplication window {start}..{end} longer than state.dedup_capacity"
+                    "a de-duplication window {start}..{end}: reversed, or longer than state.dedup_capacity"
                 ))
                 .map_err(RestoreError::Codec);
         }
@@ -297,11 +313,14 @@ impl Engine {
             .filter(|k| !self.store.map().contains_key(k))
             .collect();
         deleted.sort();
+        let supersedes = !pieces.is_empty() || !deleted.is_empty() || !self.store.map().is_empty();
         self.changes = Some(Changes {
             dirty,
             dedup_written: self.dedup.window_start(),
             pieces,
             deleted,
+            orphaned: Vec::new(),
+            supersedes,
         });
     }
 
@@ -336,15 +355,24 @@ impl Engine {
         let mut out = Checkpoint {
             keys,
             deleted: std::mem::take(&mut changes.deleted),
+            supersedes: std::mem::take(&mut changes.supersedes),
             ..Checkpoint::default()
         };
         let start = self.dedup.window_start();
         let end = self.dedup.inserted();
         let from = changes.dedup_written.max(start);
+        // Pieces past the end a cut-short checkpoint left, unless this
+        // one's piece takes their key.
+        let written = (end > from).then_some(from);
+        out.dedup_orphaned = std::mem::take(&mut changes.orphaned)
+            .into_iter()
+            .filter(|&f| Some(f) != written)
+            .collect();
         if end > from {
             let mut w = Writer::default();
             write_ids(&mut w, self.dedup.since(from));
             out.dedup = Some((from, w.buf));
+            changes.pieces.retain(|p| p.0 != from);
             changes.pieces.push_back((from, end));
         }
         changes.dedup_written = end;
@@ -502,11 +530,15 @@ impl Engine {
         }
         engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
         engine.timers = BinaryHeap::from(heap);
+        let orphaned: Vec<u64> = pieces.iter().filter(|p| p.0 >= end).map(|p| p.0).collect();
+        let pieces: Vec<(u64, u64)> = pieces.into_iter().filter(|p| p.0 < end).collect();
         engine.changes = Some(Changes {
             dirty: HashSet::default(),
             dedup_written: end,
             pieces: pieces.into(),
             deleted: Vec::new(),
+            orphaned,
+            supersedes: false,
         });
         Ok(engine)
     }

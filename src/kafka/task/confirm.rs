@@ -119,13 +119,12 @@ pub(super) async fn confirm_batches(
             // state that reflects them: at a checkpoint, written once the
             // outputs before it are safe, and acknowledged.
             if let Some((checkpoint, offsets)) = batch.checkpoint {
-                if !shared.owns_state(partition) {
-                    // The assignment was lost: the state is another's now.
-                    continue;
+                // Once the assignment is lost, the state is another's.
+                if shared.owns_state(partition) {
+                    changelog::write(&shared, partition, checkpoint, &offsets).await?;
+                    let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
+                    shared.mark_done(partition, &offsets);
                 }
-                changelog::write(&shared, partition, checkpoint, &offsets).await?;
-                let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
-                shared.mark_done(partition, &offsets);
             } else if !cfg.state_changelog || shared.txn.is_some() {
                 shared.mark_done(partition, &next);
             }

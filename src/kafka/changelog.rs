@@ -324,6 +324,8 @@ fn scan(
                 // A tombstone: the key is gone.
                 if let Some(first) = piece {
                     pieces.remove(&first);
+                } else if key == b"p" {
+                    last = None;
                 } else if let Some(k) = state_key(key) {
                     keys.remove(&k);
                 }

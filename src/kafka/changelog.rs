@@ -11,8 +11,10 @@
 //! Each value starts with the input offsets its checkpoint reflects (the
 //! next offset of each input topic, in configuration order) and the
 //! format version. A checkpoint is written after the findings and dead
-//! letters of the events it reflects are acknowledged, partition record
-//! last, and input offsets are committed only once it is acknowledged. So
+//! letters of the events it reflects are acknowledged, in two steps: key
+//! records, deleted keys and the ids piece; once those are acknowledged,
+//! the partition record and the deletion of pieces out of its window.
+//! Input offsets are committed only once it is all acknowledged. So
 //! a restore starts each topic at the partition record's offsets (not
 //! before: its events are in the state), never past the committed ones.
 //! Key records written after the newest partition record (a checkpoint cut

@@ -220,12 +220,18 @@ fn restore_blocking(
                 };
                 return Ok(Some((restored, "changelog", 0)));
             }
-            // A first start: nothing to restore from either.
+            // Nothing committed: a first start, whatever the changelog
+            // holds (a run that stopped before its first checkpoint).
             Err(changelog::Unusable {
                 reason,
                 pieces,
                 keys,
-            }) if fresh && reason == changelog::EMPTY => {
+            }) if fresh => {
+                if reason != changelog::EMPTY {
+                    tracing::info!(
+                        "nothing committed and the state changelog unusable ({reason}): starting from the beginning"
+                    );
+                }
                 (stale, stale_keys) = (pieces, keys);
             }
             Err(changelog::Unusable { reason, .. }) if !shared.cfg.history_fallback => {

@@ -1,4 +1,5 @@
-//! The binary encoding of a key's state, for the state changelog: compact,
+//! The binary encoding of the state changelog (values, event references,
+//! findings; `record.rs` writes a key's whole state with them): compact,
 //! versioned by the record that holds it (`detect::engine::snapshot`), and
 //! written and read by hand so that every field is named once here, next
 //! to the types, with no format that guesses.
@@ -8,26 +9,17 @@
 //! an episode holds, field by field. The future-dated HR events a record
 //! parks are rare and already have a faithful encoding: their JSON.
 
-use super::account::GrantMore;
-use super::hr::HrMore;
-use super::{
-    Account, AccountAttrs, Attrs, EvRef, Grant, HrRecord, Watch, WorkerState, WorkerStatus,
-};
-use crate::detect::episode::{Episode, Phase};
-use crate::model::event::{
-    AccountKind, AppEventType, DirectoryEventType, EventType, HrEvent, HrEventType, Key, Origin,
-    System, WorkerType,
-};
+use super::EvRef;
+use crate::model::event::{AppEventType, DirectoryEventType, EventType, HrEventType, Key, System};
 use crate::model::finding::{
     AccountableOwner, ContributingOwner, Detector, Escalation, Evidence, Finding, OwnerRole,
     Severity, Status, Subject,
 };
 use crate::model::id::{EventId, Name, Sym, Topic};
 use crate::model::rule::Rule;
-use crate::model::time::{OptTs, Ts};
+use crate::model::time::Ts;
 use std::borrow::Cow;
 use std::sync::Arc;
-use thin_vec::ThinVec;
 
 /// Why a state record cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -477,247 +469,6 @@ impl<'a> Reader<'a> {
             partition,
             topic,
             event_type,
-        })
-    }
-}
-
-fn write_attrs(w: &mut Writer, a: &Attrs) {
-    w.opt(a.email.as_ref(), |w, n| w.str(n));
-    w.opt(a.department.as_ref(), Writer::sym);
-    w.opt(a.title.as_ref(), Writer::sym);
-    w.opt(a.manager_id.as_ref(), Writer::sym);
-}
-
-fn read_attrs(
-    r: &mut Reader<'_>,
-    intern: &mut dyn FnMut(&str) -> Sym,
-) -> Result<Attrs, CodecError> {
-    Ok(Attrs {
-        email: r.opt(Reader::name)?,
-        department: r.opt(|r| Ok(intern(r.str()?)))?,
-        title: r.opt(|r| Ok(intern(r.str()?)))?,
-        manager_id: r.opt(|r| Ok(intern(r.str()?)))?,
-    })
-}
-
-const STATUSES: [WorkerStatus; 4] = [
-    WorkerStatus::PreHire,
-    WorkerStatus::Active,
-    WorkerStatus::OnLeave,
-    WorkerStatus::Terminated,
-];
-
-const PHASES: [Phase; 4] = [Phase::Pending, Phase::Held, Phase::Open, Phase::Escalated];
-
-fn write_hr(w: &mut Writer, h: &HrRecord) {
-    w.sym(&h.source_system);
-    w.u8(h.status as u8);
-    w.opt(h.status_cause.as_ref(), |w, t| w.u8(*t as u8));
-    w.u8(h.worker_type as u8);
-    w.bool(h.attrs_from_status);
-    w.ts(h.status_effective);
-    w.opt(h.status_ev.as_ref(), Writer::ev);
-    w.opt_ts(h.hired_at.get());
-    write_attrs(w, &h.attrs);
-    w.ts(h.attrs_effective);
-    w.opt(h.attrs_ev.as_deref(), Writer::ev);
-    w.opt_ts(h.contract_end.get());
-    w.opt(h.more.as_deref(), |w, m: &HrMore| {
-        w.opt(m.transfer.as_ref(), |w, (t, ev)| {
-            w.ts(*t);
-            w.ev(ev);
-        });
-        w.seq(&m.scheduled, |w, (event, origin)| {
-            let json = serde_json::to_vec(event).expect("an HR event always serializes");
-            w.bytes(&json);
-            w.str(origin.topic.as_str());
-            w.i64(origin.partition as i64);
-            w.i64(origin.offset);
-        });
-    });
-}
-
-fn read_hr(
-    r: &mut Reader<'_>,
-    intern: &mut dyn FnMut(&str) -> Sym,
-) -> Result<HrRecord, CodecError> {
-    Ok(HrRecord {
-        source_system: intern(r.str()?),
-        status: r.pick(&STATUSES, "worker status")?,
-        status_cause: r.opt(|r| r.pick(HrEventType::ALL, "HR event type"))?,
-        worker_type: r.pick(WorkerType::ALL, "worker type")?,
-        attrs_from_status: r.bool()?,
-        status_effective: r.ts()?,
-        status_ev: r.opt(Reader::ev)?,
-        hired_at: OptTs::from(r.opt_ts()?),
-        attrs: read_attrs(r, intern)?,
-        attrs_effective: r.ts()?,
-        attrs_ev: r.opt(|r| r.ev().map(Box::new))?,
-        contract_end: OptTs::from(r.opt_ts()?),
-        more: r.opt(|r| {
-            Ok(Box::new(HrMore {
-                transfer: r.opt(|r| Ok((r.ts()?, r.ev()?)))?,
-                scheduled: r.seq(|r| {
-                    let json = r.bytes()?;
-                    let event: HrEvent = serde_json::from_slice(json)
-                        .or_else(|e| r.fail(format!("a future-dated HR event: {e}")))?;
-                    let origin = Origin {
-                        topic: Topic::new(r.str()?),
-                        partition: r.i64()? as i32,
-                        offset: r.i64()?,
-                    };
-                    Ok((event, origin))
-                })?,
-            }))
-        })?,
-    })
-}
-
-fn write_grant(w: &mut Writer, g: &Grant) {
-    w.sym(&g.name);
-    w.bool(g.privileged);
-    w.bool(g.active);
-    w.ev(&g.ev);
-    w.opt(g.more.as_deref(), |w, m: &GrantMore| {
-        w.opt_ts(m.recertified_at);
-        w.opt(m.approved_by.as_deref(), |w, s: &str| w.str(s));
-        w.opt_ts(m.touched_at);
-    });
-}
-
-fn read_grant(
-    r: &mut Reader<'_>,
-    intern: &mut dyn FnMut(&str) -> Sym,
-) -> Result<Grant, CodecError> {
-    Ok(Grant {
-        name: intern(r.str()?),
-        privileged: r.bool()?,
-        active: r.bool()?,
-        ev: r.ev()?,
-        more: r.opt(|r| {
-            Ok(Box::new(GrantMore {
-                recertified_at: r.opt_ts()?,
-                approved_by: r.opt(|r| Ok(Box::<str>::from(r.str()?)))?,
-                touched_at: r.opt_ts()?,
-            }))
-        })?,
-    })
-}
-
-fn write_account(w: &mut Writer, a: &Account) {
-    w.system(a.system);
-    w.sym(&a.scope);
-    w.str(&a.account_id);
-    w.u8(a.kind as u8);
-    w.opt(a.owner_worker_id.as_ref(), Writer::sym);
-    w.bool(a.has_worker_id);
-    w.bool(a.enabled);
-    w.bool(a.deleted);
-    w.bool(a.privileged);
-    w.ts(a.enabled_since);
-    w.opt_ts(a.removed_at.get());
-    w.ts(a.state_at);
-    w.ev(&a.state_ev);
-    w.opt(a.stated.as_deref(), |w, s: &AccountAttrs| {
-        write_attrs(w, &s.attrs);
-        w.opt(s.ev.as_deref(), Writer::ev);
-    });
-    w.seq(&a.grants, write_grant);
-}
-
-fn read_account(
-    r: &mut Reader<'_>,
-    intern: &mut dyn FnMut(&str) -> Sym,
-) -> Result<Account, CodecError> {
-    let mut a = Account {
-        system: r.system()?,
-        scope: intern(r.str()?),
-        account_id: r.name()?,
-        kind: r.pick(AccountKind::ALL, "account kind")?,
-        owner_worker_id: r.opt(Reader::sym)?,
-        has_worker_id: r.bool()?,
-        enabled: r.bool()?,
-        deleted: r.bool()?,
-        privileged: r.bool()?,
-        enabled_since: r.ts()?,
-        removed_at: OptTs::from(r.opt_ts()?),
-        state_at: r.ts()?,
-        state_ev: r.ev()?,
-        stated: r.opt(|r| {
-            Ok(Box::new(AccountAttrs {
-                attrs: read_attrs(r, intern)?,
-                ev: r.opt(|r| r.ev().map(Box::new))?,
-            }))
-        })?,
-        grants: r.seq(|r| read_grant(r, intern))?,
-        privileged_grants: 0,
-    };
-    // Kept, not stored: recounted as `set_grant` keeps it.
-    a.privileged_grants = a.grants.iter().filter(|g| g.active && g.privileged).count() as u32;
-    Ok(a)
-}
-
-fn write_episode(w: &mut Writer, e: &Episode) {
-    w.rule(e.rule);
-    w.u64(e.sid);
-    w.ts(e.since);
-    w.ts(e.began);
-    w.ts(e.due);
-    w.u8(e.phase as u8);
-    w.bool(e.released);
-    w.u64(e.opening);
-    w.opt(e.finding.as_deref(), Writer::finding);
-}
-
-fn read_episode(r: &mut Reader<'_>) -> Result<Episode, CodecError> {
-    Ok(Episode {
-        rule: r.rule()?,
-        sid: r.u64()?,
-        since: r.ts()?,
-        began: r.ts()?,
-        due: r.ts()?,
-        phase: r.pick(&PHASES, "episode phase")?,
-        released: r.bool()?,
-        opening: r.u64()?,
-        // Marks one reconcile's matches; the engine's generation is
-        // restored past every value it held.
-        seen: 0,
-        finding: r.opt(|r| r.finding().map(Box::new))?,
-    })
-}
-
-impl WorkerState {
-    /// Appends this key's state to `w`.
-    pub fn encode(&self, w: &mut Writer) {
-        w.with_topics(|w| {
-            w.seq(&self.hr, write_hr);
-            w.seq(&self.accounts, write_account);
-            w.opt(self.watch.as_deref(), |w, watch: &Watch| {
-                w.seq(&watch.episodes, write_episode);
-                w.opt_ts(watch.wake_at.get());
-            });
-        });
-    }
-
-    /// Reads what [`Self::encode`] wrote; departments, titles, managers,
-    /// HR sources, scopes and grant names go through `intern`.
-    pub fn decode(
-        r: &mut Reader<'_>,
-        intern: &mut dyn FnMut(&str) -> Sym,
-    ) -> Result<WorkerState, CodecError> {
-        r.topics()?;
-        let hr: ThinVec<HrRecord> = r.seq(|r| read_hr(r, intern))?;
-        let accounts: ThinVec<Account> = r.seq(|r| read_account(r, intern))?;
-        let watch = r.opt(|r| {
-            Ok(Box::new(Watch {
-                episodes: r.seq(read_episode)?,
-                wake_at: OptTs::from(r.opt_ts()?),
-            }))
-        })?;
-        Ok(WorkerState {
-            hr,
-            accounts,
-            watch,
         })
     }
 }

@@ -26,6 +26,7 @@ mod codec;
 mod cpu;
 mod dedup;
 mod hr;
+mod record;
 mod store;
 #[cfg(test)]
 mod tests;

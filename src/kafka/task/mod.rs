@@ -1,7 +1,8 @@
 //! One partition task: partition `p` of every input topic, one engine.
 //!
-//! A task goes through named steps. [`restore_state`] rebuilds the engine
-//! (see [`super::restore`]); [`PartitionTask::resume`] resumes the live
+//! A task goes through named steps. [`restore_state`] (`recover.rs`)
+//! rebuilds the engine from the state changelog or the input history (see
+//! [`super::restore`]); [`PartitionTask::resume`] resumes the live
 //! partitions and starts the confirmer; then each turn of
 //! [`PartitionTask::live`] is one batch:
 //!
@@ -27,12 +28,13 @@
 
 mod confirm;
 mod inputs;
+mod recover;
+
+use recover::{restore_state, Restored};
 
 pub(crate) use inputs::Inputs;
 
-use super::changelog;
 use super::publish::{dead_letter_headers, enqueue};
-use super::restore::restore;
 use super::{Ctx, LiveConsumer, PipelineError, Shared};
 use crate::codec::json::DecodeError;
 use crate::detect::driver::Driver;
@@ -118,158 +120,6 @@ async fn run(
     confirmer
         .await
         .map_err(|e| PipelineError::Panicked(format!("the confirmer task failed: {e}")))
-}
-
-/// A partition's engine as restored, and where its input resumes.
-struct Restored {
-    engine: Engine,
-    /// The next offset of each input topic the state reflects.
-    start: Vec<Option<i64>>,
-    /// Keys whose changelog record reflects later offsets than `start`.
-    ahead: HashMap<Key, Vec<i64>>,
-}
-
-/// Rebuilds the partition's engine on a blocking thread, at most
-/// [`super::RESTORES_PER_CORE`] per core at a time: from the state
-/// changelog when it is kept and usable, else from the input history.
-/// `None` when the task was stopped meanwhile.
-async fn restore_state(
-    shared: &Arc<Shared>,
-    partition: i32,
-    committed: &[Option<i64>],
-    stop: &watch::Receiver<bool>,
-) -> Result<Option<Restored>, PipelineError> {
-    let started = Instant::now();
-    shared.stats.metrics.partitions_restoring.inc();
-    // Waiting for a restore slot counts as restoring; a stop ends the wait.
-    let mut stopped = stop.clone();
-    let slot = tokio::select! {
-        slot = shared.restore_slots.clone().acquire_owned() => slot.ok(),
-        _ = stopped.wait_for(|stopped| *stopped) => None,
-    };
-    let restored = match slot {
-        None => Ok(None),
-        Some(slot) => {
-            let shared = shared.clone();
-            let committed = committed.to_vec();
-            let stop = stop.clone();
-            tokio::task::spawn_blocking(move || {
-                let restored = restore_blocking(&shared, partition, &committed, &stop);
-                drop(slot);
-                restored
-            })
-            .await
-            .map_err(|e| {
-                PipelineError::Panicked(format!("restoring partition {partition} failed: {e}"))
-            })
-            .and_then(|r| r)
-        }
-    };
-    shared.stats.metrics.partitions_restoring.dec();
-    let Some((restored, source, events)) = restored? else {
-        return Ok(None);
-    };
-    let m = &shared.stats.metrics;
-    m.restores.with_label_values(&[source]).inc();
-    m.restore_seconds
-        .with_label_values(&[source])
-        .observe(started.elapsed().as_secs_f64());
-    tracing::info!(
-        source,
-        events,
-        tracked = restored.engine.tracked(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "state restored; resuming"
-    );
-    Ok(Some(restored))
-}
-
-/// The restore itself, on a blocking thread: the restored engine, where it
-/// came from (`changelog`, `history`, or `none` for a partition with
-/// nothing committed), and the input events applied.
-fn restore_blocking(
-    shared: &Shared,
-    partition: i32,
-    committed: &[Option<i64>],
-    stop: &watch::Receiver<bool>,
-) -> Result<Option<(Restored, &'static str, u64)>, PipelineError> {
-    let fresh = committed.iter().all(|c| c.is_none_or(|c| c <= 0));
-    // Pieces of ids a changelog holds that the state rebuilt here did not
-    // write.
-    let (mut stale, mut stale_keys) = (Vec::new(), Vec::new());
-    if shared.cfg.state_changelog {
-        match changelog::read(shared, partition, committed, stop)? {
-            Ok(None) => return Ok(None),
-            Ok(Some(r)) => {
-                shared
-                    .stats
-                    .metrics
-                    .state_keys_restored
-                    .inc_by(r.keys as u64);
-                tracing::info!(
-                    keys = r.keys,
-                    records = r.records,
-                    bytes = r.bytes,
-                    ahead = r.ahead.len(),
-                    "state read from the changelog; the input follows from the offsets it reflects"
-                );
-                let restored = Restored {
-                    engine: r.engine,
-                    start: r.start.into_iter().map(Some).collect(),
-                    ahead: r.ahead,
-                };
-                return Ok(Some((restored, "changelog", 0)));
-            }
-            // Nothing committed: a first start, whatever the changelog
-            // holds (a run that stopped before its first checkpoint).
-            Err(changelog::Unusable {
-                reason,
-                pieces,
-                keys,
-            }) if fresh => {
-                if reason != changelog::EMPTY {
-                    tracing::info!(
-                        "nothing committed and the state changelog unusable ({reason}): starting from the beginning"
-                    );
-                }
-                (stale, stale_keys) = (pieces, keys);
-            }
-            Err(changelog::Unusable { reason, .. }) if !shared.cfg.history_fallback => {
-                return Err(PipelineError::Config(format!(
-                    "partition {partition}: the state changelog `{}` cannot restore it ({reason}), and state.history_fallback = false forbids re-reading the input history; repair or recreate the changelog, or set state.history_fallback = true if the input topics still hold their whole history",
-                    shared.cfg.topics.state
-                )));
-            }
-            Err(changelog::Unusable {
-                reason,
-                pieces,
-                keys,
-            }) => {
-                (stale, stale_keys) = (pieces, keys);
-                tracing::warn!(
-                    topic = %shared.cfg.topics.state,
-                    "the state changelog cannot restore this partition ({reason}); re-reading the input history instead"
-                );
-            }
-        }
-    }
-    let Some((mut engine, events)) = restore(shared, partition, committed, stop)? else {
-        return Ok(None);
-    };
-    if shared.cfg.state_changelog {
-        // The first checkpoint writes the whole state.
-        engine.track_changes_after(stale, stale_keys);
-    }
-    let restored = Restored {
-        engine,
-        start: committed.to_vec(),
-        ahead: HashMap::new(),
-    };
-    Ok(Some((
-        restored,
-        if fresh { "none" } else { "history" },
-        events,
-    )))
 }
 
 /// A live partition task between batches.
@@ -533,39 +383,6 @@ impl PartitionTask {
         Ok(applied)
     }
 
-    /// Once a topic has been fetched from: whether records between where
-    /// its reading started and its log start were deleted before they were
-    /// read (retention outran a stopped detector). They are lost to the
-    /// state: a warning and `driftwatch_input_records_deleted_unread_total`.
-    fn check_start(&mut self) {
-        for q in 0..self.shared.topics.len() {
-            let Some(start) = self.inputs.unchecked_start[q] else {
-                continue;
-            };
-            let Some((low, _)) =
-                inputs::cached_watermarks(&self.consumer, &self.shared, self.partition, q)
-            else {
-                continue;
-            };
-            self.inputs.unchecked_start[q] = None;
-            if low > start {
-                let topic = &self.shared.topics[q].name;
-                tracing::warn!(
-                    topic = %topic,
-                    start,
-                    log_start = low,
-                    "input records {start}..{low} were deleted before this detector read them: the state lacks them (input retention shorter than the time the partition went unread)"
-                );
-                self.shared
-                    .stats
-                    .metrics
-                    .input_deleted_unread
-                    .with_label_values(&[topic])
-                    .inc_by((low - start) as u64);
-            }
-        }
-    }
-
     /// Says once per episode of lag, not per batch, that a topic was passed
     /// over; keeps the time records have waited for a topic.
     fn note_lag(&mut self, passed_over: &[usize], applied: usize) {
@@ -588,24 +405,6 @@ impl PartitionTask {
         } else if !self.driver.merge().is_empty() {
             self.lag.waiting_since.get_or_insert_with(Instant::now);
         }
-    }
-
-    /// Whether record `env` of topic `q` is already in its key's restored
-    /// state (a checkpoint cut short wrote the key's record and not the
-    /// partition's): then it only moves stream time.
-    fn reflected(&mut self, q: usize, env: &crate::model::event::Envelope) -> bool {
-        if self.ahead.is_empty() {
-            return false;
-        }
-        let in_state = self
-            .ahead
-            .get(&env.event.key())
-            .is_some_and(|offsets| env.origin.offset < offsets[q]);
-        // Past every key's offsets: nothing left to skip.
-        let next = &self.applied_next;
-        self.ahead
-            .retain(|_, offsets| offsets.iter().zip(next).any(|(o, n)| o > n));
-        in_state
     }
 
     /// Step 2: when the partition has been quiet and caught up for
@@ -665,56 +464,6 @@ impl PartitionTask {
             batch
                 .deliveries
                 .push((delivery, Output::Finding(f, received)));
-        }
-        Ok(())
-    }
-
-    /// Step 3b, with the state changelog: at most once per
-    /// `kafka.commit_interval` (every batch in exactly-once mode, whose
-    /// transaction holds the batch's offsets), and at a stop, what was
-    /// applied since the last checkpoint, as of the end of this batch: the
-    /// confirmer writes it once the outputs before it are acknowledged,
-    /// then marks its offsets done (exactly-once: written now, into the
-    /// transaction). `changed`: this batch applied records or moved time.
-    async fn checkpoint(
-        &mut self,
-        batch: &mut Batch,
-        changed: bool,
-        stopping: bool,
-    ) -> Result<(), PipelineError> {
-        let shared = self.shared.clone();
-        if !shared.cfg.state_changelog {
-            return Ok(());
-        }
-        for (n, o) in self.applied_next.iter_mut().zip(batch.next_offsets()) {
-            if let Some(o) = o {
-                *n = o;
-            }
-        }
-        self.unsaved |= changed;
-        let due = shared.txn.is_some()
-            || stopping
-            || self.checkpointed_at.elapsed()
-                >= Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
-        if !self.unsaved || !due || !shared.owns_state(self.partition) {
-            return Ok(());
-        }
-        self.unsaved = false;
-        self.checkpointed_at = Instant::now();
-        let checkpoint = self.driver.engine_mut().checkpoint();
-        if self.shared.txn.is_some() {
-            let deliveries = changelog::write_in_transaction(
-                &self.shared,
-                self.partition,
-                checkpoint,
-                &self.applied_next,
-            )
-            .await?;
-            batch
-                .deliveries
-                .extend(deliveries.into_iter().map(|d| (d, Output::State)));
-        } else {
-            batch.checkpoint = Some((checkpoint, self.applied_next.clone()));
         }
         Ok(())
     }

@@ -110,11 +110,12 @@ fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
     for n in &checkpoint.dedup_orphaned {
         first.push((piece_key(*n), None));
     }
-    for (key, state) in &checkpoint.keys {
-        first.push((key_record_key(key), Some(frame(offsets, state))));
-    }
+    // Deletions first: a key record after them always wins.
     for key in &checkpoint.deleted {
         first.push((key_record_key(key), None));
+    }
+    for (key, state) in &checkpoint.keys {
+        first.push((key_record_key(key), Some(frame(offsets, state))));
     }
     if let Some((n, piece)) = &checkpoint.dedup {
         first.push((piece_key(*n), Some(frame(offsets, piece))));

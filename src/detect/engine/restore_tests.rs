@@ -25,10 +25,10 @@ impl Log {
         for first in c.dedup_orphaned {
             self.pieces.remove(&first);
         }
-        self.keys.extend(c.keys);
         for k in c.deleted {
             self.keys.remove(&k);
         }
+        self.keys.extend(c.keys);
         if let Some((first, piece)) = c.dedup {
             self.pieces.insert(first, piece);
         }
@@ -441,4 +441,34 @@ fn a_piece_left_by_a_cut_short_checkpoint_is_replaced() {
         log.write(b.checkpoint());
         log.restore(&cfg).expect("every window stays whole");
     }
+}
+
+/// A first start over an old changelog (nothing committed, the changelog
+/// unusable): the keys that come back before the first checkpoint are
+/// written, not deleted with the ones that did not.
+#[test]
+fn keys_that_come_back_before_the_first_checkpoint_are_kept() {
+    let cfg = config();
+    let events = feed(13);
+    let mut old = Engine::new(cfg.clone());
+    old.track_changes();
+    run(&mut old, &events[..600], 0);
+    let mut log = Log::default();
+    log.write(old.checkpoint());
+    let old_keys: Vec<Key> = log.keys.keys().cloned().collect();
+    let mut fresh = Engine::new(cfg.clone());
+    fresh.track_changes_after(Vec::new(), old_keys);
+    run(&mut fresh, &events[..300], 0);
+    let first = fresh.checkpoint();
+    assert!(!first.deleted.is_empty(), "keys not seen again are deleted");
+    assert!(first
+        .deleted
+        .iter()
+        .all(|k| !first.keys.iter().any(|(w, _)| w == k)));
+    log.write(first);
+    let restored = log.restore(&cfg).expect("restores");
+    assert_eq!(
+        (restored.tracked(), restored.entries()),
+        (fresh.tracked(), fresh.entries())
+    );
 }

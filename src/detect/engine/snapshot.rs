@@ -352,9 +352,17 @@ impl Engine {
                 keys.push((key, w.buf));
             }
         }
+        // Keys the changelog held that this state did not when it began
+        // tracking: deleted unless they have come back since (their
+        // records are among `keys`).
+        let store = &self.store;
+        let deleted = std::mem::take(&mut changes.deleted)
+            .into_iter()
+            .filter(|k| !store.map().contains_key(k))
+            .collect();
         let mut out = Checkpoint {
             keys,
-            deleted: std::mem::take(&mut changes.deleted),
+            deleted,
             supersedes: std::mem::take(&mut changes.supersedes),
             ..Checkpoint::default()
         };

@@ -45,7 +45,7 @@ use crate::detect::rules::{Condition, Rule};
 use crate::detect::state::{Attrs, Dedup, EvRef, Store};
 use crate::model::event::{Envelope, Event};
 use crate::model::finding::Finding;
-use crate::model::id::Sym;
+use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
 use cause::Cause;
 pub use snapshot::{
@@ -255,34 +255,32 @@ impl Engine {
     /// checkpoint written after it): its id is remembered and stream time
     /// moves to it, as when it was applied, but the key is not touched.
     pub fn skip(&mut self, env: &Envelope, out: &mut Vec<Finding>) {
-        let event = &env.event;
-        if self
-            .dedup
-            .insert(event.system(), event.event_id())
-            .is_none()
-        {
-            self.stats.duplicates += 1;
-            return;
-        }
-        self.stats.events += 1;
-        let t = event.occurred_at();
-        if t > self.now {
-            self.advance_to(t, out);
-        }
+        self.admit(&env.event, out);
     }
 
-    /// Applies one event; finding transitions are appended to `out`.
-    pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
-        let Envelope { origin, event } = env;
+    /// Remembers `event`'s id and moves stream time to it; the id as held,
+    /// or `None` (counted) for a duplicate.
+    #[inline]
+    fn admit(&mut self, event: &Event, out: &mut Vec<Finding>) -> Option<EventId> {
         let Some(event_id) = self.dedup.insert(event.system(), event.event_id()) else {
             self.stats.duplicates += 1;
-            return;
+            return None;
         };
         self.stats.events += 1;
         let t = event.occurred_at();
         if t > self.now {
             self.advance_to(t, out);
         }
+        Some(event_id)
+    }
+
+    /// Applies one event; finding transitions are appended to `out`.
+    pub fn apply(&mut self, env: Envelope, out: &mut Vec<Finding>) {
+        let Envelope { origin, event } = env;
+        let Some(event_id) = self.admit(&event, out) else {
+            return;
+        };
+        let t = event.occurred_at();
         let key = event.key();
         let scope = match &event {
             Event::Hr(e) => self.intern(&e.source_system),

@@ -181,6 +181,10 @@ struct BenchArgs {
     /// times the history for the same workers.
     #[arg(long)]
     changelog: bool,
+    /// With --changelog: how often the detector keeping the changelog
+    /// writes it (`0s`: after every batch) [default: 2s]
+    #[arg(long, requires = "changelog")]
+    checkpoint_interval: Option<String>,
     /// Configuration file (default: the built-in config/driftwatch.toml).
     #[arg(long)]
     config: Option<PathBuf>,

@@ -13,8 +13,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         latency_secs,
         memory_workers,
         changelog,
+        checkpoint_interval,
         config,
     } = args;
+    let checkpoint_interval_ms = checkpoint_interval
+        .map(|s| driftwatch::config::parse_duration_ms("--checkpoint-interval", &s))
+        .transpose()?
+        .map(|ms| ms.max(0) as u64);
     let cfg = load_config(config.as_ref())?;
     let opts = driftwatch::tools::bench::BenchOptions {
         bootstrap: bootstrap_servers,
@@ -24,6 +29,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         latency_secs,
         memory_workers,
         changelog,
+        checkpoint_interval_ms,
     };
     let mut stdout = std::io::stdout();
     runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;

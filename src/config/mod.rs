@@ -239,6 +239,9 @@ pub struct Config {
     /// `state.history_fallback`: a partition the changelog cannot restore
     /// is rebuilt from the input history (else the pipeline stops).
     pub history_fallback: bool,
+    /// `state.checkpoint_interval`: how often a partition's changes go to
+    /// the changelog (0: after every batch).
+    pub checkpoint_interval_ms: u64,
     /// Wall-clock idle advance of stream time (live only); `None` is off.
     pub idle_advance_ms: Option<i64>,
     pub kafka: KafkaConfig,

@@ -251,4 +251,7 @@ pub struct RawState {
     /// cannot restore a partition (true), or stop with the reason (false,
     /// for input topics whose early records are deleted).
     pub history_fallback: Option<bool>,
+    /// With the changelog: how often a partition's changes are written;
+    /// `0s` writes after every batch. Default: `kafka.commit_interval`.
+    pub checkpoint_interval: Option<String>,
 }

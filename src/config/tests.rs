@@ -70,6 +70,21 @@ fn empty_config_takes_contract_defaults() {
 }
 
 #[test]
+fn checkpoint_interval_defaults_to_the_commit_interval() {
+    let c = Config::from_toml("[kafka]\ncommit_interval = \"250ms\"").unwrap();
+    assert_eq!(c.checkpoint_interval_ms, 250);
+    let c = Config::from_toml("[state]\ncheckpoint_interval = \"0s\"").unwrap();
+    assert_eq!(
+        (c.checkpoint_interval_ms, c.kafka.commit_interval_ms),
+        (0, 1_000)
+    );
+    check_err(
+        "[state]\ncheckpoint_interval = \"often\"",
+        "`state.checkpoint_interval`: `often` is not a duration",
+    );
+}
+
+#[test]
 fn bad_values_name_the_field() {
     check_err(
         "[rules.LEAVER_DIRECTORY_ACCESS]\nsla = \"an hour\"",

@@ -384,6 +384,10 @@ impl TryFrom<RawConfig> for Config {
             }
         };
         let kafka = kafka_config(raw.kafka)?;
+        let checkpoint_interval_ms = match raw.state.checkpoint_interval.as_deref() {
+            None => kafka.commit_interval_ms,
+            Some(s) => parse_duration_ms("state.checkpoint_interval", s)?.max(0) as u64,
+        };
         let (admin_listen, admin_token) = admin_config(raw.admin)?;
         let shutdown_timeout_ms = parse_duration_ms(
             "detector.shutdown_timeout",
@@ -437,6 +441,7 @@ impl TryFrom<RawConfig> for Config {
             dedup_capacity,
             state_changelog: raw.state.changelog.unwrap_or(false),
             history_fallback: raw.state.history_fallback.unwrap_or(true),
+            checkpoint_interval_ms,
         })
     }
 }

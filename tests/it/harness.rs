@@ -227,7 +227,12 @@ impl Setup {
 
     /// A setup whose detectors keep the state changelog (`{id}.state`).
     pub async fn with_changelog(broker: &Broker, name: &str) -> Setup {
-        Setup::with(broker, name, false, "", "off", "changelog = true").await
+        Setup::with_state(broker, name, "changelog = true").await
+    }
+
+    /// A setup whose `[state]` section is `state`.
+    pub async fn with_state(broker: &Broker, name: &str, state: &str) -> Setup {
+        Setup::with(broker, name, false, "", "off", state).await
     }
 
     async fn with(

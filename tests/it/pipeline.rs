@@ -42,8 +42,8 @@ async fn killed_detector_restarts_without_losing_a_finding_mock_cluster() {
     killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, false).await;
 }
 
-/// The same ten SIGKILLs with the state changelog: each restart restores
-/// from it, and loses nothing.
+/// The same ten SIGKILLs with the state changelog, written as soon as the
+/// previous write is done: each restart restores from it, and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_detector_with_the_changelog_restarts_without_losing_a_finding_mock_cluster() {
     killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, true).await;
@@ -291,7 +291,12 @@ async fn killed_detector_restarts_without_losing_a_finding(
     changelog: bool,
 ) {
     let s = if changelog {
-        Setup::with_changelog(&broker, "killcl").await
+        Setup::with_state(
+            &broker,
+            "killcl",
+            "changelog = true\ncheckpoint_interval = \"0s\"",
+        )
+        .await
     } else {
         Setup::new(&broker, "kill").await
     };

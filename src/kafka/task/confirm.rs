@@ -12,7 +12,7 @@ use crate::model::rule::Rule;
 use crate::ops::metrics::{Metrics, OwnerBook, TeamLabels};
 use rdkafka::producer::DeliveryFuture;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -76,6 +76,7 @@ pub(super) async fn confirm_batches(
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
     restored_open: Vec<Finding>,
+    saving: &AtomicBool,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();
     let metrics = &shared.stats.metrics;
@@ -125,6 +126,7 @@ pub(super) async fn confirm_batches(
                     let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
                     shared.mark_done(partition, &offsets);
                 }
+                saving.store(false, Ordering::Release);
             } else if !cfg.state_changelog || shared.txn.is_some() {
                 shared.mark_done(partition, &next);
             }

@@ -49,7 +49,7 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -143,10 +143,13 @@ struct PartitionTask {
     /// Keys restored from a checkpoint cut short, with the offsets their
     /// state reflects: their earlier events are skipped.
     ahead: HashMap<Key, Vec<i64>>,
-    /// With the state changelog: when the last checkpoint was taken, and
-    /// whether anything was applied since.
+    /// With the state changelog: when the last checkpoint was taken,
+    /// whether anything was applied since, and whether the confirmer is
+    /// still writing one (the next waits for it, so checkpoints never
+    /// queue up behind each other).
     checkpointed_at: Instant,
     unsaved: bool,
+    saving: Arc<AtomicBool>,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -205,14 +208,22 @@ impl PartitionTask {
             .expect("stores lock")
             .insert(partition, engine.store().clone());
         let (batches, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
+        let saving = Arc::new(AtomicBool::new(false));
         let confirmer = {
             let shared = shared.clone();
+            let saving = saving.clone();
             tokio::spawn(async move {
                 // A failed acknowledgement stops the pipeline at once: the
                 // task hears of it only when it next sends a batch, and an
                 // idle one would keep waiting for input, the failure unsaid.
-                let confirmed =
-                    confirm_batches(shared.clone(), partition, batches_rx, restored_open).await;
+                let confirmed = confirm_batches(
+                    shared.clone(),
+                    partition,
+                    batches_rx,
+                    restored_open,
+                    &saving,
+                )
+                .await;
                 if let Err(e) = confirmed {
                     shared.fail(e);
                 }
@@ -250,6 +261,7 @@ impl PartitionTask {
             // A state rebuilt from history is written whole at the first
             // checkpoint, input or not.
             unsaved: shared_changelog,
+            saving,
         };
         Ok((task, confirmer))
     }

@@ -13,6 +13,7 @@ use crate::kafka::restore::restore;
 use crate::kafka::{PipelineError, Shared};
 use crate::model::event::Key;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -222,8 +223,9 @@ impl PartitionTask {
     }
 
     /// Step 3b, with the state changelog: at most once per
-    /// `kafka.commit_interval` (every batch in exactly-once mode, whose
-    /// transaction holds the batch's offsets), and at a stop, what was
+    /// `state.checkpoint_interval` and once the previous checkpoint is
+    /// written (every batch in exactly-once mode, whose transaction holds
+    /// the batch's offsets), and at a stop, what was
     /// applied since the last checkpoint, as of the end of this batch: the
     /// confirmer writes it once the outputs before it are acknowledged,
     /// then marks its offsets done (exactly-once: written now, into the
@@ -246,8 +248,9 @@ impl PartitionTask {
         self.unsaved |= changed;
         let due = shared.txn.is_some()
             || stopping
-            || self.checkpointed_at.elapsed()
-                >= Duration::from_millis(shared.cfg.kafka.commit_interval_ms);
+            || (self.checkpointed_at.elapsed()
+                >= Duration::from_millis(shared.cfg.checkpoint_interval_ms)
+                && !self.saving.load(Ordering::Acquire));
         if !self.unsaved || !due || !shared.owns_state(self.partition) {
             return Ok(());
         }
@@ -266,6 +269,7 @@ impl PartitionTask {
                 .deliveries
                 .extend(deliveries.into_iter().map(|d| (d, Output::State)));
         } else {
+            self.saving.store(true, Ordering::Release);
             batch.checkpoint = Some((checkpoint, self.applied_next.clone()));
         }
         Ok(())

@@ -41,6 +41,7 @@ pub(super) async fn changelog_phase(
     mock: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     partitions: i32,
     produced: u64,
+    checkpoint_interval_ms: Option<u64>,
     baseline: &Baseline,
     out: &mut (dyn Write + Send),
 ) -> Result<(), PipelineError> {
@@ -54,9 +55,9 @@ pub(super) async fn changelog_phase(
     cfg.topics.state = format!("{id}.state");
     cfg.kafka.group_id = id;
     cfg.state_changelog = true;
-    // One checkpoint per commit interval: a catch-up rewrites a key at
-    // most once per interval.
+    // A catch-up rewrites a key at most once per checkpoint interval.
     cfg.kafka.commit_interval_ms = 2_000;
+    cfg.checkpoint_interval_ms = checkpoint_interval_ms.unwrap_or(2_000);
     match mock {
         Some(m) => {
             for t in kafka::all_topics(&cfg) {
@@ -90,7 +91,8 @@ pub(super) async fn changelog_phase(
     let throughput = produced as f64 / secs.max(1e-9);
     let _ = writeln!(
         out,
-        "detector with the state changelog: {produced} events in {secs:.2}s = {throughput:.0} events/s ({:.2} of the rate without it); {cpu}",
+        "detector with the state changelog, a checkpoint every {} ms: {produced} events in {secs:.2}s = {throughput:.0} events/s ({:.2} of the rate without it); {cpu}",
+        cfg.checkpoint_interval_ms,
         throughput / baseline.throughput
     );
     let first = restore(&cfg).await?;

@@ -46,6 +46,8 @@ pub struct BenchOptions {
     /// Also measure the state changelog: throughput with it, restore from
     /// it beside restore from history, and with ten times the history.
     pub changelog: bool,
+    /// How often the detector keeping the changelog writes it; `None`: 2 s.
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -268,7 +270,16 @@ pub async fn run(
     finish(detector).await?;
 
     if opts.changelog {
-        changelog::changelog_phase(&cfg, mock.as_ref(), opts.partitions, n, &baseline, out).await?;
+        changelog::changelog_phase(
+            &cfg,
+            mock.as_ref(),
+            opts.partitions,
+            n,
+            opts.checkpoint_interval_ms,
+            &baseline,
+            out,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -234,19 +234,32 @@ pub(super) fn read(
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Result<Option<Restored>, Unusable>, PipelineError> {
     let cfg = &shared.cfg;
-    let consumer: super::PlainConsumer = super::create_client(
-        cfg,
-        super::client_config(cfg, super::Role::Consumer)
-            .set("group.id", format!("{}.restore", cfg.kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest"),
-        super::Logs::default(),
-    )?;
+    let idle = shared.changelog_readers.lock().expect("readers lock").pop();
+    let consumer: super::PlainConsumer = match idle {
+        Some(c) => c,
+        None => super::create_client(
+            cfg,
+            super::client_config(cfg, super::Role::Consumer)
+                .set("group.id", format!("{}.restore", cfg.kafka.group_id))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest"),
+            super::Logs::default(),
+        )?,
+    };
     let read = scan(shared, &consumer, partition, committed, stop);
-    // Closing a consumer with a group id waits for the group (up to 100
-    // ms): done apart, it holds neither the restore slot nor the resume.
-    shared.runtime.spawn_blocking(move || drop(consumer));
+    if consumer.unassign().is_ok() {
+        shared
+            .changelog_readers
+            .lock()
+            .expect("readers lock")
+            .push(consumer);
+    } else {
+        // Closing a consumer with a group id waits for the group (up to
+        // 100 ms): done apart, it holds neither the restore slot nor the
+        // resume.
+        shared.runtime.spawn_blocking(move || drop(consumer));
+    }
     read
 }
 
@@ -314,6 +327,10 @@ fn scan(
                     continue;
                 }
             };
+            if m.partition() != partition || m.topic() != topic {
+                // Fetched for the reader's previous restore.
+                continue;
+            }
             progress = Instant::now();
             next = m.offset() + 1;
             records += 1;
@@ -444,6 +461,8 @@ fn scan(
             }))
         }
     };
+    let read_ms = asked.elapsed().as_millis() as u64;
+    let decoding = Instant::now();
     let mut ahead = HashMap::new();
     let count = keys.len();
     let states = keys.into_iter().map(|(k, (offsets, state))| {
@@ -462,6 +481,11 @@ fn scan(
             }))
         }
     };
+    tracing::debug!(
+        read_ms,
+        decode_ms = decoding.elapsed().as_millis() as u64,
+        "state changelog read and decoded"
+    );
     Ok(Ok(Some(Restored {
         engine,
         start,

@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     /// Restores running at once: a restore is CPU-bound, so more than the
     /// cores can run only thrash, and each opens its own connections.
     pub(crate) restore_slots: Arc<tokio::sync::Semaphore>,
+    /// Consumers of the state changelog between restores (at most one per
+    /// restore slot): a restore reuses one whose connection and metadata
+    /// are warm instead of starting its own.
+    pub(crate) changelog_readers: Mutex<Vec<super::PlainConsumer>>,
     /// Partitions whose assignment was lost (the group moved on without
     /// this member): their tasks write no more state, which another member
     /// may own by now.

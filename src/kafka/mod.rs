@@ -231,6 +231,7 @@ pub async fn run(
         restore_slots: Arc::new(tokio::sync::Semaphore::new(
             RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
+        changelog_readers: Mutex::new(Vec::new()),
         logs: client::LogLimiter::default(),
         lost: Mutex::new(std::collections::BTreeSet::new()),
         cfg: cfg.clone(),
@@ -308,6 +309,19 @@ pub async fn run(
         let _ = done_rx.await;
     }
     let _ = thread.join();
+    // Closing a consumer with a group id waits for the group: the idle
+    // changelog readers close together, off this thread.
+    let readers = std::mem::take(&mut *shared.changelog_readers.lock().expect("readers lock"));
+    if !readers.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|s| {
+                for r in readers {
+                    s.spawn(move || drop(r));
+                }
+            })
+        })
+        .await;
+    }
     let fatal = shared.fatal.lock().expect("fatal lock").take();
     match fatal {
         Some(e) => Err(e),

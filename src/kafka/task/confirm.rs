@@ -31,6 +31,30 @@ pub(super) enum Output {
     State,
 }
 
+/// Whether the confirmer is writing a checkpoint: the task takes no other
+/// meanwhile (and with `state.checkpoint_interval = 0s` applies no other
+/// batch), so checkpoints never queue up behind each other.
+#[derive(Default)]
+pub(super) struct Saving {
+    pub(super) busy: AtomicBool,
+    pub(super) done: tokio::sync::Notify,
+}
+
+impl Saving {
+    pub(super) fn start(&self) {
+        self.busy.store(true, Ordering::Release);
+    }
+
+    pub(super) fn busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    fn end(&self) {
+        self.busy.store(false, Ordering::Release);
+        self.done.notify_waiters();
+    }
+}
+
 /// Outputs of a run of records, and the offsets they complete.
 pub(super) struct Batch {
     pub(super) deliveries: Vec<(DeliveryFuture, Output)>,
@@ -76,7 +100,7 @@ pub(super) async fn confirm_batches(
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
     restored_open: Vec<Finding>,
-    saving: &AtomicBool,
+    saving: &Saving,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();
     let metrics = &shared.stats.metrics;
@@ -126,7 +150,7 @@ pub(super) async fn confirm_batches(
                     let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
                     shared.mark_done(partition, &offsets);
                 }
-                saving.store(false, Ordering::Release);
+                saving.end();
             } else if !cfg.state_changelog || shared.txn.is_some() {
                 shared.mark_done(partition, &next);
             }
@@ -138,6 +162,9 @@ pub(super) async fn confirm_batches(
         Ok(())
     }
     .await;
+    // Nothing more is written: a task waiting for the write goes on (to
+    // hear of the failure, or to stop).
+    saving.end();
     // The partition's findings are someone else's from now on.
     for ((rule, severity), n) in open {
         metrics.open(rule, severity, -n);

@@ -42,14 +42,14 @@ use crate::detect::engine::Engine;
 use crate::model::event::Key;
 use crate::model::finding::Finding;
 use crate::model::time::Ts;
-use confirm::{confirm_batches, Batch, Output, IN_FLIGHT_BATCHES};
+use confirm::{confirm_batches, Batch, Output, Saving, IN_FLIGHT_BATCHES};
 use inputs::{caught_up, Item};
 use prometheus::{Gauge, IntGauge};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -149,7 +149,7 @@ struct PartitionTask {
     /// queue up behind each other).
     checkpointed_at: Instant,
     unsaved: bool,
-    saving: Arc<AtomicBool>,
+    saving: Arc<Saving>,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -208,7 +208,7 @@ impl PartitionTask {
             .expect("stores lock")
             .insert(partition, engine.store().clone());
         let (batches, batches_rx) = mpsc::channel::<Batch>(IN_FLIGHT_BATCHES);
-        let saving = Arc::new(AtomicBool::new(false));
+        let saving = Arc::new(Saving::default());
         let confirmer = {
             let shared = shared.clone();
             let saving = saving.clone();
@@ -509,6 +509,23 @@ impl PartitionTask {
         stop: &mut watch::Receiver<bool>,
         tick: &mut tokio::time::Interval,
     ) -> bool {
+        // A checkpoint after every batch: the next batch waits until the
+        // last one's checkpoint is written, so a crash re-publishes at most
+        // the findings of the batch in flight.
+        let stepwise = self.shared.cfg.state_changelog
+            && self.shared.cfg.checkpoint_interval_ms == 0
+            && self.shared.txn.is_none();
+        while stepwise {
+            let done = self.saving.done.notified();
+            if !self.saving.busy() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return false,
+                _ = done => {}
+            }
+        }
         if full {
             if stop.has_changed().unwrap_or(true) {
                 return false;

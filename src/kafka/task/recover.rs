@@ -13,7 +13,6 @@ use crate::kafka::restore::restore;
 use crate::kafka::{PipelineError, Shared};
 use crate::model::event::Key;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -250,7 +249,7 @@ impl PartitionTask {
             || stopping
             || (self.checkpointed_at.elapsed()
                 >= Duration::from_millis(shared.cfg.checkpoint_interval_ms)
-                && !self.saving.load(Ordering::Acquire));
+                && !self.saving.busy());
         if !self.unsaved || !due || !shared.owns_state(self.partition) {
             return Ok(());
         }
@@ -269,7 +268,7 @@ impl PartitionTask {
                 .deliveries
                 .extend(deliveries.into_iter().map(|d| (d, Output::State)));
         } else {
-            self.saving.store(true, Ordering::Release);
+            self.saving.start();
             batch.checkpoint = Some((checkpoint, self.applied_next.clone()));
         }
         Ok(())

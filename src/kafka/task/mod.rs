@@ -515,15 +515,17 @@ impl PartitionTask {
         let stepwise = self.shared.cfg.state_changelog
             && self.shared.cfg.checkpoint_interval_ms == 0
             && self.shared.txn.is_none();
-        while stepwise {
-            let done = self.saving.done.notified();
-            if !self.saving.busy() {
-                break;
-            }
-            tokio::select! {
-                biased;
-                _ = stop.changed() => return false,
-                _ = done => {}
+        if stepwise {
+            loop {
+                let done = self.saving.done.notified();
+                if !self.saving.busy() {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => return false,
+                    _ = done => {}
+                }
             }
         }
         if full {

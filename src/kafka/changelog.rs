@@ -237,15 +237,25 @@ pub(super) fn read(
     let idle = shared.changelog_readers.lock().expect("readers lock").pop();
     let consumer: super::PlainConsumer = match idle {
         Some(c) => c,
-        None => super::create_client(
-            cfg,
-            super::client_config(cfg, super::Role::Consumer)
-                .set("group.id", format!("{}.restore", cfg.kafka.group_id))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest"),
-            super::Logs::default(),
-        )?,
+        None => {
+            let c: super::PlainConsumer = super::create_client(
+                cfg,
+                super::client_config(cfg, super::Role::Consumer)
+                    .set("group.id", format!("{}.restore", cfg.kafka.group_id))
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .set("auto.offset.reset", "earliest"),
+                super::Logs::default(),
+            )?;
+            // The topic's leaders first: librdkafka retries a bounds
+            // request sent before it knows the leader only after 500 ms.
+            c.fetch_metadata(Some(&cfg.topics.state), Duration::from_secs(30))
+                .map_err(|e| PipelineError::Restore {
+                    partition,
+                    reason: format!("the metadata of {}: {e}", cfg.topics.state),
+                })?;
+            c
+        }
     };
     let read = scan(shared, &consumer, partition, committed, stop);
     if consumer.unassign().is_ok() {

@@ -117,7 +117,7 @@ fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
     for (key, state) in &checkpoint.keys {
         first.push((key_record_key(key), Some(frame(offsets, state))));
     }
-    if let Some((n, piece)) = &checkpoint.dedup {
+    for (n, piece) in &checkpoint.dedup {
         first.push((piece_key(*n), Some(frame(offsets, piece))));
     }
     let mut last = vec![(

@@ -50,7 +50,7 @@ use crate::model::time::Ts;
 use cause::Cause;
 pub use snapshot::{
     config_fingerprint, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
-    FORMAT_VERSION,
+    FORMAT_VERSION, MAX_PIECE_BYTES,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

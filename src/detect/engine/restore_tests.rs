@@ -29,9 +29,7 @@ impl Log {
             self.keys.remove(&k);
         }
         self.keys.extend(c.keys);
-        if let Some((first, piece)) = c.dedup {
-            self.pieces.insert(first, piece);
-        }
+        self.pieces.extend(c.dedup);
         for first in c.dedup_expired {
             self.pieces.remove(&first);
         }
@@ -200,10 +198,10 @@ fn checkpoints_write_what_changed() {
             second.keys.iter().map(|k| &k.0).collect::<Vec<_>>(),
             vec![&key]
         );
-        assert_eq!(second.dedup.as_ref().map(|d| d.0), Some(inserted));
+        assert_eq!(second.dedup.first().map(|d| d.0), Some(inserted));
     } else {
         assert!(
-            second.keys.is_empty() && second.dedup.is_none(),
+            second.keys.is_empty() && second.dedup.is_empty(),
             "a duplicate changes nothing"
         );
     }
@@ -326,7 +324,7 @@ fn a_state_rebuilt_over_an_old_changelog_replaces_it() {
     expired.sort_unstable();
     assert_eq!(expired, old_firsts, "every old piece is deleted");
     let max_end = written.iter().map(|p| p.1).max().unwrap();
-    assert!(first.dedup.as_ref().is_some_and(|d| d.0 >= max_end));
+    assert!(first.dedup.first().is_some_and(|d| d.0 >= max_end));
     assert!(!first.deleted.is_empty(), "keys only the old run held go");
     log.write(first);
     let mut restored = log.restore(&cfg).expect("restores");
@@ -431,8 +429,8 @@ fn a_piece_left_by_a_cut_short_checkpoint_is_replaced() {
     // Phase one only: keys and the ids piece, no partition record.
     let cut = a.checkpoint();
     log.keys.extend(cut.keys);
-    let (first, piece) = cut.dedup.expect("ids were added");
-    log.pieces.insert(first, piece);
+    assert!(!cut.dedup.is_empty(), "ids were added");
+    log.pieces.extend(cut.dedup);
     let mut b = log.restore(&cfg).expect("restores");
     let mut at = third;
     for chunk in events[third..].chunks(97) {
@@ -471,4 +469,53 @@ fn keys_that_come_back_before_the_first_checkpoint_are_kept() {
         (restored.tracked(), restored.entries()),
         (fresh.tracked(), fresh.entries())
     );
+}
+
+/// A checkpoint adding more ids than one record should hold (a catch-up)
+/// writes them in contiguous pieces below a broker's largest message, and
+/// the restored window, joined from them, still knows every id.
+#[test]
+fn many_ids_go_in_pieces_a_broker_accepts() {
+    let mut cfg = (*config()).clone();
+    cfg.dedup_capacity = 100_000;
+    let cfg = Arc::new(cfg);
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = Generator::new(5, 2_000, t0);
+    let mut events = g.baseline();
+    while events.len() < 45_000 {
+        events.extend(g.next_batch(60_000));
+    }
+    let cut = events.len() - 2_000;
+    // After the cut, every tenth event before it is sent again.
+    let mut after = events.split_off(cut);
+    after.extend(events.iter().step_by(10).take(2_000).cloned());
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    run(&mut engine, &events, 0);
+    let checkpoint = engine.checkpoint();
+    assert!(
+        checkpoint.dedup.len() >= 2,
+        "{} pieces",
+        checkpoint.dedup.len()
+    );
+    let mut next = checkpoint.dedup[0].0;
+    for (first, piece) in &checkpoint.dedup {
+        assert_eq!(*first, next, "pieces are contiguous");
+        assert!(
+            piece.len() <= MAX_PIECE_BYTES + 1_024,
+            "a piece of {} bytes",
+            piece.len()
+        );
+        next += crate::detect::state::Reader::new(piece).count().unwrap() as u64;
+    }
+    let mut log = Log::default();
+    log.write(checkpoint);
+    let mut restored = log.restore(&cfg).expect("restores");
+    let (a, b) = (
+        run(&mut engine, &after, cut),
+        run(&mut restored, &after, cut),
+    );
+    assert_eq!(a, b);
+    assert_eq!(restored.stats(), engine.stats());
+    assert!(engine.stats().duplicates >= 2_000, "{:?}", engine.stats());
 }

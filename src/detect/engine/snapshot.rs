@@ -37,8 +37,10 @@ pub const FORMAT_VERSION: u8 = 1;
 pub struct Checkpoint {
     /// Each key changed, with its whole state.
     pub keys: Vec<(Key, Vec<u8>)>,
-    /// The de-duplication ids added: the number of the first, and the piece.
-    pub dedup: Option<(u64, Vec<u8>)>,
+    /// The de-duplication ids added, in pieces of at most about
+    /// [`MAX_PIECE_BYTES`]: the number of each piece's first id, and the
+    /// piece.
+    pub dedup: Vec<(u64, Vec<u8>)>,
     /// Pieces of ids (by first number) now wholly out of the window.
     pub dedup_expired: Vec<u64>,
     /// Pieces a checkpoint cut short left past the window's end, and (after
@@ -185,12 +187,43 @@ fn read_storm(r: &mut Reader<'_>) -> Result<Storm, CodecError> {
 }
 
 /// Encodes a piece of de-duplication ids.
-fn write_ids<'a>(w: &mut Writer, ids: impl Iterator<Item = (System, &'a EventId)>) {
-    let ids: Vec<_> = ids.collect();
-    w.seq(&ids, |w, (system, id)| {
-        w.system(*system);
-        w.event_id(id);
-    });
+/// The largest piece of de-duplication ids, give or take one id: a
+/// catch-up adds tens of thousands of ids between checkpoints, and one
+/// record must stay well below a broker's largest message (1 MB by
+/// default).
+pub const MAX_PIECE_BYTES: usize = 256 * 1024;
+
+/// The ids from number `first` on, in pieces of at most about
+/// [`MAX_PIECE_BYTES`]: the first number, the end and the bytes of each.
+fn write_pieces<'a>(
+    mut first: u64,
+    ids: impl Iterator<Item = (System, &'a EventId)>,
+) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut body = Writer::default();
+    let mut n = 0u64;
+    let mut close = |first: &mut u64, n: &mut u64, body: &mut Writer| {
+        // As `Reader::seq` reads it: the count, then the ids.
+        let mut w = Writer::default();
+        w.count(*n as usize);
+        w.buf.extend_from_slice(&body.buf);
+        out.push((*first, *first + *n, w.buf));
+        *first += *n;
+        *n = 0;
+        body.buf.clear();
+    };
+    for (system, id) in ids {
+        body.system(system);
+        body.event_id(id);
+        n += 1;
+        if body.buf.len() >= MAX_PIECE_BYTES {
+            close(&mut first, &mut n, &mut body);
+        }
+    }
+    if n > 0 {
+        close(&mut first, &mut n, &mut body);
+    }
+    out
 }
 
 /// Reads a piece of de-duplication ids.
@@ -369,19 +402,23 @@ impl Engine {
         let start = self.dedup.window_start();
         let end = self.dedup.inserted();
         let from = changes.dedup_written.max(start);
-        // Pieces past the end a cut-short checkpoint left, unless this
-        // one's piece takes their key.
-        let written = (end > from).then_some(from);
+        let pieces = if end > from {
+            write_pieces(from, self.dedup.since(from))
+        } else {
+            Vec::new()
+        };
+        // Pieces past the end a cut-short checkpoint left, unless one of
+        // this one's pieces takes their key.
         out.dedup_orphaned = std::mem::take(&mut changes.orphaned)
             .into_iter()
-            .filter(|&f| Some(f) != written)
+            .filter(|&f| !pieces.iter().any(|p| p.0 == f))
             .collect();
-        if end > from {
-            let mut w = Writer::default();
-            write_ids(&mut w, self.dedup.since(from));
-            out.dedup = Some((from, w.buf));
-            changes.pieces.retain(|p| p.0 != from);
-            changes.pieces.push_back((from, end));
+        changes
+            .pieces
+            .retain(|p| !pieces.iter().any(|q| q.0 == p.0));
+        for (first, end, piece) in pieces {
+            changes.pieces.push_back((first, end));
+            out.dedup.push((first, piece));
         }
         changes.dedup_written = end;
         while changes.pieces.front().is_some_and(|&(_, e)| e <= start) {

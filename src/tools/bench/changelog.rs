@@ -171,12 +171,14 @@ async fn catch_up(
             first = Some(Instant::now());
             cpu0 = cpu_seconds();
         }
+        // The count that ends the wait is the one reported.
+        if done != progress.0 {
+            progress = (done, Instant::now());
+        }
         if done >= n || detector.is_finished() {
             break;
         }
-        if done != progress.0 {
-            progress = (done, Instant::now());
-        } else if trimmed && done > 0 && progress.1.elapsed() > Duration::from_secs(5) {
+        if trimmed && done > 0 && progress.1.elapsed() > Duration::from_secs(5) {
             break;
         } else if progress.1.elapsed() > STALL {
             let _ = stop.send(true);

@@ -178,7 +178,7 @@ struct BenchArgs {
     memory_workers: u64,
     /// Also measure the state changelog: detector throughput with it,
     /// restore from it beside restore from history, and again with ten
-    /// times the history for the same workers.
+    /// times the history from the same generator.
     #[arg(long)]
     changelog: bool,
     /// With --changelog: how often the detector keeping the changelog

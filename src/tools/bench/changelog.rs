@@ -2,8 +2,8 @@
 //! holding input generated as for the other phases: a detector keeping the
 //! changelog (its throughput against the one without, in the same run),
 //! then a restart restoring from the changelog, side by side with the
-//! restore from history; then the history grown tenfold for the same
-//! workers, and the changelog restore again.
+//! restore from history; then the history grown tenfold by the same
+//! generator (which keeps hiring), and the changelog restore again.
 
 use super::usage::{cpu_per_event, cpu_seconds};
 use super::STALL;
@@ -106,7 +106,8 @@ pub(super) async fn changelog_phase(
         baseline.restore_secs / first.secs.max(1e-9)
     );
 
-    // Nine times as much input again, for the same workers.
+    // Nine times as much input again from the same generator (which
+    // keeps hiring: the keys grow too).
     let mut more = Vec::new();
     while (more.len() as u64) < 9 * produced {
         more.extend(generator.next_batch(60_000));

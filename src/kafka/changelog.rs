@@ -238,15 +238,7 @@ pub(super) fn read(
     let consumer: super::PlainConsumer = match idle {
         Some(c) => c,
         None => {
-            let c: super::PlainConsumer = super::create_client(
-                cfg,
-                super::client_config(cfg, super::Role::Consumer)
-                    .set("group.id", format!("{}.restore", cfg.kafka.group_id))
-                    .set("enable.auto.commit", "false")
-                    .set("enable.auto.offset.store", "false")
-                    .set("auto.offset.reset", "earliest"),
-                super::Logs::default(),
-            )?;
+            let c = super::restore::restore_consumer(cfg)?;
             // The topic's leaders first: librdkafka retries a bounds
             // request sent before it knows the leader only after 500 ms.
             c.fetch_metadata(Some(&cfg.topics.state), Duration::from_secs(30))

@@ -19,6 +19,22 @@ use tokio::sync::watch;
 /// How long restore waits with no progress before it gives up.
 const RESTORE_STALL: Duration = Duration::from_secs(60);
 
+/// A consumer that reads partitions it is assigned (input history, or the
+/// state changelog) and commits nothing.
+pub(super) fn restore_consumer(
+    cfg: &crate::config::Config,
+) -> Result<super::PlainConsumer, PipelineError> {
+    super::create_client(
+        cfg,
+        super::client_config(cfg, super::Role::Consumer)
+            .set("group.id", format!("{}.restore", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest"),
+        super::Logs::default(),
+    )
+}
+
 /// Rebuilds a partition's engine from its input topics, from the beginning
 /// up to the committed offsets, in stream order, publishing nothing.
 /// Returns `None` when the task was stopped meanwhile.
@@ -39,15 +55,7 @@ pub(super) fn restore(
     engine.set_quiet(true);
     // At most this many records (fewer where retention removed the start).
     engine.reserve(committed.iter().flatten().map(|&c| c.max(0) as usize).sum());
-    let consumer: crate::kafka::PlainConsumer = super::create_client(
-        &shared.cfg,
-        super::client_config(&shared.cfg, super::Role::Consumer)
-            .set("group.id", format!("{}.restore", shared.cfg.kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest"),
-        crate::kafka::Logs::default(),
-    )?;
+    let consumer = restore_consumer(&shared.cfg)?;
     let mut tpl = TopicPartitionList::new();
     for (q, d) in done.iter().enumerate() {
         if !d {

@@ -69,11 +69,16 @@ fn feed(seed: u64) -> Vec<Event> {
 }
 
 fn config() -> Arc<Config> {
+    config_with_window(2_000)
+}
+
+/// [`config`] remembering `ids` event ids.
+fn config_with_window(ids: usize) -> Arc<Config> {
     let mut cfg = Config::default_config();
     // A small population still makes storms.
     cfg.storm.min_workers = 3;
     cfg.storm.fraction = 0.0;
-    cfg.dedup_capacity = 2_000;
+    cfg.dedup_capacity = ids;
     Arc::new(cfg)
 }
 
@@ -165,9 +170,7 @@ fn a_restored_engine_continues_exactly_from_one_checkpoint() {
 /// state.
 #[test]
 fn checkpoints_write_what_changed() {
-    let mut cfg = (*config()).clone();
-    cfg.dedup_capacity = 200;
-    let cfg = Arc::new(cfg);
+    let cfg = config_with_window(200);
     let events = feed(3);
     let mut engine = Engine::new(cfg.clone());
     engine.track_changes();
@@ -415,9 +418,7 @@ fn findings_read_back_equal() {
 /// every id of their window.
 #[test]
 fn a_piece_left_by_a_cut_short_checkpoint_is_replaced() {
-    let mut cfg = (*config()).clone();
-    cfg.dedup_capacity = 300;
-    let cfg = Arc::new(cfg);
+    let cfg = config_with_window(300);
     let events = feed(12);
     let third = events.len() / 3;
     let mut a = Engine::new(cfg.clone());
@@ -476,9 +477,7 @@ fn keys_that_come_back_before_the_first_checkpoint_are_kept() {
 /// the restored window, joined from them, still knows every id.
 #[test]
 fn many_ids_go_in_pieces_a_broker_accepts() {
-    let mut cfg = (*config()).clone();
-    cfg.dedup_capacity = 100_000;
-    let cfg = Arc::new(cfg);
+    let cfg = config_with_window(100_000);
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut g = Generator::new(5, 2_000, t0);
     let mut events = g.baseline();

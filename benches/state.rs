@@ -5,7 +5,8 @@
 //! input (the generator's 20,000 workers, about ten events each, some
 //! findings open), so the records are those a restore reads; the restore
 //! is measured from records already in memory, without a broker: what the
-//! engine costs of a changelog restore.
+//! engine costs of a changelog restore (each key's state is left encoded
+//! until first touched), and what decoding every key costs on top.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use driftwatch::config::Config;
@@ -88,6 +89,23 @@ fn bench_state(c: &mut Criterion) {
                 let (ids, written) =
                     window_ids(partition.dedup_window.clone(), pieces).expect("whole window");
                 Engine::restore(cfg.clone(), &partition, records, &ids, written).expect("restores")
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // The same, then every key decoded as if each were touched once: what
+    // a restore cost before keys were left encoded until first touched.
+    group.bench_function("restore_and_decode_every_key", |b| {
+        b.iter_batched(
+            || (records.clone(), pieces.clone(), partition.clone()),
+            |(records, pieces, partition)| {
+                let partition = PartitionRecord::read(partition, &cfg).expect("readable");
+                let (ids, written) =
+                    window_ids(partition.dedup_window.clone(), pieces).expect("whole window");
+                let mut engine = Engine::restore(cfg.clone(), &partition, records, &ids, written)
+                    .expect("restores");
+                engine.thaw_all();
+                engine
             },
             BatchSize::PerIteration,
         )

@@ -321,8 +321,11 @@ fn history_of(
     let mut state = None;
     let mut partition = None;
     let findings = replay_dumps(cfg, dumps, until, report, &mut |p, engine| {
-        if let Some(st) = engine.store().map().get(&key) {
-            state = Some(crate::ops::query::worker_view(&key, &st));
+        if let Some(view) = engine
+            .store()
+            .with_state(&key, |st| crate::ops::query::worker_view(&key, st))
+        {
+            state = Some(view);
             partition = Some(p);
         }
     });

@@ -164,6 +164,31 @@ impl Finding {
     }
 }
 
+/// What the open-findings gauges count of a finding open or escalated:
+/// a restore lists these without decoding whole findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFinding {
+    pub finding_id: String,
+    pub status: Status,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub role: OwnerRole,
+    pub team: Arc<str>,
+}
+
+impl From<&Finding> for OpenFinding {
+    fn from(f: &Finding) -> OpenFinding {
+        OpenFinding {
+            finding_id: f.finding_id.clone(),
+            status: f.status,
+            rule: f.rule,
+            severity: f.severity,
+            role: f.contributing_owner.role,
+            team: f.contributing_owner.team.clone(),
+        }
+    }
+}
+
 /// 128-bit FNV-1a over length-prefixed parts: stable across versions and
 /// platforms, which `std`'s hasher is not.
 pub fn stable_id(parts: &[&[u8]]) -> String {

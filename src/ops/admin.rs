@@ -147,8 +147,7 @@ async fn worker(State(stats): State<Arc<LiveStats>>, Path(id): Path<String>) -> 
         .map(|(p, s)| (*p, s.clone()))
         .collect();
     for (partition, store) in stores {
-        if let Some(st) = store.map().get(&key) {
-            let view = crate::ops::query::worker_view(&key, &st);
+        if let Some(view) = store.with_state(&key, |st| crate::ops::query::worker_view(&key, st)) {
             return (
                 StatusCode::OK,
                 Json(serde_json::json!({ "worker_id": id, "partition": partition, "state": view })),

@@ -251,18 +251,9 @@ pub fn open_findings<'a>(
 ) -> (Vec<Finding>, bool) {
     let mut out = Vec::new();
     for store in stores {
-        for st in store.map().iter() {
-            for ep in st.episodes() {
-                if !matches!(ep.phase, Phase::Open | Phase::Escalated) {
-                    continue;
-                }
-                if let Some(f) = ep.finding.as_deref() {
-                    if filter.matches(f) {
-                        out.push(f.clone());
-                    }
-                }
-            }
-        }
+        store.for_each_state(|_, st| {
+            out.extend(st.open_findings().filter(|f| filter.matches(f)).cloned());
+        });
     }
     out.sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
     let more = out.len() > filter.limit;

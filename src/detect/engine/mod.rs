@@ -42,8 +42,8 @@ mod timers;
 use crate::config::Config;
 pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{Condition, Rule};
-use crate::detect::state::{Attrs, Dedup, EvRef, Store};
-use crate::model::event::{Envelope, Event};
+use crate::detect::state::{Attrs, Dedup, EvRef, Frozen, Store, WorkerState};
+use crate::model::event::{Envelope, Event, Key};
 use crate::model::finding::Finding;
 use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
@@ -91,6 +91,8 @@ pub struct Engine {
     /// Keys HR has sent an event for: the tracked workers of the storm limit.
     workers: usize,
     entries: usize,
+    /// Keys a restore left encoded in the store, not touched since.
+    frozen: usize,
     opening_serial: u64,
     stats: EngineStats,
     /// Transitions change state as usual but are not copied out (a restore
@@ -124,6 +126,7 @@ impl Engine {
             tracked: 0,
             workers: 0,
             entries: 0,
+            frozen: 0,
             opening_serial: 0,
             stats: EngineStats::default(),
             quiet: false,
@@ -164,17 +167,54 @@ impl Engine {
     /// Rule and severity of every finding open or escalated now (a walk
     /// over the whole store: for restores, not for the hot path).
     pub fn open_findings(&self) -> Vec<(Rule, crate::model::finding::Severity)> {
-        let mut out = Vec::new();
-        for st in self.store.map().iter() {
-            for ep in st.episodes() {
-                if matches!(ep.phase, Phase::Open | Phase::Escalated) {
-                    if let Some(f) = &ep.finding {
-                        out.push((f.rule, f.severity));
-                    }
-                }
-            }
+        self.store
+            .open_findings()
+            .into_iter()
+            .map(|f| (f.rule, f.severity))
+            .collect()
+    }
+
+    /// Decodes `key`'s state if a restore left it encoded: before any
+    /// change to it. A record that cannot be decoded (the broker checks
+    /// records' CRCs and the restore their format version, so only a
+    /// defect gets here) is logged and the key starts again empty.
+    #[inline]
+    pub(super) fn thaw(&mut self, key: &Key) {
+        if self.frozen > 0 {
+            self.thaw_frozen(key);
         }
-        out
+    }
+
+    fn thaw_frozen(&mut self, key: &Key) {
+        let Some((key, frozen)) = self.store.frozen().remove(key) else {
+            return;
+        };
+        self.frozen -= 1;
+        let st = match frozen.thaw(&mut |s| self.intern(s)) {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded: the key starts again empty");
+                if let Ok((_, summary)) = Frozen::new(frozen.record().to_vec()) {
+                    self.entries -= summary.entries as usize;
+                    self.workers -= usize::from(summary.known_to_hr);
+                }
+                WorkerState::default()
+            }
+        };
+        self.store.map().insert(key, st);
+    }
+
+    /// Decodes every key a restore left encoded.
+    pub fn thaw_all(&mut self) {
+        let keys: Vec<Key> = self
+            .store
+            .frozen()
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
+        for key in keys {
+            self.thaw_frozen(&key);
+        }
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -318,6 +358,7 @@ impl Engine {
             Event::App(_) => Attrs::default(),
         };
         let now = self.now;
+        self.thaw(&key);
         let store = self.store.clone();
         {
             let mut st = match store.map().get_mut(&key) {

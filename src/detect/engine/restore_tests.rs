@@ -4,7 +4,7 @@
 use super::*;
 use crate::model::event::{Key, Origin};
 use crate::model::finding::Status;
-use crate::model::id::Topic;
+use crate::model::id::{Sym, Topic};
 use crate::model::time::MS_PER_DAY;
 use crate::tools::generate::Generator;
 use std::collections::{BTreeMap, HashMap};
@@ -280,9 +280,9 @@ fn damaged_key_records_are_errors() {
     run(&mut engine, &feed(9)[..600], 0);
     let records = engine.checkpoint().keys;
     let decode = |b: &[u8]| {
-        let mut r = crate::detect::state::Reader::new(b);
-        crate::detect::state::WorkerState::decode(&mut r, &mut crate::model::id::Sym::new)
-            .and_then(|st| r.finish().map(|()| st))
+        crate::detect::state::Frozen::new(b.to_vec())
+            .and_then(|(frozen, _)| frozen.thaw(&mut Sym::new).map(|st| (frozen, st)))
+            .and_then(|(frozen, st)| frozen.open_findings().map(|_| st))
     };
     for (_, bytes) in records.iter().take(40) {
         assert!(decode(bytes).is_ok());
@@ -517,4 +517,53 @@ fn many_ids_go_in_pieces_a_broker_accepts() {
     assert_eq!(a, b);
     assert_eq!(restored.stats(), engine.stats());
     assert!(engine.stats().duplicates >= 2_000, "{:?}", engine.stats());
+}
+
+/// A restore leaves every key's state encoded, with what the engine and
+/// the gauges need read from its summary; a key is decoded when first
+/// touched, and readers see the same state either way.
+#[test]
+fn a_restored_key_is_decoded_when_first_touched() {
+    let cfg = config();
+    let events = feed(5);
+    let cut = events.len() / 2;
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    run(&mut engine, &events[..cut], 0);
+    let mut log = Log::default();
+    log.write(engine.checkpoint());
+    let mut restored = log.restore(&cfg).expect("restores");
+    let store = restored.store().clone();
+    assert_eq!(store.frozen().len(), restored.tracked());
+    assert_eq!(store.map().len(), 0, "nothing decoded by the restore");
+    let sorted = |mut v: Vec<crate::model::finding::OpenFinding>| {
+        v.sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
+        v
+    };
+    let open = sorted(store.open_findings());
+    assert!(!open.is_empty(), "the feed leaves findings open");
+    assert_eq!(open, sorted(engine.store().open_findings()));
+    for e in engine.store().map().iter() {
+        let view =
+            |st: &crate::detect::state::WorkerState| crate::ops::query::worker_view(e.key(), st);
+        assert_eq!(store.with_state(e.key(), view), Some(view(e.value())));
+    }
+    // The rest of the feed touches some keys, not all.
+    let rest = &events[cut..cut + 300];
+    run(&mut restored, rest, cut);
+    let left = store.frozen().len();
+    assert!(
+        left > 0 && left < restored.tracked(),
+        "{left} still encoded"
+    );
+    assert_eq!(store.map().len() + left, restored.tracked());
+    restored.thaw_all();
+    assert_eq!(store.frozen().len(), 0);
+    let entries: usize = store.map().iter().map(|st| st.entries()).sum();
+    assert_eq!(entries, restored.entries());
+    run(&mut engine, rest, cut);
+    assert_eq!(
+        (restored.tracked(), restored.workers(), restored.entries()),
+        (engine.tracked(), engine.workers(), engine.entries())
+    );
 }

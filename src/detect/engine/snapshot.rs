@@ -20,7 +20,7 @@ use super::timers::{TimerKey, MIN_TIMER_SWEEP};
 use super::{Engine, EngineStats};
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{CodecError, Dedup, Reader, WorkerState, Writer};
+use crate::detect::state::{CodecError, Dedup, Frozen, Reader, Writer};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
 /// version is not read.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
@@ -340,13 +340,19 @@ impl Engine {
         }
         let mut pieces: std::collections::VecDeque<(u64, u64)> = written.into();
         pieces.make_contiguous().sort_unstable();
-        let dirty = self.store.map().iter().map(|e| e.key().clone()).collect();
+        let dirty = self
+            .store
+            .map()
+            .iter()
+            .map(|e| e.key().clone())
+            .chain(self.store.frozen().iter().map(|e| e.key().clone()))
+            .collect();
         let mut deleted: Vec<Key> = keys
             .into_iter()
-            .filter(|k| !self.store.map().contains_key(k))
+            .filter(|k| !self.store.contains(k))
             .collect();
         deleted.sort();
-        let supersedes = !pieces.is_empty() || !deleted.is_empty() || !self.store.map().is_empty();
+        let supersedes = !pieces.is_empty() || !deleted.is_empty() || !self.store.is_empty();
         self.changes = Some(Changes {
             dirty,
             dedup_written: self.dedup.window_start(),
@@ -381,8 +387,10 @@ impl Engine {
         for key in dirty {
             if let Some(st) = self.store.map().get(&key) {
                 let mut w = Writer::default();
-                st.encode(&mut w);
+                st.encode_record(&mut w);
                 keys.push((key, w.buf));
+            } else if let Some(frozen) = self.store.frozen().get(&key) {
+                keys.push((key.clone(), frozen.record().to_vec()));
             }
         }
         // Keys the changelog held that this state did not when it began
@@ -391,7 +399,7 @@ impl Engine {
         let store = &self.store;
         let deleted = std::mem::take(&mut changes.deleted)
             .into_iter()
-            .filter(|k| !store.map().contains_key(k))
+            .filter(|k| !store.contains(k))
             .collect();
         let mut out = Checkpoint {
             keys,
@@ -549,28 +557,26 @@ impl Engine {
             end,
         );
         let store = engine.store.clone();
-        for (key, bytes) in keys {
-            let mut r = Reader::new(&bytes);
-            let st = WorkerState::decode(&mut r, &mut |s| engine.intern(s))
-                .and_then(|st| r.finish().map(|()| st))
-                .map_err(|source| RestoreError::Key {
-                    key: key.to_string(),
-                    source,
-                })?;
-            engine.entries += st.entries();
+        // Each key's state stays encoded until first touched; its summary
+        // gives what the engine totals and its timer.
+        for (key, record) in keys {
+            let (frozen, summary) = Frozen::new(record).map_err(|source| RestoreError::Key {
+                key: key.to_string(),
+                source,
+            })?;
+            engine.entries += summary.entries as usize;
             // Serials of openings a key's record holds (one written after
             // the partition record) are never given out again.
-            for ep in st.episodes() {
-                engine.opening_serial = engine.opening_serial.max(ep.opening);
-            }
-            if st.known_to_hr() {
+            engine.opening_serial = engine.opening_serial.max(summary.opening);
+            if summary.known_to_hr {
                 engine.workers += 1;
             }
-            if let Some(at) = st.wake_at() {
+            if let Some(at) = summary.wake_at {
                 heap.push(Reverse((at, TimerKey::Worker(key.clone()))));
             }
-            if store.map().insert(key, st).is_none() {
+            if store.frozen().insert(key, frozen).is_none() {
                 engine.tracked += 1;
+                engine.frozen += 1;
             }
         }
         engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);

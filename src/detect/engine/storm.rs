@@ -252,6 +252,7 @@ impl Engine {
         storm.before = 0..0;
         keys.sort();
         for key in keys {
+            self.thaw(&key);
             let store = self.store.clone();
             let Some(mut st) = store.map().get_mut(&key) else {
                 continue;

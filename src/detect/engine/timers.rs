@@ -45,10 +45,13 @@ impl Engine {
         let mut kept = std::mem::take(&mut self.timers).into_vec();
         kept.retain(|Reverse((at, which))| match which {
             TimerKey::Storm(_) | TimerKey::StormEnd(_) => true,
-            TimerKey::Worker(key) => store
-                .map()
-                .get(key)
-                .is_some_and(|st| st.wake_at() == Some(*at)),
+            TimerKey::Worker(key) => match store.map().get(key) {
+                Some(st) => st.wake_at() == Some(*at),
+                None => store
+                    .frozen()
+                    .get(key)
+                    .is_some_and(|f| f.wake_at() == Some(*at)),
+            },
         });
         kept.shrink_to_fit();
         self.timers_sweep_at = (2 * kept.len()).max(MIN_TIMER_SWEEP);
@@ -71,6 +74,7 @@ impl Engine {
             let now = self.now;
             match which {
                 TimerKey::Worker(key) => {
+                    self.thaw(&key);
                     let store = self.store.clone();
                     let entry = store.map().get_mut(&key);
                     if let Some(mut st) = entry {

@@ -35,7 +35,8 @@ pub use account::{Account, AccountAttrs, Grant};
 pub use codec::{CodecError, Reader, Writer};
 pub use dedup::Dedup;
 pub use hr::{HrRecord, WorkerStatus};
-pub use store::Store;
+pub use record::Summary;
+pub use store::{Frozen, Store};
 
 use crate::detect::episode::Episode;
 use crate::model::event::{EventType, Origin};

@@ -1,6 +1,7 @@
 //! A key's state ([`WorkerState`]) in the changelog's encoding
 //! ([`super::codec`]): every part of it, field by field, in the order the
-//! types declare them.
+//! types declare them, after a [`Summary`] of it and the findings it holds
+//! open, which a restore reads without decoding the state.
 
 use super::account::GrantMore;
 use super::codec::{CodecError, Reader, Writer};
@@ -8,8 +9,9 @@ use super::hr::HrMore;
 use super::{Account, AccountAttrs, Attrs, Grant, HrRecord, Watch, WorkerState, WorkerStatus};
 use crate::detect::episode::{Episode, Phase};
 use crate::model::event::{AccountKind, HrEvent, HrEventType, Origin, WorkerType};
+use crate::model::finding::{OpenFinding, OwnerRole, Severity, Status};
 use crate::model::id::{Sym, Topic};
-use crate::model::time::OptTs;
+use crate::model::time::{OptTs, Ts};
 use thin_vec::ThinVec;
 
 fn write_attrs(w: &mut Writer, a: &Attrs) {
@@ -217,7 +219,87 @@ fn read_episode(r: &mut Reader<'_>) -> Result<Episode, CodecError> {
     })
 }
 
+/// What the engine keeps of a key whose state is still encoded: what a
+/// restore adds to the engine's totals and timers for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// [`WorkerState::entries`].
+    pub entries: u64,
+    /// The highest opening serial among its episodes (0 without one).
+    pub opening: u64,
+    pub known_to_hr: bool,
+    pub wake_at: Option<Ts>,
+}
+
+impl Summary {
+    /// Reads the summary at the start of a key record.
+    pub fn read(r: &mut Reader<'_>) -> Result<Summary, CodecError> {
+        Ok(Summary {
+            entries: r.u64()?,
+            opening: r.u64()?,
+            known_to_hr: r.bool()?,
+            wake_at: r.opt_ts()?,
+        })
+    }
+}
+
+/// Reads the open findings of a key record, after its [`Summary`].
+pub(super) fn read_open(r: &mut Reader<'_>) -> Result<Vec<OpenFinding>, CodecError> {
+    let mut open = Reader::new(r.bytes()?);
+    let list = open.seq(|r| {
+        Ok(OpenFinding {
+            finding_id: r.str()?.to_string(),
+            status: r.pick(Status::ALL, "status")?,
+            rule: r.rule()?,
+            severity: r.pick(Severity::ALL, "severity")?,
+            role: r.pick(OwnerRole::ALL, "owner role")?,
+            team: r.str()?.into(),
+        })
+    })?;
+    open.finish()?;
+    Ok(list)
+}
+
 impl WorkerState {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            entries: self.entries() as u64,
+            opening: self.episodes().iter().map(|e| e.opening).max().unwrap_or(0),
+            known_to_hr: self.known_to_hr(),
+            wake_at: self.wake_at(),
+        }
+    }
+
+    /// The findings this key holds open or escalated.
+    pub fn open_findings(&self) -> impl Iterator<Item = &crate::model::finding::Finding> {
+        self.episodes()
+            .iter()
+            .filter(|e| matches!(e.phase, Phase::Open | Phase::Escalated))
+            .filter_map(|e| e.finding.as_deref())
+    }
+
+    /// Appends this key's record: its [`Summary`], its open findings as
+    /// the owner gauges count them, then its state ([`Self::encode`]).
+    pub fn encode_record(&self, w: &mut Writer) {
+        let s = self.summary();
+        w.u64(s.entries);
+        w.u64(s.opening);
+        w.bool(s.known_to_hr);
+        w.opt_ts(s.wake_at);
+        let mut open = Writer::default();
+        let list: Vec<&crate::model::finding::Finding> = self.open_findings().collect();
+        open.seq(&list, |w, f| {
+            w.str(&f.finding_id);
+            w.u8(f.status as u8);
+            w.rule(f.rule);
+            w.u8(f.severity as u8);
+            w.u8(f.contributing_owner.role as u8);
+            w.str(&f.contributing_owner.team);
+        });
+        w.bytes(&open.buf);
+        self.encode(w);
+    }
+
     /// Appends this key's state to `w`.
     pub fn encode(&self, w: &mut Writer) {
         w.with_topics(|w| {

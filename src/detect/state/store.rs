@@ -1,22 +1,139 @@
 //! The store of one partition task: a `DashMap` from correlation key to
-//! [`WorkerState`], and the staged prefetch of what a coming event will
-//! touch (its map entry, located from hashbrown's memory layout through
-//! DashMap's `raw-api`, then its lists, then its grant lists).
+//! [`WorkerState`], the keys a restore left encoded ([`Frozen`], decoded
+//! when first touched), and the staged prefetch of what a coming event
+//! will touch (its map entry, located from hashbrown's memory layout
+//! through DashMap's `raw-api`, then its lists, then its grant lists).
 
 use super::cpu::{prefetch, prefetch_lines};
-use super::WorkerState;
+use super::record::{read_open, Summary};
+use super::{CodecError, Reader, WorkerState};
 use crate::model::event::Key;
+use crate::model::finding::OpenFinding;
+use crate::model::id::Sym;
+use crate::model::time::Ts;
 use dashmap::DashMap;
+
+/// A key's record as the state changelog holds it, not decoded yet: a
+/// restore reads only its [`Summary`], and the engine decodes the rest
+/// when an event, a timer or a storm first touches the key.
+#[derive(Debug)]
+pub struct Frozen {
+    record: Box<[u8]>,
+    wake_at: Option<Ts>,
+}
+
+impl Frozen {
+    /// Keeps `record` (a key record of the changelog) after reading its
+    /// summary.
+    pub fn new(record: Vec<u8>) -> Result<(Frozen, Summary), CodecError> {
+        let summary = Summary::read(&mut Reader::new(&record))?;
+        let frozen = Frozen {
+            record: record.into_boxed_slice(),
+            wake_at: summary.wake_at,
+        };
+        Ok((frozen, summary))
+    }
+
+    /// The time the key's timer is set for, if any.
+    pub fn wake_at(&self) -> Option<Ts> {
+        self.wake_at
+    }
+
+    /// The record, as the changelog holds it.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// The findings the key holds open or escalated.
+    pub fn open_findings(&self) -> Result<Vec<OpenFinding>, CodecError> {
+        let mut r = Reader::new(&self.record);
+        Summary::read(&mut r)?;
+        read_open(&mut r)
+    }
+
+    /// Decodes the key's state; texts go through `intern`.
+    pub fn thaw(&self, intern: &mut dyn FnMut(&str) -> Sym) -> Result<WorkerState, CodecError> {
+        let mut r = Reader::new(&self.record);
+        Summary::read(&mut r)?;
+        r.bytes()?;
+        let st = WorkerState::decode(&mut r, intern)?;
+        r.finish()?;
+        Ok(st)
+    }
+}
 
 /// The store of one partition task.
 #[derive(Debug, Default)]
 pub struct Store {
     map: DashMap<Key, WorkerState, ahash::RandomState>,
+    frozen: DashMap<Key, Frozen, ahash::RandomState>,
 }
 
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// Keys a restore left encoded (the engine alone takes them out).
+    pub fn frozen(&self) -> &DashMap<Key, Frozen, ahash::RandomState> {
+        &self.frozen
+    }
+
+    /// Whether `key` has state, decoded or not.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.map.contains_key(key) || self.frozen.contains_key(key)
+    }
+
+    /// Calls `f` with `key`'s state, decoding it for the call (not in
+    /// place) if it is still encoded. Readers outside the engine use this;
+    /// a state that cannot be decoded is logged and passed over.
+    pub fn with_state<R>(&self, key: &Key, f: impl FnOnce(&WorkerState) -> R) -> Option<R> {
+        if let Some(st) = self.map.get(key) {
+            return Some(f(&st));
+        }
+        let frozen = self.frozen.get(key)?;
+        match frozen.thaw(&mut Sym::new) {
+            Ok(st) => Some(f(&st)),
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded");
+                None
+            }
+        }
+    }
+
+    /// Calls `f` with every key's state, decoding those still encoded
+    /// for the call (a walk over the whole store: for queries, not for the
+    /// hot path).
+    pub fn for_each_state(&self, mut f: impl FnMut(&Key, &WorkerState)) {
+        for e in self.map.iter() {
+            f(e.key(), e.value());
+        }
+        for e in self.frozen.iter() {
+            match e.value().thaw(&mut Sym::new) {
+                Ok(st) => f(e.key(), &st),
+                Err(err) => {
+                    tracing::error!(key = %e.key(), error = %err, "a key's state in the changelog cannot be decoded")
+                }
+            }
+        }
+    }
+
+    /// The findings open or escalated, as the owner gauges count them
+    /// (read from the records of keys still encoded).
+    pub fn open_findings(&self) -> Vec<OpenFinding> {
+        let mut out: Vec<OpenFinding> = Vec::new();
+        for e in self.map.iter() {
+            out.extend(e.value().open_findings().map(OpenFinding::from));
+        }
+        for e in self.frozen.iter() {
+            match e.value().open_findings() {
+                Ok(open) => out.extend(open),
+                Err(err) => {
+                    tracing::error!(key = %e.key(), error = %err, "a key's state in the changelog cannot be decoded")
+                }
+            }
+        }
+        out
     }
 
     /// Starts loading the map entry of `key` (the control bytes of its
@@ -76,12 +193,13 @@ impl Store {
         &self.map
     }
 
+    /// Keys held, decoded or not.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.frozen.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.frozen.is_empty()
     }
 }
 

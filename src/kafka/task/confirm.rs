@@ -7,7 +7,7 @@ use crate::detect::engine::Checkpoint;
 use crate::kafka::changelog;
 use crate::kafka::publish::confirm;
 use crate::kafka::{PipelineError, Shared};
-use crate::model::finding::{Finding, Severity};
+use crate::model::finding::{Finding, OpenFinding, Severity};
 use crate::model::rule::Rule;
 use crate::ops::metrics::{Metrics, OwnerBook, TeamLabels};
 use rdkafka::producer::DeliveryFuture;
@@ -99,7 +99,7 @@ pub(super) async fn confirm_batches(
     shared: Arc<Shared>,
     partition: i32,
     mut batches: mpsc::Receiver<Batch>,
-    restored_open: Vec<Finding>,
+    restored_open: Vec<OpenFinding>,
     saving: &Saving,
 ) -> Result<(), PipelineError> {
     let cfg = shared.cfg.clone();

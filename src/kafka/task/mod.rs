@@ -196,11 +196,7 @@ impl PartitionTask {
         inputs.start_at(&start);
         consumer.resume(&tpl)?;
         // What the restore found open or escalated, for the open-findings gauges.
-        let restored_open = crate::ops::query::open_findings(
-            std::iter::once(&**engine.store()),
-            &crate::ops::query::FindingFilter::all(),
-        )
-        .0;
+        let restored_open = engine.store().open_findings();
         shared
             .stats
             .stores

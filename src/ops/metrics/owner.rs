@@ -4,7 +4,7 @@
 
 use super::Metrics;
 use crate::config::Config;
-use crate::model::finding::{Finding, OwnerRole, Status};
+use crate::model::finding::{Finding, OpenFinding, OwnerRole, Status};
 use crate::model::rule::Rule;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -88,14 +88,20 @@ impl<'m> OwnerBook<'m> {
 
     /// A finding the restore found open or escalated: counted in the
     /// gauges as its status says, not as a new transition.
-    pub fn restored(&mut self, f: &Finding) {
-        self.track(f);
+    pub fn restored(&mut self, f: &OpenFinding) {
+        self.track(&f.finding_id, f.status, f.role, &f.team, f.rule);
     }
 
     /// A finding transition the broker acknowledged.
     pub fn acknowledged(&mut self, f: &Finding) {
         match f.status {
-            Status::Open | Status::Escalated => self.track(f),
+            Status::Open | Status::Escalated => self.track(
+                &f.finding_id,
+                f.status,
+                f.contributing_owner.role,
+                &f.contributing_owner.team,
+                f.rule,
+            ),
             Status::Resolved => {
                 if let Some(c) = self.open.remove(&f.finding_id) {
                     c.move_gauges(self.metrics, -1, -i64::from(c.overdue));
@@ -107,9 +113,9 @@ impl<'m> OwnerBook<'m> {
     }
 
     /// Counts `f` as open, and as overdue when it is escalated.
-    fn track(&mut self, f: &Finding) {
-        let overdue = f.status == Status::Escalated;
-        match self.open.get_mut(&f.finding_id) {
+    fn track(&mut self, id: &str, status: Status, role: OwnerRole, team: &str, rule: Rule) {
+        let overdue = status == Status::Escalated;
+        match self.open.get_mut(id) {
             Some(c) => {
                 if overdue && !c.overdue {
                     c.overdue = true;
@@ -118,13 +124,13 @@ impl<'m> OwnerBook<'m> {
             }
             None => {
                 let c = Counted {
-                    role: f.contributing_owner.role,
-                    team: self.teams.label(&f.contributing_owner.team),
-                    rule: f.rule,
+                    role,
+                    team: self.teams.label(team),
+                    rule,
                     overdue,
                 };
                 c.move_gauges(self.metrics, 1, i64::from(overdue));
-                self.open.insert(f.finding_id.clone(), c);
+                self.open.insert(id.to_string(), c);
             }
         }
     }
@@ -236,7 +242,7 @@ mod tests {
         assert_eq!(gauge(&m.owner_open, other), 1);
 
         // The partition's share goes back when its task ends.
-        book.restored(&finding("f4", "ESCALATED", "IT", "it-identity", IT[2], 24));
+        book.restored(&(&finding("f4", "ESCALATED", "IT", "it-identity", IT[2], 24)).into());
         assert_eq!(
             (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
             (1, 1)
@@ -259,7 +265,7 @@ mod tests {
         let mut p0 = OwnerBook::new(&m, teams.clone());
         let mut p1 = OwnerBook::new(&m, teams);
         p0.acknowledged(&finding("a", "OPEN", "IT", "it-identity", IT[2], 0));
-        p1.restored(&finding("b", "ESCALATED", "IT", "it-identity", IT[2], 24));
+        p1.restored(&(&finding("b", "ESCALATED", "IT", "it-identity", IT[2], 24)).into());
         // A storm finding restored open is not listed by the restore: its
         // transitions still move the gauges once, and never below zero.
         p1.acknowledged(&finding("s", "ESCALATED", "IT", "it-identity", IT[2], 24));

@@ -6,7 +6,13 @@
 //! - `k` + uncorrelated flag + correlation key: that key's whole state;
 //! - `d` + first id number (8 bytes, big-endian): a piece of the
 //!   de-duplication window (deleted by a tombstone once out of it);
-//! - `p`: the partition record (stream time, storms, the window's bounds).
+//! - `p`: the partition record (stream time, storms, the window's bounds);
+//! - `o`: the origin, first record of a state not restored from the
+//!   changelog (fresh, or rebuilt from history), never rewritten by it:
+//!   nothing before the newest origin is needed. A changelog whose start
+//!   is gone (retention, a trimming broker) is usable only while its
+//!   newest origin is still there; a broker whose log start moves as it
+//!   compacts (Tansu) removes only superseded records before it.
 //!
 //! Each value starts with the input offsets its checkpoint reflects (the
 //! next offset of each input topic, in configuration order) and the
@@ -101,7 +107,10 @@ struct Records {
 }
 
 fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
-    let mut first = Vec::with_capacity(checkpoint.keys.len() + 2);
+    let mut first = Vec::with_capacity(checkpoint.keys.len() + 3);
+    if checkpoint.origin {
+        first.push((b"o".to_vec(), Some(frame(offsets, &[]))));
+    }
     // A state rebuilt from history replaces the old one: without its
     // partition record, the old state cannot be paired with these keys.
     if checkpoint.supersedes {
@@ -291,12 +300,9 @@ fn scan(
     let (mut records, mut bytes) = (0u64, 0u64);
     // The first reason found not to use it; the scan goes on, to learn
     // every piece of ids it holds.
-    let mut unusable: Option<String> = (low > 0).then(|| {
-        // Compaction keeps offsets; only deletion moves the start.
-        format!(
-            "{topic} [{partition}] starts at offset {low}: records before it were deleted (retention, or a broker that trims), so some keys' state may be missing; the topic must be compacted, not deleted"
-        )
-    });
+    let mut unusable: Option<String> = None;
+    // The newest origin record read: before it, nothing is needed.
+    let mut origin: Option<i64> = None;
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
@@ -371,6 +377,7 @@ fn scan(
                 }
             };
             match (key.first(), piece) {
+                (Some(b'o'), None) if key.len() == 1 => origin = Some(m.offset()),
                 (_, Some(first)) => {
                     pieces.insert(first, framed.1.to_vec());
                 }
@@ -392,6 +399,12 @@ fn scan(
                 _ => {}
             }
         }
+    }
+    if low > 0 && origin.is_none() {
+        // The start is gone with the origin: some keys' records may be too.
+        unusable = Some(format!(
+            "{topic} [{partition}] starts at offset {low} and its origin record is gone: records were deleted (retention, or a broker that trims), so some keys' state may be missing; the topic must be compacted, not deleted"
+        ));
     }
     shared.stats.metrics.state_records_read.inc_by(records);
     shared.stats.metrics.state_bytes_read.inc_by(bytes);

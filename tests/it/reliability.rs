@@ -355,6 +355,95 @@ async fn tansu_stopped_for_30s_and_restarted() {
     .await;
 }
 
+/// Tansu compacts the state changelog in its maintenance (run as it
+/// starts): records that later checkpoints superseded are deleted. The next
+/// detector, forbidden to re-read history, restores from what is left and
+/// publishes what one uninterrupted run would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker (scripts/test.sh starts it and runs these)"]
+async fn a_changelog_compacted_by_tansu_restores() {
+    let broker = Broker::own_tansu();
+    let _turn = crate::harness::TANSU_TURN.lock().await;
+    let Broker::OwnTansu(t) = &broker else {
+        unreachable!()
+    };
+    let s = Setup::with_changelog(&broker, "compacted").await;
+    s.produce_generated(43, 200, 1_500).await;
+    let mut first = s.detector("first");
+    s.wait_caught_up(CATCH_UP, &mut [&mut first]);
+    // The same workers change again: their keys' records are superseded.
+    s.produce_more(1_500).await;
+    s.wait_caught_up(CATCH_UP, &mut [&mut first]);
+    assert!(first.terminate().success(), "{}", first.log_text());
+    let written = state_records(&s);
+    t.lock().unwrap().stop();
+    t.lock().unwrap().restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = state_records(&s);
+    while left >= written {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Tansu compacted none of the {written} state records"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        left = state_records(&s);
+    }
+    s.produce_more(300).await;
+    let mut second = s.detector_env("second", &[("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")]);
+    s.wait_caught_up(CATCH_UP, &mut [&mut second]);
+    assert!(second.terminate().success(), "{}", second.log_text());
+    let log = second.log_text();
+    assert!(
+        log.contains("source=\"changelog\"") && !log.contains("source=\"history\""),
+        "every partition restored from the compacted changelog ({written} records, {left} left): {log}"
+    );
+    s.assert_published_as_reference();
+}
+
+/// Records in the state topic, read from each partition's start to its end.
+fn state_records(s: &Setup) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.cfg.kafka.bootstrap_servers)
+        .set("group.id", crate::harness::unique("count"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let topic = &s.cfg.topics.state;
+    let mut count = 0;
+    for p in 0..crate::harness::PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    use rdkafka::Message;
+                    count += 1;
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic} [{p}]: {e}"),
+                None => assert!(
+                    std::time::Instant::now() < deadline,
+                    "{topic} [{p}] stalled"
+                ),
+            }
+        }
+    }
+    count
+}
+
 /// A second detector joins while the first works through a backlog, and
 /// leaves (SIGTERM) while there is still work: together they publish what
 /// one uninterrupted process would. (All input is on the broker first, so

@@ -51,6 +51,10 @@ pub struct Checkpoint {
     /// partition record is deleted first, so that a crash before the new
     /// one cannot pair it with these keys.
     pub supersedes: bool,
+    /// The first checkpoint of a state not restored from the changelog
+    /// (fresh, or rebuilt from history): it begins with an origin record,
+    /// before which nothing in the changelog is needed.
+    pub origin: bool,
     /// Keys a changelog holds that this state does not (written by a run
     /// whose state was not restored): to delete.
     pub deleted: Vec<Key>,
@@ -74,6 +78,9 @@ pub(super) struct Changes {
     /// The next checkpoint replaces a changelog this state was not
     /// restored from.
     supersedes: bool,
+    /// The next checkpoint is the first of a state not restored from the
+    /// changelog.
+    origin: bool,
 }
 
 /// Why state records cannot restore an engine.
@@ -360,6 +367,7 @@ impl Engine {
             deleted,
             orphaned: Vec::new(),
             supersedes,
+            origin: true,
         });
     }
 
@@ -405,6 +413,7 @@ impl Engine {
             keys,
             deleted,
             supersedes: std::mem::take(&mut changes.supersedes),
+            origin: std::mem::take(&mut changes.origin),
             ..Checkpoint::default()
         };
         let start = self.dedup.window_start();
@@ -590,6 +599,7 @@ impl Engine {
             deleted: Vec::new(),
             orphaned,
             supersedes: false,
+            origin: false,
         });
         Ok(engine)
     }

@@ -185,6 +185,11 @@ struct BenchArgs {
     /// writes it (`0s`: after every batch) [default: 2s]
     #[arg(long, requires = "changelog")]
     checkpoint_interval: Option<String>,
+    /// With --changelog: before the restore with tenfold history, wait up
+    /// to this long for the broker to compact the state changelog (Tansu
+    /// compacts in its maintenance, as it starts and every 10 minutes)
+    #[arg(long, requires = "changelog")]
+    compaction_wait: Option<String>,
     /// Configuration file (default: the built-in config/driftwatch.toml).
     #[arg(long)]
     config: Option<PathBuf>,

@@ -14,12 +14,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         memory_workers,
         changelog,
         checkpoint_interval,
+        compaction_wait,
         config,
     } = args;
     let checkpoint_interval_ms = checkpoint_interval
         .map(|s| driftwatch::config::parse_duration_ms("--checkpoint-interval", &s))
         .transpose()?
         .map(|ms| ms.max(0) as u64);
+    let compaction_wait_ms = compaction_wait
+        .map(|s| driftwatch::config::parse_duration_ms("--compaction-wait", &s))
+        .transpose()?
+        .map_or(0, |ms| ms.max(0) as u64);
     let cfg = load_config(config.as_ref())?;
     let opts = driftwatch::tools::bench::BenchOptions {
         bootstrap: bootstrap_servers,
@@ -30,6 +35,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         memory_workers,
         changelog,
         checkpoint_interval_ms,
+        compaction_wait_ms,
     };
     let mut stdout = std::io::stdout();
     runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;

@@ -251,7 +251,7 @@ pub fn open_findings<'a>(
 ) -> (Vec<Finding>, bool) {
     let mut out = Vec::new();
     for store in stores {
-        store.for_each_state(|_, st| {
+        store.for_each_with_open_findings(|st| {
             out.extend(st.open_findings().filter(|f| filter.matches(f)).cloned());
         });
     }

@@ -93,6 +93,9 @@ pub struct Generator {
     now: Ts,
     /// Privileged app entitlements per generated worker (every 10th worker).
     privileged_every: u64,
+    /// No new workers or accounts: what would add one changes an existing
+    /// worker's attributes instead.
+    steady: bool,
 }
 
 impl Generator {
@@ -105,7 +108,15 @@ impl Generator {
             seq: 0,
             now: start,
             privileged_every: 10,
+            steady: false,
         }
+    }
+
+    /// From now on, no new workers or accounts: joiners, contractors and
+    /// new orphan or service accounts become attribute updates of existing
+    /// workers, so the history grows and the set of keys does not.
+    pub fn keep_population(&mut self) {
+        self.steady = true;
     }
 
     pub fn now(&self) -> Ts {
@@ -276,7 +287,19 @@ impl Generator {
         let app = (w % APPS.len() as u64) as usize;
         let app_acct = format!("{}-{w:06}", APPS[app].0);
         let mut out = Vec::new();
-        match self.pick() {
+        let scenario = match self.pick() {
+            Scenario::CleanJoiner
+            | Scenario::Joiner
+            | Scenario::Orphan
+            | Scenario::OrphanedService
+            | Scenario::ContractEnd
+                if self.steady =>
+            {
+                Scenario::AttributeUpdate
+            }
+            s => s,
+        };
+        match scenario {
             Scenario::CleanLeaver => {
                 out.push(Event::Hr(self.hr(HrEventType::Termination, w, t, t)));
                 out.push(Event::Directory(self.dir(

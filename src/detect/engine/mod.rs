@@ -186,22 +186,28 @@ impl Engine {
     }
 
     fn thaw_frozen(&mut self, key: &Key) {
-        let Some((key, frozen)) = self.store.frozen().remove(key) else {
-            return;
-        };
-        self.frozen -= 1;
-        let st = match frozen.thaw(&mut |s| self.intern(s)) {
-            Ok(st) => st,
-            Err(e) => {
-                tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded: the key starts again empty");
-                if let Ok((_, summary)) = Frozen::new(frozen.record().to_vec()) {
-                    self.entries -= summary.entries as usize;
-                    self.workers -= usize::from(summary.known_to_hr);
+        let store = self.store.clone();
+        {
+            // The record leaves the frozen keys only once its state is in
+            // the map: a `/v1` reader looks in the map first, then here.
+            let Some(frozen) = store.frozen().get(key) else {
+                return;
+            };
+            let st = match frozen.thaw(&mut |s| self.intern(s)) {
+                Ok(st) => st,
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded: the key starts again empty");
+                    if let Ok((_, summary)) = Frozen::new(frozen.record().to_vec()) {
+                        self.entries -= summary.entries as usize;
+                        self.workers -= usize::from(summary.known_to_hr);
+                    }
+                    WorkerState::default()
                 }
-                WorkerState::default()
-            }
-        };
-        self.store.map().insert(key, st);
+            };
+            store.map().insert(key.clone(), st);
+        }
+        store.frozen().remove(key);
+        self.frozen -= 1;
     }
 
     /// Decodes every key a restore left encoded.

@@ -543,6 +543,15 @@ fn a_restored_key_is_decoded_when_first_touched() {
     let open = sorted(store.open_findings());
     assert!(!open.is_empty(), "the feed leaves findings open");
     assert_eq!(open, sorted(engine.store().open_findings()));
+    let query = |store: &crate::detect::state::Store| {
+        let all = crate::ops::query::FindingFilter::all();
+        crate::ops::query::open_findings(std::iter::once(store), &all).0
+    };
+    assert_eq!(
+        query(&store),
+        query(engine.store()),
+        "the /v1 findings query"
+    );
     for e in engine.store().map().iter() {
         let view =
             |st: &crate::detect::state::WorkerState| crate::ops::query::worker_view(e.key(), st);

@@ -51,6 +51,14 @@ impl Frozen {
         read_open(&mut r)
     }
 
+    /// Whether the key holds findings open or escalated (read from the
+    /// record's list of them, not decoded).
+    pub fn holds_open(&self) -> Result<bool, CodecError> {
+        let mut r = Reader::new(&self.record);
+        Summary::read(&mut r)?;
+        Ok(Reader::new(r.bytes()?).count()? > 0)
+    }
+
     /// Decodes the key's state; texts go through `intern`.
     pub fn thaw(&self, intern: &mut dyn FnMut(&str) -> Sym) -> Result<WorkerState, CodecError> {
         let mut r = Reader::new(&self.record);
@@ -101,16 +109,22 @@ impl Store {
         }
     }
 
-    /// Calls `f` with every key's state, decoding those still encoded
-    /// for the call (a walk over the whole store: for queries, not for the
-    /// hot path).
-    pub fn for_each_state(&self, mut f: impl FnMut(&Key, &WorkerState)) {
+    /// Calls `f` with the state of every key that may hold open findings:
+    /// every decoded key, and the encoded ones whose record lists some,
+    /// decoded for the call (a walk over the whole store: for queries, not
+    /// for the hot path).
+    pub fn for_each_with_open_findings(&self, mut f: impl FnMut(&WorkerState)) {
         for e in self.map.iter() {
-            f(e.key(), e.value());
+            f(e.value());
         }
         for e in self.frozen.iter() {
-            match e.value().thaw(&mut Sym::new) {
-                Ok(st) => f(e.key(), &st),
+            let frozen = e.value();
+            match frozen
+                .holds_open()
+                .and_then(|open| open.then(|| frozen.thaw(&mut Sym::new)).transpose())
+            {
+                Ok(Some(st)) => f(&st),
+                Ok(None) => {}
                 Err(err) => {
                     tracing::error!(key = %e.key(), error = %err, "a key's state in the changelog cannot be decoded")
                 }

@@ -2,14 +2,17 @@
 //! holding input generated as for the other phases: a detector keeping the
 //! changelog (its throughput against the one without, in the same run),
 //! then a restart restoring from the changelog, side by side with the
-//! restore from history; then the history grown tenfold by the same
-//! generator (which keeps hiring), and the changelog restore again.
+//! restore from history; then the history grown tenfold for the same
+//! workers and accounts (the generator hires no one and opens no account),
+//! optionally a wait for the broker to compact the changelog, and the
+//! changelog restore again.
 
 use super::usage::{cpu_per_event, cpu_seconds};
 use super::STALL;
 use crate::config::Config;
 use crate::kafka::{self, LiveStats, PipelineError};
 use crate::tools::generate::Generator;
+use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -42,6 +45,7 @@ pub(super) async fn changelog_phase(
     partitions: i32,
     produced: u64,
     checkpoint_interval_ms: Option<u64>,
+    compaction_wait_ms: u64,
     baseline: &Baseline,
     out: &mut (dyn Write + Send),
 ) -> Result<(), PipelineError> {
@@ -106,8 +110,8 @@ pub(super) async fn changelog_phase(
         baseline.restore_secs / first.secs.max(1e-9)
     );
 
-    // Nine times as much input again from the same generator (which
-    // keeps hiring: the keys grow too).
+    // Nine times as much input again, for the same workers and accounts.
+    generator.keep_population();
     let mut more = Vec::new();
     while (more.len() as u64) < 9 * produced {
         more.extend(generator.next_batch(60_000));
@@ -126,6 +130,11 @@ pub(super) async fn changelog_phase(
             out,
             "history 10x: the detector applied {done} of the {added} events added (the broker trimmed the rest before it read them)"
         );
+    }
+    if compaction_wait_ms > 0 {
+        tokio::task::block_in_place(|| {
+            wait_for_compaction(&cfg, partitions, compaction_wait_ms, out)
+        })?;
     }
     let grown = restore(&cfg).await?;
     report(out, "restore from the changelog, history 10x", &grown);
@@ -197,6 +206,98 @@ async fn catch_up(
     let _ = stop.send(true);
     super::finish(detector).await?;
     Ok((secs, cpu, done))
+}
+
+/// Waits up to `wait_ms` for the broker to compact the state changelog:
+/// until its records are fewer than after the catch-up. A broker busy
+/// compacting may not answer for a while (Tansu's maintenance holds its
+/// storage): a count that fails is tried again until the wait is over.
+fn wait_for_compaction(
+    cfg: &Config,
+    partitions: i32,
+    wait_ms: u64,
+    out: &mut (dyn Write + Send),
+) -> Result<(), PipelineError> {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut written = None;
+    loop {
+        match changelog_records(cfg, partitions) {
+            Ok(n) => match written {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "waiting up to {} s for the broker to compact the changelog ({n} records)",
+                        wait_ms / 1000
+                    );
+                    written = Some(n);
+                }
+                Some(w) if n < w => {
+                    let _ = writeln!(
+                        out,
+                        "the broker compacted the changelog: {n} records left of {w}"
+                    );
+                    return Ok(());
+                }
+                Some(_) => {}
+            },
+            Err(e) => {
+                tracing::info!(error = %e, "counting the changelog's records (the broker may be compacting)")
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = writeln!(
+                out,
+                "the broker did not compact the changelog within {} s ({} records)",
+                wait_ms / 1000,
+                written.map_or("uncounted".to_string(), |w| w.to_string())
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(15).min(Duration::from_millis(wait_ms)));
+    }
+}
+
+/// The records in the state topic, each partition read to its end.
+fn changelog_records(cfg: &Config, partitions: i32) -> Result<u64, PipelineError> {
+    let consumer: crate::kafka::PlainConsumer = kafka::create_client(
+        cfg,
+        kafka::client_config(cfg, kafka::Role::Consumer)
+            .set("group.id", format!("{}.count", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false"),
+        crate::kafka::Logs::default(),
+    )?;
+    let topic = &cfg.topics.state;
+    let mut count = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        if high <= low {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))?;
+        consumer.assign(&tpl)?;
+        let mut progress = Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(m) => {
+                    let m = m?;
+                    count += 1;
+                    progress = Instant::now();
+                    if rdkafka::Message::offset(&m) + 1 >= high {
+                        break;
+                    }
+                }
+                None if progress.elapsed() > STALL => {
+                    return Err(PipelineError::Client(format!(
+                        "counting {topic} [{p}]: no progress for {}s",
+                        STALL.as_secs()
+                    )))
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// Starts a detector, measures its restore, stops it.

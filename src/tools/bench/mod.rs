@@ -48,6 +48,9 @@ pub struct BenchOptions {
     pub changelog: bool,
     /// How often the detector keeping the changelog writes it; `None`: 2 s.
     pub checkpoint_interval_ms: Option<u64>,
+    /// How long to wait for the broker to compact the changelog before
+    /// the restore with tenfold history (0: not at all).
+    pub compaction_wait_ms: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -276,6 +279,7 @@ pub async fn run(
             opts.partitions,
             n,
             opts.checkpoint_interval_ms,
+            opts.compaction_wait_ms,
             &baseline,
             out,
         )

@@ -256,6 +256,11 @@ pub fn open_findings<'a>(
         });
     }
     out.sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
+    // A key decoded during the walk is seen twice: its decoded state, the
+    // later of the two (the sort is stable), is kept.
+    out.reverse();
+    out.dedup_by(|a, b| a.finding_id == b.finding_id);
+    out.reverse();
     let more = out.len() > filter.limit;
     out.truncate(filter.limit);
     (out, more)

@@ -42,7 +42,7 @@ mod timers;
 use crate::config::Config;
 pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{Condition, Rule};
-use crate::detect::state::{Attrs, Dedup, EvRef, Frozen, Store, WorkerState};
+use crate::detect::state::{Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::model::event::{Envelope, Event, Key};
 use crate::model::finding::Finding;
 use crate::model::id::{EventId, Sym};
@@ -193,14 +193,20 @@ impl Engine {
             let Some(frozen) = store.frozen().get(key) else {
                 return;
             };
+            let summary = frozen.summary();
             let st = match frozen.thaw(&mut |s| self.intern(s)) {
-                Ok(st) => st,
+                Ok(st) => {
+                    debug_assert_eq!(Ok(st.summary()), summary, "{key}");
+                    st
+                }
                 Err(e) => {
                     tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded: the key starts again empty");
-                    if let Ok((_, summary)) = Frozen::new(frozen.record().to_vec()) {
+                    if let Ok(summary) = summary {
                         self.entries -= summary.entries as usize;
                         self.workers -= usize::from(summary.known_to_hr);
                     }
+                    // Its next checkpoint replaces the record.
+                    self.touched(key);
                     WorkerState::default()
                 }
             };

@@ -576,3 +576,58 @@ fn a_restored_key_is_decoded_when_first_touched() {
         (engine.tracked(), engine.workers(), engine.entries())
     );
 }
+
+/// The first checkpoint of a state not restored from the changelog (fresh,
+/// or rebuilt over one) begins with an origin; no other does.
+#[test]
+fn only_a_state_not_restored_from_the_changelog_writes_an_origin() {
+    let cfg = config();
+    let events = feed(3);
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    run(&mut engine, &events[..300], 0);
+    let mut log = Log::default();
+    let first = engine.checkpoint();
+    assert!(first.origin);
+    log.write(first);
+    run(&mut engine, &events[300..600], 300);
+    let second = engine.checkpoint();
+    assert!(!second.origin);
+    log.write(second);
+    let mut restored = log.restore(&cfg).expect("restores");
+    run(&mut restored, &events[600..900], 600);
+    assert!(!restored.checkpoint().origin);
+    let mut rebuilt = Engine::new(cfg.clone());
+    run(&mut rebuilt, &events[..300], 0);
+    rebuilt.track_changes_after(Vec::new(), log.keys.keys().cloned().collect());
+    assert!(rebuilt.checkpoint().origin);
+}
+
+/// A key record whose summary reads but whose state does not (a defect:
+/// the broker checks records) fails neither the restore nor the engine:
+/// when first touched the key starts again empty, the totals stay those of
+/// the state held, and the next checkpoint replaces the record.
+#[test]
+fn a_key_record_damaged_past_its_summary_starts_the_key_again() {
+    let cfg = config();
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    run(&mut engine, &feed(9)[..600], 0);
+    let mut log = Log::default();
+    log.write(engine.checkpoint());
+    let (key, record) = log
+        .keys
+        .iter()
+        .max_by_key(|(_, r)| r.len())
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .expect("keys");
+    log.keys
+        .insert(key.clone(), record[..record.len() - 1].to_vec());
+    let mut restored = log.restore(&cfg).expect("the summary reads");
+    restored.thaw_all();
+    let store = restored.store().clone();
+    assert_eq!(store.map().get(&key).map(|st| st.entries()), Some(0));
+    let entries: usize = store.map().iter().map(|st| st.entries()).sum();
+    assert_eq!(entries, restored.entries());
+    assert!(restored.checkpoint().keys.iter().any(|(k, _)| *k == key));
+}

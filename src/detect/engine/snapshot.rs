@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
 /// version is not read.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]

@@ -44,6 +44,11 @@ impl Frozen {
         &self.record
     }
 
+    /// The summary read at restore.
+    pub fn summary(&self) -> Result<Summary, CodecError> {
+        Summary::read(&mut Reader::new(&self.record))
+    }
+
     /// The findings the key holds open or escalated.
     pub fn open_findings(&self) -> Result<Vec<OpenFinding>, CodecError> {
         let mut r = Reader::new(&self.record);
@@ -94,41 +99,60 @@ impl Store {
 
     /// Calls `f` with `key`'s state, decoding it for the call (not in
     /// place) if it is still encoded. Readers outside the engine use this;
-    /// a state that cannot be decoded is logged and passed over.
+    /// a state that cannot be decoded is logged and passed over. The
+    /// frozen keys are looked at first: the engine puts a decoded state in
+    /// the map before it takes the record out of them, so a key being
+    /// decoded meanwhile is found in one or the other.
     pub fn with_state<R>(&self, key: &Key, f: impl FnOnce(&WorkerState) -> R) -> Option<R> {
-        if let Some(st) = self.map.get(key) {
-            return Some(f(&st));
+        let record = self.frozen.get(key).map(|e| e.record.clone());
+        if let Some(record) = record {
+            let frozen = Frozen {
+                record,
+                wake_at: None,
+            };
+            return match frozen.thaw(&mut Sym::new) {
+                Ok(st) => Some(f(&st)),
+                Err(e) => {
+                    tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded");
+                    None
+                }
+            };
         }
-        let frozen = self.frozen.get(key)?;
-        match frozen.thaw(&mut Sym::new) {
-            Ok(st) => Some(f(&st)),
-            Err(e) => {
-                tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded");
-                None
-            }
-        }
+        self.map.get(key).map(|st| f(&st))
     }
 
     /// Calls `f` with the state of every key that may hold open findings:
-    /// every decoded key, and the encoded ones whose record lists some,
-    /// decoded for the call (a walk over the whole store: for queries, not
-    /// for the hot path).
+    /// the encoded keys whose record lists some, decoded for the call,
+    /// then every decoded key (a walk over the whole store: for queries,
+    /// not for the hot path). A key the engine decodes meanwhile may be
+    /// passed twice, never missed: callers drop repeats.
     pub fn for_each_with_open_findings(&self, mut f: impl FnMut(&WorkerState)) {
-        for e in self.map.iter() {
-            f(e.value());
-        }
+        // Copied out first: decoding under the frozen keys' locks would
+        // hold up the engine taking decoded keys out of them.
+        let mut records: Vec<(Key, Box<[u8]>)> = Vec::new();
         for e in self.frozen.iter() {
-            let frozen = e.value();
-            match frozen
-                .holds_open()
-                .and_then(|open| open.then(|| frozen.thaw(&mut Sym::new)).transpose())
-            {
-                Ok(Some(st)) => f(&st),
-                Ok(None) => {}
+            match e.value().holds_open() {
+                Ok(true) => records.push((e.key().clone(), e.value().record.clone())),
+                Ok(false) => {}
                 Err(err) => {
                     tracing::error!(key = %e.key(), error = %err, "a key's state in the changelog cannot be decoded")
                 }
             }
+        }
+        for (key, record) in records {
+            let frozen = Frozen {
+                record,
+                wake_at: None,
+            };
+            match frozen.thaw(&mut Sym::new) {
+                Ok(st) => f(&st),
+                Err(err) => {
+                    tracing::error!(key = %key, error = %err, "a key's state in the changelog cannot be decoded")
+                }
+            }
+        }
+        for e in self.map.iter() {
+            f(e.value());
         }
     }
 

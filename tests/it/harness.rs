@@ -407,6 +407,22 @@ max_task_idle = "60s"
             .unwrap();
     }
 
+    /// Input events the running detector has consumed, from its /metrics
+    /// (0 while it is not up yet).
+    pub fn consumed(&self) -> f64 {
+        ureq::get(&format!("http://{}/metrics", self.admin))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .map(|text| {
+                text.lines()
+                    .filter(|l| l.starts_with("driftwatch_events_consumed_total{"))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// One scrape of the detector's /metrics: each sample line's value by
     /// its name and labels.
     pub fn scrape(&self) -> BTreeMap<String, f64> {

@@ -326,7 +326,7 @@ async fn killed_detector_restarts_without_losing_a_finding(
         );
         let mut d = s.detector(&format!("detector-{round}"));
         let deadline = std::time::Instant::now() + CATCH_UP;
-        while consumed(&s) == 0.0 {
+        while s.consumed() == 0.0 {
             d.assert_running();
             assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
             std::thread::sleep(Duration::from_millis(5));
@@ -599,22 +599,6 @@ async fn idle_partitions_follow_the_wall_clock() {
             && f.worker_id.as_deref() == Some("W000001")));
 }
 
-/// Input events the running detector has consumed, from its /metrics
-/// (0 while it is not up yet).
-fn consumed(s: &Setup) -> f64 {
-    ureq::get(&format!("http://{}/metrics", s.admin))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .map(|text| {
-            text.lines()
-                .filter(|l| l.starts_with("driftwatch_events_consumed_total{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>()
-        })
-        .unwrap_or(0.0)
-}
-
 async fn sigterm_under_load_commits_what_it_published(broker: Broker) {
     let s = Setup::new(&broker, "sigterm").await;
     s.produce_generated(71, 300, 12_000).await;
@@ -622,7 +606,7 @@ async fn sigterm_under_load_commits_what_it_published(broker: Broker) {
     let mut d = s.detector("first");
     // SIGTERM once the detector is under way: it has consumed some input.
     let deadline = std::time::Instant::now() + CATCH_UP;
-    while consumed(&s) == 0.0 {
+    while s.consumed() == 0.0 {
         d.assert_running();
         assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
         std::thread::sleep(Duration::from_millis(5));
@@ -867,7 +851,7 @@ async fn a_restart_restores_from_the_changelog_without_the_input_history(broker:
     let events = s.produce_generated(41, 300, 6_000).await.len() as f64;
     let mut first = s.detector("first");
     let deadline = std::time::Instant::now() + CATCH_UP;
-    while consumed(&s) < events / 3.0 {
+    while s.consumed() < events / 3.0 {
         first.assert_running();
         assert!(std::time::Instant::now() < deadline, "{}", first.log_text());
         std::thread::sleep(Duration::from_millis(20));

@@ -368,11 +368,10 @@ async fn a_changelog_compacted_by_tansu_restores() {
         unreachable!()
     };
     let s = Setup::with_changelog(&broker, "compacted").await;
-    s.produce_generated(43, 200, 1_500).await;
+    // All input first: the reference is a replay of it. Checkpoints every
+    // 200 ms supersede the records of keys that change again.
+    s.produce_generated(43, 200, 3_000).await;
     let mut first = s.detector("first");
-    s.wait_caught_up(CATCH_UP, &mut [&mut first]);
-    // The same workers change again: their keys' records are superseded.
-    s.produce_more(1_500).await;
     s.wait_caught_up(CATCH_UP, &mut [&mut first]);
     assert!(first.terminate().success(), "{}", first.log_text());
     let written = state_records(&s);
@@ -388,8 +387,8 @@ async fn a_changelog_compacted_by_tansu_restores() {
         std::thread::sleep(Duration::from_millis(500));
         left = state_records(&s);
     }
-    s.produce_more(300).await;
     let mut second = s.detector_env("second", &[("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")]);
+    second.wait_for_log("state restored", CATCH_UP);
     s.wait_caught_up(CATCH_UP, &mut [&mut second]);
     assert!(second.terminate().success(), "{}", second.log_text());
     let log = second.log_text();
@@ -398,6 +397,79 @@ async fn a_changelog_compacted_by_tansu_restores() {
         "every partition restored from the compacted changelog ({written} records, {left} left): {log}"
     );
     s.assert_published_as_reference();
+}
+
+/// A state rebuilt from history over an older changelog begins with a new
+/// origin; once Tansu's compaction has removed the older state (its origin
+/// with it, so a partition's start moves past offset 0), the changelog
+/// still restores: nothing before the newest origin is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Tansu broker (scripts/test.sh starts it and runs these)"]
+async fn a_changelog_restores_from_its_newest_origin_once_tansu_compacted_the_older_state() {
+    let broker = Broker::own_tansu();
+    let _turn = crate::harness::TANSU_TURN.lock().await;
+    let Broker::OwnTansu(t) = &broker else {
+        unreachable!()
+    };
+    let s = Setup::with_changelog(&broker, "origin").await;
+    // All input first: the reference is a replay of it.
+    s.produce_generated(47, 200, 3_000).await;
+    let run = |name: &str, env: &[(&str, &str)]| {
+        let mut d = s.detector_env(name, env);
+        d.wait_for_log("state restored", CATCH_UP);
+        s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+        assert!(d.terminate().success(), "{}", d.log_text());
+        d.log_text()
+    };
+    run("first", &[]);
+    // Another de-duplication window (part of the state's configuration,
+    // no change to the findings of this input): the changelog is not
+    // used, and the state rebuilt from history replaces it.
+    let window = ("DRIFTWATCH_STATE__DEDUP_CAPACITY", "500000");
+    let rebuilt = run("rebuilt", &[window]);
+    assert!(rebuilt.contains("source=\"history\""), "{rebuilt}");
+    let written = state_records(&s);
+    t.lock().unwrap().stop();
+    t.lock().unwrap().restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while state_records(&s) >= written {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Tansu compacted none of the {written} state records"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let starts = state_starts(&s);
+    assert!(
+        starts.iter().any(|&low| low > 0),
+        "the older state's origin compacted away, the start moved: starts {starts:?}"
+    );
+    let last = run(
+        "last",
+        &[window, ("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")],
+    );
+    assert!(
+        last.contains("source=\"changelog\"") && !last.contains("source=\"history\""),
+        "every partition restored from the changelog (starts {starts:?}): {last}"
+    );
+    s.assert_published_as_reference();
+}
+
+/// Each state partition's first offset.
+fn state_starts(s: &Setup) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.cfg.kafka.bootstrap_servers)
+        .create()
+        .unwrap();
+    (0..crate::harness::PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(&s.cfg.topics.state, p, Duration::from_secs(10))
+                .unwrap()
+                .0
+        })
+        .collect()
 }
 
 /// Records in the state topic, read from each partition's start to its end.

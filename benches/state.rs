@@ -81,29 +81,23 @@ fn bench_state(c: &mut Criterion) {
     let mut group = c.benchmark_group("state");
     group.sample_size(10);
     group.throughput(Throughput::Elements(keys));
+    let restore = |(records, pieces, partition): (Vec<(Key, Vec<u8>)>, _, Vec<u8>)| {
+        let partition = PartitionRecord::read(partition, &cfg).expect("readable");
+        let (ids, written) =
+            window_ids(partition.dedup_window.clone(), pieces).expect("whole window");
+        Engine::restore(cfg.clone(), &partition, records, &ids, written).expect("restores")
+    };
+    let inputs = || (records.clone(), pieces.clone(), partition.clone());
     group.bench_function("restore_every_key", |b| {
-        b.iter_batched(
-            || (records.clone(), pieces.clone(), partition.clone()),
-            |(records, pieces, partition)| {
-                let partition = PartitionRecord::read(partition, &cfg).expect("readable");
-                let (ids, written) =
-                    window_ids(partition.dedup_window.clone(), pieces).expect("whole window");
-                Engine::restore(cfg.clone(), &partition, records, &ids, written).expect("restores")
-            },
-            BatchSize::PerIteration,
-        )
+        b.iter_batched(inputs, restore, BatchSize::PerIteration)
     });
     // The same, then every key decoded as if each were touched once: what
     // a restore cost before keys were left encoded until first touched.
     group.bench_function("restore_and_decode_every_key", |b| {
         b.iter_batched(
-            || (records.clone(), pieces.clone(), partition.clone()),
-            |(records, pieces, partition)| {
-                let partition = PartitionRecord::read(partition, &cfg).expect("readable");
-                let (ids, written) =
-                    window_ids(partition.dedup_window.clone(), pieces).expect("whole window");
-                let mut engine = Engine::restore(cfg.clone(), &partition, records, &ids, written)
-                    .expect("restores");
+            inputs,
+            |input| {
+                let mut engine = restore(input);
                 engine.thaw_all();
                 engine
             },

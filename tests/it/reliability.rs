@@ -374,19 +374,7 @@ async fn a_changelog_compacted_by_tansu_restores() {
     let mut first = s.detector("first");
     s.wait_caught_up(CATCH_UP, &mut [&mut first]);
     assert!(first.terminate().success(), "{}", first.log_text());
-    let written = state_records(&s);
-    t.lock().unwrap().stop();
-    t.lock().unwrap().restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut left = state_records(&s);
-    while left >= written {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Tansu compacted none of the {written} state records"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        left = state_records(&s);
-    }
+    let (written, left) = restart_to_compact(&s, t);
     let mut second = s.detector_env("second", &[("DRIFTWATCH_STATE__HISTORY_FALLBACK", "false")]);
     second.wait_for_log("state restored", CATCH_UP);
     s.wait_caught_up(CATCH_UP, &mut [&mut second]);
@@ -428,17 +416,7 @@ async fn a_changelog_restores_from_its_newest_origin_once_tansu_compacted_the_ol
     let window = ("DRIFTWATCH_STATE__DEDUP_CAPACITY", "500000");
     let rebuilt = run("rebuilt", &[window]);
     assert!(rebuilt.contains("source=\"history\""), "{rebuilt}");
-    let written = state_records(&s);
-    t.lock().unwrap().stop();
-    t.lock().unwrap().restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while state_records(&s) >= written {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Tansu compacted none of the {written} state records"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    restart_to_compact(&s, t);
     let starts = state_starts(&s);
     assert!(
         starts.iter().any(|&low| low > 0),
@@ -470,6 +448,26 @@ fn state_starts(s: &Setup) -> Vec<i64> {
                 .0
         })
         .collect()
+}
+
+/// Restarts the test's Tansu, whose maintenance compacts as it starts,
+/// and waits until the state topic holds fewer records: (before, after).
+fn restart_to_compact(s: &Setup, t: &std::sync::Mutex<crate::harness::OwnTansu>) -> (usize, usize) {
+    let written = state_records(s);
+    t.lock().unwrap().stop();
+    t.lock().unwrap().restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = state_records(s);
+        if left < written {
+            return (written, left);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Tansu compacted none of the {written} state records"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Records in the state topic, read from each partition's start to its end.

@@ -66,13 +66,21 @@ impl Frozen {
 
     /// Decodes the key's state; texts go through `intern`.
     pub fn thaw(&self, intern: &mut dyn FnMut(&str) -> Sym) -> Result<WorkerState, CodecError> {
-        let mut r = Reader::new(&self.record);
-        Summary::read(&mut r)?;
-        r.bytes()?;
-        let st = WorkerState::decode(&mut r, intern)?;
-        r.finish()?;
-        Ok(st)
+        thaw_record(&self.record, intern)
     }
+}
+
+/// Decodes the state in a key record, past its summary and open findings.
+fn thaw_record(
+    record: &[u8],
+    intern: &mut dyn FnMut(&str) -> Sym,
+) -> Result<WorkerState, CodecError> {
+    let mut r = Reader::new(record);
+    Summary::read(&mut r)?;
+    r.bytes()?;
+    let st = WorkerState::decode(&mut r, intern)?;
+    r.finish()?;
+    Ok(st)
 }
 
 /// The store of one partition task.
@@ -106,11 +114,7 @@ impl Store {
     pub fn with_state<R>(&self, key: &Key, f: impl FnOnce(&WorkerState) -> R) -> Option<R> {
         let record = self.frozen.get(key).map(|e| e.record.clone());
         if let Some(record) = record {
-            let frozen = Frozen {
-                record,
-                wake_at: None,
-            };
-            return match frozen.thaw(&mut Sym::new) {
+            return match thaw_record(&record, &mut Sym::new) {
                 Ok(st) => Some(f(&st)),
                 Err(e) => {
                     tracing::error!(key = %key, error = %e, "a key's state in the changelog cannot be decoded");
@@ -140,11 +144,7 @@ impl Store {
             }
         }
         for (key, record) in records {
-            let frozen = Frozen {
-                record,
-                wake_at: None,
-            };
-            match frozen.thaw(&mut Sym::new) {
+            match thaw_record(&record, &mut Sym::new) {
                 Ok(st) => f(&st),
                 Err(err) => {
                     tracing::error!(key = %key, error = %err, "a key's state in the changelog cannot be decoded")

@@ -259,13 +259,7 @@ fn wait_for_compaction(
 
 /// The records in the state topic, each partition read to its end.
 fn changelog_records(cfg: &Config, partitions: i32) -> Result<u64, PipelineError> {
-    let consumer: crate::kafka::PlainConsumer = kafka::create_client(
-        cfg,
-        kafka::client_config(cfg, kafka::Role::Consumer)
-            .set("group.id", format!("{}.count", cfg.kafka.group_id))
-            .set("enable.auto.commit", "false"),
-        crate::kafka::Logs::default(),
-    )?;
+    let consumer = super::plain_consumer(cfg, "count")?;
     let topic = &cfg.topics.state;
     let mut count = 0;
     for p in 0..partitions {

@@ -296,16 +296,22 @@ async fn finish(
         .map_err(|e| PipelineError::Client(format!("detector task: {e}")))?
 }
 
+/// A consumer of the bench's own (group `<group_id>.<role>`, nothing
+/// committed), assigned partitions by hand.
+fn plain_consumer(cfg: &Config, role: &str) -> Result<crate::kafka::PlainConsumer, PipelineError> {
+    kafka::create_client(
+        cfg,
+        kafka::client_config(cfg, kafka::Role::Consumer)
+            .set("group.id", format!("{}.{role}", cfg.kafka.group_id))
+            .set("enable.auto.commit", "false"),
+        crate::kafka::Logs::default(),
+    )
+}
+
 /// Reads every input message once with a plain consumer; messages/s from
 /// the first message to the last, and the CPU each took.
 fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), PipelineError> {
-    let consumer: crate::kafka::PlainConsumer = kafka::create_client(
-        cfg,
-        kafka::client_config(cfg, kafka::Role::Consumer)
-            .set("group.id", format!("{}.raw", cfg.kafka.group_id))
-            .set("enable.auto.commit", "false"),
-        crate::kafka::Logs::default(),
-    )?;
+    let consumer = plain_consumer(cfg, "raw")?;
     let mut tpl = TopicPartitionList::new();
     for t in cfg
         .topics

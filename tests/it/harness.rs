@@ -410,13 +410,20 @@ max_task_idle = "60s"
     /// Input events the running detector has consumed, from its /metrics
     /// (0 while it is not up yet).
     pub fn consumed(&self) -> f64 {
+        self.metric_total("driftwatch_events_consumed_total")
+    }
+
+    /// The sum of metric `name` over its labels in the running detector's
+    /// /metrics (0 while it is not up yet).
+    pub fn metric_total(&self, name: &str) -> f64 {
+        let prefix = format!("{name}{{");
         ureq::get(&format!("http://{}/metrics", self.admin))
             .call()
             .ok()
             .and_then(|r| r.into_string().ok())
             .map(|text| {
                 text.lines()
-                    .filter(|l| l.starts_with("driftwatch_events_consumed_total{"))
+                    .filter(|l| l.starts_with(&prefix))
                     .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
                     .sum::<f64>()
             })

@@ -869,18 +869,7 @@ async fn a_restart_restores_from_the_changelog_without_the_input_history(broker:
     // Every partition restored (the first may have read everything before
     // its stop, and then the second is caught up before it restores).
     let deadline = std::time::Instant::now() + CATCH_UP;
-    let restores = || {
-        ureq::get(&format!("http://{}/metrics", s.admin))
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
-            .map_or(0.0, |text| {
-                text.lines()
-                    .filter(|l| l.starts_with("driftwatch_state_restores_total{"))
-                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                    .sum::<f64>()
-            })
-    };
+    let restores = || s.metric_total("driftwatch_state_restores_total");
     while restores() < crate::harness::PARTITIONS as f64 {
         second.assert_running();
         assert!(

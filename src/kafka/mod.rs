@@ -47,6 +47,10 @@ mod publish;
 pub mod replay;
 mod restore;
 mod task;
+
+/// The most input records a partition task applies between two publishes
+/// (a batch).
+pub use task::MAX_BATCH;
 mod topics;
 
 pub use crate::ops::live::LiveStats;

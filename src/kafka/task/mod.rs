@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 /// Records applied between two publishes.
-const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = 1024;
 
 /// What the consumer thread holds of a running task.
 pub(crate) struct TaskHandle {

@@ -233,6 +233,9 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub storm: StormConfig,
     pub dedup_capacity: usize,
+    /// `state.dedup_max_age` in milliseconds: ids that arrived longer ago
+    /// (stream time) are forgotten (None: `off`).
+    pub dedup_max_age_ms: Option<i64>,
     /// `state.changelog`: partition state is written to `topics.state` and
     /// restored from it.
     pub state_changelog: bool,

@@ -244,6 +244,9 @@ pub struct RawStorm {
 pub struct RawState {
     /// How many recent event_ids are remembered for duplicate detection.
     pub dedup_capacity: Option<usize>,
+    /// How long (stream time) an event_id is remembered; `off`: until
+    /// `dedup_capacity` newer ones push it out.
+    pub dedup_max_age: Option<String>,
     /// Keep each partition's state in the compacted `topics.state` topic
     /// and restore from it instead of re-reading the input history.
     pub changelog: Option<bool>,

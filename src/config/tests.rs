@@ -127,6 +127,7 @@ fn bad_values_name_the_field() {
         "[detector]\nidle_advance = \"soon\"",
         "`detector.idle_advance`",
     );
+    check_err("[state]\ndedup_max_age = \"0s\"", "`state.dedup_max_age`");
 }
 
 #[test]
@@ -179,6 +180,16 @@ fn secrets_are_redacted_in_debug_output() {
     let shown = format!("{c:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("svc"), "{shown}");
+    assert_eq!(
+        Config::from_toml("").unwrap().dedup_max_age_ms,
+        Some(7 * 86_400_000)
+    );
+    assert_eq!(
+        Config::from_toml("[state]\ndedup_max_age = \"off\"")
+            .unwrap()
+            .dedup_max_age_ms,
+        None
+    );
     assert_eq!(
         Config::from_toml("[detector]\nidle_advance = \"off\"")
             .unwrap()

@@ -370,6 +370,20 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
 
+        let dedup_max_age_ms = match raw.state.dedup_max_age.as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let ms = parse_duration_ms("state.dedup_max_age", other.unwrap_or("7d"))?;
+                if ms <= 0 {
+                    return Err(invalid(
+                        "state.dedup_max_age",
+                        "must be longer than zero, or `off` (only dedup_capacity bounds the window)",
+                    ));
+                }
+                Some(ms)
+            }
+        };
+
         let idle_advance_ms = match raw.detector.idle_advance.as_deref().map(str::trim) {
             Some("off") => None,
             other => {
@@ -439,6 +453,7 @@ impl TryFrom<RawConfig> for Config {
             rules,
             storm,
             dedup_capacity,
+            dedup_max_age_ms,
             state_changelog: raw.state.changelog.unwrap_or(false),
             history_fallback: raw.state.history_fallback.unwrap_or(true),
             checkpoint_interval_ms,

@@ -110,7 +110,7 @@ const STAGED_PREFETCH_ENTRIES: usize = 256 * 1024;
 
 impl Engine {
     pub fn new(cfg: Arc<Config>) -> Engine {
-        let dedup = Dedup::new(cfg.dedup_capacity);
+        let dedup = Dedup::new(cfg.dedup_capacity, cfg.dedup_max_age_ms);
         Engine {
             cfg,
             store: Arc::new(Store::new()),
@@ -314,12 +314,15 @@ impl Engine {
     /// or `None` (counted) for a duplicate.
     #[inline]
     fn admit(&mut self, event: &Event, out: &mut Vec<Finding>) -> Option<EventId> {
-        let Some(event_id) = self.dedup.insert(event.system(), event.event_id()) else {
+        let t = event.occurred_at();
+        let Some(event_id) = self
+            .dedup
+            .insert(event.system(), event.event_id(), self.now.max(t))
+        else {
             self.stats.duplicates += 1;
             return None;
         };
         self.stats.events += 1;
-        let t = event.occurred_at();
         if t > self.now {
             self.advance_to(t, out);
         }

@@ -111,7 +111,11 @@ fn run(engine: &mut Engine, events: &[Event], offset: usize) -> Vec<Finding> {
 /// findings before the cut and those of the restored engine after it are
 /// those of one uninterrupted engine.
 fn continues_exactly(every: usize) {
-    let cfg = config();
+    continues_exactly_with(&config(), every);
+}
+
+fn continues_exactly_with(cfg: &Arc<Config>, every: usize) {
+    let cfg = cfg.clone();
     let events = feed(11);
     let mut uninterrupted = Engine::new(cfg.clone());
     let whole = run(&mut uninterrupted, &events, 0);
@@ -163,6 +167,34 @@ fn a_restored_engine_continues_exactly_checkpointing_every_batch() {
 #[test]
 fn a_restored_engine_continues_exactly_from_one_checkpoint() {
     continues_exactly(usize::MAX);
+}
+
+/// With a maximum age bounding the window (not its capacity), a restored
+/// engine forgets the ids the uninterrupted one forgets, when it does: the
+/// window's stretches of arrival are part of the checkpoint.
+#[test]
+fn a_restored_engine_forgets_ids_by_age_as_the_uninterrupted_one() {
+    let with_age = |age: Option<i64>| {
+        let mut cfg = (*config_with_window(1_000_000)).clone();
+        cfg.dedup_max_age_ms = age;
+        Arc::new(cfg)
+    };
+    let aged = with_age(Some(2 * MS_PER_DAY));
+    // The age makes a difference on this feed: some redeliveries come
+    // later than two days, and are applied again.
+    let duplicates = |cfg: &Arc<Config>| {
+        let mut e = Engine::new(cfg.clone());
+        run(&mut e, &feed(11), 0);
+        (e.stats().duplicates, e.dedup.window_start())
+    };
+    let (kept, _) = duplicates(&with_age(None));
+    let (forgot, start) = duplicates(&aged);
+    assert!(
+        forgot < kept,
+        "{forgot} duplicates with the age, {kept} without"
+    );
+    assert!(start > 0, "ids were forgotten by age");
+    continues_exactly_with(&aged, 97);
 }
 
 /// A checkpoint holds only the keys changed since the one before, and ids
@@ -477,7 +509,10 @@ fn keys_that_come_back_before_the_first_checkpoint_are_kept() {
 /// the restored window, joined from them, still knows every id.
 #[test]
 fn many_ids_go_in_pieces_a_broker_accepts() {
-    let cfg = config_with_window(100_000);
+    // The feed spans more stream time than the default maximum age.
+    let mut cfg = (*config_with_window(100_000)).clone();
+    cfg.dedup_max_age_ms = None;
+    let cfg = Arc::new(cfg);
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut g = Generator::new(5, 2_000, t0);
     let mut events = g.baseline();

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
 /// version is not read.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
@@ -106,11 +106,12 @@ pub fn config_fingerprint(cfg: &Config) -> u64 {
     // The input topics too: the offsets a state reflects are theirs, by
     // position.
     let text = format!(
-        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
         cfg.rules,
         cfg.storm,
         cfg.remediation_ms,
         cfg.dedup_capacity,
+        cfg.dedup_max_age_ms,
         cfg.hr,
         cfg.it,
         cfg.default_app,
@@ -293,6 +294,8 @@ pub fn window_ids(
 pub struct PartitionRecord {
     /// Where the de-duplication window starts and ends (ids by number).
     pub dedup_window: std::ops::Range<u64>,
+    /// The window's stretches of arrival (`state.dedup_max_age`).
+    dedup_stretches: Vec<(u64, Ts)>,
     bytes: Vec<u8>,
 }
 
@@ -319,8 +322,19 @@ impl PartitionRecord {
                 ))
                 .map_err(RestoreError::Codec);
         }
+        let stretches: Vec<(u64, Ts)> = r.seq(|r| Ok((r.u64()?, r.ts()?)))?;
+        if stretches
+            .windows(2)
+            .any(|w| w[1].0 <= w[0].0 || w[1].1 < w[0].1)
+            || stretches.iter().any(|s| s.0 < start || s.0 >= end)
+        {
+            return r
+                .fail("stretches of the de-duplication window out of order or outside it")
+                .map_err(RestoreError::Codec);
+        }
         Ok(PartitionRecord {
             dedup_window: start..end,
+            dedup_stretches: stretches,
             bytes,
         })
     }
@@ -452,6 +466,11 @@ impl Engine {
         w.u64(config_fingerprint(&self.cfg));
         w.u64(dedup_start);
         w.u64(dedup_end);
+        let stretches: Vec<(u64, Ts)> = self.dedup.stretches().collect();
+        w.seq(&stretches, |w, &(first, began)| {
+            w.u64(first);
+            w.ts(began);
+        });
         w.with_topics(|w| self.partition_body(w));
         w.buf
     }
@@ -513,6 +532,7 @@ impl Engine {
         r.u8()?;
         r.u64()?;
         let (start, end) = (r.u64()?, r.u64()?);
+        r.seq::<_, Vec<_>>(|r| Ok((r.u64()?, r.ts()?)))?;
         r.topics()?;
         engine.now = r.ts()?;
         engine.generation = r.u64()? + 1;
@@ -562,8 +582,10 @@ impl Engine {
         }
         engine.dedup = Dedup::restored(
             engine.cfg.dedup_capacity,
+            engine.cfg.dedup_max_age_ms,
             dedup.iter().map(|(s, id)| (*s, id)),
             end,
+            &partition.dedup_stretches,
         );
         let store = engine.store.clone();
         // Each key's state stays encoded until first touched; its summary

@@ -4,6 +4,7 @@
 use super::cpu::prefetch;
 use crate::model::event::System;
 use crate::model::id::EventId;
+use crate::model::time::Ts;
 use std::collections::VecDeque;
 
 /// A bounded memory of recently seen event ids (FIFO eviction), so that a
@@ -21,9 +22,23 @@ use std::collections::VecDeque;
 /// far larger than the CPU caches, so an insert and the eviction it causes
 /// each cost a cache miss: the slot of the next id to be evicted is known
 /// one insert ahead and is prefetched then.
+///
+/// With a maximum age, an id is also forgotten once stream time has moved
+/// that far past its arrival (give or take a 64th of the age): the window
+/// then holds the ids of a stretch of stream time, and stays the same size
+/// however long the history behind it. Arrivals are grouped in stretches
+/// of a 64th of the age, each noted by its first id's number and its start,
+/// and forgotten a stretch at a time; the stretches are part of the window,
+/// so a restored window forgets exactly as the one it was written from.
 #[derive(Debug)]
 pub struct Dedup {
     capacity: usize,
+    /// `state.dedup_max_age` in milliseconds of stream time (None: only the
+    /// capacity bounds the window).
+    max_age: Option<i64>,
+    /// The number of the first id of each stretch of arrivals, and the
+    /// stream time the stretch began, oldest first.
+    stretches: VecDeque<(u64, Ts)>,
     /// The ids in arrival order, oldest first.
     order: VecDeque<Seen>,
     /// The arrival number of `order`'s front (wrapping): an id's position
@@ -53,12 +68,18 @@ const DEDUP_MIN_BITS: u32 = 10;
 /// The most ids remembered: the arrival numbers of a window fit 32 bits,
 /// and so does the home slot of a tag (the table is at most twice as long).
 const DEDUP_MAX_CAPACITY: usize = 1 << 30;
+/// Stretches of arrival per maximum age: how finely ids are forgotten.
+const STRETCHES_PER_AGE: i64 = 64;
 
 impl Dedup {
-    /// Remembers the last `capacity` ids (at most 2^30).
-    pub fn new(capacity: usize) -> Dedup {
+    /// Remembers the last `capacity` ids (at most 2^30), and with
+    /// `max_age` (milliseconds) only those that arrived within that much
+    /// stream time.
+    pub fn new(capacity: usize, max_age: Option<i64>) -> Dedup {
         Dedup {
             capacity: capacity.min(DEDUP_MAX_CAPACITY),
+            max_age: max_age.map(|a| a.max(1)),
+            stretches: VecDeque::new(),
             order: VecDeque::with_capacity(capacity.min(1 << 16)),
             first: 0,
             slots: vec![0; 1 << DEDUP_MIN_BITS].into_boxed_slice(),
@@ -67,10 +88,73 @@ impl Dedup {
         }
     }
 
-    /// Remembers `id` of an event from `system`, and returns it as held for
-    /// the event's references; None when it was seen recently.
-    pub fn insert(&mut self, system: System, id: &str) -> Option<EventId> {
-        self.insert_hashed(system, id, fingerprint(system, id))
+    /// Remembers `id` of an event from `system` that arrives at stream time
+    /// `at` (never earlier than the last arrival's), and returns it as held
+    /// for the event's references; None when it was seen recently. Ids
+    /// older than the maximum age are forgotten first.
+    pub fn insert(&mut self, system: System, id: &str, at: Ts) -> Option<EventId> {
+        self.expire(at);
+        let held = self.insert_hashed(system, id, fingerprint(system, id))?;
+        self.note_arrival(at);
+        Some(held)
+    }
+
+    /// The length of a stretch of arrivals.
+    fn stretch(max_age: i64) -> i64 {
+        (max_age / STRETCHES_PER_AGE).max(1)
+    }
+
+    /// Forgets the stretches whose every id arrived more than the maximum
+    /// age before `at`.
+    fn expire(&mut self, at: Ts) {
+        let Some(age) = self.max_age else {
+            return;
+        };
+        let step = Dedup::stretch(age);
+        let cutoff = at.millis().saturating_sub(age);
+        while let Some(&(_, began)) = self.stretches.front() {
+            if began.millis().saturating_add(step) > cutoff {
+                break;
+            }
+            self.stretches.pop_front();
+            let until = self.stretches.front().map_or(self.inserted, |s| s.0);
+            while self.window_start() < until {
+                self.evict_front();
+            }
+        }
+    }
+
+    /// Notes that the id just inserted (the last number) arrived at `at`:
+    /// it begins a stretch when the last one is a stretch long. Stretches
+    /// the capacity emptied go.
+    fn note_arrival(&mut self, at: Ts) {
+        let Some(age) = self.max_age else {
+            return;
+        };
+        let start = self.window_start();
+        while self.stretches.get(1).is_some_and(|s| s.0 <= start) {
+            self.stretches.pop_front();
+        }
+        if self.stretches.back().is_none_or(|&(_, began)| {
+            at.millis() >= began.millis().saturating_add(Dedup::stretch(age))
+        }) {
+            self.stretches.push_back((self.inserted - 1, at));
+        }
+    }
+
+    /// The stretches of arrival of the ids held (first id number, when the
+    /// stretch began), oldest first; empty without a maximum age.
+    pub fn stretches(&self) -> impl Iterator<Item = (u64, Ts)> + '_ {
+        let start = self.window_start();
+        self.stretches.iter().map(move |&(n, t)| (n.max(start), t))
+    }
+
+    /// Forgets the oldest id.
+    fn evict_front(&mut self) {
+        if let Some(old) = self.order.pop_front() {
+            self.remove(slot(old.tag, self.first));
+            self.first = self.first.wrapping_add(1);
+        }
     }
 
     /// [`Self::insert`], with `id`'s fingerprint `h` given.
@@ -94,10 +178,7 @@ impl Dedup {
             system,
         });
         if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.remove(slot(old.tag, self.first));
-                self.first = self.first.wrapping_add(1);
-            }
+            self.evict_front();
         } else if 2 * self.order.len() > self.slots.len() {
             self.grow();
         }
@@ -125,7 +206,11 @@ impl Dedup {
     /// Numbers the ids held from `base` on (the ids a changelog holds
     /// under lower numbers are then all out of the window).
     pub fn renumber(&mut self, base: u64) {
-        self.inserted = base + self.order.len() as u64;
+        let inserted = base + self.order.len() as u64;
+        for s in &mut self.stretches {
+            s.0 = s.0 + inserted - self.inserted;
+        }
+        self.inserted = inserted;
     }
 
     /// The number of the oldest id still held.
@@ -140,22 +225,28 @@ impl Dedup {
     }
 
     /// A window holding `ids` (oldest first), of which the last was number
-    /// `inserted - 1`: as the one that held them was.
+    /// `inserted - 1`, and `stretches` of arrival: as the one that held
+    /// them was.
     pub fn restored<'a>(
         capacity: usize,
+        max_age: Option<i64>,
         ids: impl ExactSizeIterator<Item = (System, &'a EventId)>,
         inserted: u64,
+        stretches: &[(u64, Ts)],
     ) -> Dedup {
-        let mut d = Dedup::new(capacity);
+        let mut d = Dedup::new(capacity, max_age);
         d.reserve(ids.len());
         let mut text = String::new();
         for (system, id) in ids {
             use std::fmt::Write;
             text.clear();
             let _ = write!(text, "{id}");
-            d.insert(system, &text);
+            d.insert_hashed(system, &text, fingerprint(system, &text));
         }
         d.inserted = inserted.max(d.order.len() as u64);
+        if d.max_age.is_some() {
+            d.stretches = stretches.iter().copied().collect();
+        }
         d
     }
 
@@ -270,30 +361,32 @@ fn slot_tag(v: u64) -> u32 {
 mod tests {
     use super::*;
 
+    const T0: Ts = Ts(0);
+
     #[test]
     fn dedup_is_bounded_and_forgets_oldest() {
-        let mut d = Dedup::new(2);
-        assert!(d.insert(System::Hr, "a").is_some());
-        assert!(d.insert(System::Hr, "a").is_none());
+        let mut d = Dedup::new(2, None);
+        assert!(d.insert(System::Hr, "a", T0).is_some());
+        assert!(d.insert(System::Hr, "a", T0).is_none());
         assert!(
-            d.insert(System::Directory, "a").is_some(),
+            d.insert(System::Directory, "a", T0).is_some(),
             "families have their own ids"
         );
-        assert!(d.insert(System::Hr, "b").is_some());
+        assert!(d.insert(System::Hr, "b", T0).is_some());
         assert_eq!(d.len(), 2);
         assert!(
-            d.insert(System::Hr, "a").is_some(),
+            d.insert(System::Hr, "a", T0).is_some(),
             "evicted, so accepted again"
         );
     }
 
     #[test]
     fn dedup_returns_the_id_it_holds() {
-        let mut d = Dedup::new(8);
+        let mut d = Dedup::new(8, None);
         let uuid = "0b7e9a52-3c41-4d0f-9a6e-52f1c8d07e31";
-        assert_eq!(d.insert(System::Hr, uuid), Some(EventId::new(uuid)));
-        assert_eq!(d.insert(System::Hr, "h-1"), Some(EventId::new("h-1")));
-        assert_eq!(d.insert(System::Hr, uuid), None);
+        assert_eq!(d.insert(System::Hr, uuid, T0), Some(EventId::new(uuid)));
+        assert_eq!(d.insert(System::Hr, "h-1", T0), Some(EventId::new("h-1")));
+        assert_eq!(d.insert(System::Hr, uuid, T0), None);
     }
 
     /// The table answers as a plain set with FIFO eviction would, through
@@ -315,7 +408,7 @@ mod tests {
         use crate::tools::generate::Rng;
         use std::collections::HashSet;
         let mut rng = Rng::new(11);
-        let mut d = Dedup::new(capacity);
+        let mut d = Dedup::new(capacity, None);
         let mut order = VecDeque::new();
         let mut seen = HashSet::new();
         for step in 0..40_000 {
@@ -347,7 +440,7 @@ mod tests {
     /// a redelivery of itself, and evicting one keeps the other.
     #[test]
     fn ids_with_one_fingerprint_are_told_apart() {
-        let mut d = Dedup::new(2);
+        let mut d = Dedup::new(2, None);
         let h = fingerprint(System::Hr, "e-1");
         let mut insert = |id| d.insert_hashed(System::Hr, id, h).is_some();
         assert!(insert("e-1"));
@@ -364,33 +457,33 @@ mod tests {
 
     #[test]
     fn dedup_reserve_sizes_the_table_once() {
-        let mut d = Dedup::new(100_000);
+        let mut d = Dedup::new(100_000, None);
         d.reserve(12_000);
         assert_eq!(d.slots.len(), 1 << 15);
         for i in 0..12_000 {
-            assert!(d.insert(System::Hr, &format!("r{i}")).is_some());
+            assert!(d.insert(System::Hr, &format!("r{i}"), T0).is_some());
         }
         assert_eq!(d.slots.len(), 1 << 15, "no growth within the reserve");
-        assert!(d.insert(System::Hr, "r0").is_none());
-        d.insert(System::Hr, "one more");
+        assert!(d.insert(System::Hr, "r0", T0).is_none());
+        d.insert(System::Hr, "one more", T0);
         d.reserve(5_000_000);
         assert_eq!(d.slots.len(), 1 << 18, "never past the capacity");
         d.reserve(10);
         assert_eq!(d.slots.len(), 1 << 18, "never shrinks");
-        assert!(d.insert(System::Hr, "r11999").is_none());
+        assert!(d.insert(System::Hr, "r11999", T0).is_none());
     }
 
     /// Arrival numbers wrap past 2^32 without losing an id.
     #[test]
     fn arrival_numbers_wrap() {
-        let mut d = Dedup::new(3);
+        let mut d = Dedup::new(3, None);
         d.first = u32::MAX - 1;
         for i in 0..10 {
-            assert!(d.insert(System::App, &format!("w{i}")).is_some());
-            assert!(d.insert(System::App, &format!("w{i}")).is_none());
+            assert!(d.insert(System::App, &format!("w{i}"), T0).is_some());
+            assert!(d.insert(System::App, &format!("w{i}"), T0).is_none());
         }
-        assert!(d.insert(System::App, "w7").is_none());
-        assert!(d.insert(System::App, "w6").is_some());
+        assert!(d.insert(System::App, "w7", T0).is_none());
+        assert!(d.insert(System::App, "w6", T0).is_some());
     }
 
     /// The memory of the window (BENCHMARKS.md, "Memory"): 32 bytes per id
@@ -398,5 +491,90 @@ mod tests {
     #[test]
     fn an_id_in_the_window_takes_32_bytes() {
         assert_eq!(std::mem::size_of::<Seen>(), 32);
+    }
+
+    /// With a maximum age, an id is held for at least that much stream time
+    /// after it arrived and forgotten within a stretch (a 64th of the age)
+    /// more; the capacity still bounds the window.
+    #[test]
+    fn ids_are_forgotten_once_older_than_the_max_age() {
+        use crate::tools::generate::Rng;
+        let age = 6_400;
+        let stretch = age / STRETCHES_PER_AGE;
+        let mut rng = Rng::new(5);
+        let mut d = Dedup::new(100_000, Some(age));
+        let mut arrived: Vec<(String, i64)> = Vec::new();
+        let mut now = 0i64;
+        for i in 0..20_000 {
+            now += rng.below(20) as i64;
+            let id = format!("e{i}");
+            assert!(d.insert(System::Hr, &id, Ts(now)).is_some());
+            arrived.push((id, now));
+            if i % 97 == 0 {
+                // A redelivery of an id seen earlier, judged by its age.
+                let (old, at) = arrived[rng.below(arrived.len() as u64) as usize].clone();
+                let held = d.insert(System::Hr, &old, Ts(now)).is_none();
+                if now - at <= age {
+                    assert!(held, "{old} from {at} forgotten at {now}");
+                } else if now - at >= age + 2 * stretch {
+                    assert!(!held, "{old} from {at} still held at {now}");
+                }
+            }
+        }
+        assert!(
+            d.len() < 2_000,
+            "{} ids held: the window is bounded by age",
+            d.len()
+        );
+        let mut small = Dedup::new(10, Some(age));
+        for i in 0..100 {
+            small.insert(System::Hr, &format!("s{i}"), T0);
+        }
+        assert_eq!(small.len(), 10, "and by capacity");
+    }
+
+    /// A window restored from its ids and stretches, renumbered as a
+    /// restore over another changelog does, forgets exactly as the one it
+    /// was taken from.
+    #[test]
+    fn a_restored_window_forgets_as_the_original() {
+        use crate::tools::generate::Rng;
+        let mut rng = Rng::new(9);
+        let age = 3_200;
+        let mut d = Dedup::new(5_000, Some(age));
+        let mut now = 0i64;
+        let next = |rng: &mut Rng, now: &mut i64| {
+            *now += rng.below(10) as i64;
+            (format!("e{}", rng.below(4_000)), Ts(*now))
+        };
+        for _ in 0..6_000 {
+            let (id, at) = next(&mut rng, &mut now);
+            d.insert(System::App, &id, at);
+        }
+        let stretches: Vec<(u64, Ts)> = d.stretches().collect();
+        let ids: Vec<(System, EventId)> = d.since(0).map(|(s, id)| (s, id.clone())).collect();
+        let mut r = Dedup::restored(
+            5_000,
+            Some(age),
+            ids.iter().map(|(s, id)| (*s, id)),
+            d.inserted(),
+            &stretches,
+        );
+        assert_eq!((r.len(), r.window_start()), (d.len(), d.window_start()));
+        assert_eq!(r.stretches().collect::<Vec<_>>(), stretches);
+        d.renumber(1_000_000);
+        r.renumber(1_000_000);
+        for step in 0..20_000 {
+            let (id, at) = next(&mut rng, &mut now);
+            assert_eq!(
+                d.insert(System::App, &id, at).is_some(),
+                r.insert(System::App, &id, at).is_some(),
+                "step {step}"
+            );
+        }
+        assert_eq!(
+            d.stretches().collect::<Vec<_>>(),
+            r.stretches().collect::<Vec<_>>()
+        );
     }
 }

@@ -130,6 +130,7 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("transactional.id", "kafka.delivery"),
     ("group.instance.id", "kafka.group_instance_id"),
     ("isolation.level", "kafka.delivery"),
+    ("partitioner", "kafka.partitioner"),
     (
         "partition.assignment.strategy",
         "nothing: partitions are assigned by range so input topics stay co-partitioned",
@@ -147,6 +148,8 @@ pub struct KafkaConfig {
     pub unassigned_warning_ms: u64,
     /// `group.instance.id` of the detector's group consumer, if any.
     pub group_instance_id: Option<String>,
+    /// `kafka.partitioner`: the partition a correlation key belongs to.
+    pub partitioner: crate::model::partitioner::Partitioner,
     /// Passed through to every librdkafka client as it is.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -172,6 +175,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("max_task_idle_ms", &self.max_task_idle_ms)
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("unassigned_warning_ms", &self.unassigned_warning_ms)
+            .field("partitioner", &self.partitioner)
             .field("group_instance_id", &self.group_instance_id)
             .field("librdkafka", &redacted)
             .finish()

@@ -86,6 +86,9 @@ pub struct RawKafka {
     /// A member of the group that has held no partition for this long logs
     /// a warning and `/readyz` says so; default `60s`.
     pub unassigned_warning: Option<String>,
+    /// How a correlation key maps to a partition: `murmur2` (default, the
+    /// Java client's) or `crc32` (librdkafka's default).
+    pub partitioner: Option<String>,
     /// Static group membership (KIP-345): an id unique to this detector in
     /// the group and stable across its restarts (a host or pod name). A
     /// restarted member that comes back within the session timeout gets its

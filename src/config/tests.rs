@@ -128,6 +128,11 @@ fn bad_values_name_the_field() {
         "`detector.idle_advance`",
     );
     check_err("[state]\ndedup_max_age = \"0s\"", "`state.dedup_max_age`");
+    check_err("[kafka]\npartitioner = \"random\"", "`kafka.partitioner`");
+    check_err(
+        "[kafka.librdkafka]\npartitioner = \"murmur2_random\"",
+        "use kafka.partitioner",
+    );
 }
 
 #[test]

@@ -546,6 +546,14 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
             ));
         }
     }
+    let partitioner = k.partitioner.as_deref().unwrap_or("murmur2").trim();
+    let partitioner =
+        crate::model::partitioner::Partitioner::parse(partitioner).ok_or_else(|| {
+            invalid(
+                "kafka.partitioner",
+                format!("`{partitioner}` is not a partitioner; use murmur2 (the Java client's default) or crc32 (librdkafka's default)"),
+            )
+        })?;
     for key in k.librdkafka.keys() {
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
             return Err(invalid(
@@ -562,6 +570,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         commit_interval_ms: commit_interval_ms as u64,
         unassigned_warning_ms: unassigned_warning_ms as u64,
         group_instance_id: k.group_instance_id,
+        partitioner,
         librdkafka: k.librdkafka,
     })
 }

@@ -14,6 +14,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: Arc<Config>,
     /// Input topics sorted by name: the merge order of ties.
     pub(crate) topics: Vec<InputTopic>,
+    /// Partitions of each input topic (they are co-partitioned).
+    pub(crate) partitions: i32,
     pub(crate) index: HashMap<String, usize>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) producer: Producer,

@@ -14,6 +14,8 @@ pub(crate) struct InputTopic {
     pub(crate) system: System,
     /// `driftwatch_events_consumed_total{topic}`, looked up once.
     pub(crate) consumed: prometheus::IntCounter,
+    /// `driftwatch_input_records_misplaced_total{topic}`.
+    pub(crate) misplaced: prometheus::IntCounter,
 }
 
 /// Input decoding: JSON, or Avro when the message starts with the

@@ -106,6 +106,10 @@ pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
 /// the consumer waits in a rebalance or on a full output).
 fn producer_config(cfg: &Config, context: &Logs) -> ClientConfig {
     let mut config = client_config(cfg, Role::Producer);
+    // Keyed records go where `kafka.partitioner` puts their key: events
+    // this producer writes (demo, generate, tests) keyed by their
+    // correlation key land in their key's partition.
+    config.set("partitioner", cfg.kafka.partitioner.librdkafka_name());
     if context.watches() && !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
         config.set("statistics.interval.ms", client::WATCH_STATISTICS_MS);
     }
@@ -164,6 +168,7 @@ pub async fn run(
                 c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
                 system,
                 consumed: stats.metrics.events_consumed.with_label_values(&[name]),
+                misplaced: stats.metrics.records_misplaced.with_label_values(&[name]),
             });
         }
     }
@@ -214,8 +219,14 @@ pub async fn run(
             PipelineError::Config(text)
         }
     })?;
+    let partitions = tokio::task::block_in_place(|| check_topics(producer.client(), &cfg))?;
+    tracing::info!(
+        partitioner = cfg.kafka.partitioner.as_str(),
+        "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total"
+    );
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
+        partitions,
         encoder: crate::codec::output::FindingEncoder::new(output),
         producer,
         txn: exactly_once.then(|| Txn {
@@ -240,7 +251,6 @@ pub async fn run(
         lost: Mutex::new(std::collections::BTreeSet::new()),
         cfg: cfg.clone(),
     });
-    let partitions = tokio::task::block_in_place(|| check_topics(shared.producer.client(), &cfg))?;
     let mut consumer_config = client_config(&cfg, Role::Consumer);
     // Each assigned topic-partition has its own queue, and librdkafka's
     // prefetch limits apply to each (at its defaults they applied to the

@@ -7,5 +7,6 @@ pub mod encoding;
 pub mod event;
 pub mod finding;
 pub mod id;
+pub mod partitioner;
 pub mod rule;
 pub mod time;

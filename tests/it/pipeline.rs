@@ -69,6 +69,11 @@ async fn live_run_publishes_what_replay_finds(broker: Broker) {
     );
     assert_eq!(samples["driftwatch_ready"], 1.0);
     assert_eq!(samples["driftwatch_partitions_assigned"], 3.0);
+    assert_eq!(
+        Setup::metric_sum(&samples, "driftwatch_input_records_misplaced_total"),
+        0.0,
+        "events keyed by their correlation key sit in its partition"
+    );
     let published_metric = Setup::metric_sum(&samples, "driftwatch_findings_published_total");
     // `explain` against the running instance reads its live state.
     let admin = format!("http://{}", s.admin);
@@ -284,6 +289,58 @@ async fn malformed_input_is_dead_lettered_and_the_next_message_processed(broker:
             .any(|f| f.worker_id.as_deref() == Some("W000003")
                 && f.rule.as_str().starts_with("LEAVER")),
         "the good message after the bad ones was processed"
+    );
+}
+
+/// Directory events keyed by their event id (as a change-data-capture
+/// connector keys by primary key) sit outside their correlation key's
+/// partition: the detector counts each of them and says so, and counts
+/// none of the events keyed by their correlation key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_outside_their_keys_partition_are_counted_mock_cluster() {
+    use driftwatch::model::event::System;
+    use driftwatch::model::partitioner::Partitioner;
+    let broker = Broker::mock();
+    let s = Setup::new(&broker, "misplaced").await;
+    let mut g = driftwatch::tools::generate::Generator::new(
+        5,
+        60,
+        driftwatch::model::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+    );
+    let mut events = g.baseline();
+    events.extend((0..40).flat_map(|_| g.next_batch(10 * 60_000)));
+    let (directory, others): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| e.system() == System::Directory);
+    s.produce_events(&others).await;
+    let topic = s.cfg.topics.directory[0].clone();
+    let mut misplaced = 0;
+    for e in &directory {
+        let by_id = e.event_id().as_bytes();
+        let home = Partitioner::Murmur2.partition(&e.key(), PARTITIONS);
+        if Partitioner::Murmur2.partition_of_bytes(by_id, PARTITIONS) != home {
+            misplaced += 1;
+        }
+        let payload = driftwatch::codec::json::to_json(e);
+        s.produce_raw(&topic, by_id, payload.as_bytes()).await;
+    }
+    assert!(
+        misplaced > directory.len() / 2,
+        "{misplaced} of {}",
+        directory.len()
+    );
+    let mut d = s.detector("detector");
+    s.wait_caught_up(CATCH_UP, &mut [&mut d]);
+    assert_eq!(
+        s.metric_total("driftwatch_input_records_misplaced_total"),
+        misplaced as f64
+    );
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("partitioner=\"murmur2\""), "{log}");
+    assert!(
+        log.contains("sits in another partition than its correlation key"),
+        "{log}"
     );
 }
 

@@ -135,6 +135,9 @@ struct PartitionTask {
     out: Vec<Finding>,
     out_received: Vec<Instant>,
     dead_letter_log: RateLimitedLog,
+    /// Per topic: whether a record found outside its key's partition was
+    /// reported (once per task; the metric counts them all).
+    misplaced_reported: Vec<bool>,
     gauges: Gauges,
     batches: mpsc::Sender<Batch>,
     /// The next offset of each topic applied (the offsets a checkpoint
@@ -235,6 +238,7 @@ impl PartitionTask {
             label,
         };
         let shared_changelog = shared.cfg.state_changelog;
+        let n_topics = topics.len();
         let task = PartitionTask {
             driver: Driver::new(engine, topics.len()),
             shared,
@@ -249,6 +253,7 @@ impl PartitionTask {
             out: Vec::new(),
             out_received: Vec::new(),
             dead_letter_log: RateLimitedLog::default(),
+            misplaced_reported: vec![false; n_topics],
             gauges,
             batches,
             applied_next: start.iter().map(|s| s.unwrap_or(0)).collect(),
@@ -362,6 +367,7 @@ impl PartitionTask {
             match item {
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
+                    self.check_placement(q, offset, &env);
                     if self.reflected(q, &env) {
                         self.driver.engine_mut().skip(&env, &mut self.out);
                     } else {
@@ -389,6 +395,32 @@ impl PartitionTask {
         }
         self.note_lag(&passed_over, applied);
         Ok(applied)
+    }
+
+    /// Counts a record whose correlation key belongs to another partition
+    /// (its producer keyed or partitioned it otherwise), and says so the
+    /// first time for the topic.
+    fn check_placement(&mut self, q: usize, offset: i64, env: &crate::model::event::Envelope) {
+        let shared = &self.shared;
+        let partitioner = shared.cfg.kafka.partitioner;
+        let key = env.event.key();
+        let home = partitioner.partition(&key, shared.partitions);
+        if home == self.partition {
+            return;
+        }
+        let topic = &shared.topics[q];
+        topic.misplaced.inc();
+        if !self.misplaced_reported[q] {
+            self.misplaced_reported[q] = true;
+            tracing::warn!(
+                topic = %topic.name,
+                offset,
+                key = %key,
+                partitioner = partitioner.as_str(),
+                belongs_to = home,
+                "a record sits in another partition than its correlation key's: the join sees it apart from the rest of its worker's events. Key producers by the correlation key with kafka.partitioner; driftwatch_input_records_misplaced_total counts such records"
+            );
+        }
     }
 
     /// Says once per episode of lag, not per batch, that a topic was passed

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounter,
     pub merge_forced: IntCounter,
+    pub records_misplaced: IntCounterVec,
     pub producer_queue: IntGauge,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -215,6 +216,12 @@ impl Metrics {
                 &r,
                 "driftwatch_merge_forced_total",
                 "Episodes in which a partition task stopped waiting for a lagging input topic (kafka.max_task_idle) and applied the other topics without it: event-time order across topics may differ from a replay.",
+            ),
+            records_misplaced: counter_vec(
+                &r,
+                "driftwatch_input_records_misplaced_total",
+                "Input records found in another partition than the one kafka.partitioner gives their payload's correlation key (their producer keyed or partitioned them otherwise), by topic: the join sees them apart from the rest of their worker's events.",
+                &["topic"],
             ),
             producer_queue: gauge(
                 &r,

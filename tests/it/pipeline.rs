@@ -894,7 +894,8 @@ async fn replay_from_kafka_by_time_range() {
 async fn a_static_member_killed_and_restarted_loses_nothing() {
     let broker = Broker::mock();
     let s = Setup::new(&broker, "static").await;
-    s.produce_generated(61, 150, 300).await;
+    // All input first: the reference is a replay of it (see the kill series).
+    s.produce_generated(61, 150, 400).await;
     let member = [
         ("DRIFTWATCH_ADMIN__LISTEN", "off"),
         ("DRIFTWATCH_KAFKA__GROUP_INSTANCE_ID", "detector-1"),
@@ -906,7 +907,7 @@ async fn a_static_member_killed_and_restarted_loses_nothing() {
         "{}",
         d.log_text()
     );
-    s.produce_more(100).await;
+    d.wait_for_log("state restored", CATCH_UP);
     d.kill();
     let mut d = s.detector_env("static-2", &member);
     d.wait_for_log("rebalance: assigned partitions 0", CATCH_UP);

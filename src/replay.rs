@@ -65,6 +65,10 @@ pub struct ReplayReport {
     pub after_until: u64,
     /// Events read from Kafka outside the event-time window, not applied.
     pub outside_window: u64,
+    /// Events read from Kafka in another partition than `kafka.partitioner`
+    /// gives their correlation key (applied where they sit, as a live run
+    /// applies them).
+    pub misplaced: u64,
     /// What a replay from Kafka found in the topics, for a window that
     /// selected nothing.
     pub held: Option<String>,
@@ -178,6 +182,7 @@ impl ReplayReport {
         self.stats.held += other.stats.held;
         self.after_until += other.after_until;
         self.outside_window += other.outside_window;
+        self.misplaced += other.misplaced;
     }
 
     /// Why a replay applied nothing, and what the input holds.

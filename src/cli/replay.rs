@@ -160,5 +160,11 @@ fn replay_summary(report: &replay::ReplayReport, source: &str, skipped: &str) ->
             plural(report.outside_window, "event")
         ));
     }
+    if report.misplaced > 0 {
+        line.push_str(&format!(
+            "; {} outside the partition kafka.partitioner gives their correlation key, joined apart from their worker's other events as in a live run",
+            plural(report.misplaced, "event")
+        ));
+    }
     line
 }

@@ -130,7 +130,6 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("transactional.id", "kafka.delivery"),
     ("group.instance.id", "kafka.group_instance_id"),
     ("isolation.level", "kafka.delivery"),
-    ("partitioner", "kafka.partitioner"),
     (
         "partition.assignment.strategy",
         "nothing: partitions are assigned by range so input topics stay co-partitioned",

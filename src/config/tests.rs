@@ -129,10 +129,6 @@ fn bad_values_name_the_field() {
     );
     check_err("[state]\ndedup_max_age = \"0s\"", "`state.dedup_max_age`");
     check_err("[kafka]\npartitioner = \"random\"", "`kafka.partitioner`");
-    check_err(
-        "[kafka.librdkafka]\npartitioner = \"murmur2_random\"",
-        "use kafka.partitioner",
-    );
 }
 
 #[test]
@@ -186,21 +182,22 @@ fn secrets_are_redacted_in_debug_output() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("svc"), "{shown}");
     assert_eq!(
-        Config::from_toml("").unwrap().dedup_max_age_ms,
-        Some(7 * 86_400_000)
-    );
-    assert_eq!(
-        Config::from_toml("[state]\ndedup_max_age = \"off\"")
-            .unwrap()
-            .dedup_max_age_ms,
-        None
-    );
-    assert_eq!(
         Config::from_toml("[detector]\nidle_advance = \"off\"")
             .unwrap()
             .idle_advance_ms,
         None
     );
+}
+
+#[test]
+fn dedup_max_age_and_partitioner_defaults_and_choices() {
+    let default = Config::from_toml("").unwrap();
+    assert_eq!(default.dedup_max_age_ms, Some(7 * 86_400_000));
+    assert_eq!(default.kafka.partitioner.as_str(), "murmur2");
+    let off = Config::from_toml("[state]\ndedup_max_age = \"off\"").unwrap();
+    assert_eq!(off.dedup_max_age_ms, None);
+    let crc = Config::from_toml("[kafka]\npartitioner = \"crc32\"").unwrap();
+    assert_eq!(crc.kafka.partitioner.as_str(), "crc32");
 }
 
 #[test]

@@ -96,9 +96,19 @@ pub fn create_client<T: rdkafka::config::FromClientConfigAndContext<C>, C: Clien
         .map_err(|e| PipelineError::Config(format!("kafka client: {}", cfg.redact(&e.to_string()))))
 }
 
-/// A producer for findings, dead letters and generated events.
+/// A producer of input events (`demo`, `generate`, the load harness):
+/// keyed records go where `kafka.partitioner` puts their key, so events
+/// keyed by their correlation key land in their key's partition.
 pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
-    producer_with(cfg, Logs::default())
+    let context = Logs::default();
+    create_client(
+        cfg,
+        producer_config(cfg, &context)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("partitioner", cfg.kafka.partitioner.librdkafka_name()),
+        context,
+    )
 }
 
 /// A producer's configuration; one whose context watches the brokers gets
@@ -106,10 +116,6 @@ pub fn producer(cfg: &Config) -> Result<Producer, PipelineError> {
 /// the consumer waits in a rebalance or on a full output).
 fn producer_config(cfg: &Config, context: &Logs) -> ClientConfig {
     let mut config = client_config(cfg, Role::Producer);
-    // Keyed records go where `kafka.partitioner` puts their key: events
-    // this producer writes (demo, generate, tests) keyed by their
-    // correlation key land in their key's partition.
-    config.set("partitioner", cfg.kafka.partitioner.librdkafka_name());
     if context.watches() && !cfg.kafka.librdkafka.contains_key("statistics.interval.ms") {
         config.set("statistics.interval.ms", client::WATCH_STATISTICS_MS);
     }

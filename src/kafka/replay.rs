@@ -49,6 +49,7 @@ struct Reader {
     /// Input topics and their families, sorted by name.
     topics: Vec<(String, System)>,
     partitions: i32,
+    partitioner: crate::model::partitioner::Partitioner,
     /// The offsets read of every topic-partition: [start, end).
     ranges: BTreeMap<(String, i32), (i64, i64)>,
     progress: Progress,
@@ -114,6 +115,7 @@ impl Reader {
             consumer,
             topics,
             partitions,
+            partitioner: cfg.kafka.partitioner,
             ranges,
             progress: Progress::new(opts.progress, total),
             seen: None,
@@ -170,6 +172,9 @@ impl Reader {
                             {
                                 report.outside_window += 1;
                                 continue;
+                            }
+                            if self.partitioner.partition(&event.key(), self.partitions) != p {
+                                report.misplaced += 1;
                             }
                             envs.push(Envelope {
                                 origin: Origin {

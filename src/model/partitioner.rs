@@ -118,6 +118,17 @@ mod tests {
         }
     }
 
+    /// librdkafka's `consistent` partitioner: CRC-32 (IEEE) of the key
+    /// modulo the partition count.
+    #[test]
+    fn crc32_is_the_ieee_checksum() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(
+            Partitioner::Crc32.partition_of_bytes(b"123456789", 7),
+            (0xCBF4_3926u32 % 7) as i32
+        );
+    }
+
     #[test]
     fn partitions_are_in_range_and_by_the_key_id() {
         for p in [Partitioner::Murmur2, Partitioner::Crc32] {

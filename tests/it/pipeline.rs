@@ -314,7 +314,9 @@ async fn records_outside_their_keys_partition_are_counted_mock_cluster() {
         .partition(|e| e.system() == System::Directory);
     s.produce_events(&others).await;
     let topic = s.cfg.topics.directory[0].clone();
+    let producer = driftwatch::kafka::producer(&s.cfg).unwrap();
     let mut misplaced = 0;
+    let mut pending = Vec::new();
     for e in &directory {
         let by_id = e.event_id().as_bytes();
         let home = Partitioner::Murmur2.partition(&e.key(), PARTITIONS);
@@ -322,7 +324,13 @@ async fn records_outside_their_keys_partition_are_counted_mock_cluster() {
             misplaced += 1;
         }
         let payload = driftwatch::codec::json::to_json(e);
-        s.produce_raw(&topic, by_id, payload.as_bytes()).await;
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .key(by_id)
+            .payload(&payload);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for p in pending {
+        p.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
     assert!(
         misplaced > directory.len() / 2,
@@ -341,6 +349,20 @@ async fn records_outside_their_keys_partition_are_counted_mock_cluster() {
     assert!(
         log.contains("sits in another partition than its correlation key"),
         "{log}"
+    );
+    // A replay from the topics counts them the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", "--kafka", "--config"])
+        .arg(s.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{misplaced} events outside the partition kafka.partitioner gives"
+        )),
+        "{text}"
     );
 }
 
@@ -894,8 +916,9 @@ async fn replay_from_kafka_by_time_range() {
 async fn a_static_member_killed_and_restarted_loses_nothing() {
     let broker = Broker::mock();
     let s = Setup::new(&broker, "static").await;
-    // All input first: the reference is a replay of it (see the kill series).
-    s.produce_generated(61, 150, 400).await;
+    // All input first: the reference is a replay of it (see the kill series);
+    // enough that the kill lands mid-stream.
+    s.produce_generated(61, 400, 25_000).await;
     let member = [
         ("DRIFTWATCH_ADMIN__LISTEN", "off"),
         ("DRIFTWATCH_KAFKA__GROUP_INSTANCE_ID", "detector-1"),
@@ -908,7 +931,9 @@ async fn a_static_member_killed_and_restarted_loses_nothing() {
         d.log_text()
     );
     d.wait_for_log("state restored", CATCH_UP);
+    std::thread::sleep(Duration::from_millis(50));
     d.kill();
+    assert!(!s.behind().is_empty(), "the kill came after the catch-up");
     let mut d = s.detector_env("static-2", &member);
     d.wait_for_log("rebalance: assigned partitions 0", CATCH_UP);
     s.wait_caught_up(CATCH_UP, &mut [&mut d]);

@@ -47,10 +47,6 @@ mod publish;
 pub mod replay;
 mod restore;
 mod task;
-
-/// The most input records a partition task applies between two publishes
-/// (a batch).
-pub use task::MAX_BATCH;
 mod topics;
 
 pub use crate::ops::live::LiveStats;
@@ -58,6 +54,9 @@ pub use client::{client_config, Logs, PlainConsumer, Producer, Role};
 pub use error::PipelineError;
 pub use input::InputDecoder;
 pub use publish::{dead_letter_headers, produce_events, topic_for, FindingsPublisher};
+/// The most input records a partition task applies between two publishes
+/// (a batch).
+pub use task::MAX_BATCH;
 pub use topics::{
     all_topics, check_topics, create_topics, input_topics, require_topics, TopicOutcome,
 };

@@ -20,6 +20,29 @@ pub fn parse_duration_ms(field: &str, s: &str) -> Result<i64, ConfigError> {
         })
 }
 
+/// A duration above zero (`default` when unset), or `off` (None); `off_means`
+/// ends the error's hint.
+fn duration_or_off(
+    field: &str,
+    value: Option<&str>,
+    default: &str,
+    off_means: &str,
+) -> Result<Option<i64>, ConfigError> {
+    match value.map(str::trim) {
+        Some("off") => Ok(None),
+        other => {
+            let ms = parse_duration_ms(field, other.unwrap_or(default))?;
+            if ms <= 0 {
+                return Err(invalid(
+                    field,
+                    format!("must be longer than zero, or `off`{off_means}"),
+                ));
+            }
+            Ok(Some(ms))
+        }
+    }
+}
+
 fn parse_severity(field: &str, s: &str) -> Result<Severity, ConfigError> {
     Severity::parse(s).ok_or_else(|| {
         invalid(
@@ -370,33 +393,19 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
 
-        let dedup_max_age_ms = match raw.state.dedup_max_age.as_deref().map(str::trim) {
-            Some("off") => None,
-            other => {
-                let ms = parse_duration_ms("state.dedup_max_age", other.unwrap_or("7d"))?;
-                if ms <= 0 {
-                    return Err(invalid(
-                        "state.dedup_max_age",
-                        "must be longer than zero, or `off` (only dedup_capacity bounds the window)",
-                    ));
-                }
-                Some(ms)
-            }
-        };
+        let dedup_max_age_ms = duration_or_off(
+            "state.dedup_max_age",
+            raw.state.dedup_max_age.as_deref(),
+            "7d",
+            " (only dedup_capacity bounds the window)",
+        )?;
 
-        let idle_advance_ms = match raw.detector.idle_advance.as_deref().map(str::trim) {
-            Some("off") => None,
-            other => {
-                let ms = parse_duration_ms("detector.idle_advance", other.unwrap_or("10s"))?;
-                if ms <= 0 {
-                    return Err(invalid(
-                        "detector.idle_advance",
-                        "must be longer than zero, or `off`",
-                    ));
-                }
-                Some(ms)
-            }
-        };
+        let idle_advance_ms = duration_or_off(
+            "detector.idle_advance",
+            raw.detector.idle_advance.as_deref(),
+            "10s",
+            "",
+        )?;
         let kafka = kafka_config(raw.kafka)?;
         let checkpoint_interval_ms = match raw.state.checkpoint_interval.as_deref() {
             None => kafka.commit_interval_ms,

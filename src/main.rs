@@ -85,6 +85,9 @@ struct ReplayArgs {
     /// Evaluate as of this event time (RFC 3339): events that occurred after it are not applied, and SLA timers due by then fire.
     #[arg(long, value_parser = parse_ts)]
     until: Option<Ts>,
+    /// With --input and kafka.route_by = "payload": the input topics' partition count, which decides each key's partition (default: the highest partition in the dump plus one).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100000))]
+    partitions: Option<i32>,
     /// Output file; `-` or absent for standard output.
     #[arg(long)]
     output: Option<PathBuf>,

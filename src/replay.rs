@@ -249,19 +249,29 @@ pub fn replay_dir(
     until: Option<Ts>,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
-    replay_dir_as(cfg, dir, until, crate::model::encoding::Encoding::Json, out)
+    replay_dir_as(
+        cfg,
+        dir,
+        until,
+        None,
+        crate::model::encoding::Encoding::Json,
+        out,
+    )
 }
 
-/// Replays a dump directory, writing findings in `encoding`.
+/// Replays a dump directory, writing findings in `encoding`. With
+/// `kafka.route_by = "payload"`, `partitions` is the topics' partition
+/// count (default: the highest partition in the dump, plus one).
 pub fn replay_dir_as(
     cfg: Arc<Config>,
     dir: &Path,
     until: Option<Ts>,
+    partitions: Option<i32>,
     encoding: crate::model::encoding::Encoding,
     out: &mut dyn Write,
 ) -> Result<ReplayReport, ReplayError> {
     let (dumps, mut report) = read_dir(&cfg, dir)?;
-    let findings = replay_dumps(cfg, dumps, until, &mut report, &mut |_, _| {});
+    let findings = replay_dumps(cfg, dumps, until, partitions, &mut report, &mut |_, _| {});
     crate::codec::output::write_findings(encoding, &findings, out)
         .map_err(|e| ReplayError::Output(io::Error::other(e)))?;
     report.findings = findings.len() as u64;
@@ -286,7 +296,7 @@ pub fn worker_history(
     worker_id: &str,
 ) -> Result<WorkerHistory, ReplayError> {
     let (dumps, mut report) = read_dir(&cfg, dir)?;
-    Ok(history_of(cfg, dumps, until, &mut report, worker_id))
+    Ok(history_of(cfg, dumps, until, None, &mut report, worker_id))
 }
 
 /// Replays already-decoded streams (as [`replay_streams`]) and keeps what
@@ -295,16 +305,25 @@ pub fn worker_history_of_streams(
     cfg: Arc<Config>,
     streams: Vec<Stream>,
     until: Option<Ts>,
+    partitions: Option<i32>,
     worker_id: &str,
 ) -> WorkerHistory {
     let mut report = ReplayReport::default();
-    history_of(cfg, dumps_of(streams), until, &mut report, worker_id)
+    history_of(
+        cfg,
+        dumps_of(streams),
+        until,
+        partitions,
+        &mut report,
+        worker_id,
+    )
 }
 
 fn history_of(
     cfg: Arc<Config>,
     dumps: Vec<Dump>,
     until: Option<Ts>,
+    partitions: Option<i32>,
     report: &mut ReplayReport,
     worker_id: &str,
 ) -> WorkerHistory {
@@ -325,7 +344,7 @@ fn history_of(
     });
     let mut state = None;
     let mut partition = None;
-    let findings = replay_dumps(cfg, dumps, until, report, &mut |p, engine| {
+    let findings = replay_dumps(cfg, dumps, until, partitions, report, &mut |p, engine| {
         if let Some(view) = engine
             .store()
             .with_state(&key, |st| crate::ops::query::worker_view(&key, st))
@@ -379,14 +398,23 @@ fn read_dir(cfg: &Config, dir: &Path) -> Result<(Vec<Dump>, ReplayReport), Repla
     Ok((dumps, report))
 }
 
-/// Replays already-decoded streams: one list per input topic, each in arrival order.
+/// Replays already-decoded streams: one list per input topic, each in
+/// arrival order; `partitions` as for [`replay_dir_as`].
 pub fn replay_streams(
     cfg: Arc<Config>,
     streams: Vec<Stream>,
     until: Option<Ts>,
+    partitions: Option<i32>,
 ) -> (Vec<Finding>, ReplayReport) {
     let mut report = ReplayReport::default();
-    let findings = replay_dumps(cfg, dumps_of(streams), until, &mut report, &mut |_, _| {});
+    let findings = replay_dumps(
+        cfg,
+        dumps_of(streams),
+        until,
+        partitions,
+        &mut report,
+        &mut |_, _| {},
+    );
     report.findings = findings.len() as u64;
     (findings, report)
 }
@@ -421,24 +449,44 @@ fn replay_dumps(
     cfg: Arc<Config>,
     mut dumps: Vec<Dump>,
     until: Option<Ts>,
+    partitions: Option<i32>,
     report: &mut ReplayReport,
     inspect: &mut dyn FnMut(i32, &Engine),
 ) -> Vec<Finding> {
     dumps.sort_by(|a, b| a.topic.cmp(&b.topic));
-    let partitions: std::collections::BTreeSet<i32> = dumps
+    let seen: std::collections::BTreeSet<i32> = dumps
         .iter()
         .flat_map(|d| d.by_partition.keys().copied())
         .collect();
-    let mut findings = Vec::new();
-    for p in partitions {
-        let mut driver = Driver::new(Engine::new(cfg.clone()), dumps.len());
+    // Each partition's records in the order its task applies them.
+    let mut tasks: Vec<(i32, Vec<Envelope>)> = Vec::new();
+    for &p in &seen {
+        let mut merge = crate::detect::merge::Merge::new(dumps.len());
         for (q, d) in dumps.iter_mut().enumerate() {
             for env in d.by_partition.remove(&p).unwrap_or_default() {
                 let offset = env.origin.offset;
-                driver.push(q, offset, env);
+                merge.push(q, offset, env);
             }
         }
         // A file has nothing more to come: an empty queue never holds the others back.
+        tasks.push((
+            p,
+            std::iter::from_fn(|| merge.pop(|_| true))
+                .map(|(_, _, e)| e)
+                .collect(),
+        ));
+    }
+    if cfg.kafka.route_by == crate::config::RouteBy::Payload {
+        tasks = route_tasks(&cfg, tasks, partitions);
+    }
+    let mut findings = Vec::new();
+    for (p, envs) in tasks {
+        // One queue already in order: the driver only prefetches and applies.
+        let mut driver = Driver::new(Engine::new(cfg.clone()), 1);
+        for env in envs {
+            let offset = env.origin.offset;
+            driver.push(0, offset, env);
+        }
         while let Some((_, _, env)) = driver.pop(|_| true) {
             if until.is_some_and(|t| env.event.occurred_at() > t) {
                 report.after_until += 1;
@@ -463,4 +511,30 @@ fn replay_dumps(
         report.stats.held += s.held;
     }
     findings
+}
+
+/// `kafka.route_by = "payload"`: each partition's records (as its task
+/// pops them) go to the partition of their correlation key, in the order
+/// a live target applies them ([`crate::detect::route`]). The partition
+/// count is `partitions`, at least the highest partition seen plus one.
+fn route_tasks(
+    cfg: &Config,
+    tasks: Vec<(i32, Vec<Envelope>)>,
+    partitions: Option<i32>,
+) -> Vec<(i32, Vec<Envelope>)> {
+    let highest = tasks.iter().map(|(p, _)| *p).max().unwrap_or(0);
+    let n = partitions.unwrap_or(0).max(highest + 1);
+    let mut sources: Vec<Vec<Envelope>> = (0..n).map(|_| Vec::new()).collect();
+    for (p, envs) in tasks {
+        sources[p as usize] = envs;
+    }
+    let partitioner = cfg.kafka.partitioner;
+    crate::detect::route::route(sources, |env| {
+        partitioner.partition(&env.event.key(), n) as usize
+    })
+    .into_iter()
+    .enumerate()
+    .filter(|(_, envs)| !envs.is_empty())
+    .map(|(p, envs)| (p as i32, envs.into_iter().map(|(_, e)| e).collect()))
+    .collect()
 }

@@ -21,6 +21,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
         to_topic,
         progress,
         until,
+        partitions,
         output,
         config,
         format,
@@ -37,6 +38,8 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
                 ("--to-topic", to_topic.is_some()),
             ],
         )?;
+    } else if partitions.is_some() {
+        anyhow::bail!("--partitions is for --input: with --kafka the topics' partition count is read from the cluster");
     }
     if to_topic.is_some() && output.is_some() {
         anyhow::bail!("--output and --to-topic both say where findings go; give one");
@@ -106,7 +109,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
     }
     let input = input.expect("clap requires --input or --kafka");
     let mut out = sink(output.as_ref())?;
-    let report = replay::replay_dir_as(cfg, &input, until, encoding, &mut out)?;
+    let report = replay::replay_dir_as(cfg, &input, until, partitions, encoding, &mut out)?;
     out.flush().context("cannot write the findings")?;
     drop(out);
     for name in &report.ignored_files {

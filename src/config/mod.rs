@@ -107,6 +107,9 @@ pub struct Topics {
     pub dead_letter: String,
     /// The compacted state changelog topic.
     pub state: String,
+    /// The topic records move through to their key's partition
+    /// (`kafka.route_by = "payload"`).
+    pub repartition: String,
 }
 
 /// Delivery guarantee of the findings topic.
@@ -137,6 +140,27 @@ const MANAGED_PROPERTIES: &[(&str, &str)] = &[
 ];
 
 /// Broker connection, consumer group and delivery guarantee.
+/// `kafka.route_by`: which partition task applies a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteBy {
+    /// The task of the partition the producer put it in: the join is only
+    /// as good as the producers' keys and partitioners.
+    KafkaKey,
+    /// The task owning its correlation key (`kafka.partitioner` of the
+    /// key computed from the payload); records elsewhere move there
+    /// through `topics.repartition`.
+    Payload,
+}
+
+impl RouteBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteBy::KafkaKey => "kafka_key",
+            RouteBy::Payload => "payload",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
@@ -149,6 +173,8 @@ pub struct KafkaConfig {
     pub group_instance_id: Option<String>,
     /// `kafka.partitioner`: the partition a correlation key belongs to.
     pub partitioner: crate::model::partitioner::Partitioner,
+    /// `kafka.route_by`: which partition task applies a record.
+    pub route_by: RouteBy,
     /// Passed through to every librdkafka client as it is.
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -175,6 +201,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("unassigned_warning_ms", &self.unassigned_warning_ms)
             .field("partitioner", &self.partitioner)
+            .field("route_by", &self.route_by)
             .field("group_instance_id", &self.group_instance_id)
             .field("librdkafka", &redacted)
             .finish()

@@ -89,6 +89,11 @@ pub struct RawKafka {
     /// How a correlation key maps to a partition: `murmur2` (default, the
     /// Java client's) or `crc32` (librdkafka's default).
     pub partitioner: Option<String>,
+    /// Which partition task applies a record: `kafka_key` (default: the one
+    /// reading the partition the producer chose) or `payload` (the one
+    /// owning the record's correlation key; records elsewhere move through
+    /// `topics.repartition`).
+    pub route_by: Option<String>,
     /// Static group membership (KIP-345): an id unique to this detector in
     /// the group and stable across its restarts (a host or pod name). A
     /// restarted member that comes back within the session timeout gets its
@@ -141,6 +146,8 @@ pub struct RawTopics {
     pub dead_letter: Option<String>,
     /// The state changelog topic (compacted; used with `state.changelog`).
     pub state: Option<String>,
+    /// The repartition topic (used with `kafka.route_by = "payload"`).
+    pub repartition: Option<String>,
 }
 
 /// A topic name or a list of them.

@@ -116,11 +116,15 @@ fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
             .dead_letter
             .unwrap_or_else(|| "driftwatch.dead-letter".into()),
         state: t.state.unwrap_or_else(|| "driftwatch.state".into()),
+        repartition: t
+            .repartition
+            .unwrap_or_else(|| "driftwatch.repartition".into()),
     };
     for (field, name) in [
         ("topics.findings", &topics.findings),
         ("topics.dead_letter", &topics.dead_letter),
         ("topics.state", &topics.state),
+        ("topics.repartition", &topics.repartition),
     ] {
         if !valid_topic(name) {
             return Err(invalid(
@@ -148,11 +152,12 @@ fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
         ("topics.findings", &topics.findings),
         ("topics.dead_letter", &topics.dead_letter),
         ("topics.state", &topics.state),
+        ("topics.repartition", &topics.repartition),
     ] {
         if let Some(other) = seen.get(name) {
             return Err(invalid(
                 field,
-                format!("`{name}` is an input topic in `{other}`; findings, dead letters and state need their own topics"),
+                format!("`{name}` is an input topic in `{other}`; findings, dead letters, state and repartitioned records need their own topics"),
             ));
         }
     }
@@ -162,6 +167,15 @@ fn topics_config(t: RawTopics) -> Result<Topics, ConfigError> {
             format!(
                 "`{}` is also the findings or dead-letter topic; the state changelog is compacted and needs a topic of its own",
                 topics.state
+            ),
+        ));
+    }
+    if [&topics.findings, &topics.dead_letter, &topics.state].contains(&&topics.repartition) {
+        return Err(invalid(
+            "topics.repartition",
+            format!(
+                "`{}` is also the findings, dead-letter or state topic; records moving to their key's partition need a topic of their own",
+                topics.repartition
             ),
         ));
     }
@@ -434,6 +448,22 @@ impl TryFrom<RawConfig> for Config {
             return Err(invalid("detector.max_message_bytes", "must be at least 1"));
         }
 
+        let state_changelog = raw.state.changelog.unwrap_or(false);
+        if kafka.route_by == crate::config::RouteBy::Payload {
+            if !state_changelog {
+                return Err(invalid(
+                    "kafka.route_by",
+                    "`payload` needs the state changelog: a partition's state then holds records other partitions read, which its own input history cannot rebuild; set state.changelog = true",
+                ));
+            }
+            if kafka.delivery == Delivery::ExactlyOnce {
+                return Err(invalid(
+                    "kafka.route_by",
+                    "`payload` works with kafka.delivery = \"at_least_once\" only (records moving between partitions are not part of a transaction); use kafka_key or at_least_once",
+                ));
+            }
+        }
+
         Ok(Config {
             max_message_bytes,
             output,
@@ -463,7 +493,7 @@ impl TryFrom<RawConfig> for Config {
             storm,
             dedup_capacity,
             dedup_max_age_ms,
-            state_changelog: raw.state.changelog.unwrap_or(false),
+            state_changelog,
             history_fallback: raw.state.history_fallback.unwrap_or(true),
             checkpoint_interval_ms,
         })
@@ -563,6 +593,16 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
                 format!("`{partitioner}` is not a partitioner; use murmur2 (the Java client's default) or crc32 (librdkafka's default)"),
             )
         })?;
+    let route_by = match k.route_by.as_deref().map(str::trim) {
+        None | Some("kafka_key") => crate::config::RouteBy::KafkaKey,
+        Some("payload") => crate::config::RouteBy::Payload,
+        Some(other) => {
+            return Err(invalid(
+                "kafka.route_by",
+                format!("`{other}` is not a routing; use kafka_key (apply records in the partition producers chose) or payload (move each to its correlation key's partition)"),
+            ))
+        }
+    };
     for key in k.librdkafka.keys() {
         if let Some((_, instead)) = MANAGED_PROPERTIES.iter().find(|(p, _)| p == key) {
             return Err(invalid(
@@ -580,6 +620,7 @@ fn kafka_config(k: RawKafka) -> Result<KafkaConfig, ConfigError> {
         unassigned_warning_ms: unassigned_warning_ms as u64,
         group_instance_id: k.group_instance_id,
         partitioner,
+        route_by,
         librdkafka: k.librdkafka,
     })
 }

@@ -11,5 +11,6 @@ pub mod driver;
 pub mod engine;
 pub mod episode;
 pub mod merge;
+pub mod route;
 pub mod rules;
 pub mod state;

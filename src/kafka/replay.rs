@@ -265,13 +265,25 @@ pub fn replay_kafka(
     let started = Instant::now();
     let mut findings = Vec::new();
     let mut report = ReplayReport::default();
-    for p in 0..reader.partitions {
-        let mut read = ReplayReport::default();
-        let streams = reader.read_partition(p, opts, &mut read)?;
-        let (f, r) = replay_streams(cfg.clone(), streams, opts.until);
-        findings.extend(f);
-        report.merge(&read);
+    if cfg.kafka.route_by == crate::config::RouteBy::Payload {
+        // Partitions exchange records: all are read first.
+        let mut streams = Vec::new();
+        for p in 0..reader.partitions {
+            streams.extend(reader.read_partition(p, opts, &mut report)?);
+        }
+        let (f, r) = replay_streams(cfg.clone(), streams, opts.until, Some(reader.partitions));
+        findings = f;
         report.merge(&r);
+    } else {
+        // Partition by partition: one partition's input in memory at a time.
+        for p in 0..reader.partitions {
+            let mut read = ReplayReport::default();
+            let streams = reader.read_partition(p, opts, &mut read)?;
+            let (f, r) = replay_streams(cfg.clone(), streams, opts.until, None);
+            findings.extend(f);
+            report.merge(&read);
+            report.merge(&r);
+        }
     }
     reader.progress.done(started);
     report.files = reader.topics.len();
@@ -303,7 +315,11 @@ pub fn worker_history(
     }
     reader.progress.done(started);
     Ok(crate::replay::worker_history_of_streams(
-        cfg, streams, until, worker_id,
+        cfg,
+        streams,
+        until,
+        Some(reader.partitions),
+        worker_id,
     ))
 }
 

@@ -142,8 +142,8 @@ pub fn input_topics(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Input, findings and dead-letter topics, and the state changelog when
-/// it is kept.
+/// Input, findings and dead-letter topics, the state changelog when it is
+/// kept, and the repartition topic when records are routed by payload.
 pub fn all_topics(cfg: &Config) -> Vec<String> {
     let t = &cfg.topics;
     t.hr.iter()
@@ -151,6 +151,7 @@ pub fn all_topics(cfg: &Config) -> Vec<String> {
         .chain(&t.app)
         .chain([&t.findings, &t.dead_letter])
         .chain(cfg.state_changelog.then_some(&t.state))
+        .chain((cfg.kafka.route_by == crate::config::RouteBy::Payload).then_some(&t.repartition))
         .cloned()
         .collect()
 }
@@ -193,6 +194,15 @@ pub fn check_topics<C: ClientContext>(
             "the state changelog `{}` has {} partitions and the input topics {first}: it holds the state of each input partition in the partition of the same number; recreate it with {first} partitions (`driftwatch create-topics`)",
             t.state,
             counts[t.state.as_str()]
+        )));
+    }
+    if cfg.kafka.route_by == crate::config::RouteBy::Payload
+        && counts[t.repartition.as_str()] != first
+    {
+        return Err(PipelineError::Topics(format!(
+            "the repartition topic `{}` has {} partitions and the input topics {first}: a record moves to the partition of its key's number; recreate it with {first} partitions (`driftwatch create-topics`)",
+            t.repartition,
+            counts[t.repartition.as_str()]
         )));
     }
     Ok(first as i32)

@@ -702,7 +702,7 @@ max_task_idle = "60s"
                 .collect();
             streams.push((name, envs));
         }
-        driftwatch::replay::replay_streams(self.cfg.clone(), streams, None).0
+        driftwatch::replay::replay_streams(self.cfg.clone(), streams, None, Some(PARTITIONS)).0
     }
 
     /// The findings topic holds exactly the reference's transitions, with

@@ -101,11 +101,11 @@ pub enum RestoreError {
 /// A hash of everything in the configuration that changes what an engine
 /// holds or publishes (rules, SLAs, owners, escalation, storm guard,
 /// window size, instance) or what its offsets mean (the input topics, in
-/// order). State written under another one is not restored.
+/// order, and routing by payload). State written under another one is not restored.
 pub fn config_fingerprint(cfg: &Config) -> u64 {
     // The input topics too: the offsets a state reflects are theirs, by
     // position.
-    let text = format!(
+    let mut text = format!(
         "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
         cfg.rules,
         cfg.storm,
@@ -124,6 +124,15 @@ pub fn config_fingerprint(cfg: &Config) -> u64 {
         cfg.topics.directory,
         cfg.topics.app,
     );
+    // Routing by payload decides which partition holds a key, and adds the
+    // repartition topic's position to the offsets.
+    if cfg.kafka.route_by == crate::config::RouteBy::Payload {
+        text.push_str(&format!(
+            "|payload|{}|{}",
+            cfg.kafka.partitioner.as_str(),
+            cfg.topics.repartition
+        ));
+    }
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)

@@ -74,6 +74,9 @@ impl Rounds {
     }
 }
 
+/// The round of a late record: it goes at once.
+const LATE: u64 = u64::MAX;
+
 /// A target's records of every source, applied round by round.
 #[derive(Debug)]
 pub struct Assembly<T> {
@@ -111,16 +114,23 @@ impl<T: Timed> Assembly<T> {
         self.next
     }
 
+    /// Per source: the rounds below this are closed.
+    pub fn closed(&self) -> &[u64] {
+        &self.closed
+    }
+
     /// The highest round any source has closed, plus one.
     pub fn max_closed(&self) -> u64 {
         self.closed.iter().copied().max().unwrap_or(self.next)
     }
 
     /// Queues a record of `source`'s round `round`. A record of a round
-    /// already applied (re-sent by a source that restarted) goes with the
-    /// round in progress.
+    /// already applied (re-sent by a source that restarted, most often a
+    /// duplicate) is late: it goes as soon as it heads its queue, without
+    /// waiting for the round in progress to close.
     pub fn push(&mut self, source: usize, round: u64, record: T) {
-        self.queues[source].push_back((round.max(self.next), record));
+        let round = if round < self.next { LATE } else { round };
+        self.queues[source].push_back((round, record));
         self.len += 1;
     }
 
@@ -133,6 +143,13 @@ impl<T: Timed> Assembly<T> {
     /// The next record to apply as `(source, record)`, or `None` until the
     /// sources close the round in progress.
     pub fn pop(&mut self) -> Option<(usize, T)> {
+        if let Some(s) = self
+            .queues
+            .iter()
+            .position(|q| q.front().is_some_and(|(round, _)| *round == LATE))
+        {
+            return self.take(s);
+        }
         loop {
             if self.closed.iter().any(|&c| c <= self.next) {
                 return None;
@@ -156,15 +173,17 @@ impl<T: Timed> Assembly<T> {
                 }
             }
             match best {
-                Some((_, s)) => {
-                    let (_, item) = self.queues[s].pop_front().expect("a head was seen");
-                    self.len -= 1;
-                    return Some((s, item));
-                }
+                Some((_, s)) => return self.take(s),
                 // Every source closed this round and none holds more of it.
                 None => self.next += 1,
             }
         }
+    }
+
+    fn take(&mut self, s: usize) -> Option<(usize, T)> {
+        let (_, item) = self.queues[s].pop_front()?;
+        self.len -= 1;
+        Some((s, item))
     }
 
     /// Drops everything waiting.
@@ -395,11 +414,13 @@ mod tests {
         a.close(0, 2);
         a.close(1, 2);
         assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((1, 1)));
-        // A record of a round already applied goes with the one in progress.
+        // A record of a round already applied goes at once, without
+        // waiting for the round in progress to close.
         a.push(0, 0, r(0));
+        assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((0, 0)));
+        assert_eq!(a.pop(), None);
         a.close(0, 3);
         a.close(1, 3);
-        assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((0, 0)));
         assert_eq!(a.pop(), None);
         assert_eq!(a.next_round(), 3, "rounds 1 and 2 are done");
     }

@@ -209,6 +209,9 @@ pub(super) struct Restored {
     /// Where each input topic's reading starts: the offsets the state
     /// reflects.
     pub(super) start: Vec<i64>,
+    /// Routing by payload: the round at which the partition's input
+    /// resumes (its offsets in `start` are where that round starts).
+    pub(super) round: u64,
     /// Keys whose record reflects later offsets than `start` (a checkpoint
     /// cut short): their events before those offsets are in their state.
     pub(super) ahead: HashMap<Key, Vec<i64>>,
@@ -438,7 +441,10 @@ fn scan(
         return give_up(reason.into(), &pieces, &keys);
     };
     let topics = shared.topics.len();
-    if start.len() != topics {
+    // Routing by payload: after the topics' offsets, the round the source
+    // resumes at.
+    let width = topics + usize::from(shared.repartition.is_some());
+    if start.len() != width {
         return give_up(
             format!(
                 "it reflects {} input topics and {topics} are configured",
@@ -448,6 +454,12 @@ fn scan(
             &keys,
         );
     }
+    let mut start = start;
+    let round = if shared.repartition.is_some() {
+        start.pop().unwrap_or(0).max(0) as u64
+    } else {
+        0
+    };
     if let Some(q) = (0..topics).find(|&q| committed[q].is_some_and(|c| c > start[q])) {
         return give_up(
             format!(
@@ -481,7 +493,7 @@ fn scan(
     let mut ahead = HashMap::new();
     let count = keys.len();
     let states = keys.into_iter().map(|(k, (offsets, state))| {
-        if offsets.len() == topics && offsets.iter().zip(&start).any(|(o, s)| o > s) {
+        if offsets.len() == width && offsets.iter().zip(&start).any(|(o, s)| o > s) {
             ahead.insert(k.clone(), offsets);
         }
         (k, state)
@@ -504,6 +516,7 @@ fn scan(
     Ok(Ok(Some(Restored {
         engine,
         start,
+        round,
         ahead,
         keys: count,
         records,

@@ -12,10 +12,15 @@ pub(crate) type LiveConsumer = BaseConsumer<Ctx>;
 /// tasks share.
 pub(crate) struct Shared {
     pub(crate) cfg: Arc<Config>,
-    /// Input topics sorted by name: the merge order of ties.
+    /// Input topics sorted by name (the merge order of ties), then the
+    /// repartition topic when records are routed by payload: every topic
+    /// the group consumer reads.
     pub(crate) topics: Vec<InputTopic>,
     /// Partitions of each input topic (they are co-partitioned).
     pub(crate) partitions: i32,
+    /// Routing by payload: the index in `topics` of the repartition topic
+    /// (the last; the ones before are the inputs).
+    pub(crate) repartition: Option<usize>,
     pub(crate) index: HashMap<String, usize>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) producer: Producer,
@@ -53,6 +58,12 @@ pub(crate) struct Shared {
 pub(crate) const RESTORES_PER_CORE: usize = 2;
 
 impl Shared {
+    /// How many of `topics` are input topics (the rest is the repartition
+    /// topic).
+    pub(crate) fn inputs(&self) -> usize {
+        self.repartition.unwrap_or(self.topics.len())
+    }
+
     /// Whether this member may still write partition `p`'s state.
     pub(crate) fn owns_state(&self, p: i32) -> bool {
         !self.lost.lock().expect("lost lock").contains(&p)

@@ -178,6 +178,21 @@ pub async fn run(
         }
     }
     topics.sort_by(|a, b| a.name.cmp(&b.name));
+    // Routing by payload: the repartition topic is read beside the inputs
+    // (its records are not merged with them), after them.
+    let routed = cfg.kafka.route_by == crate::config::RouteBy::Payload;
+    let repartition = routed.then(|| {
+        let name = &cfg.topics.repartition;
+        topics.push(InputTopic {
+            name: name.as_str().into(),
+            id: crate::model::id::Topic::new(name),
+            c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
+            system: System::Hr,
+            consumed: stats.metrics.events_consumed.with_label_values(&[name]),
+            misplaced: stats.metrics.records_misplaced.with_label_values(&[name]),
+        });
+        topics.len() - 1
+    });
     let index = topics
         .iter()
         .enumerate()
@@ -225,13 +240,22 @@ pub async fn run(
         }
     })?;
     let partitions = tokio::task::block_in_place(|| check_topics(producer.client(), &cfg))?;
-    tracing::info!(
-        partitioner = cfg.kafka.partitioner.as_str(),
-        "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total"
-    );
+    if routed {
+        tracing::info!(
+            partitioner = cfg.kafka.partitioner.as_str(),
+            repartition = %cfg.topics.repartition,
+            "routing by payload: each record is applied in the partition kafka.partitioner gives its correlation key; records found elsewhere move there through the repartition topic and are counted in driftwatch_input_records_misplaced_total"
+        );
+    } else {
+        tracing::info!(
+            partitioner = cfg.kafka.partitioner.as_str(),
+            "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total (kafka.route_by = \"payload\" moves them)"
+        );
+    }
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
         partitions,
+        repartition,
         encoder: crate::codec::output::FindingEncoder::new(output),
         producer,
         txn: exactly_once.then(|| Txn {

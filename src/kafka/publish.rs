@@ -28,8 +28,24 @@ pub(crate) async fn enqueue(
     payload: &[u8],
     headers: Option<&OwnedHeaders>,
 ) -> Result<DeliveryFuture, PipelineError> {
+    enqueue_with(producer, topic, None, key, payload, headers).await
+}
+
+/// Queues one record, to `partition` when given (else the producer's
+/// partitioner places it), waiting while the producer queue is full.
+pub(crate) async fn enqueue_with(
+    producer: &super::Producer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+) -> Result<DeliveryFuture, PipelineError> {
     loop {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }

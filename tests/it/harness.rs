@@ -230,6 +230,20 @@ impl Setup {
         Setup::with_state(broker, name, "changelog = true").await
     }
 
+    /// A setup whose detectors route records by payload (with the state
+    /// changelog, which that needs).
+    pub async fn routed(broker: &Broker, name: &str) -> Setup {
+        Setup::with(
+            broker,
+            name,
+            false,
+            "route_by = \"payload\"",
+            "off",
+            "changelog = true",
+        )
+        .await
+    }
+
     /// A setup whose `[state]` section is `state`.
     pub async fn with_state(broker: &Broker, name: &str, state: &str) -> Setup {
         Setup::with(broker, name, false, "", "off", state).await
@@ -266,6 +280,7 @@ app = "{id}.app"
 findings = "{id}.findings"
 dead_letter = "{id}.dlq"
 state = "{id}.state"
+repartition = "{id}.repartition"
 
 [state]
 {state}
@@ -461,6 +476,39 @@ max_task_idle = "60s"
         self.produce(events).await;
     }
 
+    /// Produces events as JSON with HR events keyed by their correlation
+    /// key and directory and app events by their event id, as a
+    /// change-data-capture connector keyed by primary key does: most land
+    /// outside their key's partition. Returns how many.
+    pub async fn produce_keyed_by_event_id(&self, events: &[Event]) -> usize {
+        use driftwatch::model::partitioner::Partitioner;
+        let producer = kafka::producer(&self.cfg).unwrap();
+        let mut pending = Vec::new();
+        let mut misplaced = 0;
+        for e in events {
+            let topic = kafka::topic_for(&self.cfg, e.system()).to_string();
+            let key = e.key();
+            let by = match e.system() {
+                System::Hr => key.id().as_bytes().to_vec(),
+                _ => e.event_id().as_bytes().to_vec(),
+            };
+            if Partitioner::Murmur2.partition_of_bytes(&by, PARTITIONS)
+                != Partitioner::Murmur2.partition(&key, PARTITIONS)
+            {
+                misplaced += 1;
+            }
+            let payload = driftwatch::codec::json::to_json(e);
+            let record = rdkafka::producer::FutureRecord::to(&topic)
+                .key(&by)
+                .payload(&payload);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        for p in pending {
+            p.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        misplaced
+    }
+
     /// Produces raw bytes to a topic (for malformed input).
     pub async fn produce_raw(&self, topic: &str, key: &[u8], payload: &[u8]) {
         let producer = kafka::producer(&self.cfg).unwrap();
@@ -615,7 +663,15 @@ max_task_idle = "60s"
         let consumer = self.reader();
         let t = &self.cfg.topics;
         let mut ends = BTreeMap::new();
-        for topic in t.hr.iter().chain(&t.directory).chain(&t.app) {
+        // Routing by payload: records moved between partitions are applied
+        // once the repartition topic is committed to its end too.
+        let routed = self.cfg.kafka.route_by == driftwatch::config::RouteBy::Payload;
+        for topic in
+            t.hr.iter()
+                .chain(&t.directory)
+                .chain(&t.app)
+                .chain(routed.then_some(&t.repartition))
+        {
             for p in 0..PARTITIONS {
                 let (_, high) = consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
@@ -674,6 +730,11 @@ max_task_idle = "60s"
     /// What one uninterrupted process must publish: the input topics as
     /// they are on the broker, replayed (same partitions, offsets, merge).
     pub fn reference_findings(&self) -> Vec<Finding> {
+        self.reference_findings_with(self.cfg.clone())
+    }
+
+    /// The input topics replayed under `cfg`.
+    pub fn reference_findings_with(&self, cfg: Arc<Config>) -> Vec<Finding> {
         let decoder = InputDecoder::from_config(&self.cfg).unwrap();
         let t = &self.cfg.topics;
         let mut streams = Vec::new();
@@ -702,7 +763,7 @@ max_task_idle = "60s"
                 .collect();
             streams.push((name, envs));
         }
-        driftwatch::replay::replay_streams(self.cfg.clone(), streams, None, Some(PARTITIONS)).0
+        driftwatch::replay::replay_streams(cfg, streams, None, Some(PARTITIONS)).0
     }
 
     /// The findings topic holds exactly the reference's transitions, with
@@ -746,7 +807,15 @@ max_task_idle = "60s"
         let t = &self.cfg.topics;
         let mut ends = TopicPartitionList::new();
         let mut tpl = TopicPartitionList::new();
-        for topic in t.hr.iter().chain(&t.directory).chain(&t.app) {
+        // Routing by payload: records moved between partitions are applied
+        // once the repartition topic is committed to its end too.
+        let routed = self.cfg.kafka.route_by == driftwatch::config::RouteBy::Payload;
+        for topic in
+            t.hr.iter()
+                .chain(&t.directory)
+                .chain(&t.app)
+                .chain(routed.then_some(&t.repartition))
+        {
             for p in 0..PARTITIONS {
                 let (_, high) = consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))

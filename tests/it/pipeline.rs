@@ -55,6 +55,7 @@ on_both_brokers!(two_detectors_split_the_partitions);
 on_both_brokers!(avro_input_is_detected_like_json);
 on_both_brokers!(sigterm_under_load_commits_what_it_published);
 on_both_brokers!(replay_from_kafka_matches_replay_of_a_dump);
+on_both_brokers!(two_detectors_route_records_keyed_by_account_as_replay_does);
 
 async fn live_run_publishes_what_replay_finds(broker: Broker) {
     let s = Setup::new(&broker, "live").await;
@@ -549,6 +550,57 @@ async fn two_detectors_split_the_partitions(broker: Broker) {
     assert!(b.terminate().success(), "{}", b.log_text());
 
     s.assert_published_as_reference();
+}
+
+/// `kafka.route_by = "payload"`: directory and app events keyed by event
+/// id (most outside their worker's partition), two processes: what they
+/// publish is what a replay of the topics finds, routed the same way, and
+/// not what the partitions find on their own.
+async fn two_detectors_route_records_keyed_by_account_as_replay_does(broker: Broker) {
+    let s = Setup::routed(&broker, "routed").await;
+    let mut g = driftwatch::tools::generate::Generator::new(
+        31,
+        200,
+        driftwatch::model::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+    );
+    let mut events = g.baseline();
+    events.extend((0..600).flat_map(|_| g.next_batch(10 * 60_000)));
+    let misplaced = s.produce_keyed_by_event_id(&events).await;
+    assert!(
+        misplaced > events.len() / 3,
+        "{misplaced} of {}",
+        events.len()
+    );
+    let mut a = s.detector("a");
+    a.wait_for_log("state restored", CATCH_UP);
+    let mut b = s.detector_env("b", &[("DRIFTWATCH_ADMIN__LISTEN", "off")]);
+    b.wait_for_log("state restored", CATCH_UP);
+    s.wait_caught_up(CATCH_UP, &mut [&mut a, &mut b]);
+    for d in [&a, &b] {
+        assert!(
+            d.log_text().contains("rebalance: assigned partitions"),
+            "{}",
+            d.log_text()
+        );
+    }
+    assert!(
+        a.log_text().contains("routing by payload"),
+        "{}",
+        a.log_text()
+    );
+    assert!(a.terminate().success(), "{}", a.log_text());
+    assert!(b.terminate().success(), "{}", b.log_text());
+    s.assert_published_as_reference();
+    // Without routing, the partitions' own findings differ.
+    let mut by_key = (*s.cfg).clone();
+    by_key.kafka.route_by = driftwatch::config::RouteBy::KafkaKey;
+    let unrouted = s.reference_findings_with(std::sync::Arc::new(by_key));
+    assert!(
+        unrouted.len() > s.reference_findings().len(),
+        "{} transitions without routing, {} with",
+        unrouted.len(),
+        s.reference_findings().len()
+    );
 }
 
 async fn avro_input_is_detected_like_json(broker: Broker) {

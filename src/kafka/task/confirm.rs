@@ -29,6 +29,8 @@ pub(super) enum Output {
     DeadLetter,
     /// A state changelog record (exactly-once: in the transaction).
     State,
+    /// An event moved to its key's partition, or a mark of closed rounds.
+    Routed,
 }
 
 /// Whether the confirmer is writing a checkpoint: the task takes no other
@@ -138,6 +140,7 @@ pub(super) async fn confirm_batches(
                         metrics.dead_letters.inc();
                     }
                     Output::State => confirm(&cfg.topics.state, delivery).await?,
+                    Output::Routed => confirm(&cfg.topics.repartition, delivery).await?,
                 }
             }
             // With the state changelog, offsets are done only with the
@@ -147,7 +150,13 @@ pub(super) async fn confirm_batches(
                 // Once the assignment is lost, the state is another's.
                 if shared.owns_state(partition) {
                     changelog::write(&shared, partition, checkpoint, &offsets).await?;
-                    let offsets: Vec<Option<i64>> = offsets.into_iter().map(Some).collect();
+                    // Routing by payload: the round stored after the
+                    // offsets is not an offset.
+                    let offsets: Vec<Option<i64>> = offsets
+                        .into_iter()
+                        .take(shared.topics.len())
+                        .map(Some)
+                        .collect();
                     shared.mark_done(partition, &offsets);
                 }
                 saving.end();

@@ -157,6 +157,41 @@ impl Inputs {
     }
 }
 
+impl Inputs {
+    /// Reads up to `max` records of topic `q` and hands each to `f`,
+    /// without the merge (the repartition topic); records before where
+    /// the restored state resumes are passed over. Returns how many were
+    /// read.
+    pub(super) fn drain(
+        &mut self,
+        q: usize,
+        max: usize,
+        mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    ) -> usize {
+        self.arrived[q].store(false, Ordering::Release);
+        let mut read = 0;
+        self.empty[q] = loop {
+            if read == max {
+                break false;
+            }
+            let Some(result) = self.queues[q].poll(Duration::ZERO) else {
+                break true;
+            };
+            read += 1;
+            match result {
+                Ok(m) => {
+                    if m.offset() >= self.next[q] {
+                        self.next[q] = m.offset() + 1;
+                        f(&m);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "consume error (librdkafka retries)"),
+            }
+        };
+        read
+    }
+}
+
 /// Decodes message `m` of topic `q` into the merge: an event, or a
 /// record for the dead-letter topic.
 pub(super) fn ingest(

@@ -29,6 +29,7 @@
 mod confirm;
 mod inputs;
 mod recover;
+mod route;
 
 use recover::{restore_state, Restored};
 
@@ -153,6 +154,8 @@ struct PartitionTask {
     checkpointed_at: Instant,
     unsaved: bool,
     saving: Arc<Saving>,
+    /// Routing by payload: the rounds this task sends and applies.
+    router: Option<route::Router>,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -187,6 +190,7 @@ impl PartitionTask {
         let Restored {
             engine,
             start,
+            round,
             ahead,
         } = restored;
         let topics = &shared.topics;
@@ -239,6 +243,9 @@ impl PartitionTask {
         };
         let shared_changelog = shared.cfg.state_changelog;
         let n_topics = topics.len();
+        let router = shared
+            .repartition
+            .map(|rq| route::Router::new(shared.partitions, round, &start[..rq]));
         let task = PartitionTask {
             driver: Driver::new(engine, topics.len()),
             shared,
@@ -263,6 +270,7 @@ impl PartitionTask {
             // checkpoint, input or not.
             unsaved: shared_changelog,
             saving,
+            router,
         };
         Ok((task, confirmer))
     }
@@ -283,8 +291,10 @@ impl PartitionTask {
             let applied = self.read_and_apply(&mut batch).await?;
             let advanced = self.advance_when_idle();
             self.publish_findings(&mut batch).await?;
-            self.checkpoint(&mut batch, applied > 0 || advanced, false)
-                .await?;
+            // Routing by payload: a batch may only consume marks, which
+            // moves the repartition topic's offset.
+            let changed = applied > 0 || advanced || batch.offsets.iter().any(Option::is_some);
+            self.checkpoint(&mut batch, changed, false).await?;
             self.mark_in_transaction(&mut batch);
             drop(gate);
             if !self.hand_over(batch).await {
@@ -324,11 +334,16 @@ impl PartitionTask {
         self.check_start();
         // Topics a forced pop passed over while they were not caught up.
         let mut passed_over: Vec<usize> = Vec::new();
+        let routed = self.router.is_some();
+        if routed {
+            self.read_repartition();
+        }
+        let inputs = shared.inputs();
         let mut applied = 0;
-        while applied < MAX_BATCH {
+        while applied < MAX_BATCH && self.router.as_ref().is_none_or(|r| r.may_pop()) {
             // The merge needs the head of every topic: read those it holds
             // none of, unless their queue is known to be empty.
-            for q in 0..topics.len() {
+            for q in 0..inputs {
                 if self.driver.merge().is_drained(q) && self.inputs.may_have(q) {
                     let waiting =
                         self.inputs
@@ -352,7 +367,8 @@ impl PartitionTask {
             }
             let (consumer, partition, next) = (&self.consumer, self.partition, &self.inputs.next);
             let Some((q, offset, item)) = self.driver.pop(|q| {
-                if caught_up(consumer, &shared, partition, next, q) {
+                // The repartition topic is not merged with the inputs.
+                if q >= inputs || caught_up(consumer, &shared, partition, next, q) {
                     return true;
                 }
                 if force && !passed_over.contains(&q) {
@@ -363,8 +379,17 @@ impl PartitionTask {
                 break;
             };
             applied += 1;
-            batch.offsets[q] = Some(offset);
+            if let Some(router) = &mut self.router {
+                // Done at the end of the round its target applies.
+                router.popped(q, offset);
+            } else {
+                batch.offsets[q] = Some(offset);
+            }
             match item {
+                Item::Event(env, received) if routed => {
+                    self.check_placement(q, offset, &env);
+                    self.route(q, offset, env, received, batch).await?;
+                }
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
                     if self.reflected(q, &env) {
@@ -395,6 +420,25 @@ impl PartitionTask {
             }
         }
         self.note_lag(&passed_over, applied);
+        if routed {
+            // Nothing more in the merge and every topic caught up: the
+            // round in progress closes.
+            let idle = self.driver.merge().is_empty()
+                && (0..inputs).all(|q| {
+                    caught_up(
+                        &self.consumer,
+                        &shared,
+                        self.partition,
+                        &self.inputs.next,
+                        q,
+                    )
+                });
+            if idle && applied < MAX_BATCH {
+                self.input_idle(batch).await?;
+            }
+            let done = self.apply_rounds(batch, MAX_BATCH);
+            return Ok(applied.max(done));
+        }
         Ok(applied)
     }
 
@@ -411,6 +455,19 @@ impl PartitionTask {
         }
         let topic = &shared.topics[q];
         topic.misplaced.inc();
+        if self.router.is_some() {
+            if !self.misplaced_reported[q] {
+                self.misplaced_reported[q] = true;
+                tracing::info!(
+                    topic = %topic.name,
+                    offset,
+                    key = %key,
+                    belongs_to = home,
+                    "records of this topic sit in other partitions than their correlation keys': they move there through the repartition topic (driftwatch_input_records_misplaced_total counts them)"
+                );
+            }
+            return;
+        }
         if !self.misplaced_reported[q] {
             self.misplaced_reported[q] = true;
             tracing::warn!(
@@ -458,11 +515,12 @@ impl PartitionTask {
         // The cheap checks first: a watermark lookup per topic only when
         // the partition has been quiet that long.
         if !self.driver.merge().is_empty()
+            || self.router.as_ref().is_some_and(|r| !r.is_idle())
             || self.lag.last_input.elapsed() < Duration::from_millis(idle_ms as u64)
         {
             return false;
         }
-        let caught_up_all = (0..self.shared.topics.len()).all(|q| {
+        let caught_up_all = (0..self.shared.inputs()).all(|q| {
             caught_up(
                 &self.consumer,
                 &self.shared,

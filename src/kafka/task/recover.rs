@@ -22,6 +22,8 @@ pub(super) struct Restored {
     pub(super) engine: Engine,
     /// The next offset of each input topic the state reflects.
     pub(super) start: Vec<Option<i64>>,
+    /// Routing by payload: the round the input resumes at.
+    pub(super) round: u64,
     /// Keys whose changelog record reflects later offsets than `start`.
     pub(super) ahead: HashMap<Key, Vec<i64>>,
 }
@@ -113,6 +115,7 @@ fn restore_blocking(
                 let restored = Restored {
                     engine: r.engine,
                     start: r.start.into_iter().map(Some).collect(),
+                    round: r.round,
                     ahead: r.ahead,
                 };
                 return Ok(Some((restored, "changelog", 0)));
@@ -130,6 +133,12 @@ fn restore_blocking(
                     );
                 }
                 (stale, stale_keys) = (pieces, keys);
+            }
+            Err(changelog::Unusable { reason, .. }) if shared.repartition.is_some() => {
+                return Err(PipelineError::Config(format!(
+                    "partition {partition}: the state changelog `{}` cannot restore it ({reason}); with kafka.route_by = \"payload\" a partition's state holds records other partitions read, which its own input history cannot rebuild. Repair the changelog, or start over: stop every detector of the group, delete its committed offsets and the changelog, and start again",
+                    shared.cfg.topics.state
+                )));
             }
             Err(changelog::Unusable { reason, .. }) if !shared.cfg.history_fallback => {
                 return Err(PipelineError::Config(format!(
@@ -160,6 +169,7 @@ fn restore_blocking(
     let restored = Restored {
         engine,
         start: committed.to_vec(),
+        round: 0,
         ahead: HashMap::new(),
     };
     Ok(Some((
@@ -269,7 +279,12 @@ impl PartitionTask {
                 .extend(deliveries.into_iter().map(|d| (d, Output::State)));
         } else {
             self.saving.start();
-            batch.checkpoint = Some((checkpoint, self.applied_next.clone()));
+            let mut offsets = self.applied_next.clone();
+            // Routing by payload: the round the offsets resume at.
+            if let Some(router) = &self.router {
+                offsets.push(router.resume_round() as i64);
+            }
+            batch.checkpoint = Some((checkpoint, offsets));
         }
         Ok(())
     }

@@ -1,0 +1,391 @@
+//! Routing by payload in a partition task (`kafka.route_by = "payload"`):
+//! the task is a source of rounds and a target that applies them
+//! ([`crate::detect::route`]).
+//!
+//! As a source it pops its input merge as always, numbers the events into
+//! rounds, keeps those whose correlation key is its own partition's and
+//! produces the others to the repartition topic, in their key's partition,
+//! as the event's JSON with headers naming the source partition, the
+//! round and the original topic and offset (the evidence keeps those).
+//! When a round closes (full, or early when the input has nothing more)
+//! it produces a mark to every other partition: "rounds below `b` are
+//! closed". A source pops at most one round beyond what its own target
+//! has applied, so no target falls far behind.
+//!
+//! As a target it reads its partition of the repartition topic and
+//! applies round after round once every source has closed it.
+//!
+//! What is committed: an input topic's offsets at the end of the last
+//! round its own target applied (the forwarded records before them are
+//! acknowledged: their batch went to the confirmer earlier), and the
+//! repartition topic's lowest offset not applied yet (a record, or the
+//! newest mark of a source for a round not reached). The changelog stores
+//! the round the input resumes at beside the offsets. A restart re-sends
+//! rounds a target may have applied already: it applies those again at
+//! the round in progress and the engine's de-duplication window drops
+//! them.
+
+use super::confirm::{Batch, Output};
+use super::PartitionTask;
+use crate::detect::merge::Timed;
+use crate::detect::route::{Assembly, Rounds};
+use crate::kafka::publish::enqueue_with;
+use crate::kafka::PipelineError;
+use crate::model::event::{Envelope, Origin};
+use crate::model::time::Ts;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Header of every repartition record: the source partition.
+const SOURCE: &str = "driftwatch.source";
+/// Header of a moved event: its round.
+const ROUND: &str = "driftwatch.round";
+/// Header of a moved event: its input topic and offset.
+const TOPIC: &str = "driftwatch.topic";
+const OFFSET: &str = "driftwatch.offset";
+/// Header of a mark: the rounds below this are closed.
+const CLOSED: &str = "driftwatch.closed";
+
+/// Repartition records read per batch.
+const READ: usize = 4096;
+
+/// An event on its way to being applied.
+pub(super) struct Routed {
+    env: Envelope,
+    received: Instant,
+    /// The input topic it was read from, for its own partition's events;
+    /// `None` for one read from the repartition topic.
+    own_topic: Option<usize>,
+    /// Its repartition offset, if it came that way.
+    offset: Option<i64>,
+}
+
+impl Timed for Routed {
+    fn order_time(&self) -> Option<Ts> {
+        self.env.order_time()
+    }
+}
+
+/// The task's rounds as source and as target.
+pub(super) struct Router {
+    rounds: Rounds,
+    assembly: Assembly<Routed>,
+    /// Per input topic: the next offset after the last record popped.
+    popped_next: Vec<Option<i64>>,
+    /// Rounds closed and not yet applied: where each ends (rounds below
+    /// the first are closed) and the input offsets there.
+    ends: VecDeque<(u64, Vec<Option<i64>>)>,
+    /// The round the committed input offsets resume at.
+    resume_round: u64,
+    /// Repartition offsets still needed: records not applied and each
+    /// source's newest mark for a round not reached.
+    pending: BTreeSet<i64>,
+    /// Per source: its newest mark (closed below, offset).
+    marks: Vec<Option<(u64, i64)>>,
+}
+
+impl Router {
+    pub(super) fn new(partitions: i32, round: u64, start: &[Option<i64>]) -> Router {
+        Router {
+            rounds: Rounds::at(round),
+            assembly: Assembly::new(partitions as usize, round),
+            popped_next: start.to_vec(),
+            ends: VecDeque::new(),
+            resume_round: round,
+            pending: BTreeSet::new(),
+            marks: vec![None; partitions as usize],
+        }
+    }
+
+    /// The source may pop: it is at most one round ahead of its target.
+    pub(super) fn may_pop(&self) -> bool {
+        self.rounds.round <= self.assembly.next_round() + 1
+    }
+
+    /// Nothing waits to be applied.
+    pub(super) fn is_idle(&self) -> bool {
+        self.assembly.is_empty()
+    }
+
+    /// The round the committed offsets resume at, stored with them.
+    pub(super) fn resume_round(&self) -> u64 {
+        self.resume_round
+    }
+
+    /// Records a popped record's position.
+    pub(super) fn popped(&mut self, q: usize, offset: i64) {
+        self.popped_next[q] = Some(offset + 1);
+    }
+}
+
+impl PartitionTask {
+    /// Reads this partition's records and marks from the repartition topic.
+    pub(super) fn read_repartition(&mut self) {
+        let Some(rq) = self.shared.repartition else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let router = self.router.as_mut().expect("routing");
+        let mut bad = 0u64;
+        let read = self.inputs.drain(rq, READ, |m| match take(&shared, m) {
+            Some(Taken::Mark { source, below }) => {
+                if let Some((_, old)) = router.marks[source].replace((below, m.offset())) {
+                    router.pending.remove(&old);
+                }
+                router.pending.insert(m.offset());
+                router.assembly.close(source, below);
+            }
+            Some(Taken::Event { source, round, env }) => {
+                router.pending.insert(m.offset());
+                router.assembly.push(
+                    source,
+                    round,
+                    Routed {
+                        env,
+                        received: Instant::now(),
+                        own_topic: None,
+                        offset: Some(m.offset()),
+                    },
+                );
+            }
+            None => bad += 1,
+        });
+        if read > 0 {
+            shared.topics[rq].consumed.inc_by(read as u64);
+        }
+        if bad > 0 {
+            tracing::warn!(
+                topic = %shared.cfg.topics.repartition,
+                records = bad,
+                "records of the repartition topic without driftwatch's headers or with an undecodable event were passed over: only driftwatch should write to that topic"
+            );
+        }
+    }
+
+    /// An event popped from the partition's own input: kept for its own
+    /// target or moved to its key's partition.
+    pub(super) async fn route(
+        &mut self,
+        q: usize,
+        offset: i64,
+        env: Envelope,
+        received: Instant,
+        batch: &mut Batch,
+    ) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        let own = self.partition;
+        let target = shared
+            .cfg
+            .kafka
+            .partitioner
+            .partition(&env.event.key(), shared.partitions);
+        let router = self.router.as_mut().expect("routing");
+        let (round, full) = router.rounds.pop();
+        if target == own {
+            router.assembly.push(
+                own as usize,
+                round,
+                Routed {
+                    env,
+                    received,
+                    own_topic: Some(q),
+                    offset: None,
+                },
+            );
+        } else {
+            let topic = &shared.cfg.topics.repartition;
+            let payload = crate::codec::json::to_json(&env.event);
+            let (source, round, at) = (own.to_string(), round.to_string(), offset.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(header(SOURCE, &source))
+                .insert(header(ROUND, &round))
+                .insert(header(TOPIC, &shared.topics[q].name))
+                .insert(header(OFFSET, &at));
+            let key = env.event.key();
+            let delivery = enqueue_with(
+                &shared.producer,
+                topic,
+                Some(target),
+                Some(key.id().as_bytes()),
+                payload.as_bytes(),
+                Some(&headers),
+            )
+            .await?;
+            batch.deliveries.push((delivery, Output::Routed));
+        }
+        if full {
+            self.announce(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// The input has nothing more for now: the round in progress closes
+    /// early, or, with none open, the source follows the rounds the others
+    /// closed so that no target waits for it.
+    pub(super) async fn input_idle(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+        let router = self.router.as_mut().expect("routing");
+        let ahead = router.assembly.max_closed();
+        if router.rounds.close() || router.rounds.follow(ahead) {
+            self.announce(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells every target (this one directly) that the rounds below the
+    /// source's are closed.
+    async fn announce(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        let own = self.partition;
+        let router = self.router.as_mut().expect("routing");
+        let below = router.rounds.closed_below();
+        router.assembly.close(own as usize, below);
+        router.ends.push_back((below, router.popped_next.clone()));
+        let (source, below) = (own.to_string(), below.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(header(SOURCE, &source))
+            .insert(header(CLOSED, &below));
+        for t in (0..shared.partitions).filter(|&t| t != own) {
+            let delivery = enqueue_with(
+                &shared.producer,
+                &shared.cfg.topics.repartition,
+                Some(t),
+                None,
+                &[],
+                Some(&headers),
+            )
+            .await?;
+            batch.deliveries.push((delivery, Output::Routed));
+        }
+        Ok(())
+    }
+
+    /// Applies what the sources have closed, up to `max` events, and sets
+    /// the offsets the batch completes. Returns how many were applied.
+    pub(super) fn apply_rounds(&mut self, batch: &mut Batch, max: usize) -> usize {
+        let shared = self.shared.clone();
+        let mut applied = 0;
+        while applied < max {
+            let router = self.router.as_mut().expect("routing");
+            let Some((_, r)) = router.assembly.pop() else {
+                break;
+            };
+            if let Some(o) = r.offset {
+                router.pending.remove(&o);
+            }
+            let skip = r.own_topic.is_some_and(|q| self.reflected(q, &r.env));
+            if skip {
+                self.driver.engine_mut().skip(&r.env, &mut self.out);
+            } else {
+                self.driver.engine_mut().apply(r.env, &mut self.out);
+            }
+            self.out_received.resize(self.out.len(), r.received);
+            shared.stats.events.fetch_add(1, Ordering::Relaxed);
+            batch.events += 1;
+            applied += 1;
+        }
+        let rq = shared.repartition.expect("routing");
+        let router = self.router.as_mut().expect("routing");
+        let next = router.assembly.next_round();
+        // Marks of rounds reached are not needed again.
+        for slot in &mut router.marks {
+            if let Some((below, o)) = *slot {
+                if below <= next {
+                    router.pending.remove(&o);
+                    *slot = None;
+                }
+            }
+        }
+        // The input offsets of the last round applied.
+        while router.ends.front().is_some_and(|(below, _)| *below <= next) {
+            let (below, offsets) = router.ends.pop_front().expect("a front");
+            router.resume_round = below;
+            for (q, o) in offsets.into_iter().enumerate() {
+                if let Some(o) = o {
+                    batch.offsets[q] = Some(o - 1);
+                }
+            }
+        }
+        tracing::debug!(
+            round = router.rounds.round,
+            pops = router.rounds.pops,
+            next,
+            closed = ?router.assembly.closed(),
+            waiting = router.assembly.len(),
+            pending = router.pending.len(),
+            ends = router.ends.len(),
+            applied,
+            "rounds"
+        );
+        let position = router
+            .pending
+            .first()
+            .copied()
+            .unwrap_or(self.inputs.next[rq]);
+        if position > 0 && position > self.applied_next[rq] {
+            batch.offsets[rq] = Some(position - 1);
+        }
+        applied
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// What a repartition record holds (taken apart at once: not boxed).
+#[allow(clippy::large_enum_variant)]
+enum Taken {
+    Mark {
+        source: usize,
+        below: u64,
+    },
+    Event {
+        source: usize,
+        round: u64,
+        env: Envelope,
+    },
+}
+
+/// Reads a repartition record; `None` for one driftwatch did not write.
+fn take(shared: &crate::kafka::Shared, m: &impl Message) -> Option<Taken> {
+    let headers = m.headers()?;
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let number = |name: &str| get(name).and_then(|v| v.parse::<u64>().ok());
+    let source = number(SOURCE)? as usize;
+    if source >= shared.partitions as usize {
+        return None;
+    }
+    if let Some(below) = number(CLOSED) {
+        return Some(Taken::Mark { source, below });
+    }
+    let round = number(ROUND)?;
+    let q = shared
+        .topic_index(get(TOPIC)?)
+        .filter(|&q| q < shared.inputs())?;
+    let offset = number(OFFSET)? as i64;
+    let topic = &shared.topics[q];
+    let event = shared.decoder.decode(topic.system, m.payload()?).ok()?;
+    Some(Taken::Event {
+        source,
+        round,
+        env: Envelope {
+            origin: Origin {
+                topic: topic.id,
+                partition: source as i32,
+                offset,
+            },
+            event,
+        },
+    })
+}

@@ -233,15 +233,12 @@ impl Setup {
     /// A setup whose detectors route records by payload (with the state
     /// changelog, which that needs).
     pub async fn routed(broker: &Broker, name: &str) -> Setup {
-        Setup::with(
-            broker,
-            name,
-            false,
-            "route_by = \"payload\"",
-            "off",
-            "changelog = true",
-        )
-        .await
+        Setup::routed_with_state(broker, name, "changelog = true").await
+    }
+
+    /// A setup routing by payload whose `[state]` section is `state`.
+    pub async fn routed_with_state(broker: &Broker, name: &str, state: &str) -> Setup {
+        Setup::with(broker, name, false, "route_by = \"payload\"", "off", state).await
     }
 
     /// A setup whose `[state]` section is `state`.

@@ -41,14 +41,33 @@ on_both_brokers!(malformed_input_is_dead_lettered_and_the_next_message_processed
 /// RELIABILITY.md. The graceful stop and the two-process split do run on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_detector_restarts_without_losing_a_finding_mock_cluster() {
-    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, false).await;
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, Kill::History).await;
 }
 
 /// The same ten SIGKILLs with the state changelog, written as soon as the
 /// previous write is done: each restart restores from it, and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_detector_with_the_changelog_restarts_without_losing_a_finding_mock_cluster() {
-    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, true).await;
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, Kill::Changelog).await;
+}
+
+/// The same ten SIGKILLs routing by payload, with directory and app events
+/// keyed by event id: rounds re-sent after each restart lose nothing and
+/// publish nothing a replay would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_detector_routing_by_payload_restarts_without_losing_a_finding_mock_cluster() {
+    killed_detector_restarts_without_losing_a_finding(Broker::mock(), 10, Kill::Routed).await;
+}
+
+/// What the kill series runs with.
+#[derive(Clone, Copy, PartialEq)]
+enum Kill {
+    /// Restores re-read the input history.
+    History,
+    /// The state changelog, written after every batch.
+    Changelog,
+    /// Routing by payload (with the changelog) on input keyed by event id.
+    Routed,
 }
 on_both_brokers!(a_restart_restores_from_the_changelog_without_the_input_history);
 on_both_brokers!(two_detectors_split_the_partitions);
@@ -370,25 +389,34 @@ async fn records_outside_their_keys_partition_are_counted_mock_cluster() {
 async fn killed_detector_restarts_without_losing_a_finding(
     broker: Broker,
     rounds: usize,
-    changelog: bool,
+    mode: Kill,
 ) {
-    let s = if changelog {
-        Setup::with_state(
-            &broker,
-            "killcl",
-            "changelog = true\ncheckpoint_interval = \"0s\"",
-        )
-        .await
-    } else {
-        Setup::new(&broker, "kill").await
+    let stepwise = "changelog = true\ncheckpoint_interval = \"0s\"";
+    let s = match mode {
+        Kill::History => Setup::new(&broker, "kill").await,
+        Kill::Changelog => Setup::with_state(&broker, "killcl", stepwise).await,
+        Kill::Routed => Setup::routed_with_state(&broker, "killrt", stepwise).await,
     };
+    let changelog = mode != Kill::History;
     // All input is on the broker before the first detector starts. Input
     // produced between kills would make the replay a wrong reference: a
     // record appended later but stamped earlier than records a previous
     // detector already applied and committed is merged before them by a
     // replay, but after them by any live detector (the out-of-order limit in
     // RELIABILITY.md), so findings would differ without anything being lost.
-    let input = s.produce_generated(21, 400, 25_000).await.len();
+    let input = if mode == Kill::Routed {
+        let mut g = driftwatch::tools::generate::Generator::new(
+            21,
+            400,
+            driftwatch::model::time::Ts::parse("2026-11-02T08:00:00Z").unwrap(),
+        );
+        let mut events = g.baseline();
+        events.extend((0..25_000).flat_map(|_| g.next_batch(10 * 60_000)));
+        s.produce_keyed_by_event_id(&events).await;
+        events.len()
+    } else {
+        s.produce_generated(21, 400, 25_000).await.len()
+    };
     // SIGKILLs at random points: each detector is killed a random 0-150 ms
     // after it starts consuming (its other partitions may still be
     // restoring), with batches in flight and a backlog behind it.
@@ -449,6 +477,8 @@ async fn killed_detector_restarts_without_losing_a_finding(
             "{}",
             d.log_text()
         );
+    }
+    if mode == Kill::Changelog {
         // A checkpoint after every batch: a restart re-publishes at most the
         // findings of each partition's batch in flight. On average over the
         // kills, no more than a full batch per partition brings at the

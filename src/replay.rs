@@ -69,6 +69,9 @@ pub struct ReplayReport {
     /// gives their correlation key (applied where they sit, as a live run
     /// applies them).
     pub misplaced: u64,
+    /// Records went to their correlation key's partition
+    /// (`kafka.route_by = "payload"`).
+    pub routed: bool,
     /// What a replay from Kafka found in the topics, for a window that
     /// selected nothing.
     pub held: Option<String>,
@@ -183,6 +186,7 @@ impl ReplayReport {
         self.after_until += other.after_until;
         self.outside_window += other.outside_window;
         self.misplaced += other.misplaced;
+        self.routed |= other.routed;
     }
 
     /// Why a replay applied nothing, and what the input holds.
@@ -478,6 +482,7 @@ fn replay_dumps(
     }
     if cfg.kafka.route_by == crate::config::RouteBy::Payload {
         tasks = route_tasks(&cfg, tasks, partitions);
+        report.routed = true;
     }
     let mut findings = Vec::new();
     for (p, envs) in tasks {

@@ -163,7 +163,12 @@ fn replay_summary(report: &replay::ReplayReport, source: &str, skipped: &str) ->
             plural(report.outside_window, "event")
         ));
     }
-    if report.misplaced > 0 {
+    if report.misplaced > 0 && report.routed {
+        line.push_str(&format!(
+            "; {} moved to the partition kafka.partitioner gives their correlation key (kafka.route_by = payload), as in a live run",
+            plural(report.misplaced, "event")
+        ));
+    } else if report.misplaced > 0 {
         line.push_str(&format!(
             "; {} outside the partition kafka.partitioner gives their correlation key, joined apart from their worker's other events as in a live run",
             plural(report.misplaced, "event")

@@ -14,7 +14,9 @@ pub(crate) struct InputTopic {
     pub(crate) system: System,
     /// `driftwatch_events_consumed_total{topic}`, looked up once.
     pub(crate) consumed: prometheus::IntCounter,
-    /// `driftwatch_input_records_misplaced_total{topic}`.
+    /// `driftwatch_input_records_misplaced_total{topic}`, or
+    /// `driftwatch_input_records_moved_total{topic}` when routing by
+    /// payload.
     pub(crate) misplaced: prometheus::IntCounter,
 }
 

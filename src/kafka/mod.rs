@@ -160,6 +160,13 @@ pub async fn run(
     stats: Arc<LiveStats>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
+    let routed = cfg.kafka.route_by == crate::config::RouteBy::Payload;
+    // Records outside their key's partition: moved, or joined apart.
+    let outside = if routed {
+        &stats.metrics.records_moved
+    } else {
+        &stats.metrics.records_misplaced
+    };
     let mut topics: Vec<InputTopic> = Vec::new();
     for (system, list) in [
         (System::Hr, &cfg.topics.hr),
@@ -173,14 +180,13 @@ pub async fn run(
                 c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
                 system,
                 consumed: stats.metrics.events_consumed.with_label_values(&[name]),
-                misplaced: stats.metrics.records_misplaced.with_label_values(&[name]),
+                misplaced: outside.with_label_values(&[name]),
             });
         }
     }
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     // Routing by payload: the repartition topic is read beside the inputs
     // (its records are not merged with them), after them.
-    let routed = cfg.kafka.route_by == crate::config::RouteBy::Payload;
     let repartition = routed.then(|| {
         let name = &cfg.topics.repartition;
         topics.push(InputTopic {
@@ -189,7 +195,7 @@ pub async fn run(
             c_name: CString::new(name.as_str()).expect("topic names hold no NUL"),
             system: System::Hr,
             consumed: stats.metrics.events_consumed.with_label_values(&[name]),
-            misplaced: stats.metrics.records_misplaced.with_label_values(&[name]),
+            misplaced: outside.with_label_values(&[name]),
         });
         topics.len() - 1
     });
@@ -244,7 +250,7 @@ pub async fn run(
         tracing::info!(
             partitioner = cfg.kafka.partitioner.as_str(),
             repartition = %cfg.topics.repartition,
-            "routing by payload: each record is applied in the partition kafka.partitioner gives its correlation key; records found elsewhere move there through the repartition topic and are counted in driftwatch_input_records_misplaced_total"
+            "routing by payload: each record is applied in the partition kafka.partitioner gives its correlation key; records found elsewhere move there through the repartition topic and are counted in driftwatch_input_records_moved_total"
         );
     } else {
         tracing::info!(

@@ -618,9 +618,35 @@ async fn two_detectors_route_records_keyed_by_account_as_replay_does(broker: Bro
         "{}",
         a.log_text()
     );
+    // Moved records are counted as moved (the first detector owned every
+    // partition before the second joined), not as joined apart.
+    assert!(s.metric_total("driftwatch_input_records_moved_total") > 0.0);
+    assert_eq!(
+        s.metric_total("driftwatch_input_records_misplaced_total"),
+        0.0
+    );
     assert!(a.terminate().success(), "{}", a.log_text());
     assert!(b.terminate().success(), "{}", b.log_text());
     s.assert_published_as_reference();
+    // `replay --kafka` routes the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", "--kafka", "--config"])
+        .arg(s.config_path())
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "{misplaced} events moved to the partition kafka.partitioner gives their correlation key"
+        )),
+        "{summary}"
+    );
+    let replayed: Vec<driftwatch::model::finding::Finding> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(finding_set(&replayed), finding_set(&s.reference_findings()));
     // Without routing, the partitions' own findings differ.
     let mut by_key = (*s.cfg).clone();
     by_key.kafka.route_by = driftwatch::config::RouteBy::KafkaKey;

@@ -175,6 +175,8 @@ struct Gauges {
     entries: IntGauge,
     stream_time: Gauge,
     stream_lag: Gauge,
+    /// Routing by payload: events waiting for their round.
+    waiting: Option<IntGauge>,
 }
 
 impl PartitionTask {
@@ -239,6 +241,9 @@ impl PartitionTask {
             entries: m.state_entries.with_label_values(&[&label]),
             stream_time: m.stream_time.with_label_values(&[&label]),
             stream_lag: m.stream_lag.with_label_values(&[&label]),
+            waiting: shared
+                .repartition
+                .map(|_| m.routed_waiting.with_label_values(&[&label])),
             label,
         };
         let shared_changelog = shared.cfg.state_changelog;
@@ -301,6 +306,9 @@ impl PartitionTask {
                 return Ok(()); // the confirmer failed and has reported it
             }
             self.gauges.update(self.driver.engine());
+            if let (Some(g), Some(r)) = (&self.gauges.waiting, &self.router) {
+                g.set(r.waiting() as i64);
+            }
             if !self.wait(applied == MAX_BATCH, stop, &mut tick).await {
                 // What was applied since the last checkpoint, saved before
                 // the partition goes (its offsets wait for it).
@@ -463,7 +471,7 @@ impl PartitionTask {
                     offset,
                     key = %key,
                     belongs_to = home,
-                    "records of this topic sit in other partitions than their correlation keys': they move there through the repartition topic (driftwatch_input_records_misplaced_total counts them)"
+                    "records of this topic sit in other partitions than their correlation keys': they move there through the repartition topic (driftwatch_input_records_moved_total counts them)"
                 );
             }
             return;
@@ -669,6 +677,9 @@ impl Gauges {
         let label = [self.label.as_str()];
         for g in [&m.tracked_workers, &m.state_entries] {
             let _ = g.remove_label_values(&label);
+        }
+        if self.waiting.is_some() {
+            let _ = m.routed_waiting.remove_label_values(&label);
         }
         for g in [&m.stream_time, &m.stream_lag] {
             let _ = g.remove_label_values(&label);

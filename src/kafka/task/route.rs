@@ -109,6 +109,11 @@ impl Router {
         self.assembly.is_empty()
     }
 
+    /// Events waiting for their round.
+    pub(super) fn waiting(&self) -> usize {
+        self.assembly.len()
+    }
+
     /// The round the committed offsets resume at, stored with them.
     pub(super) fn resume_round(&self) -> u64 {
         self.resume_round

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     pub merge_forced: IntCounter,
     pub records_misplaced: IntCounterVec,
+    pub records_moved: IntCounterVec,
+    pub routed_waiting: IntGaugeVec,
     pub producer_queue: IntGauge,
     pub partitions_assigned: IntGauge,
     pub partitions_restoring: IntGauge,
@@ -222,6 +224,18 @@ impl Metrics {
                 "driftwatch_input_records_misplaced_total",
                 "Input records found in another partition than the one kafka.partitioner gives their payload's correlation key (their producer keyed or partitioned them otherwise), by topic: the join sees them apart from the rest of their worker's events.",
                 &["topic"],
+            ),
+            records_moved: counter_vec(
+                &r,
+                "driftwatch_input_records_moved_total",
+                "Input records found in another partition than the one kafka.partitioner gives their payload's correlation key and moved there through the repartition topic (kafka.route_by = payload), by topic.",
+                &["topic"],
+            ),
+            routed_waiting: gauge_vec(
+                &r,
+                "driftwatch_routed_events_waiting",
+                "Routing by payload: events a partition holds for rounds not every partition has closed yet, by partition; one that stays up while the others' input flows waits for a partition no detector owns.",
+                &["partition"],
             ),
             producer_queue: gauge(
                 &r,

@@ -447,7 +447,7 @@ fn scan(
     if start.len() != width {
         return give_up(
             format!(
-                "it reflects {} input topics and {topics} are configured",
+                "it holds {} positions and this configuration {width} (input topics, and with routing by payload the repartition topic and the round)",
                 start.len()
             ),
             &pieces,

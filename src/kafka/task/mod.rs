@@ -345,6 +345,7 @@ impl PartitionTask {
         let routed = self.router.is_some();
         if routed {
             self.read_repartition();
+            self.dead_letter_unreadable(batch).await?;
         }
         let inputs = shared.inputs();
         let mut applied = 0;
@@ -429,23 +430,32 @@ impl PartitionTask {
         }
         self.note_lag(&passed_over, applied);
         if routed {
-            // Nothing more in the merge and every topic caught up: the
-            // round in progress closes.
+            let router = self.router.as_ref().expect("routing");
+            if !router.may_pop() {
+                // Held back by its own target, not by a lagging topic.
+                self.lag.waiting_since = None;
+            }
+            // Nothing more in the merge and every topic caught up (or
+            // nothing read for kafka.max_task_idle: a topic whose end
+            // is a transaction marker never looks caught up): the round
+            // in progress closes.
+            let quiet = router.since_last_pop() >= max_idle;
             let idle = self.driver.merge().is_empty()
-                && (0..inputs).all(|q| {
-                    caught_up(
-                        &self.consumer,
-                        &shared,
-                        self.partition,
-                        &self.inputs.next,
-                        q,
-                    )
-                });
+                && (quiet
+                    || (0..inputs).all(|q| {
+                        caught_up(
+                            &self.consumer,
+                            &shared,
+                            self.partition,
+                            &self.inputs.next,
+                            q,
+                        )
+                    }));
             if idle && applied < MAX_BATCH {
                 self.input_idle(batch).await?;
             }
-            let done = self.apply_rounds(batch, MAX_BATCH);
-            return Ok(applied.max(done));
+            let done = self.apply_rounds(batch);
+            return Ok(applied.max(done).min(MAX_BATCH));
         }
         Ok(applied)
     }

@@ -136,7 +136,7 @@ fn restore_blocking(
             }
             Err(changelog::Unusable { reason, .. }) if shared.repartition.is_some() => {
                 return Err(PipelineError::Config(format!(
-                    "partition {partition}: the state changelog `{}` cannot restore it ({reason}); with kafka.route_by = \"payload\" a partition's state holds records other partitions read, which its own input history cannot rebuild. Repair the changelog, or start over: stop every detector of the group, delete its committed offsets and the changelog, and start again",
+                    "partition {partition}: the state changelog `{}` cannot restore it ({reason}); with kafka.route_by = \"payload\" a partition's state holds records other partitions read, which its own input history cannot rebuild. Repair the changelog, or start over: a new kafka.group_id, topics.state and topics.repartition",
                     shared.cfg.topics.state
                 )));
             }
@@ -217,13 +217,26 @@ impl PartitionTask {
     /// state (a checkpoint cut short wrote the key's record and not the
     /// partition's): then it only moves stream time.
     pub(super) fn reflected(&mut self, q: usize, env: &crate::model::event::Envelope) -> bool {
+        self.reflected_at(q, env, env.origin.offset)
+    }
+
+    /// As [`Self::reflected`], for `env` read at `offset` of topic `q` (a
+    /// moved event: its offset in the repartition topic, below which the
+    /// key's record reflects every event, as that topic is committed at
+    /// its lowest event not applied).
+    pub(super) fn reflected_at(
+        &mut self,
+        q: usize,
+        env: &crate::model::event::Envelope,
+        offset: i64,
+    ) -> bool {
         if self.ahead.is_empty() {
             return false;
         }
         let in_state = self
             .ahead
             .get(&env.event.key())
-            .is_some_and(|offsets| env.origin.offset < offsets[q]);
+            .is_some_and(|offsets| offset < offsets[q]);
         // Past every key's offsets: nothing left to skip.
         let next = &self.applied_next;
         self.ahead

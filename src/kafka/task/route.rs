@@ -29,7 +29,7 @@ use super::confirm::{Batch, Output};
 use super::PartitionTask;
 use crate::detect::merge::Timed;
 use crate::detect::route::{Assembly, Rounds};
-use crate::kafka::publish::enqueue_with;
+use crate::kafka::publish::{dead_letter_headers, enqueue, enqueue_with};
 use crate::kafka::PipelineError;
 use crate::model::event::{Envelope, Origin};
 use crate::model::time::Ts;
@@ -47,6 +47,8 @@ const TOPIC: &str = "driftwatch.topic";
 const OFFSET: &str = "driftwatch.offset";
 /// Header of a mark: the rounds below this are closed.
 const CLOSED: &str = "driftwatch.closed";
+/// Header of a mark: "1" when the source has nothing more to read.
+const IDLE: &str = "driftwatch.idle";
 
 /// Repartition records read per batch.
 const READ: usize = 4096;
@@ -84,6 +86,26 @@ pub(super) struct Router {
     pending: BTreeSet<i64>,
     /// Per source: its newest mark (closed below, offset).
     marks: Vec<Option<(u64, i64)>>,
+    /// Per source: its newest mark said it had nothing more to read (this
+    /// one's own: as of its last announcement).
+    idle: Vec<bool>,
+    /// This source announced it had nothing more to read, and popped
+    /// nothing since.
+    announced_idle: bool,
+    /// When this source last popped a record.
+    last_pop: Instant,
+    /// Moved events that could not be read back, for the dead-letter
+    /// topic.
+    unreadable: Vec<Unreadable>,
+}
+
+/// A repartition record with driftwatch's headers whose event does not
+/// decode: it goes to the dead-letter topic.
+pub(super) struct Unreadable {
+    error: crate::codec::json::DecodeError,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    offset: i64,
 }
 
 impl Router {
@@ -96,6 +118,10 @@ impl Router {
             resume_round: round,
             pending: BTreeSet::new(),
             marks: vec![None; partitions as usize],
+            idle: vec![false; partitions as usize],
+            announced_idle: false,
+            last_pop: Instant::now(),
+            unreadable: Vec::new(),
         }
     }
 
@@ -104,9 +130,17 @@ impl Router {
         self.rounds.round <= self.assembly.next_round() + 1
     }
 
-    /// Nothing waits to be applied.
+    /// Nothing waits to be applied and every source, this one included,
+    /// last said it had nothing more to read: stream time may follow the
+    /// wall clock (`detector.idle_advance`) without running ahead of
+    /// events still on their way.
     pub(super) fn is_idle(&self) -> bool {
-        self.assembly.is_empty()
+        self.assembly.is_empty() && self.idle.iter().all(|i| *i)
+    }
+
+    /// How long ago this source last popped a record.
+    pub(super) fn since_last_pop(&self) -> std::time::Duration {
+        self.last_pop.elapsed()
     }
 
     /// Events waiting for their round.
@@ -122,6 +156,8 @@ impl Router {
     /// Records a popped record's position.
     pub(super) fn popped(&mut self, q: usize, offset: i64) {
         self.popped_next[q] = Some(offset + 1);
+        self.announced_idle = false;
+        self.last_pop = Instant::now();
     }
 }
 
@@ -134,13 +170,18 @@ impl PartitionTask {
         let shared = self.shared.clone();
         let router = self.router.as_mut().expect("routing");
         let mut bad = 0u64;
-        let read = self.inputs.drain(rq, READ, |m| match take(&shared, m) {
-            Some(Taken::Mark { source, below }) => {
+        self.inputs.drain(rq, READ, |m| match take(&shared, m) {
+            Some(Taken::Mark {
+                source,
+                below,
+                idle,
+            }) => {
                 if let Some((_, old)) = router.marks[source].replace((below, m.offset())) {
                     router.pending.remove(&old);
                 }
                 router.pending.insert(m.offset());
                 router.assembly.close(source, below);
+                router.idle[source] = idle;
             }
             Some(Taken::Event { source, round, env }) => {
                 router.pending.insert(m.offset());
@@ -155,18 +196,60 @@ impl PartitionTask {
                     },
                 );
             }
+            Some(Taken::Unreadable(error)) => router.unreadable.push(Unreadable {
+                error,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                offset: m.offset(),
+            }),
             None => bad += 1,
         });
-        if read > 0 {
-            shared.topics[rq].consumed.inc_by(read as u64);
-        }
         if bad > 0 {
             tracing::warn!(
                 topic = %shared.cfg.topics.repartition,
                 records = bad,
-                "records of the repartition topic without driftwatch's headers or with an undecodable event were passed over: only driftwatch should write to that topic"
+                "records of the repartition topic without driftwatch's headers were passed over: only driftwatch should write to that topic"
             );
         }
+    }
+
+    /// Moved events that did not decode again go to the dead-letter topic
+    /// with the reason and their repartition coordinates (they decoded
+    /// from their input, so this means a record driftwatch did not write,
+    /// or a bug).
+    pub(super) async fn dead_letter_unreadable(
+        &mut self,
+        batch: &mut Batch,
+    ) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        let router = self.router.as_mut().expect("routing");
+        let unreadable = std::mem::take(&mut router.unreadable);
+        let topic = &shared.cfg.topics.repartition;
+        for u in unreadable {
+            let headers = dead_letter_headers(&u.error, topic, self.partition, u.offset);
+            tracing::warn!(
+                topic = %topic,
+                offset = u.offset,
+                error = %u.error,
+                "a moved event did not decode again: sent to the dead-letter topic"
+            );
+            shared
+                .stats
+                .metrics
+                .decode_failures
+                .with_label_values(&[u.error.error_type()])
+                .inc();
+            let delivery = enqueue(
+                &shared.producer,
+                &shared.cfg.topics.dead_letter,
+                u.key.as_deref(),
+                &u.payload,
+                Some(&headers),
+            )
+            .await?;
+            batch.deliveries.push((delivery, Output::DeadLetter));
+        }
+        Ok(())
     }
 
     /// An event popped from the partition's own input: kept for its own
@@ -186,6 +269,11 @@ impl PartitionTask {
             .kafka
             .partitioner
             .partition(&env.event.key(), shared.partitions);
+        if self.router.as_ref().expect("routing").idle[own as usize] {
+            // Input again after saying there was none: targets must not
+            // move their stream time with the wall clock meanwhile.
+            self.announce(batch, false).await?;
+        }
         let router = self.router.as_mut().expect("routing");
         let (round, full) = router.rounds.pop();
         if target == own {
@@ -221,7 +309,7 @@ impl PartitionTask {
             batch.deliveries.push((delivery, Output::Routed));
         }
         if full {
-            self.announce(batch).await?;
+            self.announce(batch, false).await?;
         }
         Ok(())
     }
@@ -232,25 +320,33 @@ impl PartitionTask {
     pub(super) async fn input_idle(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
         let router = self.router.as_mut().expect("routing");
         let ahead = router.assembly.max_closed();
-        if router.rounds.close() || router.rounds.follow(ahead) {
-            self.announce(batch).await?;
+        let moved = router.rounds.close() || router.rounds.follow(ahead);
+        if moved || !router.announced_idle {
+            self.announce(batch, true).await?;
         }
         Ok(())
     }
 
     /// Tells every target (this one directly) that the rounds below the
     /// source's are closed.
-    async fn announce(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+    async fn announce(&mut self, batch: &mut Batch, idle: bool) -> Result<(), PipelineError> {
         let shared = self.shared.clone();
         let own = self.partition;
         let router = self.router.as_mut().expect("routing");
         let below = router.rounds.closed_below();
         router.assembly.close(own as usize, below);
-        router.ends.push_back((below, router.popped_next.clone()));
+        // Where the closed rounds end (nothing popped since, when no round
+        // closed: a mark that only says whether the source is idle).
+        if router.ends.back().is_none_or(|(b, _)| *b < below) && below > router.resume_round {
+            router.ends.push_back((below, router.popped_next.clone()));
+        }
+        router.idle[own as usize] = idle;
+        router.announced_idle = idle;
         let (source, below) = (own.to_string(), below.to_string());
         let headers = OwnedHeaders::new()
             .insert(header(SOURCE, &source))
-            .insert(header(CLOSED, &below));
+            .insert(header(CLOSED, &below))
+            .insert(header(IDLE, if idle { "1" } else { "0" }));
         for t in (0..shared.partitions).filter(|&t| t != own) {
             let delivery = enqueue_with(
                 &shared.producer,
@@ -266,20 +362,35 @@ impl PartitionTask {
         Ok(())
     }
 
-    /// Applies what the sources have closed, up to `max` events, and sets
-    /// the offsets the batch completes. Returns how many were applied.
-    pub(super) fn apply_rounds(&mut self, batch: &mut Batch, max: usize) -> usize {
+    /// Applies what the sources have closed, whole rounds (a checkpoint
+    /// never holds part of one: the partition's own events are committed
+    /// at round ends), and sets the offsets the batch completes. Returns
+    /// how many were applied.
+    pub(super) fn apply_rounds(&mut self, batch: &mut Batch) -> usize {
         let shared = self.shared.clone();
+        let rq = shared.repartition.expect("routing");
         let mut applied = 0;
-        while applied < max {
+        loop {
             let router = self.router.as_mut().expect("routing");
-            let Some((_, r)) = router.assembly.pop() else {
+            let Some((_s, r)) = router.assembly.pop() else {
                 break;
             };
             if let Some(o) = r.offset {
                 router.pending.remove(&o);
             }
-            let skip = r.own_topic.is_some_and(|q| self.reflected(q, &r.env));
+            tracing::trace!(
+                target: "driftwatch::order",
+                source = _s,
+                round = router.assembly.next_round(),
+                event = r.env.event.event_id(),
+                at = %r.env.event.occurred_at(),
+                "apply"
+            );
+            let skip = match (r.own_topic, r.offset) {
+                (Some(q), _) => self.reflected(q, &r.env),
+                (None, Some(o)) => self.reflected_at(rq, &r.env, o),
+                (None, None) => false,
+            };
             if skip {
                 self.driver.engine_mut().skip(&r.env, &mut self.out);
             } else {
@@ -290,7 +401,9 @@ impl PartitionTask {
             batch.events += 1;
             applied += 1;
         }
-        let rq = shared.repartition.expect("routing");
+        if applied > 0 {
+            self.lag.last_input = Instant::now();
+        }
         let router = self.router.as_mut().expect("routing");
         let next = router.assembly.next_round();
         // Marks of rounds reached are not needed again.
@@ -348,7 +461,10 @@ enum Taken {
     Mark {
         source: usize,
         below: u64,
+        idle: bool,
     },
+    /// An event with driftwatch's headers that does not decode.
+    Unreadable(crate::codec::json::DecodeError),
     Event {
         source: usize,
         round: u64,
@@ -372,7 +488,12 @@ fn take(shared: &crate::kafka::Shared, m: &impl Message) -> Option<Taken> {
         return None;
     }
     if let Some(below) = number(CLOSED) {
-        return Some(Taken::Mark { source, below });
+        let idle = get(IDLE) == Some("1");
+        return Some(Taken::Mark {
+            source,
+            below,
+            idle,
+        });
     }
     let round = number(ROUND)?;
     let q = shared
@@ -380,7 +501,13 @@ fn take(shared: &crate::kafka::Shared, m: &impl Message) -> Option<Taken> {
         .filter(|&q| q < shared.inputs())?;
     let offset = number(OFFSET)? as i64;
     let topic = &shared.topics[q];
-    let event = shared.decoder.decode(topic.system, m.payload()?).ok()?;
+    // The event as its source wrote it: JSON, whatever the input's
+    // encoding (its size was checked there, on the original).
+    let payload = m.payload().unwrap_or_default();
+    let event = match crate::codec::json::decode_json(topic.system, payload) {
+        Ok(event) => event,
+        Err(e) => return Some(Taken::Unreadable(e)),
+    };
     Some(Taken::Event {
         source,
         round,

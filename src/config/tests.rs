@@ -201,6 +201,43 @@ fn dedup_max_age_and_partitioner_defaults_and_choices() {
 }
 
 #[test]
+fn routing_by_payload_needs_the_changelog_and_at_least_once() {
+    use crate::config::RouteBy;
+    let default = Config::from_toml("").unwrap();
+    assert_eq!(default.kafka.route_by, RouteBy::KafkaKey);
+    assert_eq!(default.topics.repartition, "driftwatch.repartition");
+    let routed =
+        Config::from_toml("[kafka]\nroute_by = \"payload\"\n[state]\nchangelog = true\n").unwrap();
+    assert_eq!(routed.kafka.route_by, RouteBy::Payload);
+    for (toml, says) in [
+        ("[kafka]\nroute_by = \"payload\"\n", "state.changelog = true"),
+        (
+            "[kafka]\nroute_by = \"payload\"\ndelivery = \"exactly_once\"\n[state]\nchangelog = true\n",
+            "at_least_once",
+        ),
+        ("[kafka]\nroute_by = \"key\"\n", "kafka_key"),
+    ] {
+        let err = Config::from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains("kafka.route_by") && err.contains(says), "{err}");
+    }
+    for clash in [
+        "driftwatch.state",
+        "identity.drift-findings",
+        "hr.worker-events",
+    ] {
+        let err = Config::from_toml(&format!("[topics]\nrepartition = \"{clash}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics.repartition"), "{err}");
+    }
+    // Routing decides where a key's state lives: part of the fingerprint.
+    use crate::detect::engine::config_fingerprint;
+    let unrouted = Config::from_toml("[state]\nchangelog = true\n").unwrap();
+    assert_ne!(config_fingerprint(&unrouted), config_fingerprint(&routed));
+    assert_eq!(config_fingerprint(&unrouted), config_fingerprint(&default));
+}
+
+#[test]
 fn group_instance_id_is_checked_and_only_set_through_its_field() {
     let c = Config::from_toml("[kafka]\ngroup_instance_id = \"detector-eu-1\"\n").unwrap();
     assert_eq!(c.kafka.group_instance_id.as_deref(), Some("detector-eu-1"));

@@ -107,6 +107,10 @@ fn flags_of_another_mode_are_refused() {
             "--bootstrap-servers",
         ),
         (
+            vec!["replay", "--kafka", "--partitions", "3"],
+            "--partitions",
+        ),
+        (
             vec![
                 "replay",
                 "--input",
@@ -600,4 +604,40 @@ async fn assignments_are_logged_and_a_member_without_partitions_warns() {
     for d in detectors.iter_mut() {
         assert!(d.terminate().success());
     }
+}
+
+/// `replay --input --partitions N` with `kafka.route_by = "payload"`:
+/// plain lines all sit in partition 0, and routing spreads them over the
+/// partitions their keys belong to among N.
+#[test]
+fn replay_routes_dumps_over_the_partitions_given() {
+    let dir = std::env::temp_dir().join(crate::harness::unique("routed-replay"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nroute_by = \"payload\"\n[state]\nchangelog = true\n",
+    )
+    .unwrap();
+    let input = examples().to_str().unwrap();
+    let summary = |partitions: &str| {
+        let out = run_bounded(
+            bin()
+                .args(["replay", "--input", input, "--config"])
+                .arg(&config)
+                .args(["--partitions", partitions, "--output", "-"]),
+            Duration::from_secs(30),
+        );
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        t
+    };
+    assert!(
+        summary("1").contains("in 1 partition task"),
+        "{}",
+        summary("1")
+    );
+    let spread = summary("4");
+    assert!(spread.contains("partition tasks"), "{spread}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,7 +29,9 @@
 
 use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};
-use crate::detect::engine::{window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION};
+use crate::detect::engine::{
+    read_ids, window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION,
+};
 use crate::detect::state::{Reader, Writer};
 use crate::model::event::Key;
 use rdkafka::consumer::Consumer;
@@ -215,6 +217,10 @@ pub(super) struct Restored {
     /// Keys whose record reflects later offsets than `start` (a checkpoint
     /// cut short): their events before those offsets are in their state.
     pub(super) ahead: HashMap<Key, Vec<i64>>,
+    /// Routing by payload: the events a checkpoint cut short holds in its
+    /// key records (its ids piece was written, its partition record not).
+    pub(super) cut_short:
+        std::collections::HashSet<(crate::model::event::System, crate::model::id::EventId)>,
     pub(super) keys: usize,
     pub(super) records: u64,
     pub(super) bytes: u64,
@@ -478,6 +484,20 @@ fn scan(
     };
     let all = bounds(&pieces);
     let all_keys: Vec<Key> = keys.keys().cloned().collect();
+    // Routing by payload: the ids a checkpoint cut short wrote past the
+    // window (after its key records, before the partition record it never
+    // wrote) are events its key records hold.
+    let mut cut_short = std::collections::HashSet::new();
+    if shared.repartition.is_some() {
+        for (_, piece) in pieces
+            .iter()
+            .filter(|(first, _)| **first >= record.dedup_window.end)
+        {
+            if let Ok(ids) = read_ids(piece) {
+                cut_short.extend(ids);
+            }
+        }
+    }
     let (ids, written) = match window_ids(record.dedup_window.clone(), pieces) {
         Ok(ids) => ids,
         Err(e) => {
@@ -518,6 +538,7 @@ fn scan(
         start,
         round,
         ahead,
+        cut_short,
         keys: count,
         records,
         bytes,

@@ -49,7 +49,7 @@ use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
 use cause::Cause;
 pub use snapshot::{
-    config_fingerprint, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
+    config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
     FORMAT_VERSION, MAX_PIECE_BYTES,
 };
 use std::cmp::Reverse;

@@ -244,7 +244,8 @@ fn write_pieces<'a>(
 }
 
 /// Reads a piece of de-duplication ids.
-fn read_ids(piece: &[u8]) -> Result<Vec<(System, EventId)>, CodecError> {
+/// The ids of one piece of the de-duplication window, oldest first.
+pub fn read_ids(piece: &[u8]) -> Result<Vec<(System, EventId)>, CodecError> {
     let mut r = Reader::new(piece);
     let ids = r.seq(|r| Ok((r.system()?, r.event_id()?)))?;
     r.finish()?;

@@ -156,6 +156,10 @@ struct PartitionTask {
     saving: Arc<Saving>,
     /// Routing by payload: the rounds this task sends and applies.
     router: Option<route::Router>,
+    /// Routing by payload: events restored key records hold although the
+    /// partition record does not reflect them; each only moves stream
+    /// time when it comes again.
+    cut_short: recover::CutShort,
 }
 
 /// How the partition's topics keep pace with each other.
@@ -194,6 +198,7 @@ impl PartitionTask {
             start,
             round,
             ahead,
+            cut_short,
         } = restored;
         let topics = &shared.topics;
         let mut tpl = TopicPartitionList::new();
@@ -276,6 +281,7 @@ impl PartitionTask {
             unsaved: shared_changelog,
             saving,
             router,
+            cut_short,
         };
         Ok((task, confirmer))
     }

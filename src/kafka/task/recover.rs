@@ -26,7 +26,14 @@ pub(super) struct Restored {
     pub(super) round: u64,
     /// Keys whose changelog record reflects later offsets than `start`.
     pub(super) ahead: HashMap<Key, Vec<i64>>,
+    /// Routing by payload: events in key records a checkpoint cut short
+    /// wrote, known by the ids piece it wrote after them.
+    pub(super) cut_short: CutShort,
 }
+
+/// Events known to be in their keys' restored state, by id.
+pub(super) type CutShort =
+    std::collections::HashSet<(crate::model::event::System, crate::model::id::EventId)>;
 
 /// Rebuilds the partition's engine on a blocking thread, at most
 /// [`super::RESTORES_PER_CORE`] per core at a time: from the state
@@ -110,6 +117,7 @@ fn restore_blocking(
                     records = r.records,
                     bytes = r.bytes,
                     ahead = r.ahead.len(),
+                    cut_short = r.cut_short.len(),
                     "state read from the changelog; the input follows from the offsets it reflects"
                 );
                 let restored = Restored {
@@ -117,6 +125,7 @@ fn restore_blocking(
                     start: r.start.into_iter().map(Some).collect(),
                     round: r.round,
                     ahead: r.ahead,
+                    cut_short: r.cut_short,
                 };
                 return Ok(Some((restored, "changelog", 0)));
             }
@@ -171,6 +180,7 @@ fn restore_blocking(
         start: committed.to_vec(),
         round: 0,
         ahead: HashMap::new(),
+        cut_short: CutShort::new(),
     };
     Ok(Some((
         restored,

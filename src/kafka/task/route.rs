@@ -386,11 +386,17 @@ impl PartitionTask {
                 at = %r.env.event.occurred_at(),
                 "apply"
             );
-            let skip = match (r.own_topic, r.offset) {
-                (Some(q), _) => self.reflected(q, &r.env),
-                (None, Some(o)) => self.reflected_at(rq, &r.env, o),
-                (None, None) => false,
-            };
+            let held = !self.cut_short.is_empty()
+                && self.cut_short.remove(&(
+                    r.env.event.system(),
+                    crate::model::id::EventId::new(r.env.event.event_id()),
+                ));
+            let skip = held
+                || match (r.own_topic, r.offset) {
+                    (Some(q), _) => self.reflected(q, &r.env),
+                    (None, Some(o)) => self.reflected_at(rq, &r.env, o),
+                    (None, None) => false,
+                };
             if skip {
                 self.driver.engine_mut().skip(&r.env, &mut self.out);
             } else {

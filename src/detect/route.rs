@@ -406,11 +406,11 @@ mod tests {
         };
         a.push(0, 0, r(5));
         a.close(0, 1);
-        assert_eq!(a.pop(), None, "source 1 has not closed round 0");
+        assert_eq!(a.pop(), None, "the first round waits for source 1");
         a.push(1, 1, r(1));
         a.close(1, 1);
         assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((0, 5)));
-        assert_eq!(a.pop(), None, "round 1 is not closed by source 0");
+        assert_eq!(a.pop(), None, "the second round waits for source 0");
         a.close(0, 2);
         a.close(1, 2);
         assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((1, 1)));

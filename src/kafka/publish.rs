@@ -8,7 +8,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A record the broker did not take.
 pub(crate) fn publish_error(topic: &str, error: KafkaError) -> PipelineError {
@@ -220,5 +220,35 @@ impl FindingsPublisher {
             confirm(topic, d).await?;
         }
         Ok(findings.len())
+    }
+}
+
+/// Logs dead letters at most once a second per partition, with how many
+/// were not logged in between.
+#[derive(Default)]
+pub(crate) struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub(crate) fn note(&mut self, topic: &str, offset: i64, error: &DecodeError) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            topic,
+            offset,
+            error_type = error.error_type(),
+            %error,
+            suppressed = self.suppressed,
+            "message sent to the dead-letter topic"
+        );
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
     }
 }

@@ -35,9 +35,8 @@ use recover::{restore_state, Restored};
 
 pub(crate) use inputs::Inputs;
 
-use super::publish::{dead_letter_headers, enqueue};
+use super::publish::{dead_letter_headers, enqueue, RateLimitedLog};
 use super::{Ctx, LiveConsumer, PipelineError, Shared};
-use crate::codec::json::DecodeError;
 use crate::detect::driver::Driver;
 use crate::detect::engine::Engine;
 use crate::model::event::Key;
@@ -402,8 +401,8 @@ impl PartitionTask {
             }
             match item {
                 Item::Event(env, received) if routed => {
-                    self.check_placement(q, offset, &env);
-                    self.route(q, offset, env, received, batch).await?;
+                    let home = self.check_placement(q, offset, &env);
+                    self.route(q, offset, home, env, received, batch).await?;
                 }
                 Item::Event(env, received) => {
                     tracing::trace!(target: "driftwatch::order", topic = q, offset, "apply");
@@ -436,46 +435,26 @@ impl PartitionTask {
         }
         self.note_lag(&passed_over, applied);
         if routed {
-            let router = self.router.as_ref().expect("routing");
-            if !router.may_pop() {
-                // Held back by its own target, not by a lagging topic.
-                self.lag.waiting_since = None;
-            }
-            // Nothing more in the merge and every topic caught up (or
-            // nothing read for kafka.max_task_idle: a topic whose end
-            // is a transaction marker never looks caught up): the round
-            // in progress closes.
-            let quiet = router.since_last_pop() >= max_idle;
-            let idle = self.driver.merge().is_empty()
-                && (quiet
-                    || (0..inputs).all(|q| {
-                        caught_up(
-                            &self.consumer,
-                            &shared,
-                            self.partition,
-                            &self.inputs.next,
-                            q,
-                        )
-                    }));
-            if idle && applied < MAX_BATCH {
-                self.input_idle(batch).await?;
-            }
-            let done = self.apply_rounds(batch);
-            return Ok(applied.max(done).min(MAX_BATCH));
+            return self.end_routed_batch(batch, applied, max_idle).await;
         }
         Ok(applied)
     }
 
     /// Counts a record whose correlation key belongs to another partition
     /// (its producer keyed or partitioned it otherwise), and says so the
-    /// first time for the topic.
-    fn check_placement(&mut self, q: usize, offset: i64, env: &crate::model::event::Envelope) {
+    /// first time for the topic. Returns the key's partition.
+    fn check_placement(
+        &mut self,
+        q: usize,
+        offset: i64,
+        env: &crate::model::event::Envelope,
+    ) -> i32 {
         let shared = &self.shared;
         let partitioner = shared.cfg.kafka.partitioner;
         let key = env.event.key();
         let home = partitioner.partition(&key, shared.partitions);
         if home == self.partition {
-            return;
+            return home;
         }
         let topic = &shared.topics[q];
         topic.misplaced.inc();
@@ -490,7 +469,7 @@ impl PartitionTask {
                     "records of this topic sit in other partitions than their correlation keys': they move there through the repartition topic (driftwatch_input_records_moved_total counts them)"
                 );
             }
-            return;
+            return home;
         }
         if !self.misplaced_reported[q] {
             self.misplaced_reported[q] = true;
@@ -503,6 +482,7 @@ impl PartitionTask {
                 "a record sits in another partition than its correlation key's: the join sees it apart from the rest of its worker's events. Key producers by the correlation key with kafka.partitioner; driftwatch_input_records_misplaced_total counts such records"
             );
         }
+        home
     }
 
     /// Says once per episode of lag, not per batch, that a topic was passed
@@ -700,35 +680,5 @@ impl Gauges {
         for g in [&m.stream_time, &m.stream_lag] {
             let _ = g.remove_label_values(&label);
         }
-    }
-}
-
-/// Logs dead letters at most once a second per partition, with how many
-/// were not logged in between.
-#[derive(Default)]
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    fn note(&mut self, topic: &str, offset: i64, error: &DecodeError) {
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            topic,
-            offset,
-            error_type = error.error_type(),
-            %error,
-            suppressed = self.suppressed,
-            "message sent to the dead-letter topic"
-        );
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
     }
 }

@@ -26,7 +26,8 @@
 //! them.
 
 use super::confirm::{Batch, Output};
-use super::PartitionTask;
+use super::inputs::caught_up;
+use super::{PartitionTask, MAX_BATCH};
 use crate::detect::merge::Timed;
 use crate::detect::route::{Assembly, Rounds};
 use crate::kafka::publish::{dead_letter_headers, enqueue, enqueue_with};
@@ -258,17 +259,13 @@ impl PartitionTask {
         &mut self,
         q: usize,
         offset: i64,
+        target: i32,
         env: Envelope,
         received: Instant,
         batch: &mut Batch,
     ) -> Result<(), PipelineError> {
         let shared = self.shared.clone();
         let own = self.partition;
-        let target = shared
-            .cfg
-            .kafka
-            .partitioner
-            .partition(&env.event.key(), shared.partitions);
         if self.router.as_ref().expect("routing").idle[own as usize] {
             // Input again after saying there was none: targets must not
             // move their stream time with the wall clock meanwhile.
@@ -362,6 +359,42 @@ impl PartitionTask {
         Ok(())
     }
 
+    /// The end of a batch's reading: a source with nothing more to read
+    /// (merge empty, and every topic caught up or nothing read for
+    /// `kafka.max_task_idle`: a topic whose end is a transaction marker
+    /// never looks caught up) closes its round, then the target applies
+    /// what is closed. Returns the batch's count for the task's loop.
+    pub(super) async fn end_routed_batch(
+        &mut self,
+        batch: &mut Batch,
+        popped: usize,
+        max_idle: std::time::Duration,
+    ) -> Result<usize, PipelineError> {
+        let shared = self.shared.clone();
+        let router = self.router.as_ref().expect("routing");
+        if !router.may_pop() {
+            // Held back by its own target, not by a lagging topic.
+            self.lag.waiting_since = None;
+        }
+        let quiet = router.since_last_pop() >= max_idle;
+        let idle = self.driver.merge().is_empty()
+            && (quiet
+                || (0..shared.inputs()).all(|q| {
+                    caught_up(
+                        &self.consumer,
+                        &shared,
+                        self.partition,
+                        &self.inputs.next,
+                        q,
+                    )
+                }));
+        if idle && popped < MAX_BATCH {
+            self.input_idle(batch).await?;
+        }
+        let applied = self.apply_rounds(batch);
+        Ok(popped.max(applied).min(MAX_BATCH))
+    }
+
     /// Applies what the sources have closed, whole rounds (a checkpoint
     /// never holds part of one: the partition's own events are committed
     /// at round ends), and sets the offsets the batch completes. Returns
@@ -372,7 +405,7 @@ impl PartitionTask {
         let mut applied = 0;
         loop {
             let router = self.router.as_mut().expect("routing");
-            let Some((_s, r)) = router.assembly.pop() else {
+            let Some((source, r)) = router.assembly.pop() else {
                 break;
             };
             if let Some(o) = r.offset {
@@ -380,7 +413,7 @@ impl PartitionTask {
             }
             tracing::trace!(
                 target: "driftwatch::order",
-                source = _s,
+                source,
                 round = router.assembly.next_round(),
                 event = r.env.event.event_id(),
                 at = %r.env.event.occurred_at(),

@@ -17,7 +17,9 @@
 use crate::codec::json::{decode_json, DecodeError};
 use crate::config::Config;
 use crate::detect::driver::Driver;
-use crate::detect::engine::{Engine, EngineStats};
+use crate::detect::engine::{Engine, EngineStats, Note, To};
+use crate::detect::merge::Timed;
+use crate::detect::route::{Assembly, ROUND};
 use crate::model::event::{Envelope, Origin, System};
 use crate::model::finding::Finding;
 use crate::model::time::Ts;
@@ -172,6 +174,19 @@ fn read_dump(
 
 impl ReplayReport {
     /// Adds another report's counts to this one.
+    /// Counts a partition task's engine, its input done.
+    fn add_task(&mut self, engine: &Engine) {
+        self.tasks += 1;
+        let s = engine.stats();
+        self.stats.events += s.events;
+        self.stats.duplicates += s.duplicates;
+        self.stats.timers_fired += s.timers_fired;
+        self.stats.opened += s.opened;
+        self.stats.escalated += s.escalated;
+        self.stats.resolved += s.resolved;
+        self.stats.held += s.held;
+    }
+
     pub fn merge(&mut self, other: &ReplayReport) {
         self.tasks += other.tasks;
         self.events += other.events;
@@ -481,8 +496,8 @@ fn replay_dumps(
         ));
     }
     if cfg.kafka.route_by == crate::config::RouteBy::Payload {
-        tasks = route_tasks(&cfg, tasks, partitions);
         report.routed = true;
+        return replay_routed(&cfg, tasks, partitions, until, report, inspect);
     }
     let mut findings = Vec::new();
     for (p, envs) in tasks {
@@ -505,41 +520,120 @@ fn replay_dumps(
             engine.advance_to(t, &mut findings);
         }
         inspect(p, &engine);
-        report.tasks += 1;
-        let s = engine.stats();
-        report.stats.events += s.events;
-        report.stats.duplicates += s.duplicates;
-        report.stats.timers_fired += s.timers_fired;
-        report.stats.opened += s.opened;
-        report.stats.escalated += s.escalated;
-        report.stats.resolved += s.resolved;
-        report.stats.held += s.held;
+        report.add_task(&engine);
     }
     findings
 }
 
-/// `kafka.route_by = "payload"`: each partition's records (as its task
-/// pops them) go to the partition of their correlation key, in the order
-/// a live target applies them ([`crate::detect::route`]). The partition
-/// count is `partitions`, at least the highest partition seen plus one.
-fn route_tasks(
-    cfg: &Config,
+/// A record of a routed replay's partition: an event, or the notes about
+/// accounts another partition's engine emitted.
+// Events are nearly all of them: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Piece {
+    Event(Envelope),
+    Notes(Vec<Note>),
+}
+
+impl Timed for Piece {
+    fn order_time(&self) -> Option<Ts> {
+        match self {
+            Piece::Event(env) => env.order_time(),
+            Piece::Notes(_) => None,
+        }
+    }
+}
+
+/// `kafka.route_by = "payload"`: every partition task as a live run has
+/// them ([`crate::detect::route`]). Each partition's records (as its task
+/// pops them) go to the partition of their correlation key and apply
+/// round by round; what a target's engine tells other partitions about
+/// accounts while applying round `r` opens round `r + 2` there, as the
+/// live task sends it. The partition count is `partitions`, at least the
+/// highest partition seen plus one.
+fn replay_routed(
+    cfg: &Arc<Config>,
     tasks: Vec<(i32, Vec<Envelope>)>,
     partitions: Option<i32>,
-) -> Vec<(i32, Vec<Envelope>)> {
+    until: Option<Ts>,
+    report: &mut ReplayReport,
+    inspect: &mut dyn FnMut(i32, &Engine),
+) -> Vec<Finding> {
     let highest = tasks.iter().map(|(p, _)| *p).max().unwrap_or(0);
-    let n = partitions.unwrap_or(0).max(highest + 1);
-    let mut sources: Vec<Vec<Envelope>> = (0..n).map(|_| Vec::new()).collect();
+    let n = partitions.unwrap_or(0).max(highest + 1) as usize;
+    let mut sources: Vec<VecDeque<Envelope>> = (0..n).map(|_| VecDeque::new()).collect();
     for (p, envs) in tasks {
-        sources[p as usize] = envs;
+        sources[p as usize] = envs.into();
     }
+    let rounds = sources
+        .iter()
+        .map(|s| s.len().div_ceil(ROUND as usize))
+        .max()
+        .unwrap_or(0) as u64;
     let partitioner = cfg.kafka.partitioner;
-    crate::detect::route::route(sources, |env| {
-        partitioner.partition(&env.event.key(), n) as usize
-    })
-    .into_iter()
-    .enumerate()
-    .filter(|(_, envs)| !envs.is_empty())
-    .map(|(p, envs)| (p as i32, envs.into_iter().map(|(_, e)| e).collect()))
-    .collect()
+    let mut engines: Vec<Engine> = (0..n).map(|_| Engine::new(cfg.clone())).collect();
+    engines.iter_mut().for_each(Engine::send_notes);
+    let mut assemblies: Vec<Assembly<Piece>> = (0..n).map(|_| Assembly::new(n, 0)).collect();
+    let mut out: Vec<Vec<Finding>> = (0..n).map(|_| Vec::new()).collect();
+    let mut sent = Vec::new();
+    let mut r = 0u64;
+    while r < rounds || assemblies.iter().any(|a| !a.is_empty()) {
+        for (s, source) in sources.iter_mut().enumerate() {
+            let round = source.len().min(ROUND as usize);
+            for env in source.drain(..round) {
+                let t = partitioner.partition(&env.event.key(), n as i32) as usize;
+                assemblies[t].push(s, r, Piece::Event(env));
+            }
+        }
+        for t in 0..n {
+            for s in 0..n {
+                assemblies[t].close(s, r + 1);
+            }
+            while let Some((_, piece)) = assemblies[t].pop() {
+                match piece {
+                    Piece::Event(env) => {
+                        if until.is_some_and(|u| env.event.occurred_at() > u) {
+                            report.after_until += 1;
+                            continue;
+                        }
+                        report.events += 1;
+                        engines[t].apply(env, &mut out[t]);
+                    }
+                    Piece::Notes(notes) => {
+                        for note in notes {
+                            engines[t].receive(note, &mut out[t]);
+                        }
+                    }
+                }
+                sent.extend(
+                    engines[t]
+                        .take_notes()
+                        .into_iter()
+                        .map(|(to, n)| (t, to, n)),
+                );
+            }
+        }
+        for (from, to, note) in sent.drain(..) {
+            let dest: Vec<usize> = match &to {
+                To::Every => (0..n).filter(|&d| d != from).collect(),
+                To::KeyOf(k) => vec![partitioner.partition(k, n as i32) as usize],
+            };
+            for d in dest {
+                assemblies[d].push_first(from, r + 2, Piece::Notes(vec![note.clone()]));
+            }
+        }
+        r += 1;
+    }
+    let mut findings = Vec::new();
+    for (p, (mut engine, mut found)) in engines.into_iter().zip(out).enumerate() {
+        if engine.stats().events == 0 && engine.tracked() == 0 {
+            continue;
+        }
+        if let Some(t) = until {
+            engine.advance_to(t, &mut found);
+        }
+        inspect(p as i32, &engine);
+        report.add_task(&engine);
+        findings.append(&mut found);
+    }
+    findings
 }

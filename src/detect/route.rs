@@ -16,7 +16,7 @@
 //! partition, each target's order is exactly its own merge's.
 
 use crate::detect::merge::{Merge, Timed};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Records a source pops per round.
 pub const ROUND: u32 = 1024;
@@ -82,6 +82,10 @@ const LATE: u64 = u64::MAX;
 pub struct Assembly<T> {
     /// Per source: (round, record) in the source's order.
     queues: Vec<VecDeque<(u64, T)>>,
+    /// Records that open a round, by (round, source), each source's in
+    /// the order pushed: what a target emitted while applying an earlier
+    /// round (see [`Assembly::push_first`]).
+    firsts: BTreeMap<(u64, usize), VecDeque<T>>,
     /// Per source: rounds below this are closed.
     closed: Vec<u64>,
     /// The round being applied; all before it are done.
@@ -95,9 +99,22 @@ impl<T: Timed> Assembly<T> {
         Assembly {
             queues: (0..sources).map(|_| VecDeque::new()).collect(),
             closed: vec![next; sources],
+            firsts: BTreeMap::new(),
             next,
             len: 0,
         }
+    }
+
+    /// Queues a record that opens `source`'s round `round`, before the
+    /// source's records of that round whenever it arrives: a target's
+    /// notes about accounts. One of a round already begun goes next.
+    pub fn push_first(&mut self, source: usize, round: u64, record: T) {
+        let round = round.max(self.next);
+        self.firsts
+            .entry((round, source))
+            .or_default()
+            .push_back(record);
+        self.len += 1;
     }
 
     /// Records waiting.
@@ -154,6 +171,17 @@ impl<T: Timed> Assembly<T> {
             if self.closed.iter().any(|&c| c <= self.next) {
                 return None;
             }
+            if let Some(mut first) = self.firsts.first_entry() {
+                if first.key().0 <= self.next {
+                    let source = first.key().1;
+                    let record = first.get_mut().pop_front().expect("never left empty");
+                    if first.get().is_empty() {
+                        first.remove();
+                    }
+                    self.len -= 1;
+                    return Some((source, record));
+                }
+            }
             let mut best: Option<(Option<crate::model::time::Ts>, usize)> = None;
             for (s, q) in self.queues.iter().enumerate() {
                 let Some((round, item)) = q.front() else {
@@ -189,6 +217,7 @@ impl<T: Timed> Assembly<T> {
     /// Drops everything waiting.
     pub fn clear(&mut self) {
         self.queues.iter_mut().for_each(VecDeque::clear);
+        self.firsts.clear();
         self.len = 0;
     }
 }

@@ -336,6 +336,16 @@ impl Generator {
                     &id,
                     t,
                 )));
+                // A third are correlated later, past the orphan's SLA:
+                // the account moves to its worker's key.
+                if self.seq % 3 == 0 {
+                    out.push(Event::Directory(self.dir(
+                        DirectoryEventType::AttributesChanged,
+                        Some(w),
+                        &id,
+                        t.plus(90 * MS_PER_MINUTE),
+                    )));
+                }
             }
             Scenario::Transfer => {
                 let mut e = self.hr(HrEventType::Transfer, w, t, t);
@@ -374,7 +384,20 @@ impl Generator {
                 d.department = None;
                 d.title = None;
                 d.manager_id = None;
+                // Half of the owned ones are handed to another worker
+                // half an hour later (before the SLA of an owner leaving).
+                let handed = (d.owner_worker_id.is_some() && self.seq % 2 == 0).then(|| {
+                    let mut h = d.clone();
+                    h.event_type = DirectoryEventType::AttributesChanged;
+                    h.occurred_at = t.plus(30 * MS_PER_MINUTE);
+                    h.owner_worker_id = Some(Self::worker_id((w + 1) % self.workers.max(1)).into());
+                    h
+                });
                 out.push(Event::Directory(d));
+                if let Some(mut h) = handed {
+                    h.event_id = self.id("dir").into();
+                    out.push(Event::Directory(h));
+                }
                 if self.rng.below(2) == 0 {
                     out.push(Event::Hr(self.hr(
                         HrEventType::Termination,

@@ -673,6 +673,27 @@ async fn two_detectors_route_records_keyed_by_account_as_replay_does(broker: Bro
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(finding_set(&replayed), finding_set(&s.reference_findings()));
+    // Accounts the generator correlates later left their orphan key, also
+    // where it lives in another partition than their worker's.
+    let partition =
+        |k: &driftwatch::model::event::Key| s.cfg.kafka.partitioner.partition(k, PARTITIONS);
+    let moved_apart = s
+        .reference_findings()
+        .iter()
+        .filter(|f| {
+            f.rule == driftwatch::detect::rules::Rule::OrphanAccount
+                && f.status == driftwatch::model::finding::Status::Resolved
+        })
+        .filter(|f| {
+            let id = f.subject.account_id.as_deref().unwrap_or_default();
+            events.iter().any(|e| {
+                e.key() != driftwatch::model::event::Key::account(id)
+                    && matches!(e, driftwatch::model::event::Event::Directory(d) if &*d.account_id == id)
+                    && partition(&e.key()) != partition(&driftwatch::model::event::Key::account(id))
+            })
+        })
+        .count();
+    assert!(moved_apart > 0, "no account moved to another partition");
     // Without routing, the partitions' own findings differ.
     let mut by_key = (*s.cfg).clone();
     by_key.kafka.route_by = driftwatch::config::RouteBy::KafkaKey;

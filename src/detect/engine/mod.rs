@@ -23,6 +23,8 @@
 //! - `timers`: the event-time timer heap, advancing stream time, and each
 //!   key's next wake-up;
 //! - `storm`: the SOURCE_STORM guard of each rule;
+//! - `owners`: which key holds each account, and moving an account to
+//!   the key its newest event names;
 //! - `cause`: the source event behind a finding, for storm attribution and
 //!   the evidence of a resolution;
 //! - `finding`: building a finding (owners, deadlines, its id, subject,
@@ -31,6 +33,7 @@
 mod cause;
 mod finding;
 mod lifecycle;
+mod owners;
 #[cfg(test)]
 mod restore_tests;
 mod snapshot;
@@ -42,12 +45,13 @@ mod timers;
 use crate::config::Config;
 pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{Condition, Rule};
-use crate::detect::state::{Attrs, Dedup, EvRef, Store, WorkerState};
+use crate::detect::state::{AccountRef, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::model::event::{Envelope, Event, Key};
 use crate::model::finding::Finding;
 use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
 use cause::Cause;
+pub use owners::{encode_notes, Note, To};
 pub use snapshot::{
     config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
     FORMAT_VERSION, MAX_PIECE_BYTES,
@@ -101,6 +105,10 @@ pub struct Engine {
     /// What changed since the last checkpoint, when the state changelog
     /// is kept.
     changes: Option<snapshot::Changes>,
+    /// The key holding each account.
+    owners: owners::Owners,
+    /// Notes for other partitions' engines, when routing by payload.
+    notes: Option<Vec<(To, Note)>>,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -131,6 +139,8 @@ impl Engine {
             stats: EngineStats::default(),
             quiet: false,
             changes: None,
+            owners: owners::Owners::default(),
+            notes: None,
         }
     }
 
@@ -372,6 +382,27 @@ impl Engine {
             }
             Event::App(_) => Attrs::default(),
         };
+        let account = match &event {
+            Event::Directory(e) => Some(&e.account_id),
+            Event::App(e) => Some(&e.account_id),
+            Event::Hr(_) => None,
+        }
+        .map(|id| AccountRef {
+            system: cause.system,
+            scope: cause.scope.clone(),
+            account_id: id.clone(),
+        });
+        let moved = match &account {
+            Some(id) => match self.take_account(id, &key, t, &cause, out) {
+                Ok(moved) => moved,
+                Err(()) => {
+                    // The account's state under another key is newer.
+                    self.sweep_timers();
+                    return;
+                }
+            },
+            None => None,
+        };
         let now = self.now;
         self.thaw(&key);
         let store = self.store.clone();
@@ -383,6 +414,11 @@ impl Engine {
                     store.map().entry(key.clone()).or_default()
                 }
             };
+            if let Some(account) = moved {
+                self.entries = self
+                    .entries
+                    .saturating_add_signed(st.adopt_account(account));
+            }
             if matches!(event, Event::Hr(_)) && !st.known_to_hr() {
                 self.workers += 1;
             }

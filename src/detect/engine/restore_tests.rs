@@ -124,6 +124,11 @@ fn continues_exactly_with(cfg: &Arc<Config>, every: usize) {
         "the feed makes a storm"
     );
     assert!(whole.iter().any(|f| f.status == Status::Escalated));
+    // Orphan accounts the generator correlates later move to their
+    // worker's key (nothing else resolves an orphan of the feed).
+    assert!(whole
+        .iter()
+        .any(|f| f.rule == Rule::OrphanAccount && f.status == Status::Resolved));
     for cut in (0..events.len()).step_by(events.len() / 7).skip(1) {
         let mut log = Log::default();
         let mut engine = Engine::new(cfg.clone());

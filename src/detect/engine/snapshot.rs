@@ -20,7 +20,7 @@ use super::timers::{TimerKey, MIN_TIMER_SWEEP};
 use super::{Engine, EngineStats};
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{CodecError, Dedup, Frozen, Reader, Writer};
+use crate::detect::state::{CodecError, Dedup, Frozen, Reader, Summary, Writer};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
 /// version is not read.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
@@ -605,6 +605,16 @@ impl Engine {
                 key: key.to_string(),
                 source,
             })?;
+            let owned =
+                Summary::owned(frozen.record(), &mut |s| engine.intern(s)).map_err(|source| {
+                    RestoreError::Key {
+                        key: key.to_string(),
+                        source,
+                    }
+                })?;
+            for id in owned {
+                engine.owners.insert(id, key.clone());
+            }
             engine.entries += summary.entries as usize;
             // Serials of openings a key's record holds (one written after
             // the partition record) are never given out again.

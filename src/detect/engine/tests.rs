@@ -173,3 +173,108 @@ fn a_quiet_engine_reaches_the_same_state_and_publishes_nothing() {
     assert!(!a.is_empty());
     assert_eq!(a, b);
 }
+
+/// Engines of three partitions, each applying the events of its keys and
+/// exchanging notes at once (their stream time kept together), publish
+/// what one engine publishes for the whole feed: accounts correlated later or handed to another owner leave
+/// their old key wherever it lives, with their state. Without the notes
+/// they would not.
+#[test]
+fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
+    use crate::tools::generate::Generator;
+    use std::collections::BTreeMap;
+    let mut cfg = Config::default_config();
+    cfg.storm.enabled = false;
+    let cfg = Arc::new(cfg);
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = Generator::new(5, 400, t0);
+    let mut events = g.baseline();
+    for _ in 0..3_000 {
+        events.extend(g.next_batch(10 * 60_000));
+    }
+    let end = g.now().plus(30 * MS_PER_DAY);
+    type Seen = BTreeMap<String, usize>;
+    let tally = |out: &[Finding]| {
+        let mut seen = Seen::new();
+        for f in out {
+            let k = format!(
+                "{} {:?} {:?} {:?}",
+                f.rule, f.status, f.worker_id, f.subject
+            );
+            *seen.entry(k).or_default() += 1;
+        }
+        seen
+    };
+    let mut one = Engine::new(cfg.clone());
+    let mut whole = Vec::new();
+    let mut offset = 0;
+    for e in &events {
+        apply_next(&mut one, &mut offset, e.clone(), &mut whole);
+    }
+    one.advance_to(end, &mut whole);
+
+    let run = |notes: bool| {
+        let n = 3;
+        let part = |k: &Key| cfg.kafka.partitioner.partition(k, n) as usize;
+        let mut engines: Vec<Engine> = (0..n).map(|_| Engine::new(cfg.clone())).collect();
+        if notes {
+            engines.iter_mut().for_each(Engine::send_notes);
+        }
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for e in &events {
+            let p = part(&e.key());
+            apply_next(&mut engines[p], &mut offset, e.clone(), &mut out);
+            // One clock for all, as one engine has: only where accounts
+            // live differs.
+            let now = engines[p].now();
+            for e in &mut engines {
+                e.advance_to(now, &mut out);
+            }
+            // Deliver notes, and the replies they make, at once.
+            let mut queue: Vec<(usize, To, Note)> = engines[p]
+                .take_notes()
+                .into_iter()
+                .map(|(to, n)| (p, to, n))
+                .collect();
+            while let Some((from, to, note)) = queue.pop() {
+                let targets: Vec<usize> = match &to {
+                    To::Every => (0..n as usize).filter(|&q| q != from).collect(),
+                    To::KeyOf(k) => vec![part(k)],
+                };
+                for q in targets {
+                    engines[q].receive(note.clone(), &mut out);
+                    queue.extend(
+                        engines[q]
+                            .take_notes()
+                            .into_iter()
+                            .map(|(to, n)| (q, to, n)),
+                    );
+                }
+            }
+        }
+        for e in &mut engines {
+            e.advance_to(end, &mut out);
+        }
+        out
+    };
+    let (moved, whole) = (tally(&run(true)), tally(&whole));
+    let differ: Vec<_> = moved
+        .keys()
+        .chain(whole.keys())
+        .filter(|k| moved.get(*k) != whole.get(*k))
+        .map(|k| format!("{k}: {:?} vs {:?}", moved.get(k), whole.get(k)))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    let orphans = |out: &[Finding]| {
+        out.iter()
+            .filter(|f| f.rule == Rule::OrphanAccount && f.status == Status::Resolved)
+            .count()
+    };
+    let resolved = orphans(&run(true));
+    assert!(resolved > 0);
+    assert!(
+        orphans(&run(false)) < resolved,
+        "without notes, correlated accounts stay orphans in their old partition"
+    );
+}

@@ -89,6 +89,16 @@ pub struct AccountAttrs {
     pub(super) ev: Option<Box<EvRef>>,
 }
 
+/// An account's identity (directory + account_id, or app_id +
+/// account_id): one entity, held under one correlation key at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccountRef {
+    pub system: System,
+    /// The directory or the app_id.
+    pub scope: Sym,
+    pub account_id: Name,
+}
+
 /// A directory or application account.
 #[derive(Clone, Debug)]
 pub struct Account {
@@ -150,6 +160,74 @@ impl Account {
         self.privileged_grants > 0
     }
 
+    /// The account's identity.
+    pub fn identity(&self) -> AccountRef {
+        AccountRef {
+            system: self.system,
+            scope: self.scope.clone(),
+            account_id: self.account_id.clone(),
+        }
+    }
+
+    pub fn is(&self, id: &AccountRef) -> bool {
+        self.system == id.system && self.scope == id.scope && self.account_id == id.account_id
+    }
+
+    /// Time of the newest event applied to the account: its state, its
+    /// attributes or a grant.
+    pub fn last_at(&self) -> Ts {
+        self.grants
+            .iter()
+            .map(Grant::updated_at)
+            .fold(self.state_at.max(self.attrs_at()), Ts::max)
+            .max(self.state_ev.occurred_at)
+    }
+
+    /// Takes in what `other`, a copy of this account another key held,
+    /// knows newer than this copy: its state, its attributes, each grant.
+    /// Returns the grants added.
+    pub fn absorb(&mut self, other: Account) -> usize {
+        if other.state_at > self.state_at {
+            // Attributes set by the event that set the state now name it.
+            if let Some(s) = self.stated.as_mut() {
+                if s.ev.is_none() {
+                    s.ev = Some(Box::new(self.state_ev.clone()));
+                }
+            }
+            self.enabled = other.enabled;
+            self.deleted = other.deleted;
+            self.enabled_since = other.enabled_since;
+            self.removed_at = other.removed_at;
+            self.state_at = other.state_at;
+            self.state_ev = other.state_ev.clone();
+        }
+        self.privileged |= other.privileged;
+        if other.attrs_at() > self.attrs_at() {
+            if let Some(mut s) = other.stated {
+                let ev = s.ev.take().map_or(other.state_ev, |e| *e);
+                s.ev = (ev != self.state_ev).then(|| Box::new(ev));
+                self.stated = Some(s);
+            }
+        }
+        let mut added = 0;
+        for g in other.grants {
+            match self.grants.iter().position(|x| x.name == g.name) {
+                Some(i) if g.updated_at() > self.grants[i].updated_at() => self.grants[i] = g,
+                Some(_) => {}
+                None => {
+                    push_compact(&mut self.grants, g);
+                    added += 1;
+                }
+            }
+        }
+        self.privileged_grants = self
+            .grants
+            .iter()
+            .filter(|g| g.active && g.privileged)
+            .count() as u32;
+        added
+    }
+
     /// Holds access: enabled, or (for app accounts) still holding entitlements.
     pub fn holds_access(&self) -> bool {
         !self.deleted
@@ -159,6 +237,38 @@ impl Account {
 }
 
 impl WorkerState {
+    /// The account `id` held under this key, if any.
+    pub fn account(&self, id: &AccountRef) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.is(id))
+    }
+
+    /// Removes the account `id` (it now belongs to another key).
+    pub fn remove_account(&mut self, id: &AccountRef) -> Option<Account> {
+        let i = self.accounts.iter().position(|a| a.is(id))?;
+        Some(self.accounts.remove(i))
+    }
+
+    /// Takes in an account another key let go, as it was there (the event
+    /// that moved it applies next). A copy already here (the index said
+    /// another key held it: only a damaged record gets here) is replaced
+    /// when older. Returns the change in entries.
+    pub fn adopt_account(&mut self, account: Account) -> isize {
+        let size = |a: &Account| 1 + a.grants.len() as isize;
+        match self.accounts.iter().position(|a| a.is(&account.identity())) {
+            Some(i) if self.accounts[i].last_at() < account.last_at() => {
+                let delta = size(&account) - size(&self.accounts[i]);
+                self.accounts[i] = account;
+                delta
+            }
+            Some(_) => 0,
+            None => {
+                let added = size(&account);
+                push_compact(&mut self.accounts, account);
+                added
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn account_entry(
         &mut self,

@@ -31,7 +31,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use account::{Account, AccountAttrs, Grant};
+pub use account::{Account, AccountAttrs, AccountRef, Grant};
 pub use codec::{CodecError, Reader, Writer};
 pub use dedup::Dedup;
 pub use hr::{HrRecord, WorkerStatus};

@@ -6,7 +6,9 @@
 use super::account::GrantMore;
 use super::codec::{CodecError, Reader, Writer};
 use super::hr::HrMore;
-use super::{Account, AccountAttrs, Attrs, Grant, HrRecord, Watch, WorkerState, WorkerStatus};
+use super::{
+    Account, AccountAttrs, AccountRef, Attrs, Grant, HrRecord, Watch, WorkerState, WorkerStatus,
+};
 use crate::detect::episode::{Episode, Phase};
 use crate::model::event::{AccountKind, HrEvent, HrEventType, Origin, WorkerType};
 use crate::model::finding::{OpenFinding, OwnerRole, Severity, Status};
@@ -137,6 +139,35 @@ fn read_grant(
     })
 }
 
+impl Account {
+    /// The account alone, as one partition hands it to another.
+    pub fn encode(&self, w: &mut Writer) {
+        w.with_topics(|w| write_account(w, self));
+    }
+
+    /// Reads what [`Account::encode`] wrote.
+    pub fn decode(
+        r: &mut Reader<'_>,
+        intern: &mut dyn FnMut(&str) -> Sym,
+    ) -> Result<Account, CodecError> {
+        r.topics()?;
+        read_account(r, intern)
+    }
+}
+
+impl super::EvRef {
+    /// The reference alone, as a message between partitions carries it.
+    pub fn encode(&self, w: &mut Writer) {
+        w.with_topics(|w| w.ev(self));
+    }
+
+    /// Reads what [`super::EvRef::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<super::EvRef, CodecError> {
+        r.topics()?;
+        r.ev()
+    }
+}
+
 fn write_account(w: &mut Writer, a: &Account) {
     w.system(a.system);
     w.sym(&a.scope);
@@ -234,12 +265,39 @@ pub struct Summary {
 impl Summary {
     /// Reads the summary at the start of a key record.
     pub fn read(r: &mut Reader<'_>) -> Result<Summary, CodecError> {
-        Ok(Summary {
+        let summary = Summary {
             entries: r.u64()?,
             opening: r.u64()?,
             known_to_hr: r.bool()?,
             wake_at: r.opt_ts()?,
-        })
+        };
+        // The accounts the key holds, read by [`Summary::owned`].
+        r.bytes()?;
+        Ok(summary)
+    }
+
+    /// The identities of the accounts a key record holds (for the
+    /// engine's index of which key holds each account); scopes go through
+    /// `intern`.
+    pub fn owned(
+        record: &[u8],
+        intern: &mut dyn FnMut(&str) -> Sym,
+    ) -> Result<Vec<AccountRef>, CodecError> {
+        let mut r = Reader::new(record);
+        r.u64()?;
+        r.u64()?;
+        r.bool()?;
+        r.opt_ts()?;
+        let mut owned = Reader::new(r.bytes()?);
+        let list = owned.seq(|r| {
+            Ok(AccountRef {
+                system: r.system()?,
+                scope: intern(r.str()?),
+                account_id: r.name()?,
+            })
+        })?;
+        owned.finish()?;
+        Ok(list)
     }
 }
 
@@ -278,7 +336,8 @@ impl WorkerState {
             .filter_map(|e| e.finding.as_deref())
     }
 
-    /// Appends this key's record: its [`Summary`], its open findings as
+    /// Appends this key's record: its [`Summary`] and the identities of
+    /// its accounts, its open findings as
     /// the owner gauges count them, then its state ([`Self::encode`]).
     pub fn encode_record(&self, w: &mut Writer) {
         let s = self.summary();
@@ -286,6 +345,13 @@ impl WorkerState {
         w.u64(s.opening);
         w.bool(s.known_to_hr);
         w.opt_ts(s.wake_at);
+        let mut owned = Writer::default();
+        owned.seq(&self.accounts, |w, a| {
+            w.system(a.system);
+            w.sym(&a.scope);
+            w.str(&a.account_id);
+        });
+        w.bytes(&owned.buf);
         let mut open = Writer::default();
         let list: Vec<&crate::model::finding::Finding> = self.open_findings().collect();
         open.seq(&list, |w, f| {

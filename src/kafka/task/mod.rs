@@ -193,7 +193,7 @@ impl PartitionTask {
         restored: Restored,
     ) -> Result<(PartitionTask, tokio::task::JoinHandle<()>), PipelineError> {
         let Restored {
-            engine,
+            mut engine,
             start,
             round,
             ahead,
@@ -255,6 +255,10 @@ impl PartitionTask {
         let router = shared
             .repartition
             .map(|rq| route::Router::new(shared.partitions, round, &start[..rq]));
+        if router.is_some() {
+            // Accounts moving to or from keys of other partitions.
+            engine.send_notes();
+        }
         let task = PartitionTask {
             driver: Driver::new(engine, topics.len()),
             shared,

@@ -15,6 +15,17 @@
 //! As a target it reads its partition of the repartition topic and
 //! applies round after round once every source has closed it.
 //!
+//! Accounts that change hands: what the engine tells other partitions
+//! while the target applies round `r` (claims on accounts new to it,
+//! answers to claims: [`crate::detect::engine::Note`]) is produced to
+//! their partitions as one record per round and partition, opening the
+//! task's round `r + 2` there (its source closes no round beyond two past
+//! what its target applied, so that round is still open). A task whose
+//! notes may still be answered closes empty rounds up to the answers'
+//! and says it is busy, and says it has nothing more to read only once
+//! its target applied every round it closed: no target moves its stream
+//! time with the wall clock while a note is on its way to it.
+//!
 //! What is committed: an input topic's offsets at the end of the last
 //! round its own target applied (the forwarded records before them are
 //! acknowledged: their batch went to the confirmer earlier), and the
@@ -28,6 +39,7 @@
 use super::confirm::{Batch, Output};
 use super::inputs::caught_up;
 use super::{PartitionTask, MAX_BATCH};
+use crate::detect::engine::{encode_notes, Note, To};
 use crate::detect::merge::Timed;
 use crate::detect::route::{Assembly, Rounds};
 use crate::kafka::publish::{dead_letter_headers, enqueue, enqueue_with};
@@ -35,7 +47,7 @@ use crate::kafka::PipelineError;
 use crate::model::event::{Envelope, Origin};
 use crate::model::time::Ts;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -50,13 +62,24 @@ const OFFSET: &str = "driftwatch.offset";
 const CLOSED: &str = "driftwatch.closed";
 /// Header of a mark: "1" when the source has nothing more to read.
 const IDLE: &str = "driftwatch.idle";
+/// Header of a record of notes about accounts (its round in `ROUND`).
+const NOTES: &str = "driftwatch.notes";
 
 /// Repartition records read per batch.
 const READ: usize = 4096;
 
-/// An event on its way to being applied.
+/// What a routed record carries.
+// Events are nearly all of them: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Load {
+    Event(Envelope),
+    /// Notes of another partition's engine: they open their round.
+    Notes(Vec<Note>),
+}
+
+/// An event, or notes, on its way to being applied.
 pub(super) struct Routed {
-    env: Envelope,
+    load: Load,
     received: Instant,
     /// The input topic it was read from, for its own partition's events;
     /// `None` for one read from the repartition topic.
@@ -67,7 +90,10 @@ pub(super) struct Routed {
 
 impl Timed for Routed {
     fn order_time(&self) -> Option<Ts> {
-        self.env.order_time()
+        match &self.load {
+            Load::Event(env) => env.order_time(),
+            Load::Notes(_) => None,
+        }
     }
 }
 
@@ -98,6 +124,10 @@ pub(super) struct Router {
     /// Moved events that could not be read back, for the dead-letter
     /// topic.
     unreadable: Vec<Unreadable>,
+    /// The engine's notes not produced yet, with the round they open.
+    outbox: Vec<(u64, To, Note)>,
+    /// One past the highest round this task's notes opened (0: none).
+    notes_until: u64,
 }
 
 /// A repartition record with driftwatch's headers whose event does not
@@ -123,7 +153,21 @@ impl Router {
             announced_idle: false,
             last_pop: Instant::now(),
             unreadable: Vec::new(),
+            outbox: Vec::new(),
+            notes_until: 0,
         }
+    }
+
+    /// Answers to this task's notes may still come (they open a round up
+    /// to two past the notes').
+    fn awaits_answers(&self) -> bool {
+        self.notes_until > 0 && self.assembly.next_round() <= self.notes_until + 1
+    }
+
+    /// The target applied every round the source closed, and awaits no
+    /// answer: what the source may call having nothing more to read.
+    fn settled(&self) -> bool {
+        self.assembly.next_round() >= self.rounds.closed_below() && !self.awaits_answers()
     }
 
     /// The source may pop: it is at most one round ahead of its target.
@@ -170,8 +214,30 @@ impl PartitionTask {
         };
         let shared = self.shared.clone();
         let router = self.router.as_mut().expect("routing");
+        let engine = self.driver.engine_mut();
         let mut bad = 0u64;
         self.inputs.drain(rq, READ, |m| match take(&shared, m) {
+            Some(Taken::Notes { source, round }) => {
+                match engine.decode_notes(m.payload().unwrap_or_default()) {
+                    Ok(notes) => {
+                        router.pending.insert(m.offset());
+                        router.assembly.push_first(
+                            source,
+                            round,
+                            Routed {
+                                load: Load::Notes(notes),
+                                received: Instant::now(),
+                                own_topic: None,
+                                offset: Some(m.offset()),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(offset = m.offset(), error = %e, "notes about accounts from another partition do not decode: passed over");
+                        bad += 1;
+                    }
+                }
+            }
             Some(Taken::Mark {
                 source,
                 below,
@@ -190,7 +256,7 @@ impl PartitionTask {
                     source,
                     round,
                     Routed {
-                        env,
+                        load: Load::Event(env),
                         received: Instant::now(),
                         own_topic: None,
                         offset: Some(m.offset()),
@@ -278,7 +344,7 @@ impl PartitionTask {
                 own as usize,
                 round,
                 Routed {
-                    env,
+                    load: Load::Event(env),
                     received,
                     own_topic: Some(q),
                     offset: None,
@@ -316,10 +382,18 @@ impl PartitionTask {
     /// closed so that no target waits for it.
     pub(super) async fn input_idle(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
         let router = self.router.as_mut().expect("routing");
-        let ahead = router.assembly.max_closed();
+        // Rounds up to those answering this task's notes, and never more
+        // than two past what its target applied (the notes it emits open
+        // the round two past).
+        let ahead = router
+            .assembly
+            .max_closed()
+            .max(router.notes_until + 2)
+            .min(router.assembly.next_round() + 2);
         let moved = router.rounds.close() || router.rounds.follow(ahead);
-        if moved || !router.announced_idle {
-            self.announce(batch, true).await?;
+        let idle = router.settled();
+        if moved || router.announced_idle != idle {
+            self.announce(batch, idle).await?;
         }
         Ok(())
     }
@@ -392,6 +466,7 @@ impl PartitionTask {
             self.input_idle(batch).await?;
         }
         let applied = self.apply_rounds(batch);
+        self.send_notes(batch).await?;
         Ok(popped.max(applied).min(MAX_BATCH))
     }
 
@@ -411,31 +486,45 @@ impl PartitionTask {
             if let Some(o) = r.offset {
                 router.pending.remove(&o);
             }
+            let round = router.assembly.next_round();
+            let env = match r.load {
+                Load::Event(env) => env,
+                Load::Notes(notes) => {
+                    let engine = self.driver.engine_mut();
+                    for note in notes {
+                        engine.receive(note, &mut self.out);
+                    }
+                    self.out_received.resize(self.out.len(), r.received);
+                    self.collect_notes(round);
+                    continue;
+                }
+            };
             tracing::trace!(
                 target: "driftwatch::order",
                 source,
-                round = router.assembly.next_round(),
-                event = r.env.event.event_id(),
-                at = %r.env.event.occurred_at(),
+                round,
+                event = env.event.event_id(),
+                at = %env.event.occurred_at(),
                 "apply"
             );
             let held = !self.cut_short.is_empty()
                 && self.cut_short.remove(&(
-                    r.env.event.system(),
-                    crate::model::id::EventId::new(r.env.event.event_id()),
+                    env.event.system(),
+                    crate::model::id::EventId::new(env.event.event_id()),
                 ));
             let skip = held
                 || match (r.own_topic, r.offset) {
-                    (Some(q), _) => self.reflected(q, &r.env),
-                    (None, Some(o)) => self.reflected_at(rq, &r.env, o),
+                    (Some(q), _) => self.reflected(q, &env),
+                    (None, Some(o)) => self.reflected_at(rq, &env, o),
                     (None, None) => false,
                 };
             if skip {
-                self.driver.engine_mut().skip(&r.env, &mut self.out);
+                self.driver.engine_mut().skip(&env, &mut self.out);
             } else {
-                self.driver.engine_mut().apply(r.env, &mut self.out);
+                self.driver.engine_mut().apply(env, &mut self.out);
             }
             self.out_received.resize(self.out.len(), r.received);
+            self.collect_notes(round);
             shared.stats.events.fetch_add(1, Ordering::Relaxed);
             batch.events += 1;
             applied += 1;
@@ -487,6 +576,69 @@ impl PartitionTask {
     }
 }
 
+impl PartitionTask {
+    /// Takes the notes the engine emitted while applying round `round`:
+    /// they open round `round + 2` of this source.
+    fn collect_notes(&mut self, round: u64) {
+        let notes = self.driver.engine_mut().take_notes();
+        if !notes.is_empty() {
+            let router = self.router.as_mut().expect("routing");
+            router
+                .outbox
+                .extend(notes.into_iter().map(|(to, n)| (round + 2, to, n)));
+        }
+    }
+
+    /// Produces the notes taken so far: one record per round they open
+    /// and partition they go to, each in the order emitted.
+    async fn send_notes(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        let own = self.partition;
+        let router = self.router.as_mut().expect("routing");
+        if router.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut records: BTreeMap<(u64, i32), Vec<Note>> = BTreeMap::new();
+        for (round, to, note) in std::mem::take(&mut router.outbox) {
+            router.notes_until = router.notes_until.max(round + 1);
+            match to {
+                To::Every => {
+                    for t in (0..shared.partitions).filter(|&t| t != own) {
+                        records.entry((round, t)).or_default().push(note.clone());
+                    }
+                }
+                To::KeyOf(key) => {
+                    let t = shared
+                        .cfg
+                        .kafka
+                        .partitioner
+                        .partition(&key, shared.partitions);
+                    records.entry((round, t)).or_default().push(note);
+                }
+            }
+        }
+        let source = own.to_string();
+        for ((round, t), notes) in records {
+            let round = round.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(header(SOURCE, &source))
+                .insert(header(ROUND, &round))
+                .insert(header(NOTES, "1"));
+            let delivery = enqueue_with(
+                &shared.producer,
+                &shared.cfg.topics.repartition,
+                Some(t),
+                None,
+                &encode_notes(&notes),
+                Some(&headers),
+            )
+            .await?;
+            batch.deliveries.push((delivery, Output::Routed));
+        }
+        Ok(())
+    }
+}
+
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
@@ -497,6 +649,8 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 /// What a repartition record holds (taken apart at once: not boxed).
 #[allow(clippy::large_enum_variant)]
 enum Taken {
+    /// Notes about accounts, opening the source's round `round`.
+    Notes { source: usize, round: u64 },
     Mark {
         source: usize,
         below: u64,
@@ -535,6 +689,9 @@ fn take(shared: &crate::kafka::Shared, m: &impl Message) -> Option<Taken> {
         });
     }
     let round = number(ROUND)?;
+    if get(NOTES).is_some() {
+        return Some(Taken::Notes { source, round });
+    }
     let q = shared
         .topic_index(get(TOPIC)?)
         .filter(|&q| q < shared.inputs())?;

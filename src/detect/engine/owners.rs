@@ -1,0 +1,288 @@
+//! Accounts that change hands. An account (directory + account_id, or
+//! app_id + account_id) is one entity held under one correlation key at a
+//! time: the key its newest event names. The engine indexes, for every
+//! account its state holds, the key holding it. An account event naming
+//! another key moves the account there when the event is at least as new
+//! as the account's state under the old key: the account leaves the old
+//! key with everything known of it (state, attributes, grants), that
+//! key's findings on it resolve (or never open if the move beats their
+//! SLA), and the event applies to it under its new key. An older event is
+//! not applied (the account has moved on).
+//! At equal times a correlated key wins over an uncorrelated one, then
+//! the greater key, so the outcome depends on neither the order in which
+//! the two keys' events arrive nor where they are applied.
+//!
+//! With routing by payload the old key may live in another partition. An
+//! engine that sends [`Note`]s (the partition task gives them a round and
+//! carries them through the repartition topic) claims every account new
+//! to its partition from every other one; a partition holding an older
+//! copy lets it go and hands it over, one holding a newer copy claims it
+//! back. A handed-over copy merges into the new holder's, newest state,
+//! attributes and grant winning.
+
+use super::cause::Cause;
+use super::Engine;
+use crate::detect::state::{Account, AccountRef, CodecError, EvRef, Reader, Writer};
+use crate::model::event::Key;
+use crate::model::finding::Finding;
+use crate::model::time::Ts;
+use std::collections::HashMap;
+
+/// Where a [`Note`] goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum To {
+    /// Every other partition.
+    Every,
+    /// The partition of this key.
+    KeyOf(Key),
+}
+
+/// A message from one partition's engine to another's about an account.
+#[derive(Debug, Clone)]
+pub enum Note {
+    /// `key` holds `account` as of `at` (the event `ev`): a key holding an
+    /// older copy lets it go.
+    Claim {
+        account: AccountRef,
+        key: Key,
+        at: Ts,
+        ev: EvRef,
+    },
+    /// An account as the key that let it go held it, for its new holder.
+    Handover(Account),
+}
+
+/// Encodes notes for the repartition topic.
+pub fn encode_notes(notes: &[Note]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.seq(notes, |w, n| {
+        let mut one = Writer::default();
+        match n {
+            Note::Claim {
+                account,
+                key,
+                at,
+                ev,
+            } => {
+                one.u8(0);
+                one.system(account.system);
+                one.sym(&account.scope);
+                one.str(&account.account_id);
+                one.key(key);
+                one.ts(*at);
+                ev.encode(&mut one);
+            }
+            Note::Handover(account) => {
+                one.u8(1);
+                account.encode(&mut one);
+            }
+        }
+        w.bytes(&one.buf);
+    });
+    w.buf
+}
+
+/// Account -> the key holding it, for the accounts of one engine's state.
+pub(super) type Owners = HashMap<AccountRef, Key, ahash::RandomState>;
+
+/// Which of two holders of an account is newer: its state's time, then a
+/// correlated key before an uncorrelated one, then the greater key.
+fn rank(at: Ts, key: &Key) -> (Ts, bool, &str) {
+    (at, !key.uncorrelated(), key.id())
+}
+
+impl Engine {
+    /// Before an event of account `id` is applied under `key` at `t`: when
+    /// another key holds the account and the event is at least as new,
+    /// that key lets it go (its findings reconcile with `cause` as
+    /// evidence) and the account is returned, for `key` to take in.
+    /// `Err` when the other key's copy is newer: the event is not applied.
+    pub(super) fn take_account(
+        &mut self,
+        id: &AccountRef,
+        key: &Key,
+        t: Ts,
+        cause: &Cause,
+        out: &mut Vec<Finding>,
+    ) -> Result<Option<Account>, ()> {
+        let held = match self.owners.get(id) {
+            Some(k) if k == key => return Ok(None),
+            Some(k) => k.clone(),
+            None => {
+                self.owners.insert(id.clone(), key.clone());
+                if let (Some(notes), Some(ev)) = (&mut self.notes, &cause.ev) {
+                    notes.push((
+                        To::Every,
+                        Note::Claim {
+                            account: id.clone(),
+                            key: key.clone(),
+                            at: t,
+                            ev: ev.clone(),
+                        },
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        let moved = match self.holding(&held, id) {
+            Some((at, _)) if rank(at, &held) > rank(t, key) => return Err(()),
+            Some(_) => self.release(&held, id, cause, out),
+            None => None,
+        };
+        self.owners.insert(id.clone(), key.clone());
+        Ok(moved)
+    }
+
+    /// The time of the newest event of account `id` under `key`, and the
+    /// event that set its state.
+    fn holding(&mut self, key: &Key, id: &AccountRef) -> Option<(Ts, EvRef)> {
+        self.thaw(key);
+        self.store
+            .with_state(key, |st| {
+                st.account(id).map(|a| (a.last_at(), a.state_ev.clone()))
+            })
+            .flatten()
+    }
+
+    /// Removes account `id` from `key`'s state and reconciles the key.
+    fn release(
+        &mut self,
+        key: &Key,
+        id: &AccountRef,
+        cause: &Cause,
+        out: &mut Vec<Finding>,
+    ) -> Option<Account> {
+        let store = self.store.clone();
+        let now = self.now;
+        let account = {
+            let mut st = store.map().get_mut(key)?;
+            let account = st.remove_account(id)?;
+            self.entries -= 1 + account.grants.len();
+            st.catch_up(now);
+            self.reconcile(key, &mut st, now, cause, out);
+            account
+        };
+        self.touched(key);
+        Some(account)
+    }
+
+    /// From now on, accounts new to this engine are claimed from other
+    /// partitions, and what other partitions claim is answered, with
+    /// [`Note`]s taken by [`Engine::take_notes`].
+    pub fn send_notes(&mut self) {
+        self.notes.get_or_insert_with(Vec::new);
+    }
+
+    /// The notes for other partitions since the last call.
+    pub fn take_notes(&mut self) -> Vec<(To, Note)> {
+        self.notes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Applies a note from another partition; transitions go to `out`.
+    pub fn receive(&mut self, note: Note, out: &mut Vec<Finding>) {
+        match note {
+            Note::Claim {
+                account,
+                key,
+                at,
+                ev,
+            } => {
+                let Some(held) = self.owners.get(&account).cloned() else {
+                    return;
+                };
+                if held == key {
+                    return;
+                }
+                let reply = match self.holding(&held, &account) {
+                    None => {
+                        self.owners.remove(&account);
+                        return;
+                    }
+                    // Newer here: the claimer lets its copy go.
+                    Some((held_at, held_ev)) if rank(held_at, &held) > rank(at, &key) => {
+                        Note::Claim {
+                            account,
+                            key: held,
+                            at: held_at,
+                            ev: held_ev,
+                        }
+                    }
+                    Some(_) => {
+                        // The move is an event of this stream at `at`.
+                        if at > self.now {
+                            self.advance_to(at, out);
+                        }
+                        let cause = Cause {
+                            system: account.system,
+                            scope: account.scope.clone(),
+                            ev: Some(ev),
+                        };
+                        let Some(copy) = self.release(&held, &account, &cause, out) else {
+                            return;
+                        };
+                        self.owners.remove(&account);
+                        Note::Handover(copy)
+                    }
+                };
+                if let Some(notes) = &mut self.notes {
+                    notes.push((To::KeyOf(key), reply));
+                }
+            }
+            Note::Handover(copy) => {
+                let id = copy.identity();
+                // Where the account is now (it may have moved on here).
+                let Some(holder) = self.owners.get(&id).cloned() else {
+                    return;
+                };
+                self.thaw(&holder);
+                let cause = Cause {
+                    system: id.system,
+                    scope: id.scope.clone(),
+                    ev: Some(copy.state_ev.clone()),
+                };
+                let store = self.store.clone();
+                let now = self.now;
+                {
+                    let Some(mut st) = store.map().get_mut(&holder) else {
+                        return;
+                    };
+                    let Some(a) = st.accounts.iter_mut().find(|a| a.is(&id)) else {
+                        return;
+                    };
+                    self.entries += a.absorb(copy);
+                    st.catch_up(now);
+                    self.reconcile(&holder, &mut st, now, &cause, out);
+                }
+                self.touched(&holder);
+            }
+        }
+    }
+
+    /// Decodes notes [`encode_notes`] wrote.
+    pub fn decode_notes(&mut self, bytes: &[u8]) -> Result<Vec<Note>, CodecError> {
+        let mut r = Reader::new(bytes);
+        let list: Vec<&[u8]> = r.seq(|r| r.bytes())?;
+        r.finish()?;
+        let mut notes = Vec::with_capacity(list.len());
+        for b in list {
+            let mut r = Reader::new(b);
+            let note = match r.u8()? {
+                0 => Note::Claim {
+                    account: AccountRef {
+                        system: r.system()?,
+                        scope: self.intern(r.str()?),
+                        account_id: r.name()?,
+                    },
+                    key: r.key()?,
+                    at: r.ts()?,
+                    ev: EvRef::decode(&mut r)?,
+                },
+                1 => Note::Handover(Account::decode(&mut r, &mut |s| self.intern(s))?),
+                n => return r.fail(format!("note kind {n}")),
+            };
+            r.finish()?;
+            notes.push(note);
+        }
+        Ok(notes)
+    }
+}

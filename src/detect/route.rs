@@ -10,12 +10,15 @@
 //! `r` once every source has closed it: the round's records of all sources,
 //! its own included, merged by event time across sources as the topics of
 //! one partition are ([`Assembly`]), all of round `r` before any of `r + 1`.
+//! What a target's engine tells other partitions about accounts while
+//! applying round `r` opens round `r + 2` there, before its records.
 //!
 //! Rounds depend only on each source's input, so a replay computes the
-//! same ones ([`route`]); when every record already sits in its key's
+//! same ones (`replay.rs`, round by round across partitions); when every
+//! record already sits in its key's partition and no account changes
 //! partition, each target's order is exactly its own merge's.
 
-use crate::detect::merge::{Merge, Timed};
+use crate::detect::merge::Timed;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Records a source pops per round.
@@ -107,7 +110,8 @@ impl<T: Timed> Assembly<T> {
 
     /// Queues a record that opens `source`'s round `round`, before the
     /// source's records of that round whenever it arrives: a target's
-    /// notes about accounts. One of a round already begun goes next.
+    /// notes about accounts. One of a round already applied opens the
+    /// round in progress (or goes next, if that one has begun).
     pub fn push_first(&mut self, source: usize, round: u64, record: T) {
         let round = round.max(self.next);
         self.firsts
@@ -222,11 +226,13 @@ impl<T: Timed> Assembly<T> {
     }
 }
 
-/// Routes whole inputs, as a replay does: `sources[s]` is what source `s`
-/// pops, in order; `target_of` names each record's target among
+/// Routes whole inputs with no notes between targets (the order the
+/// unit tests hold; a replay runs it round by round with engines):
+/// `sources[s]` is what source `s` pops, in order; `target_of` names each record's target among
 /// `sources.len()`. Returns each target's records in the order it applies
 /// them, each with its source.
-pub fn route<T: Timed>(
+#[cfg(test)]
+fn route<T: Timed>(
     sources: Vec<Vec<T>>,
     mut target_of: impl FnMut(&T) -> usize,
 ) -> Vec<Vec<(usize, T)>> {
@@ -254,18 +260,6 @@ pub fn route<T: Timed>(
             std::iter::from_fn(|| t.pop()).collect()
         })
         .collect()
-}
-
-/// Merges a partition's topics as a source pops them, for [`route`]:
-/// `topics[q]` in offset order, every topic finished.
-pub fn pops<T: Timed>(topics: Vec<Vec<(i64, T)>>) -> Vec<(usize, i64, T)> {
-    let mut merge = Merge::new(topics.len());
-    for (q, records) in topics.into_iter().enumerate() {
-        for (offset, r) in records {
-            merge.push(q, offset, r);
-        }
-    }
-    std::iter::from_fn(|| merge.pop(|_| true)).collect()
 }
 
 #[cfg(test)]
@@ -452,5 +446,36 @@ mod tests {
         a.close(1, 3);
         assert_eq!(a.pop(), None);
         assert_eq!(a.next_round(), 3, "rounds 1 and 2 are done");
+    }
+
+    /// Records pushed first open their round, by source and in the order
+    /// pushed, whenever they arrive; a late one opens the round in
+    /// progress.
+    #[test]
+    fn records_pushed_first_open_their_round() {
+        let mut a: Assembly<R> = Assembly::new(2, 0);
+        let r = |t, s| R {
+            t,
+            target: 0,
+            id: (s, 0),
+        };
+        a.push(0, 0, r(1, 0));
+        a.push(0, 1, r(2, 0));
+        a.push(1, 1, r(3, 1));
+        // Pushed after the source's records of round 1, applied before.
+        a.push_first(1, 1, r(9, 1));
+        a.push_first(0, 1, r(8, 0));
+        a.push_first(0, 1, r(7, 0));
+        a.close(0, 2);
+        a.close(1, 2);
+        let order: Vec<i64> = std::iter::from_fn(|| a.pop()).map(|(_, x)| x.t).collect();
+        assert_eq!(order, vec![1, 8, 7, 9, 2, 3]);
+        assert_eq!(a.next_round(), 2);
+        a.push_first(1, 0, r(4, 1));
+        assert_eq!(a.pop(), None, "late, it waits for the round in progress");
+        a.close(0, 3);
+        a.close(1, 3);
+        assert_eq!(a.pop().map(|(s, x)| (s, x.t)), Some((1, 4)));
+        assert!(a.is_empty());
     }
 }

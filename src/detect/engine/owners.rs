@@ -22,11 +22,14 @@
 
 use super::cause::Cause;
 use super::Engine;
-use crate::detect::state::{Account, AccountRef, CodecError, EvRef, Reader, Writer};
+use crate::detect::state::{
+    Account, AccountRef, CodecError, EvRef, Reader, Store, Summary, Writer,
+};
 use crate::model::event::Key;
 use crate::model::finding::Finding;
+use crate::model::id::Sym;
 use crate::model::time::Ts;
-use std::collections::HashMap;
+use hashbrown::HashTable;
 
 /// Where a [`Note`] goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +85,80 @@ pub fn encode_notes(notes: &[Note]) -> Vec<u8> {
     w.buf
 }
 
-/// Account -> the key holding it, for the accounts of one engine's state.
-pub(super) type Owners = HashMap<AccountRef, Key, ahash::RandomState>;
+/// Which key holds each account of one engine's state: 16 bytes an
+/// account (about 34 with the table's slack), the account's hash and its
+/// key's hash in the store. The key is the one of that hash whose state
+/// holds the account, so two accounts, or two keys, of one hash are never
+/// confused (two entries alike in both hashes are interchangeable).
+#[derive(Default)]
+pub(super) struct Owners {
+    table: HashTable<Held>,
+    hasher: ahash::RandomState,
+}
+
+struct Held {
+    account: u64,
+    key: u64,
+}
+
+impl Owners {
+    fn hash(&self, id: &AccountRef) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The key whose state holds `id`.
+    pub(super) fn get(&self, id: &AccountRef, store: &Store) -> Option<Key> {
+        let h = self.hash(id);
+        self.table
+            .iter_hash(h)
+            .filter(|e| e.account == h)
+            .find_map(|e| {
+                store.holder(
+                    e.key,
+                    |st| st.account(id).is_some(),
+                    |frozen| {
+                        Summary::owned(frozen.record(), &mut Sym::new)
+                            .is_ok_and(|owned| owned.contains(id))
+                    },
+                )
+            })
+    }
+
+    /// `id` is held by `to` now, no longer by `from`.
+    pub(super) fn set(&mut self, id: &AccountRef, from: Option<&Key>, to: &Key, store: &Store) {
+        let h = self.hash(id);
+        let to = store.key_hash(to);
+        if let Some(from) = from.map(|k| store.key_hash(k)) {
+            if let Ok(mut e) = self
+                .table
+                .find_entry(h, |e| e.account == h && e.key == from)
+            {
+                e.get_mut().key = to;
+                return;
+            }
+        }
+        self.table.insert_unique(
+            h,
+            Held {
+                account: h,
+                key: to,
+            },
+            |e| e.account,
+        );
+    }
+
+    /// `from` no longer holds `id`.
+    pub(super) fn remove(&mut self, id: &AccountRef, from: &Key, store: &Store) {
+        let h = self.hash(id);
+        let from = store.key_hash(from);
+        if let Ok(e) = self
+            .table
+            .find_entry(h, |e| e.account == h && e.key == from)
+        {
+            e.remove();
+        }
+    }
+}
 
 /// Which of two holders of an account is newer: its state's time, then a
 /// correlated key before an uncorrelated one, then the greater key.
@@ -105,11 +180,11 @@ impl Engine {
         cause: &Cause,
         out: &mut Vec<Finding>,
     ) -> Result<Option<Account>, ()> {
-        let held = match self.owners.get(id) {
-            Some(k) if k == key => return Ok(None),
-            Some(k) => k.clone(),
+        let held = match self.owners.get(id, &self.store) {
+            Some(k) if k == *key => return Ok(None),
+            Some(k) => k,
             None => {
-                self.owners.insert(id.clone(), key.clone());
+                self.owners.set(id, None, key, &self.store);
                 if let (Some(notes), Some(ev)) = (&mut self.notes, &cause.ev) {
                     notes.push((
                         To::Every,
@@ -129,7 +204,7 @@ impl Engine {
             Some(_) => self.release(&held, id, cause, out),
             None => None,
         };
-        self.owners.insert(id.clone(), key.clone());
+        self.owners.set(id, Some(&held), key, &self.store);
         Ok(moved)
     }
 
@@ -187,7 +262,7 @@ impl Engine {
                 at,
                 ev,
             } => {
-                let Some(held) = self.owners.get(&account).cloned() else {
+                let Some(held) = self.owners.get(&account, &self.store) else {
                     return;
                 };
                 if held == key {
@@ -195,7 +270,7 @@ impl Engine {
                 }
                 let reply = match self.holding(&held, &account) {
                     None => {
-                        self.owners.remove(&account);
+                        self.owners.remove(&account, &held, &self.store);
                         return;
                     }
                     // Newer here: the claimer lets its copy go.
@@ -220,7 +295,7 @@ impl Engine {
                         let Some(copy) = self.release(&held, &account, &cause, out) else {
                             return;
                         };
-                        self.owners.remove(&account);
+                        self.owners.remove(&account, &held, &self.store);
                         Note::Handover(copy)
                     }
                 };
@@ -231,7 +306,7 @@ impl Engine {
             Note::Handover(copy) => {
                 let id = copy.identity();
                 // Where the account is now (it may have moved on here).
-                let Some(holder) = self.owners.get(&id).cloned() else {
+                let Some(holder) = self.owners.get(&id, &self.store) else {
                     return;
                 };
                 self.thaw(&holder);

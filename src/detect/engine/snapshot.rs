@@ -613,7 +613,7 @@ impl Engine {
                     }
                 })?;
             for id in owned {
-                engine.owners.insert(id, key.clone());
+                engine.owners.set(&id, None, &key, &store);
             }
             engine.entries += summary.entries as usize;
             // Serials of openings a key's record holds (one written after

@@ -83,16 +83,51 @@ fn thaw_record(
     Ok(st)
 }
 
-/// The store of one partition task.
-#[derive(Debug, Default)]
+/// The store of one partition task. Both maps hash keys alike, so a key's
+/// hash finds it in either ([`Store::holder`]).
+#[derive(Debug)]
 pub struct Store {
     map: DashMap<Key, WorkerState, ahash::RandomState>,
     frozen: DashMap<Key, Frozen, ahash::RandomState>,
 }
 
+impl Default for Store {
+    fn default() -> Store {
+        let hasher = ahash::RandomState::new();
+        Store {
+            map: DashMap::with_hasher(hasher.clone()),
+            frozen: DashMap::with_hasher(hasher),
+        }
+    }
+}
+
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// The hash of `key` in both maps.
+    pub fn key_hash(&self, key: &Key) -> u64 {
+        self.map.hash_usize(key) as u64
+    }
+
+    /// A key of hash `hash` whose state `in_state` accepts, or (left
+    /// encoded by a restore) whose record `in_record` accepts.
+    pub fn holder(
+        &self,
+        hash: u64,
+        mut in_state: impl FnMut(&WorkerState) -> bool,
+        mut in_record: impl FnMut(&Frozen) -> bool,
+    ) -> Option<Key> {
+        let shard = self.map.shards()[self.map.determine_shard(hash as usize)].read();
+        if let Some((key, _)) = shard.get(hash, |(_, st)| in_state(st.get())) {
+            return Some(key.clone());
+        }
+        drop(shard);
+        let shard = self.frozen.shards()[self.frozen.determine_shard(hash as usize)].read();
+        shard
+            .get(hash, |(_, f)| in_record(f.get()))
+            .map(|(key, _)| key.clone())
     }
 
     /// Keys a restore left encoded (the engine alone takes them out).

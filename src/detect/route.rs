@@ -462,7 +462,7 @@ mod tests {
         a.push(0, 0, r(1, 0));
         a.push(0, 1, r(2, 0));
         a.push(1, 1, r(3, 1));
-        // Pushed after the source's records of round 1, applied before.
+        // Pushed after the source's records of that round, applied before.
         a.push_first(1, 1, r(9, 1));
         a.push_first(0, 1, r(8, 0));
         a.push_first(0, 1, r(7, 0));

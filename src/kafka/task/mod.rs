@@ -28,6 +28,7 @@
 
 mod confirm;
 mod inputs;
+mod notes;
 mod recover;
 mod route;
 

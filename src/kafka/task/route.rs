@@ -39,7 +39,7 @@
 use super::confirm::{Batch, Output};
 use super::inputs::caught_up;
 use super::{PartitionTask, MAX_BATCH};
-use crate::detect::engine::{encode_notes, Note, To};
+use crate::detect::engine::{Note, To};
 use crate::detect::merge::Timed;
 use crate::detect::route::{Assembly, Rounds};
 use crate::kafka::publish::{dead_letter_headers, enqueue, enqueue_with};
@@ -47,14 +47,14 @@ use crate::kafka::PipelineError;
 use crate::model::event::{Envelope, Origin};
 use crate::model::time::Ts;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Header of every repartition record: the source partition.
-const SOURCE: &str = "driftwatch.source";
+pub(super) const SOURCE: &str = "driftwatch.source";
 /// Header of a moved event: its round.
-const ROUND: &str = "driftwatch.round";
+pub(super) const ROUND: &str = "driftwatch.round";
 /// Header of a moved event: its input topic and offset.
 const TOPIC: &str = "driftwatch.topic";
 const OFFSET: &str = "driftwatch.offset";
@@ -63,7 +63,7 @@ const CLOSED: &str = "driftwatch.closed";
 /// Header of a mark: "1" when the source has nothing more to read.
 const IDLE: &str = "driftwatch.idle";
 /// Header of a record of notes about accounts (its round in `ROUND`).
-const NOTES: &str = "driftwatch.notes";
+pub(super) const NOTES: &str = "driftwatch.notes";
 
 /// Repartition records read per batch.
 const READ: usize = 4096;
@@ -125,9 +125,9 @@ pub(super) struct Router {
     /// topic.
     unreadable: Vec<Unreadable>,
     /// The engine's notes not produced yet, with the round they open.
-    outbox: Vec<(u64, To, Note)>,
+    pub(super) outbox: Vec<(u64, To, Note)>,
     /// One past the highest round this task's notes opened (0: none).
-    notes_until: u64,
+    pub(super) notes_until: u64,
 }
 
 /// A repartition record with driftwatch's headers whose event does not
@@ -576,70 +576,7 @@ impl PartitionTask {
     }
 }
 
-impl PartitionTask {
-    /// Takes the notes the engine emitted while applying round `round`:
-    /// they open round `round + 2` of this source.
-    fn collect_notes(&mut self, round: u64) {
-        let notes = self.driver.engine_mut().take_notes();
-        if !notes.is_empty() {
-            let router = self.router.as_mut().expect("routing");
-            router
-                .outbox
-                .extend(notes.into_iter().map(|(to, n)| (round + 2, to, n)));
-        }
-    }
-
-    /// Produces the notes taken so far: one record per round they open
-    /// and partition they go to, each in the order emitted.
-    async fn send_notes(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
-        let shared = self.shared.clone();
-        let own = self.partition;
-        let router = self.router.as_mut().expect("routing");
-        if router.outbox.is_empty() {
-            return Ok(());
-        }
-        let mut records: BTreeMap<(u64, i32), Vec<Note>> = BTreeMap::new();
-        for (round, to, note) in std::mem::take(&mut router.outbox) {
-            router.notes_until = router.notes_until.max(round + 1);
-            match to {
-                To::Every => {
-                    for t in (0..shared.partitions).filter(|&t| t != own) {
-                        records.entry((round, t)).or_default().push(note.clone());
-                    }
-                }
-                To::KeyOf(key) => {
-                    let t = shared
-                        .cfg
-                        .kafka
-                        .partitioner
-                        .partition(&key, shared.partitions);
-                    records.entry((round, t)).or_default().push(note);
-                }
-            }
-        }
-        let source = own.to_string();
-        for ((round, t), notes) in records {
-            let round = round.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(header(SOURCE, &source))
-                .insert(header(ROUND, &round))
-                .insert(header(NOTES, "1"));
-            let delivery = enqueue_with(
-                &shared.producer,
-                &shared.cfg.topics.repartition,
-                Some(t),
-                None,
-                &encode_notes(&notes),
-                Some(&headers),
-            )
-            .await?;
-            batch.deliveries.push((delivery, Output::Routed));
-        }
-        Ok(())
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+pub(super) fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
         value: Some(value),

@@ -1,0 +1,76 @@
+//! Notes about accounts that change hands, between partition tasks that
+//! route by payload: what the engine emits while its target applies round
+//! `r` is produced to the partitions it names as one record per round and
+//! partition, opening the task's round `r + 2` there (see `route.rs`).
+
+use super::confirm::{Batch, Output};
+use super::route::{header, NOTES, ROUND, SOURCE};
+use super::PartitionTask;
+use crate::detect::engine::{encode_notes, Note, To};
+use crate::kafka::publish::enqueue_with;
+use crate::kafka::PipelineError;
+use rdkafka::message::OwnedHeaders;
+use std::collections::BTreeMap;
+
+impl PartitionTask {
+    /// Takes the notes the engine emitted while applying round `round`:
+    /// they open round `round + 2` of this source.
+    pub(super) fn collect_notes(&mut self, round: u64) {
+        let notes = self.driver.engine_mut().take_notes();
+        if !notes.is_empty() {
+            let router = self.router.as_mut().expect("routing");
+            router
+                .outbox
+                .extend(notes.into_iter().map(|(to, n)| (round + 2, to, n)));
+        }
+    }
+
+    /// Produces the notes taken so far: one record per round they open
+    /// and partition they go to, each in the order emitted.
+    pub(super) async fn send_notes(&mut self, batch: &mut Batch) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        let own = self.partition;
+        let router = self.router.as_mut().expect("routing");
+        if router.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut records: BTreeMap<(u64, i32), Vec<Note>> = BTreeMap::new();
+        for (round, to, note) in std::mem::take(&mut router.outbox) {
+            router.notes_until = router.notes_until.max(round + 1);
+            match to {
+                To::Every => {
+                    for t in (0..shared.partitions).filter(|&t| t != own) {
+                        records.entry((round, t)).or_default().push(note.clone());
+                    }
+                }
+                To::KeyOf(key) => {
+                    let t = shared
+                        .cfg
+                        .kafka
+                        .partitioner
+                        .partition(&key, shared.partitions);
+                    records.entry((round, t)).or_default().push(note);
+                }
+            }
+        }
+        let source = own.to_string();
+        for ((round, t), notes) in records {
+            let round = round.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(header(SOURCE, &source))
+                .insert(header(ROUND, &round))
+                .insert(header(NOTES, "1"));
+            let delivery = enqueue_with(
+                &shared.producer,
+                &shared.cfg.topics.repartition,
+                Some(t),
+                None,
+                &encode_notes(&notes),
+                Some(&headers),
+            )
+            .await?;
+            batch.deliveries.push((delivery, Output::Routed));
+        }
+        Ok(())
+    }
+}

@@ -256,12 +256,12 @@ pub async fn run(
         tracing::info!(
             partitioner = cfg.kafka.partitioner.as_str(),
             repartition = %cfg.topics.repartition,
-            "routing by payload: each record is applied in the partition kafka.partitioner gives its correlation key; records found elsewhere move there through the repartition topic and are counted in driftwatch_input_records_moved_total"
+            "routing by payload: each record is applied in the partition kafka.partitioner gives its correlation key; records found elsewhere move there through the repartition topic and are counted in driftwatch_input_records_moved_total; an account whose key changes leaves its old key in any partition"
         );
     } else {
         tracing::info!(
             partitioner = cfg.kafka.partitioner.as_str(),
-            "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total (kafka.route_by = \"payload\" moves them)"
+            "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total, and an account whose key changes leaves its old key only within one partition (kafka.route_by = \"payload\" moves records and accounts across partitions)"
         );
     }
     let shared = Arc::new(Shared {

@@ -55,10 +55,21 @@ pub enum Note {
     Handover(Account),
 }
 
-/// Encodes notes for the repartition topic.
-pub fn encode_notes(notes: &[Note]) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.seq(notes, |w, n| {
+/// Encodes notes for the repartition topic, in order, as records of at
+/// most about `max_bytes` each (a record holds at least one note): a
+/// round's handovers of accounts with many grants stay within what a
+/// broker accepts.
+pub fn encode_notes(notes: &[Note], max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    let mut flush = |chunk: &mut Vec<Vec<u8>>| {
+        let mut w = Writer::default();
+        w.seq(chunk, |w, one| w.bytes(one));
+        records.push(w.buf);
+        chunk.clear();
+    };
+    for n in notes {
         let mut one = Writer::default();
         match n {
             Note::Claim {
@@ -80,9 +91,17 @@ pub fn encode_notes(notes: &[Note]) -> Vec<u8> {
                 account.encode(&mut one);
             }
         }
-        w.bytes(&one.buf);
-    });
-    w.buf
+        if !chunk.is_empty() && size + one.buf.len() > max_bytes {
+            flush(&mut chunk);
+            size = 0;
+        }
+        size += one.buf.len() + 4;
+        chunk.push(one.buf);
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk);
+    }
+    records
 }
 
 /// Which key holds each account of one engine's state: 16 bytes an

@@ -278,3 +278,59 @@ fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
         "without notes, correlated accounts stay orphans in their old partition"
     );
 }
+
+/// Notes survive encoding, in order, split into records of bounded size.
+#[test]
+fn notes_round_trip_in_records_of_bounded_size() {
+    use crate::detect::state::AccountRef;
+    let ev = EvRef {
+        offset: 7,
+        occurred_at: Ts(1_000),
+        event_id: EventId::new("e-1"),
+        partition: 2,
+        topic: Topic::new("directory.account-changes"),
+        event_type: crate::model::event::EventType::Directory(
+            DirectoryEventType::AttributesChanged,
+        ),
+    };
+    let notes: Vec<Note> = (0..500)
+        .map(|i| Note::Claim {
+            account: AccountRef {
+                system: crate::model::event::System::Directory,
+                scope: Sym::new("entra"),
+                account_id: format!("account-{i}").as_str().into(),
+            },
+            key: Key::worker(&format!("W{i:06}")),
+            at: Ts(i),
+            ev: ev.clone(),
+        })
+        .collect();
+    let records = encode_notes(&notes, 4_096);
+    assert!(records.len() > 5, "{} records", records.len());
+    assert!(records.iter().all(|r| r.len() <= 4_096 + 200));
+    let mut engine = Engine::new(Arc::new(Config::default_config()));
+    let mut back = Vec::new();
+    for r in &records {
+        back.extend(engine.decode_notes(r).expect("decodes"));
+    }
+    assert_eq!(back.len(), notes.len());
+    for (a, b) in back.iter().zip(&notes) {
+        match (a, b) {
+            (
+                Note::Claim {
+                    account,
+                    key,
+                    at,
+                    ev: e,
+                },
+                Note::Claim {
+                    account: a2,
+                    key: k2,
+                    at: t2,
+                    ev: e2,
+                },
+            ) => assert_eq!((account, key, at, e), (a2, k2, t2, e2)),
+            _ => panic!("not a claim"),
+        }
+    }
+}

@@ -12,6 +12,10 @@ use crate::kafka::PipelineError;
 use rdkafka::message::OwnedHeaders;
 use std::collections::BTreeMap;
 
+/// Bytes of notes per record, well within a broker's default limit of a
+/// megabyte a message.
+const MAX_NOTES_BYTES: usize = 256 * 1024;
+
 impl PartitionTask {
     /// Takes the notes the engine emitted while applying round `round`:
     /// they open round `round + 2` of this source.
@@ -60,16 +64,18 @@ impl PartitionTask {
                 .insert(header(SOURCE, &source))
                 .insert(header(ROUND, &round))
                 .insert(header(NOTES, "1"));
-            let delivery = enqueue_with(
-                &shared.producer,
-                &shared.cfg.topics.repartition,
-                Some(t),
-                None,
-                &encode_notes(&notes),
-                Some(&headers),
-            )
-            .await?;
-            batch.deliveries.push((delivery, Output::Routed));
+            for payload in encode_notes(&notes, MAX_NOTES_BYTES) {
+                let delivery = enqueue_with(
+                    &shared.producer,
+                    &shared.cfg.topics.repartition,
+                    Some(t),
+                    None,
+                    &payload,
+                    Some(&headers),
+                )
+                .await?;
+                batch.deliveries.push((delivery, Output::Routed));
+            }
         }
         Ok(())
     }

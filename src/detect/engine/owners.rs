@@ -238,7 +238,8 @@ impl Engine {
             .flatten()
     }
 
-    /// Removes account `id` from `key`'s state and reconciles the key.
+    /// Removes account `id` from `key`'s state and reconciles the key; a
+    /// key left with nothing is removed.
     fn release(
         &mut self,
         key: &Key,
@@ -248,14 +249,21 @@ impl Engine {
     ) -> Option<Account> {
         let store = self.store.clone();
         let now = self.now;
-        let account = {
+        let (account, empty) = {
             let mut st = store.map().get_mut(key)?;
             let account = st.remove_account(id)?;
             self.entries -= 1 + account.grants.len();
             st.catch_up(now);
             self.reconcile(key, &mut st, now, cause, out);
-            account
+            let empty = st.hr.is_empty() && st.accounts.is_empty() && st.episodes().is_empty();
+            (account, empty)
         };
+        if empty {
+            // Nothing left under the key (an orphan's own key once the
+            // account is correlated): it goes, from the changelog too.
+            store.map().remove(key);
+            self.tracked -= 1;
+        }
         self.touched(key);
         Some(account)
     }

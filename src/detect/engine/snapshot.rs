@@ -416,6 +416,7 @@ impl Engine {
         let mut dirty: Vec<Key> = changes.dirty.drain().collect();
         dirty.sort();
         let mut keys = Vec::with_capacity(dirty.len());
+        let mut gone = Vec::new();
         for key in dirty {
             if let Some(st) = self.store.map().get(&key) {
                 let mut w = Writer::default();
@@ -423,16 +424,20 @@ impl Engine {
                 keys.push((key, w.buf));
             } else if let Some(frozen) = self.store.frozen().get(&key) {
                 keys.push((key.clone(), frozen.record().to_vec()));
+            } else {
+                // Removed since (an account moved off and left it empty).
+                gone.push(key);
             }
         }
         // Keys the changelog held that this state did not when it began
         // tracking: deleted unless they have come back since (their
         // records are among `keys`).
         let store = &self.store;
-        let deleted = std::mem::take(&mut changes.deleted)
+        let mut deleted: Vec<Key> = std::mem::take(&mut changes.deleted)
             .into_iter()
             .filter(|k| !store.contains(k))
             .collect();
+        deleted.extend(gone);
         let mut out = Checkpoint {
             keys,
             deleted,

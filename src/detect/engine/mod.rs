@@ -109,6 +109,9 @@ pub struct Engine {
     owners: owners::Owners,
     /// Notes for other partitions' engines, when routing by payload.
     notes: Option<Vec<(To, Note)>>,
+    /// Accounts let go to another partition lately.
+    forwards: owners::Forwards,
+    forwards_sweep_at: usize,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -141,6 +144,8 @@ impl Engine {
             changes: None,
             owners: owners::Owners::default(),
             notes: None,
+            forwards: owners::Forwards::default(),
+            forwards_sweep_at: owners::MIN_FORWARDS_SWEEP,
         }
     }
 
@@ -392,16 +397,15 @@ impl Engine {
             scope: cause.scope.clone(),
             account_id: id.clone(),
         });
-        let moved = match &account {
+        let (key, moved) = match &account {
             Some(id) => match self.take_account(id, &key, t, &cause, out) {
-                Ok(moved) => moved,
-                Err(()) => {
-                    // The account's state under another key is newer.
-                    self.sweep_timers();
-                    return;
-                }
+                Ok(moved) => (key, moved),
+                // The account's state under another key is newer: the
+                // event applies to it there, each part of it only where
+                // newer, as any late event.
+                Err(holder) => (holder, None),
             },
-            None => None,
+            None => (key, None),
         };
         let now = self.now;
         self.thaw(&key);
@@ -427,6 +431,9 @@ impl Engine {
                 Event::Directory(e) => st.apply_directory(e, &stated, &ev, &cause.scope, named),
                 Event::App(e) => st.apply_app(e, &ev, &cause.scope, named),
             };
+            if let Some(a) = account.as_ref().and_then(|id| st.account_mut(id)) {
+                a.saw(&ev);
+            }
             st.catch_up(now);
             self.reconcile(&key, &mut st, now, &cause, out);
         }

@@ -6,8 +6,9 @@
 //! as the account's state under the old key: the account leaves the old
 //! key with everything known of it (state, attributes, grants), that
 //! key's findings on it resolve (or never open if the move beats their
-//! SLA), and the event applies to it under its new key. An older event is
-//! not applied (the account has moved on).
+//! SLA), and the event applies to it under its new key. An older event
+//! applies to the account where it is (each part only where newer, as any
+//! late event): it does not bring the account back.
 //! At equal times a correlated key wins over an uncorrelated one, then
 //! the greater key, so the outcome depends on neither the order in which
 //! the two keys' events arrive nor where they are applied.
@@ -179,6 +180,13 @@ impl Owners {
     }
 }
 
+/// Accounts let go to another partition, remembered before the first
+/// sweep of those older than a day.
+pub(super) const MIN_FORWARDS_SWEEP: usize = 1024;
+
+/// Accounts let go to another partition: the key they went to and when.
+pub(super) type Forwards = std::collections::HashMap<AccountRef, (Key, Ts), ahash::RandomState>;
+
 /// Which of two holders of an account is newer: its state's time, then a
 /// correlated key before an uncorrelated one, then the greater key.
 fn rank(at: Ts, key: &Key) -> (Ts, bool, &str) {
@@ -190,7 +198,8 @@ impl Engine {
     /// another key holds the account and the event is at least as new,
     /// that key lets it go (its findings reconcile with `cause` as
     /// evidence) and the account is returned, for `key` to take in.
-    /// `Err` when the other key's copy is newer: the event is not applied.
+    /// `Err(holder)` when the other key's copy is newer: the event applies
+    /// to the account there.
     pub(super) fn take_account(
         &mut self,
         id: &AccountRef,
@@ -198,7 +207,7 @@ impl Engine {
         t: Ts,
         cause: &Cause,
         out: &mut Vec<Finding>,
-    ) -> Result<Option<Account>, ()> {
+    ) -> Result<Option<Account>, Key> {
         let held = match self.owners.get(id, &self.store) {
             Some(k) if k == *key => return Ok(None),
             Some(k) => k,
@@ -219,7 +228,7 @@ impl Engine {
             }
         };
         let moved = match self.holding(&held, id) {
-            Some((at, _)) if rank(at, &held) > rank(t, key) => return Err(()),
+            Some((at, _)) if rank(at, &held) > rank(t, key) => return Err(held),
             Some(_) => self.release(&held, id, cause, out),
             None => None,
         };
@@ -323,6 +332,7 @@ impl Engine {
                             return;
                         };
                         self.owners.remove(&account, &held, &self.store);
+                        self.forward(account, key.clone());
                         Note::Handover(copy)
                     }
                 };
@@ -334,6 +344,12 @@ impl Engine {
                 let id = copy.identity();
                 // Where the account is now (it may have moved on here).
                 let Some(holder) = self.owners.get(&id, &self.store) else {
+                    // Let go here meanwhile (two partitions claimed it at
+                    // once): it follows the account.
+                    if let (Some((to, _)), Some(notes)) = (self.forwards.get(&id), &mut self.notes)
+                    {
+                        notes.push((To::KeyOf(to.clone()), Note::Handover(copy)));
+                    }
                     return;
                 };
                 self.thaw(&holder);
@@ -358,6 +374,19 @@ impl Engine {
                 self.touched(&holder);
             }
         }
+    }
+
+    /// Remembers, for a day of stream time, that `account` went to `key`
+    /// of another partition: a handover that arrives for it afterwards
+    /// follows it there.
+    fn forward(&mut self, account: AccountRef, key: Key) {
+        let now = self.now;
+        if self.forwards.len() >= self.forwards_sweep_at {
+            self.forwards
+                .retain(|_, (_, at)| at.plus(crate::model::time::MS_PER_DAY) >= now);
+            self.forwards_sweep_at = (2 * self.forwards.len()).max(MIN_FORWARDS_SWEEP);
+        }
+        self.forwards.insert(account, (key, now));
     }
 
     /// Decodes notes [`encode_notes`] wrote.

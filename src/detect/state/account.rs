@@ -183,10 +183,26 @@ impl Account {
             .max(self.state_ev.occurred_at)
     }
 
+    /// After an event of the account: one newer than anything it set
+    /// (a link or an owner change that states nothing else) becomes the
+    /// account's state event, so that [`Account::last_at`], which decides
+    /// which key holds the account, counts it.
+    pub fn saw(&mut self, ev: &EvRef) {
+        if ev.occurred_at > self.last_at() {
+            if let Some(s) = self.stated.as_mut() {
+                if s.ev.is_none() {
+                    s.ev = Some(Box::new(self.state_ev.clone()));
+                }
+            }
+            self.state_ev = ev.clone();
+        }
+    }
+
     /// Takes in what `other`, a copy of this account another key held,
     /// knows newer than this copy: its state, its attributes, each grant.
     /// Returns the grants added.
     pub fn absorb(&mut self, other: Account) -> usize {
+        let both_enabled = self.enabled && other.enabled;
         if other.state_at > self.state_at {
             // Attributes set by the event that set the state now name it.
             if let Some(s) = self.stated.as_mut() {
@@ -201,6 +217,10 @@ impl Account {
             self.state_at = other.state_at;
             self.state_ev = other.state_ev.clone();
         }
+        if both_enabled {
+            // Enabled all along: since the earlier of the two.
+            self.enabled_since = self.enabled_since.min(other.enabled_since);
+        }
         self.privileged |= other.privileged;
         if other.attrs_at() > self.attrs_at() {
             if let Some(mut s) = other.stated {
@@ -212,6 +232,12 @@ impl Account {
         let mut added = 0;
         for g in other.grants {
             match self.grants.iter().position(|x| x.name == g.name) {
+                // Held all along: granted when the older copy says.
+                Some(i) if g.active && self.grants[i].active => {
+                    if g.granted_at() < self.grants[i].granted_at() {
+                        self.grants[i] = g;
+                    }
+                }
                 Some(i) if g.updated_at() > self.grants[i].updated_at() => self.grants[i] = g,
                 Some(_) => {}
                 None => {
@@ -240,6 +266,10 @@ impl WorkerState {
     /// The account `id` held under this key, if any.
     pub fn account(&self, id: &AccountRef) -> Option<&Account> {
         self.accounts.iter().find(|a| a.is(id))
+    }
+
+    pub fn account_mut(&mut self, id: &AccountRef) -> Option<&mut Account> {
+        self.accounts.iter_mut().find(|a| a.is(id))
     }
 
     /// Removes the account `id` (it now belongs to another key).
@@ -286,7 +316,8 @@ impl WorkerState {
             .position(|a| a.system == system && a.scope == *scope && *a.account_id == *account_id)
         {
             let a = &mut self.accounts[i];
-            if ev.occurred_at >= a.state_at {
+            // Who the account belongs to: as its newest event says.
+            if ev.occurred_at >= a.last_at() {
                 a.kind = kind;
                 a.has_worker_id = has_worker_id;
                 if owner.is_some() {

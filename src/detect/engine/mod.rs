@@ -51,7 +51,7 @@ use crate::model::finding::Finding;
 use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
 use cause::Cause;
-pub use owners::{encode_notes, Note, To};
+pub use owners::{encode_note, pack_notes, Note, To};
 pub use snapshot::{
     config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
     FORMAT_VERSION, MAX_PIECE_BYTES,

@@ -56,51 +56,57 @@ pub enum Note {
     Handover(Account),
 }
 
-/// Encodes notes for the repartition topic, in order, as records of at
-/// most about `max_bytes` each (a record holds at least one note): a
-/// round's handovers of accounts with many grants stay within what a
-/// broker accepts.
-pub fn encode_notes(notes: &[Note], max_bytes: usize) -> Vec<Vec<u8>> {
+/// Encodes one note for the repartition topic (once, whatever the number
+/// of partitions it goes to).
+pub fn encode_note(n: &Note) -> Vec<u8> {
+    let mut one = Writer::default();
+    match n {
+        Note::Claim {
+            account,
+            key,
+            at,
+            ev,
+        } => {
+            one.u8(0);
+            one.system(account.system);
+            one.sym(&account.scope);
+            one.str(&account.account_id);
+            one.key(key);
+            one.ts(*at);
+            ev.encode(&mut one);
+        }
+        Note::Handover(account) => {
+            one.u8(1);
+            account.encode(&mut one);
+        }
+    }
+    one.buf
+}
+
+/// Packs encoded notes, in order, into records of at most about
+/// `max_bytes` each (a record holds at least one note): a round's
+/// handovers of accounts with many grants stay within what a broker
+/// accepts. [`Engine::decode_notes`] reads a record.
+pub fn pack_notes<'a>(notes: impl IntoIterator<Item = &'a [u8]>, max_bytes: usize) -> Vec<Vec<u8>> {
     let mut records = Vec::new();
-    let mut chunk: Vec<Vec<u8>> = Vec::new();
+    let mut chunk: Vec<&[u8]> = Vec::new();
     let mut size = 0;
-    let mut flush = |chunk: &mut Vec<Vec<u8>>| {
+    let flush = |chunk: &mut Vec<&[u8]>, records: &mut Vec<Vec<u8>>| {
         let mut w = Writer::default();
         w.seq(chunk, |w, one| w.bytes(one));
         records.push(w.buf);
         chunk.clear();
     };
-    for n in notes {
-        let mut one = Writer::default();
-        match n {
-            Note::Claim {
-                account,
-                key,
-                at,
-                ev,
-            } => {
-                one.u8(0);
-                one.system(account.system);
-                one.sym(&account.scope);
-                one.str(&account.account_id);
-                one.key(key);
-                one.ts(*at);
-                ev.encode(&mut one);
-            }
-            Note::Handover(account) => {
-                one.u8(1);
-                account.encode(&mut one);
-            }
-        }
-        if !chunk.is_empty() && size + one.buf.len() > max_bytes {
-            flush(&mut chunk);
+    for one in notes {
+        if !chunk.is_empty() && size + one.len() > max_bytes {
+            flush(&mut chunk, &mut records);
             size = 0;
         }
-        size += one.buf.len() + 4;
-        chunk.push(one.buf);
+        size += one.len() + 4;
+        chunk.push(one);
     }
     if !chunk.is_empty() {
-        flush(&mut chunk);
+        flush(&mut chunk, &mut records);
     }
     records
 }

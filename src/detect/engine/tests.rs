@@ -305,7 +305,8 @@ fn notes_round_trip_in_records_of_bounded_size() {
             ev: ev.clone(),
         })
         .collect();
-    let records = encode_notes(&notes, 4_096);
+    let encoded: Vec<Vec<u8>> = notes.iter().map(encode_note).collect();
+    let records = pack_notes(encoded.iter().map(Vec::as_slice), 4_096);
     assert!(records.len() > 5, "{} records", records.len());
     assert!(records.iter().all(|r| r.len() <= 4_096 + 200));
     let mut engine = Engine::new(Arc::new(Config::default_config()));

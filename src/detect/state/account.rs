@@ -183,17 +183,23 @@ impl Account {
             .max(self.state_ev.occurred_at)
     }
 
+    /// Before the state event changes: attributes that the state event
+    /// set (held as "the same event") name it themselves.
+    fn pin_attrs_ev(&mut self) {
+        if let Some(s) = self.stated.as_mut() {
+            if s.ev.is_none() {
+                s.ev = Some(Box::new(self.state_ev.clone()));
+            }
+        }
+    }
+
     /// After an event of the account: one newer than anything it set
     /// (a link or an owner change that states nothing else) becomes the
     /// account's state event, so that [`Account::last_at`], which decides
     /// which key holds the account, counts it.
     pub fn saw(&mut self, ev: &EvRef) {
         if ev.occurred_at > self.last_at() {
-            if let Some(s) = self.stated.as_mut() {
-                if s.ev.is_none() {
-                    s.ev = Some(Box::new(self.state_ev.clone()));
-                }
-            }
+            self.pin_attrs_ev();
             self.state_ev = ev.clone();
         }
     }
@@ -204,12 +210,7 @@ impl Account {
     pub fn absorb(&mut self, other: Account) -> usize {
         let both_enabled = self.enabled && other.enabled;
         if other.state_at > self.state_at {
-            // Attributes set by the event that set the state now name it.
-            if let Some(s) = self.stated.as_mut() {
-                if s.ev.is_none() {
-                    s.ev = Some(Box::new(self.state_ev.clone()));
-                }
-            }
+            self.pin_attrs_ev();
             self.enabled = other.enabled;
             self.deleted = other.deleted;
             self.enabled_since = other.enabled_since;
@@ -284,7 +285,8 @@ impl WorkerState {
     /// when older. Returns the change in entries.
     pub fn adopt_account(&mut self, account: Account) -> isize {
         let size = |a: &Account| 1 + a.grants.len() as isize;
-        match self.accounts.iter().position(|a| a.is(&account.identity())) {
+        let id = account.identity();
+        match self.accounts.iter().position(|a| a.is(&id)) {
             Some(i) if self.accounts[i].last_at() < account.last_at() => {
                 let delta = size(&account) - size(&self.accounts[i]);
                 self.accounts[i] = account;

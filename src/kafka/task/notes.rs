@@ -6,7 +6,7 @@
 use super::confirm::{Batch, Output};
 use super::route::{header, NOTES, ROUND, SOURCE};
 use super::PartitionTask;
-use crate::detect::engine::{encode_notes, Note, To};
+use crate::detect::engine::{encode_note, pack_notes, To};
 use crate::kafka::publish::enqueue_with;
 use crate::kafka::PipelineError;
 use rdkafka::message::OwnedHeaders;
@@ -38,13 +38,18 @@ impl PartitionTask {
         if router.outbox.is_empty() {
             return Ok(());
         }
-        let mut records: BTreeMap<(u64, i32), Vec<Note>> = BTreeMap::new();
+        // Each note encoded once; the records of every partition it goes
+        // to name it by its index.
+        let mut encoded: Vec<Vec<u8>> = Vec::new();
+        let mut records: BTreeMap<(u64, i32), Vec<usize>> = BTreeMap::new();
         for (round, to, note) in std::mem::take(&mut router.outbox) {
             router.notes_until = router.notes_until.max(round + 1);
+            let n = encoded.len();
+            encoded.push(encode_note(&note));
             match to {
                 To::Every => {
                     for t in (0..shared.partitions).filter(|&t| t != own) {
-                        records.entry((round, t)).or_default().push(note.clone());
+                        records.entry((round, t)).or_default().push(n);
                     }
                 }
                 To::KeyOf(key) => {
@@ -53,7 +58,7 @@ impl PartitionTask {
                         .kafka
                         .partitioner
                         .partition(&key, shared.partitions);
-                    records.entry((round, t)).or_default().push(note);
+                    records.entry((round, t)).or_default().push(n);
                 }
             }
         }
@@ -64,7 +69,8 @@ impl PartitionTask {
                 .insert(header(SOURCE, &source))
                 .insert(header(ROUND, &round))
                 .insert(header(NOTES, "1"));
-            for payload in encode_notes(&notes, MAX_NOTES_BYTES) {
+            let notes = notes.iter().map(|&n| encoded[n].as_slice());
+            for payload in pack_notes(notes, MAX_NOTES_BYTES) {
                 let delivery = enqueue_with(
                     &shared.producer,
                     &shared.cfg.topics.repartition,

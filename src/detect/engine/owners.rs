@@ -395,7 +395,7 @@ impl Engine {
         self.forwards.insert(account, (key, now));
     }
 
-    /// Decodes notes [`encode_notes`] wrote.
+    /// Decodes a record of notes [`pack_notes`] packed.
     pub fn decode_notes(&mut self, bytes: &[u8]) -> Result<Vec<Note>, CodecError> {
         let mut r = Reader::new(bytes);
         let list: Vec<&[u8]> = r.seq(|r| r.bytes())?;

@@ -31,6 +31,8 @@
 //!   evidence and summary).
 
 mod cause;
+#[cfg(test)]
+mod cut_tests;
 mod finding;
 mod lifecycle;
 mod owners;
@@ -46,7 +48,7 @@ use crate::config::Config;
 pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{Condition, Rule};
 use crate::detect::state::{AccountRef, Attrs, Dedup, EvRef, Store, WorkerState};
-use crate::model::event::{Envelope, Event, Key};
+use crate::model::event::{Envelope, Event, Key, Origin};
 use crate::model::finding::Finding;
 use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
@@ -112,6 +114,8 @@ pub struct Engine {
     /// Accounts let go to another partition lately.
     forwards: owners::Forwards,
     forwards_sweep_at: usize,
+    /// Stale copies of accounts a checkpoint cut short left behind.
+    stale: owners::Stale,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -146,6 +150,7 @@ impl Engine {
             notes: None,
             forwards: owners::Forwards::default(),
             forwards_sweep_at: owners::MIN_FORWARDS_SWEEP,
+            stale: owners::Stale::default(),
         }
     }
 
@@ -322,7 +327,46 @@ impl Engine {
     /// checkpoint written after it): its id is remembered and stream time
     /// moves to it, as when it was applied, but the key is not touched.
     pub fn skip(&mut self, env: &Envelope, out: &mut Vec<Finding>) {
-        self.admit(&env.event, out);
+        let Some(event_id) = self.admit(&env.event, out) else {
+            return;
+        };
+        if !self.stale.is_empty() {
+            if let (cause, Some(id)) = self.cause_of(&env.origin, &env.event, event_id) {
+                let key = env.event.key();
+                self.release_stale(&id, &key, env.event.occurred_at(), &cause, out);
+            }
+        }
+    }
+
+    /// What an event's transitions cite, and the account it names.
+    fn cause_of(
+        &mut self,
+        origin: &Origin,
+        event: &Event,
+        event_id: EventId,
+    ) -> (Cause, Option<AccountRef>) {
+        let scope = match event {
+            Event::Hr(e) => self.intern(&e.source_system),
+            Event::Directory(e) => self.intern(&e.directory),
+            Event::App(e) => self.intern(&e.app_id),
+        };
+        let account = match event {
+            Event::Directory(e) => Some(&e.account_id),
+            Event::App(e) => Some(&e.account_id),
+            Event::Hr(_) => None,
+        }
+        .map(|id| AccountRef {
+            system: event.system(),
+            scope: scope.clone(),
+            account_id: id.clone(),
+        });
+        let ev = EvRef::new(origin, event_id, event.kind(), event.occurred_at());
+        let cause = Cause {
+            system: event.system(),
+            scope,
+            ev: Some(ev),
+        };
+        (cause, account)
     }
 
     /// Remembers `event`'s id and moves stream time to it; the id as held,
@@ -352,17 +396,8 @@ impl Engine {
         };
         let t = event.occurred_at();
         let key = event.key();
-        let scope = match &event {
-            Event::Hr(e) => self.intern(&e.source_system),
-            Event::Directory(e) => self.intern(&e.directory),
-            Event::App(e) => self.intern(&e.app_id),
-        };
-        let ev = EvRef::new(&origin, event_id, event.kind(), t);
-        let cause = Cause {
-            system: event.system(),
-            scope,
-            ev: Some(ev.clone()),
-        };
+        let (cause, account) = self.cause_of(&origin, &event, event_id);
+        let ev = cause.ev.clone().expect("an event's cause cites it");
         let named = match &event {
             Event::Directory(e) => e
                 .group
@@ -387,16 +422,9 @@ impl Engine {
             }
             Event::App(_) => Attrs::default(),
         };
-        let account = match &event {
-            Event::Directory(e) => Some(&e.account_id),
-            Event::App(e) => Some(&e.account_id),
-            Event::Hr(_) => None,
+        if let (Some(id), false) = (&account, self.stale.is_empty()) {
+            self.release_stale(id, &key, t, &cause, out);
         }
-        .map(|id| AccountRef {
-            system: cause.system,
-            scope: cause.scope.clone(),
-            account_id: id.clone(),
-        });
         let (key, moved) = match &account {
             Some(id) => match self.take_account(id, &key, t, &cause, out) {
                 Ok(moved) => (key, moved),

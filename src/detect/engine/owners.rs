@@ -173,6 +173,25 @@ impl Owners {
         );
     }
 
+    /// Every key whose state holds `id`.
+    fn holders(&self, id: &AccountRef, store: &Store) -> Vec<Key> {
+        let h = self.hash(id);
+        self.table
+            .iter_hash(h)
+            .filter(|e| e.account == h)
+            .filter_map(|e| {
+                store.holder(
+                    e.key,
+                    |st| st.account(id).is_some(),
+                    |frozen| {
+                        Summary::owned(frozen.record(), &mut Sym::new)
+                            .is_ok_and(|owned| owned.contains(id))
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// `from` no longer holds `id`.
     pub(super) fn remove(&mut self, id: &AccountRef, from: &Key, store: &Store) {
         let h = self.hash(id);
@@ -192,6 +211,11 @@ pub(super) const MIN_FORWARDS_SWEEP: usize = 1024;
 
 /// Accounts let go to another partition: the key they went to and when.
 pub(super) type Forwards = std::collections::HashMap<AccountRef, (Key, Ts), ahash::RandomState>;
+
+/// Keys a checkpoint cut short left holding a copy of an account that a
+/// key written after its partition record holds now: each lets its copy
+/// go when the input re-read reaches the event that moved the account.
+pub(super) type Stale = std::collections::HashMap<AccountRef, Vec<Key>, ahash::RandomState>;
 
 /// Which of two holders of an account is newer: its state's time, then a
 /// correlated key before an uncorrelated one, then the greater key.
@@ -238,8 +262,75 @@ impl Engine {
             Some(_) => self.release(&held, id, cause, out),
             None => None,
         };
+        if let (Some(_), Some(c)) = (&moved, &mut self.changes) {
+            c.moves.push((held.clone(), key.clone()));
+        }
         self.owners.set(id, Some(&held), key, &self.store);
         Ok(moved)
+    }
+
+    /// After a restore from a checkpoint cut short, `newer`: the keys whose
+    /// records were written after the partition record restored. An
+    /// account listed by one of them and by a key written before is held
+    /// by the newer key (a checkpoint writes the key taking an account
+    /// before the key letting it go); the older key's copy is stale: it
+    /// is let go, its findings reconciling with the moving event as
+    /// evidence, when the input re-read from the partition record's
+    /// offsets reaches that event, as the engine that wrote the
+    /// checkpoint did. The number of stale copies.
+    pub fn settle_moves<'a>(&mut self, newer: impl IntoIterator<Item = &'a Key>) -> usize {
+        let newer: std::collections::HashSet<&Key> = newer.into_iter().collect();
+        let mut stale = 0;
+        for key in &newer {
+            let owned = {
+                let Some(frozen) = self.store.frozen().get(*key) else {
+                    continue;
+                };
+                Summary::owned(frozen.record(), &mut |s| Sym::new(s)).unwrap_or_default()
+            };
+            for id in owned {
+                for holder in self.owners.holders(&id, &self.store) {
+                    if holder != **key && !newer.contains(&holder) {
+                        self.owners.remove(&id, &holder, &self.store);
+                        self.stale.entry(id.clone()).or_default().push(holder);
+                        stale += 1;
+                    }
+                }
+            }
+        }
+        stale
+    }
+
+    /// An event of account `id` under `key` at `t`: a key holding a stale
+    /// copy of it (see [`Engine::settle_moves`]) lets it go when the event
+    /// names another key and is at least as new, as the event moved it
+    /// from there.
+    pub(super) fn release_stale(
+        &mut self,
+        id: &AccountRef,
+        key: &Key,
+        t: Ts,
+        cause: &Cause,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(holders) = self.stale.remove(id) else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for holder in holders {
+            match self.holding(&holder, id) {
+                Some((at, _)) if holder == *key || rank(at, &holder) > rank(t, key) => {
+                    kept.push(holder)
+                }
+                Some(_) => {
+                    self.release(&holder, id, cause, out);
+                }
+                None => {}
+            }
+        }
+        if !kept.is_empty() {
+            self.stale.insert(id.clone(), kept);
+        }
     }
 
     /// The time of the newest event of account `id` under `key`, and the

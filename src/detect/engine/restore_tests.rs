@@ -11,16 +11,16 @@ use std::collections::{BTreeMap, HashMap};
 
 /// A compacted changelog: the newest record per key, the pieces of ids
 /// not deleted, the newest partition record.
-#[derive(Default)]
-struct Log {
-    keys: HashMap<Key, Vec<u8>>,
+#[derive(Default, Clone)]
+pub(super) struct Log {
+    pub(super) keys: HashMap<Key, Vec<u8>>,
     pieces: BTreeMap<u64, Vec<u8>>,
     partition: Option<Vec<u8>>,
     records: usize,
 }
 
 impl Log {
-    fn write(&mut self, c: Checkpoint) {
+    pub(super) fn write(&mut self, c: Checkpoint) {
         self.records += c.keys.len() + 1;
         for first in c.dedup_orphaned {
             self.pieces.remove(&first);
@@ -36,7 +36,7 @@ impl Log {
         self.partition = Some(c.partition);
     }
 
-    fn restore(&self, cfg: &Arc<Config>) -> Result<Engine, RestoreError> {
+    pub(super) fn restore(&self, cfg: &Arc<Config>) -> Result<Engine, RestoreError> {
         let partition = PartitionRecord::read(self.partition.clone().expect("written"), cfg)?;
         let (ids, pieces) = window_ids(
             partition.dedup_window.clone(),
@@ -48,7 +48,7 @@ impl Log {
 
 /// A feed with storms, duplicates and timers: a generated population,
 /// with each tenth event sent twice, some of them again much later.
-fn feed(seed: u64) -> Vec<Event> {
+pub(super) fn feed(seed: u64) -> Vec<Event> {
     let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
     let mut g = Generator::new(seed, 300, t0);
     let mut events = g.baseline();
@@ -68,7 +68,7 @@ fn feed(seed: u64) -> Vec<Event> {
     events
 }
 
-fn config() -> Arc<Config> {
+pub(super) fn config() -> Arc<Config> {
     config_with_window(2_000)
 }
 
@@ -84,7 +84,7 @@ fn config_with_window(ids: usize) -> Arc<Config> {
 
 /// What the engine publishes for `events`, numbered from `offset`, with a
 /// day of idle time after every 400.
-fn run(engine: &mut Engine, events: &[Event], offset: usize) -> Vec<Finding> {
+pub(super) fn run(engine: &mut Engine, events: &[Event], offset: usize) -> Vec<Finding> {
     let mut out = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let n = offset + i;

@@ -25,7 +25,7 @@ use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
@@ -35,7 +35,8 @@ pub const FORMAT_VERSION: u8 = 5;
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
-    /// Each key changed, with its whole state.
+    /// Each key changed, with its whole state, in the order to write them
+    /// ([`Checkpoint::key_records`]).
     pub keys: Vec<(Key, Vec<u8>)>,
     /// The de-duplication ids added, in pieces of at most about
     /// [`MAX_PIECE_BYTES`]: the number of each piece's first id, and the
@@ -62,6 +63,22 @@ pub struct Checkpoint {
     pub partition: Vec<u8>,
 }
 
+impl Checkpoint {
+    /// The key records in the order they are written: a deleted key has
+    /// no state. The keys come first, a key that let an account go to
+    /// another after that one, and the deletions last (a key an account
+    /// moved off and left empty is deleted after the key it went to is
+    /// written): a checkpoint cut short between two of them leaves an
+    /// account that changed hands under both keys, which the restore
+    /// settles ([`Engine::settle_moves`]), never under neither.
+    pub fn key_records(&self) -> impl Iterator<Item = (&Key, Option<&[u8]>)> {
+        self.keys
+            .iter()
+            .map(|(k, s)| (k, Some(s.as_slice())))
+            .chain(self.deleted.iter().map(|k| (k, None)))
+    }
+}
+
 /// What the engine keeps to write checkpoints.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
@@ -81,6 +98,48 @@ pub(super) struct Changes {
     /// The next checkpoint is the first of a state not restored from the
     /// changelog.
     origin: bool,
+    /// Accounts moved between keys since the last checkpoint: the key let
+    /// go, the key taking it.
+    pub(super) moves: Vec<(Key, Key)>,
+}
+
+/// Orders a checkpoint's keys (given in key order) so that a key that
+/// let an account go to another comes after that one: a checkpoint cut
+/// short between the two leaves the account under both keys, which the
+/// restore settles, never under neither. A cycle of moves within one
+/// checkpoint is broken in key order.
+fn receivers_first(dirty: Vec<Key>, moves: &[(Key, Key)]) -> Vec<Key> {
+    if moves.is_empty() {
+        return dirty;
+    }
+    let present: HashSet<&Key> = dirty.iter().collect();
+    let edges: HashSet<(&Key, &Key)> = moves
+        .iter()
+        .filter(|(from, to)| from != to && present.contains(from) && present.contains(to))
+        .map(|(from, to)| (from, to))
+        .collect();
+    // For each key, the receivers it waits for; for each receiver, the
+    // keys that wait for it.
+    let mut waits: HashMap<&Key, usize> = HashMap::new();
+    let mut waiting: HashMap<&Key, Vec<&Key>> = HashMap::new();
+    for &(from, to) in &edges {
+        *waits.entry(from).or_default() += 1;
+        waiting.entry(to).or_default().push(from);
+    }
+    let (mut blocked, mut ready): (BTreeSet<&Key>, BTreeSet<&Key>) =
+        dirty.iter().partition(|k| waits.contains_key(k));
+    let mut out = Vec::with_capacity(dirty.len());
+    while let Some(next) = ready.pop_first().or_else(|| blocked.pop_first()) {
+        out.push(next.clone());
+        for &from in waiting.get(next).into_iter().flatten() {
+            let n = waits.get_mut(from).expect("counted");
+            *n -= 1;
+            if *n == 0 && blocked.remove(from) {
+                ready.insert(from);
+            }
+        }
+    }
+    out
 }
 
 /// Why state records cannot restore an engine.
@@ -392,6 +451,7 @@ impl Engine {
             orphaned: Vec::new(),
             supersedes,
             origin: true,
+            moves: Vec::new(),
         });
     }
 
@@ -415,6 +475,7 @@ impl Engine {
         };
         let mut dirty: Vec<Key> = changes.dirty.drain().collect();
         dirty.sort();
+        let dirty = receivers_first(dirty, &std::mem::take(&mut changes.moves));
         let mut keys = Vec::with_capacity(dirty.len());
         let mut gone = Vec::new();
         for key in dirty {
@@ -647,6 +708,7 @@ impl Engine {
             orphaned,
             supersedes: false,
             origin: false,
+            moves: Vec::new(),
         });
         Ok(engine)
     }

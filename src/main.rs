@@ -193,6 +193,11 @@ struct BenchArgs {
     /// compacts in its maintenance, as it starts and every 10 minutes)
     #[arg(long, requires = "changelog")]
     compaction_wait: Option<String>,
+    /// With --changelog: pairs of detector passes over the same input,
+    /// without the changelog and with it, taken in turn; the throughput
+    /// ratio of each pair and their median are reported
+    #[arg(long, requires = "changelog", default_value_t = 5)]
+    throughput_pairs: u32,
     /// Configuration file (default: the built-in config/driftwatch.toml).
     #[arg(long)]
     config: Option<PathBuf>,

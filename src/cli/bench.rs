@@ -15,6 +15,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         changelog,
         checkpoint_interval,
         compaction_wait,
+        throughput_pairs,
         config,
     } = args;
     let checkpoint_interval_ms = checkpoint_interval
@@ -36,6 +37,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         changelog,
         checkpoint_interval_ms,
         compaction_wait_ms,
+        throughput_pairs,
     };
     let mut stdout = std::io::stdout();
     runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;

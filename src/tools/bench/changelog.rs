@@ -46,6 +46,7 @@ pub(super) async fn changelog_phase(
     produced: u64,
     checkpoint_interval_ms: Option<u64>,
     compaction_wait_ms: u64,
+    throughput_pairs: u32,
     baseline: &Baseline,
     out: &mut (dyn Write + Send),
 ) -> Result<(), PipelineError> {
@@ -99,6 +100,7 @@ pub(super) async fn changelog_phase(
         cfg.checkpoint_interval_ms,
         throughput / baseline.throughput
     );
+    throughput_in_pairs(&cfg, mock, partitions, produced, throughput_pairs, out).await?;
     let first = restore(&cfg).await?;
     report(out, "restore from the changelog", &first);
     let _ = writeln!(
@@ -142,6 +144,71 @@ pub(super) async fn changelog_phase(
         out,
         "changelog restore time with 10x the history: {:.2}x",
         grown.secs / first.secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Passes over the same input by detectors of their own groups, without
+/// the changelog and with it (each with a state topic of its own), taken
+/// in turn and each first in every other pair, so that both see the
+/// machine alike: the ratio of each pair's throughputs, and their median.
+async fn throughput_in_pairs(
+    cfg: &Arc<Config>,
+    mock: Option<&MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    partitions: i32,
+    produced: u64,
+    pairs: u32,
+    out: &mut (dyn Write + Send),
+) -> Result<(), PipelineError> {
+    if pairs == 0 {
+        return Ok(());
+    }
+    let mut ratios = Vec::new();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let mut plain = (**cfg).clone();
+        plain.kafka.group_id = format!("{}.plain{pair}", cfg.kafka.group_id);
+        plain.state_changelog = false;
+        let mut kept = (**cfg).clone();
+        kept.kafka.group_id = format!("{}.kept{pair}", cfg.kafka.group_id);
+        kept.topics.state = format!("{}{pair}", cfg.topics.state);
+        match mock {
+            Some(m) => m.create_topic(&kept.topics.state, partitions, 1)?,
+            None => {
+                kafka::create_topics(&kept, partitions, 1).await?;
+            }
+        }
+        // Each goes first in every other pair: neither gains from its turn.
+        let (plain, kept) = (Arc::new(plain), Arc::new(kept));
+        let (a, b) = if pair % 2 == 0 {
+            let a = catch_up(&plain, produced, false).await?.0;
+            (a, catch_up(&kept, produced, false).await?.0)
+        } else {
+            let b = catch_up(&kept, produced, false).await?.0;
+            (catch_up(&plain, produced, false).await?.0, b)
+        };
+        let (a, b) = (produced as f64 / a.max(1e-9), produced as f64 / b.max(1e-9));
+        without.push(format!("{a:.0}"));
+        with.push(format!("{b:.0}"));
+        ratios.push(b / a);
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    };
+    let _ = writeln!(
+        out,
+        "throughput in {pairs} pairs of passes over the same input, without the changelog and with it: {} and {} events/s; with/without {} (median {median:.2})",
+        without.join(", "),
+        with.join(", "),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

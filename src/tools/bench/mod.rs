@@ -51,6 +51,9 @@ pub struct BenchOptions {
     /// How long to wait for the broker to compact the changelog before
     /// the restore with tenfold history (0: not at all).
     pub compaction_wait_ms: u64,
+    /// Pairs of passes over the same input, without the changelog and
+    /// with it, to compare throughput.
+    pub throughput_pairs: u32,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -280,6 +283,7 @@ pub async fn run(
             n,
             opts.checkpoint_interval_ms,
             opts.compaction_wait_ms,
+            opts.throughput_pairs,
             &baseline,
             out,
         )

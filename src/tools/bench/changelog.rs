@@ -103,6 +103,17 @@ pub(super) async fn changelog_phase(
     throughput_in_pairs(&cfg, mock, partitions, produced, throughput_pairs, out).await?;
     let first = restore(&cfg).await?;
     report(out, "restore from the changelog", &first);
+    // What librdkafka alone reads of the same records, one consumer.
+    let (raw, raw_cpu) = tokio::task::block_in_place(|| {
+        super::raw_consume(&cfg, &[&cfg.topics.state], partitions, first.records)
+    })?;
+    let _ = writeln!(
+        out,
+        "raw librdkafka read of the same changelog records: {raw:.0} records/s ({:.0} MB/s); {raw_cpu}; the restore read {:.0} records/s, {:.2} of that",
+        raw * first.bytes as f64 / first.records.max(1) as f64 / 1e6,
+        first.records as f64 / first.secs.max(1e-9),
+        first.records as f64 / first.secs.max(1e-9) / raw.max(1e-9)
+    );
     let _ = writeln!(
         out,
         "restore from history of the same input: {} events in {:.2}s; the changelog restore took {:.2} of that time ({:.1}x faster)",

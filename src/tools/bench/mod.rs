@@ -154,7 +154,15 @@ pub async fn run(
     drop(events);
 
     // Raw consume rate of the same topics.
-    let (raw, raw_cpu) = tokio::task::block_in_place(|| raw_consume(&cfg, opts.partitions, n))?;
+    let inputs: Vec<&String> = cfg
+        .topics
+        .hr
+        .iter()
+        .chain(&cfg.topics.directory)
+        .chain(&cfg.topics.app)
+        .collect();
+    let (raw, raw_cpu) =
+        tokio::task::block_in_place(|| raw_consume(&cfg, &inputs, opts.partitions, n))?;
     let _ = writeln!(out, "raw librdkafka consume: {raw:.0} msgs/s; {raw_cpu}");
 
     // Detector throughput.
@@ -314,16 +322,15 @@ fn plain_consumer(cfg: &Config, role: &str) -> Result<crate::kafka::PlainConsume
 
 /// Reads every input message once with a plain consumer; messages/s from
 /// the first message to the last, and the CPU each took.
-fn raw_consume(cfg: &Config, partitions: i32, n: u64) -> Result<(f64, String), PipelineError> {
+fn raw_consume(
+    cfg: &Config,
+    topics: &[&String],
+    partitions: i32,
+    n: u64,
+) -> Result<(f64, String), PipelineError> {
     let consumer = plain_consumer(cfg, "raw")?;
     let mut tpl = TopicPartitionList::new();
-    for t in cfg
-        .topics
-        .hr
-        .iter()
-        .chain(&cfg.topics.directory)
-        .chain(&cfg.topics.app)
-    {
+    for t in topics {
         for p in 0..partitions {
             tpl.add_partition_offset(t, p, Offset::Beginning)?;
         }

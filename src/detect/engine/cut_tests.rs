@@ -2,12 +2,10 @@
 //! restored from what reached the changelog continues exactly as the one
 //! that wrote it, accounts that changed hands included.
 
-use super::restore_tests::{config, feed, run, Log};
+use super::restore_tests::{config, feed, resume, run, Log};
 use super::*;
 use crate::detect::state::Writer;
-use crate::model::event::{Key, Origin};
-use crate::model::id::Topic;
-use crate::model::time::MS_PER_DAY;
+use crate::model::event::Key;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// For moves of an account between keys in a generated feed (an orphan
@@ -59,26 +57,7 @@ fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
             }
             let mut restored = partial.restore(&cfg).expect("restores");
             both += restored.settle_moves(&ahead);
-            let mut again = Vec::new();
-            for (i, event) in events[a..].iter().enumerate() {
-                let n = a + i;
-                let env = Envelope {
-                    origin: Origin {
-                        topic: Topic::new("restore-test"),
-                        partition: 0,
-                        offset: n as i64,
-                    },
-                    event: event.clone(),
-                };
-                if n < b && ahead.contains(&env.event.key()) {
-                    restored.skip(&env, &mut again);
-                } else {
-                    restored.apply(env, &mut again);
-                }
-                if n % 400 == 399 {
-                    restored.advance_to(restored.now().plus(MS_PER_DAY), &mut again);
-                }
-            }
+            let again = resume(&mut restored, &events, a, b, &ahead);
             let from_b: Vec<&Finding> = again.iter().filter(|f| !published.contains(f)).collect();
             assert!(
                 from_b == after_b.iter().collect::<Vec<_>>(),

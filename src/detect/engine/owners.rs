@@ -134,11 +134,26 @@ impl Owners {
 
     /// The key whose state holds `id`.
     pub(super) fn get(&self, id: &AccountRef, store: &Store) -> Option<Key> {
+        self.verified(id, store).next()
+    }
+
+    /// Every key whose state holds `id` (one, but after a checkpoint cut
+    /// short, until [`Engine::settle_moves`]).
+    fn holders(&self, id: &AccountRef, store: &Store) -> Vec<Key> {
+        self.verified(id, store).collect()
+    }
+
+    /// The keys indexed for `id` whose state holds it.
+    fn verified<'a>(
+        &'a self,
+        id: &'a AccountRef,
+        store: &'a Store,
+    ) -> impl Iterator<Item = Key> + 'a {
         let h = self.hash(id);
         self.table
             .iter_hash(h)
-            .filter(|e| e.account == h)
-            .find_map(|e| {
+            .filter(move |e| e.account == h)
+            .filter_map(move |e| {
                 store.holder(
                     e.key,
                     |st| st.account(id).is_some(),
@@ -171,25 +186,6 @@ impl Owners {
             },
             |e| e.account,
         );
-    }
-
-    /// Every key whose state holds `id`.
-    fn holders(&self, id: &AccountRef, store: &Store) -> Vec<Key> {
-        let h = self.hash(id);
-        self.table
-            .iter_hash(h)
-            .filter(|e| e.account == h)
-            .filter_map(|e| {
-                store.holder(
-                    e.key,
-                    |st| st.account(id).is_some(),
-                    |frozen| {
-                        Summary::owned(frozen.record(), &mut Sym::new)
-                            .is_ok_and(|owned| owned.contains(id))
-                    },
-                )
-            })
-            .collect()
     }
 
     /// `from` no longer holds `id`.

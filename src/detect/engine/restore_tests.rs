@@ -107,6 +107,40 @@ pub(super) fn run(engine: &mut Engine, events: &[Event], offset: usize) -> Vec<F
     out
 }
 
+/// What `restored` publishes for `events` from `a` on, resumed as the
+/// partition task resumes after a checkpoint cut short at `b`: an event
+/// before `b` of a key in `ahead` (written past the partition record)
+/// only moves stream time. A day of idle time after every 400, as [`run`].
+pub(super) fn resume(
+    restored: &mut Engine,
+    events: &[Event],
+    a: usize,
+    b: usize,
+    ahead: &HashSet<Key>,
+) -> Vec<Finding> {
+    let mut again = Vec::new();
+    for (i, event) in events[a..].iter().enumerate() {
+        let n = a + i;
+        let env = Envelope {
+            origin: Origin {
+                topic: Topic::new("restore-test"),
+                partition: 0,
+                offset: n as i64,
+            },
+            event: event.clone(),
+        };
+        if n < b && ahead.contains(&env.event.key()) {
+            restored.skip(&env, &mut again);
+        } else {
+            restored.apply(env, &mut again);
+        }
+        if n % 400 == 399 {
+            restored.advance_to(restored.now().plus(MS_PER_DAY), &mut again);
+        }
+    }
+    again
+}
+
 /// For cuts all along a feed and checkpoints every `every` events: the
 /// findings before the cut and those of the restored engine after it are
 /// those of one uninterrupted engine.
@@ -407,26 +441,7 @@ fn keys_written_past_the_partition_record_skip_what_they_hold() {
     let after_b = run(&mut uninterrupted, &events[b..], b);
 
     let mut restored = log.restore(&cfg).expect("restores");
-    let mut again = Vec::new();
-    for (i, event) in events[a..].iter().enumerate() {
-        let n = a + i;
-        let env = Envelope {
-            origin: Origin {
-                topic: Topic::new("restore-test"),
-                partition: 0,
-                offset: n as i64,
-            },
-            event: event.clone(),
-        };
-        if n < b && ahead.contains(&env.event.key()) {
-            restored.skip(&env, &mut again);
-        } else {
-            restored.apply(env, &mut again);
-        }
-        if n % 400 == 399 {
-            restored.advance_to(restored.now().plus(MS_PER_DAY), &mut again);
-        }
-    }
+    let again = resume(&mut restored, &events, a, b, &ahead);
     // What the restored engine publishes from b on is the uninterrupted
     // one's; before b it may only repeat what was published then.
     let from_b: Vec<&Finding> = again.iter().filter(|f| !published.contains(f)).collect();

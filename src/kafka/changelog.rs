@@ -507,12 +507,20 @@ fn scan(
     let read_ms = asked.elapsed().as_millis() as u64;
     let decoding = Instant::now();
     let mut ahead = HashMap::new();
+    let mut emptied = Vec::new();
     let count = keys.len();
-    let states = keys.into_iter().map(|(k, (offsets, state))| {
+    let states = keys.into_iter().filter_map(|(k, (offsets, state))| {
         if offsets.len() == width && offsets.iter().zip(&start).any(|(o, s)| o > s) {
             ahead.insert(k.clone(), offsets);
         }
-        (k, state)
+        // An emptied key holds nothing; its offsets still tell what its
+        // events are reflected in.
+        if state.is_empty() {
+            emptied.push(k);
+            None
+        } else {
+            Some((k, state))
+        }
     });
     let mut engine = match Engine::restore(cfg.clone(), &record, states, &ids, written) {
         Ok(e) => e,
@@ -524,14 +532,16 @@ fn scan(
             }))
         }
     };
-    // A checkpoint cut short between the key taking an account and the
-    // key letting it go: the older copy goes when the input re-read
-    // reaches the move.
-    let stale = engine.settle_moves(ahead.keys());
-    if stale > 0 {
+    // A checkpoint cut short after the key taking an account, before the
+    // key letting it go: the account moves when the input re-read reaches
+    // the move.
+    let count = count - emptied.len();
+    engine.delete_emptied(emptied);
+    let waiting = engine.settle_moves(&ahead);
+    if waiting > 0 {
         tracing::info!(
-            stale,
-            "accounts a checkpoint cut short left under the key they moved off: let go when the input re-read reaches their move"
+            waiting,
+            "accounts a checkpoint cut short wrote under the key they moved to and left under the key they moved off: they move when the input re-read reaches their move"
         );
     }
     tracing::debug!(

@@ -5,7 +5,8 @@
 use super::restore_tests::{config, feed, resume, run, Log};
 use super::*;
 use crate::detect::state::Writer;
-use crate::model::event::Key;
+use crate::model::event::{DirectoryEventType, Key};
+use crate::model::time::Ts;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// For moves of an account between keys in a generated feed (an orphan
@@ -17,17 +18,31 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// re-read from its offsets (an event of a key written past them only
 /// moves stream time, as the partition task does), the engine publishes
 /// what an uninterrupted one publishes after the complete checkpoint, and
-/// holds the same state, key for key.
+/// holds the same state, key for key; also when the account changed under
+/// its old key between the checkpoint and the move.
 #[test]
 fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
     let mut cfg = (*config()).clone();
     cfg.storm.enabled = false;
     let cfg = Arc::new(cfg);
-    let events = feed(6);
-    let moves = moves(&events);
+    let plain = feed(6);
+    let moves = moves(&plain);
     assert!(moves.len() >= 4, "the feed moves accounts: {moves:?}");
     let (mut both, mut checked) = (0, 0);
-    for &(first, moved) in &moves {
+    // Each move as generated, and with a privileged group added to the
+    // account under its old key between the checkpoint and the move.
+    let variants = moves.iter().flat_map(|&m| [(m, false), (m, true)]);
+    for ((first, moved), between) in variants {
+        let mut events = plain.clone();
+        let moved = if between {
+            let Some(extra) = group_added(&events[first], &events[moved]) else {
+                continue;
+            };
+            events.insert(moved, extra);
+            moved + 1
+        } else {
+            moved
+        };
         let (a, b) = (first + 1, moved + 1);
         let mut engine = Engine::new(cfg.clone());
         engine.track_changes();
@@ -47,17 +62,27 @@ fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
         let n = records.len();
         for written in 0..=n {
             let mut partial = log.clone();
-            let mut ahead = HashSet::new();
+            let mut ahead = HashMap::new();
             for (k, s) in &records[..written] {
-                ahead.insert(k.clone());
+                // A deleted key is not restored: its events apply again. An
+                // emptied one, written empty, is not restored either, but its
+                // events before its offsets are in the state its account
+                // went to.
                 match s {
-                    Some(s) => partial.keys.insert(k.clone(), s.clone()),
-                    None => partial.keys.remove(k),
-                };
+                    Some(s) => {
+                        ahead.insert(k.clone(), vec![b as i64]);
+                        partial.keys.insert(k.clone(), s.clone());
+                    }
+                    None => {
+                        ahead.remove(k);
+                        partial.keys.remove(k);
+                    }
+                }
             }
             let mut restored = partial.restore(&cfg).expect("restores");
             both += restored.settle_moves(&ahead);
-            let again = resume(&mut restored, &events, a, b, &ahead);
+            let keys: HashSet<Key> = ahead.keys().cloned().collect();
+            let again = resume(&mut restored, &events, a, b, &keys);
             let from_b: Vec<&Finding> = again.iter().filter(|f| !published.contains(f)).collect();
             assert!(
                 from_b == after_b.iter().collect::<Vec<_>>(),
@@ -108,6 +133,21 @@ fn moves(events: &[Event]) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+/// An event adding a privileged group to the directory account of
+/// `created`, under the same key, just before `moving`.
+fn group_added(created: &Event, moving: &Event) -> Option<Event> {
+    let Event::Directory(d) = created else {
+        return None;
+    };
+    let mut e = d.clone();
+    e.event_id = format!("{}-between", d.event_id).as_str().into();
+    e.event_type = DirectoryEventType::GroupAdded;
+    e.occurred_at = Ts(moving.occurred_at().millis() - 1);
+    e.group = Some("Domain Admins".into());
+    e.privileged = true;
+    Some(Event::Directory(e))
 }
 
 /// Every key's state as its changelog record.

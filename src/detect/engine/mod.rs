@@ -114,8 +114,9 @@ pub struct Engine {
     /// Accounts let go to another partition lately.
     forwards: owners::Forwards,
     forwards_sweep_at: usize,
-    /// Stale copies of accounts a checkpoint cut short left behind.
-    stale: owners::Stale,
+    /// Copies of accounts a checkpoint cut short wrote, waiting for the
+    /// event that moved the account.
+    waiting: owners::Waiting,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -150,7 +151,7 @@ impl Engine {
             notes: None,
             forwards: owners::Forwards::default(),
             forwards_sweep_at: owners::MIN_FORWARDS_SWEEP,
-            stale: owners::Stale::default(),
+            waiting: owners::Waiting::default(),
         }
     }
 
@@ -330,10 +331,10 @@ impl Engine {
         let Some(event_id) = self.admit(&env.event, out) else {
             return;
         };
-        if !self.stale.is_empty() {
+        if !self.waiting.is_empty() {
             if let (cause, Some(id)) = self.cause_of(&env.origin, &env.event, event_id) {
                 let key = env.event.key();
-                self.release_stale(&id, &key, env.event.occurred_at(), &cause, out);
+                self.settle_move(&id, &key, env.event.occurred_at(), &cause, out);
             }
         }
     }
@@ -422,8 +423,8 @@ impl Engine {
             }
             Event::App(_) => Attrs::default(),
         };
-        if let (Some(id), false) = (&account, self.stale.is_empty()) {
-            self.release_stale(id, &key, t, &cause, out);
+        if let (Some(id), false) = (&account, self.waiting.is_empty()) {
+            self.settle_move(id, &key, t, &cause, out);
         }
         let (key, moved) = match &account {
             Some(id) => match self.take_account(id, &key, t, &cause, out) {

@@ -138,7 +138,7 @@ impl Owners {
     }
 
     /// Every key whose state holds `id` (one, but after a checkpoint cut
-    /// short, until [`Engine::settle_moves`]).
+    /// short, several until [`Engine::settle_moves`]).
     fn holders(&self, id: &AccountRef, store: &Store) -> Vec<Key> {
         self.verified(id, store).collect()
     }
@@ -208,10 +208,10 @@ pub(super) const MIN_FORWARDS_SWEEP: usize = 1024;
 /// Accounts let go to another partition: the key they went to and when.
 pub(super) type Forwards = std::collections::HashMap<AccountRef, (Key, Ts), ahash::RandomState>;
 
-/// Keys a checkpoint cut short left holding a copy of an account that a
-/// key written after its partition record holds now: each lets its copy
-/// go when the input re-read reaches the event that moved the account.
-pub(super) type Stale = std::collections::HashMap<AccountRef, Vec<Key>, ahash::RandomState>;
+/// Keys whose records a checkpoint cut short wrote holding an account that
+/// moved to them after the partition record: each takes it when the input
+/// re-read reaches the event that moved it.
+pub(super) type Waiting = std::collections::HashMap<AccountRef, Vec<Key>, ahash::RandomState>;
 
 /// Which of two holders of an account is newer: its state's time, then a
 /// correlated key before an uncorrelated one, then the greater key.
@@ -259,49 +259,60 @@ impl Engine {
             None => None,
         };
         if let (Some(_), Some(c)) = (&moved, &mut self.changes) {
-            c.moves.push((held.clone(), key.clone()));
+            c.moves.push((id.clone(), held.clone(), key.clone()));
         }
         self.owners.set(id, Some(&held), key, &self.store);
         Ok(moved)
     }
 
-    /// After a restore from a checkpoint cut short, `newer`: the keys whose
-    /// records were written after the partition record restored. An
-    /// account listed by one of them and by a key written before is held
-    /// by the newer key (a checkpoint writes the key taking an account
-    /// before the key letting it go); the older key's copy is stale: it
-    /// is let go, its findings reconciling with the moving event as
-    /// evidence, when the input re-read from the partition record's
-    /// offsets reaches that event, as the engine that wrote the
-    /// checkpoint did. The number of stale copies.
-    pub fn settle_moves<'a>(&mut self, newer: impl IntoIterator<Item = &'a Key>) -> usize {
-        let newer: std::collections::HashSet<&Key> = newer.into_iter().collect();
-        let mut stale = 0;
-        for key in &newer {
+    /// After a restore from a checkpoint cut short: `newer` holds the keys
+    /// whose records were written after the partition record restored,
+    /// with the input offsets each reflects. An account listed by several
+    /// keys moved within that checkpoint's interval: the index keeps it
+    /// under the key of the oldest record (the one that held it where the
+    /// input is re-read from), and each newer key's copy waits for the
+    /// event that moved the account to it. When the re-read input reaches
+    /// that event (an event of the account under that key, at least as
+    /// new as the copy where it is then), the copy where it is then is let
+    /// go, its findings reconciling with that event as evidence, and the
+    /// account is the newer key's again, as in the engine that wrote the
+    /// checkpoint. The number of copies waiting.
+    pub fn settle_moves(&mut self, newer: &std::collections::HashMap<Key, Vec<i64>>) -> usize {
+        // Older records first: not rewritten since the partition record,
+        // then by the input they reflect.
+        let age = |k: &Key| newer.get(k).map(|o| o.iter().sum::<i64>());
+        let mut waiting = 0;
+        let mut keys: Vec<&Key> = newer.keys().collect();
+        keys.sort();
+        for key in keys {
             let owned = {
-                let Some(frozen) = self.store.frozen().get(*key) else {
+                let Some(frozen) = self.store.frozen().get(key) else {
                     continue;
                 };
                 Summary::owned(frozen.record(), &mut |s| Sym::new(s)).unwrap_or_default()
             };
             for id in owned {
-                for holder in self.owners.holders(&id, &self.store) {
-                    if holder != **key && !newer.contains(&holder) {
-                        self.owners.remove(&id, &holder, &self.store);
-                        self.stale.entry(id.clone()).or_default().push(holder);
-                        stale += 1;
-                    }
+                let mut holders = self.owners.holders(&id, &self.store);
+                if holders.len() < 2 {
+                    continue;
+                }
+                holders.sort_by(|a, b| age(a).cmp(&age(b)).then_with(|| a.cmp(b)));
+                for later in holders.split_off(1) {
+                    self.owners.remove(&id, &later, &self.store);
+                    self.waiting.entry(id.clone()).or_default().push(later);
+                    waiting += 1;
                 }
             }
         }
-        stale
+        waiting
     }
 
-    /// An event of account `id` under `key` at `t`: a key holding a stale
-    /// copy of it (see [`Engine::settle_moves`]) lets it go when the event
-    /// names another key and is at least as new, as the event moved it
-    /// from there.
-    pub(super) fn release_stale(
+    /// An event of account `id` under `key` at `t`, before the account is
+    /// taken: when `key`'s copy waits for the event that moved the account
+    /// to it (see [`Engine::settle_moves`]) and this event is at least as
+    /// new as the copy where the account is now, that copy is let go and
+    /// the account is `key`'s.
+    pub(super) fn settle_move(
         &mut self,
         id: &AccountRef,
         key: &Key,
@@ -309,23 +320,27 @@ impl Engine {
         cause: &Cause,
         out: &mut Vec<Finding>,
     ) {
-        let Some(holders) = self.stale.remove(id) else {
+        if !self.waiting.get(id).is_some_and(|keys| keys.contains(key)) {
             return;
-        };
-        let mut kept = Vec::new();
-        for holder in holders {
-            match self.holding(&holder, id) {
-                Some((at, _)) if holder == *key || rank(at, &holder) > rank(t, key) => {
-                    kept.push(holder)
-                }
+        }
+        let held = self.owners.get(id, &self.store);
+        if let Some(held) = &held {
+            match self.holding(held, id) {
+                // Not the move: in the engine that wrote the checkpoint the
+                // event applied to the account where it was.
+                Some((at, _)) if rank(at, held) > rank(t, key) => return,
                 Some(_) => {
-                    self.release(&holder, id, cause, out);
+                    self.release(held, id, cause, out);
                 }
                 None => {}
             }
         }
-        if !kept.is_empty() {
-            self.stale.insert(id.clone(), kept);
+        self.owners.set(id, held.as_ref(), key, &self.store);
+        if let Some(keys) = self.waiting.get_mut(id) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.waiting.remove(id);
+            }
         }
     }
 

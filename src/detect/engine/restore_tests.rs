@@ -25,10 +25,13 @@ impl Log {
         for first in c.dedup_orphaned {
             self.pieces.remove(&first);
         }
+        self.keys.extend(c.keys);
+        for k in c.emptied {
+            self.keys.insert(k, Vec::new());
+        }
         for k in c.deleted {
             self.keys.remove(&k);
         }
-        self.keys.extend(c.keys);
         self.pieces.extend(c.dedup);
         for first in c.dedup_expired {
             self.pieces.remove(&first);
@@ -42,7 +45,14 @@ impl Log {
             partition.dedup_window.clone(),
             self.pieces.iter().map(|(f, p)| (*f, p.clone())),
         )?;
-        Engine::restore(cfg.clone(), &partition, self.keys.clone(), &ids, pieces)
+        let (emptied, keys): (Vec<_>, Vec<_>) = self
+            .keys
+            .clone()
+            .into_iter()
+            .partition(|(_, s)| s.is_empty());
+        let mut engine = Engine::restore(cfg.clone(), &partition, keys, &ids, pieces)?;
+        engine.delete_emptied(emptied.into_iter().map(|(k, _)| k).collect());
+        Ok(engine)
     }
 }
 

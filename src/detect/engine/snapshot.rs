@@ -20,12 +20,12 @@ use super::timers::{TimerKey, MIN_TIMER_SWEEP};
 use super::{Engine, EngineStats};
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{CodecError, Dedup, Frozen, Reader, Summary, Writer};
+use crate::detect::state::{AccountRef, CodecError, Dedup, Frozen, Reader, Summary, Writer};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
@@ -57,24 +57,28 @@ pub struct Checkpoint {
     /// before which nothing in the changelog is needed.
     pub origin: bool,
     /// Keys a changelog holds that this state does not (written by a run
-    /// whose state was not restored): to delete.
+    /// whose state was not restored, or emptied by the previous
+    /// checkpoint): to delete.
     pub deleted: Vec<Key>,
+    /// Keys an account moved off and left with nothing: written with an
+    /// empty state (an "emptied" record), deleted by the next checkpoint.
+    pub emptied: Vec<Key>,
     /// The partition record.
     pub partition: Vec<u8>,
 }
 
 impl Checkpoint {
     /// The key records in the order they are written: a deleted key has
-    /// no state. The keys come first, a key that let an account go to
-    /// another after that one, and the deletions last (a key an account
-    /// moved off and left empty is deleted after the key it went to is
-    /// written): a checkpoint cut short between two of them leaves an
-    /// account that changed hands under both keys, which the restore
-    /// settles ([`Engine::settle_moves`]), never under neither.
+    /// no state, an emptied key an empty one. The keys come first, a key
+    /// that let an account go to another after that one, then the keys
+    /// emptied, and the deletions last: a checkpoint cut short between two
+    /// of them leaves an account that changed hands under both keys, which
+    /// the restore settles ([`Engine::settle_moves`]), never under neither.
     pub fn key_records(&self) -> impl Iterator<Item = (&Key, Option<&[u8]>)> {
         self.keys
             .iter()
             .map(|(k, s)| (k, Some(s.as_slice())))
+            .chain(self.emptied.iter().map(|k| (k, Some(&[][..]))))
             .chain(self.deleted.iter().map(|k| (k, None)))
     }
 }
@@ -98,48 +102,68 @@ pub(super) struct Changes {
     /// The next checkpoint is the first of a state not restored from the
     /// changelog.
     origin: bool,
-    /// Accounts moved between keys since the last checkpoint: the key let
-    /// go, the key taking it.
-    pub(super) moves: Vec<(Key, Key)>,
+    /// Accounts moved between keys since the last checkpoint: the
+    /// account, the key letting it go, the key taking it.
+    pub(super) moves: Vec<(AccountRef, Key, Key)>,
 }
 
-/// Orders a checkpoint's keys (given in key order) so that a key that
-/// let an account go to another comes after that one: a checkpoint cut
-/// short between the two leaves the account under both keys, which the
-/// restore settles, never under neither. A cycle of moves within one
-/// checkpoint is broken in key order.
-fn receivers_first(dirty: Vec<Key>, moves: &[(Key, Key)]) -> Vec<Key> {
+/// Orders a checkpoint's keys (given in key order) so that every key that
+/// held an account moved since the last checkpoint comes after the key
+/// holding it now: a checkpoint cut short between the two leaves the
+/// account under both keys, which the restore settles, never under
+/// neither. Otherwise keys keep their order. Where accounts moved in
+/// opposite directions between keys (a cycle), one of the keys on the
+/// cycle must come first.
+fn receivers_first(dirty: Vec<Key>, moves: &[(AccountRef, Key, Key)]) -> Vec<Key> {
     if moves.is_empty() {
         return dirty;
     }
-    let present: HashSet<&Key> = dirty.iter().collect();
-    let edges: HashSet<(&Key, &Key)> = moves
-        .iter()
-        .filter(|(from, to)| from != to && present.contains(from) && present.contains(to))
-        .map(|(from, to)| (from, to))
-        .collect();
-    // For each key, the receivers it waits for; for each receiver, the
-    // keys that wait for it.
-    let mut waits: HashMap<&Key, usize> = HashMap::new();
-    let mut waiting: HashMap<&Key, Vec<&Key>> = HashMap::new();
-    for &(from, to) in &edges {
-        *waits.entry(from).or_default() += 1;
-        waiting.entry(to).or_default().push(from);
+    // Where each account is now.
+    let mut holder: HashMap<&AccountRef, &Key> = HashMap::new();
+    for (id, _, to) in moves {
+        holder.insert(id, to);
     }
-    let (mut blocked, mut ready): (BTreeSet<&Key>, BTreeSet<&Key>) =
-        dirty.iter().partition(|k| waits.contains_key(k));
+    let present: HashSet<&Key> = dirty.iter().collect();
+    let mut after: BTreeMap<&Key, BTreeSet<&Key>> = BTreeMap::new();
+    for (id, from, _) in moves {
+        let to = holder[id];
+        if from != to && present.contains(from) && present.contains(to) {
+            after.entry(from).or_default().insert(to);
+        }
+    }
+    // Depth first, a key after the keys it waits for: only the edges that
+    // close a cycle are not followed.
     let mut out = Vec::with_capacity(dirty.len());
-    while let Some(next) = ready.pop_first().or_else(|| blocked.pop_first()) {
-        out.push(next.clone());
-        for &from in waiting.get(next).into_iter().flatten() {
-            let n = waits.get_mut(from).expect("counted");
-            *n -= 1;
-            if *n == 0 && blocked.remove(from) {
-                ready.insert(from);
+    let mut seen: HashSet<&Key> = HashSet::with_capacity(dirty.len());
+    for root in &dirty {
+        if !seen.insert(root) {
+            continue;
+        }
+        let mut stack: Vec<(&Key, Vec<&Key>)> = vec![(root, waits(&after, root))];
+        while let Some((key, pending)) = stack.last_mut() {
+            match pending.pop() {
+                Some(next) => {
+                    if seen.insert(next) {
+                        let w = waits(&after, next);
+                        stack.push((next, w));
+                    }
+                }
+                None => {
+                    out.push((*key).clone());
+                    stack.pop();
+                }
             }
         }
     }
     out
+}
+
+/// The keys `key` is written after, the first to visit last.
+fn waits<'a>(after: &BTreeMap<&'a Key, BTreeSet<&'a Key>>, key: &Key) -> Vec<&'a Key> {
+    after
+        .get(key)
+        .map(|s| s.iter().rev().copied().collect())
+        .unwrap_or_default()
 }
 
 /// Why state records cannot restore an engine.
@@ -455,6 +479,15 @@ impl Engine {
         });
     }
 
+    /// Keys a restore read emptied records of (an account moved off and
+    /// left them with nothing): the next checkpoint deletes them.
+    pub fn delete_emptied(&mut self, keys: Vec<Key>) {
+        if let Some(c) = &mut self.changes {
+            c.deleted
+                .extend(keys.into_iter().filter(|k| !self.store.contains(k)));
+        }
+    }
+
     /// Notes that `key`'s state changed.
     #[inline]
     pub(super) fn touched(&mut self, key: &Key) {
@@ -494,13 +527,18 @@ impl Engine {
         // tracking: deleted unless they have come back since (their
         // records are among `keys`).
         let store = &self.store;
-        let mut deleted: Vec<Key> = std::mem::take(&mut changes.deleted)
+        let deleted: Vec<Key> = std::mem::take(&mut changes.deleted)
             .into_iter()
             .filter(|k| !store.contains(k))
             .collect();
-        deleted.extend(gone);
+        // A key emptied since is written empty now, so that a restore from a
+        // checkpoint cut short knows its events before these offsets are
+        // in the state of the key the account went to; the next checkpoint
+        // deletes it.
+        changes.deleted.extend(gone.iter().cloned());
         let mut out = Checkpoint {
             keys,
+            emptied: gone,
             deleted,
             supersedes: std::mem::take(&mut changes.supersedes),
             origin: std::mem::take(&mut changes.origin),

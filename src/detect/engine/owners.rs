@@ -31,6 +31,7 @@ use crate::model::finding::Finding;
 use crate::model::id::Sym;
 use crate::model::time::Ts;
 use hashbrown::HashTable;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Where a [`Note`] goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +213,65 @@ pub(super) type Forwards = std::collections::HashMap<AccountRef, (Key, Ts), ahas
 /// moved to them after the partition record: each takes it when the input
 /// re-read reaches the event that moved it.
 pub(super) type Waiting = std::collections::HashMap<AccountRef, Vec<Key>, ahash::RandomState>;
+
+/// Orders a checkpoint's keys (given in key order) so that every key that
+/// held an account moved since the last checkpoint comes after the key
+/// holding it now: a checkpoint cut short between the two leaves the
+/// account under both keys, which the restore settles, never under
+/// neither. Otherwise keys keep their order. Where accounts moved in
+/// opposite directions between keys (a cycle), one of the keys on the
+/// cycle must come first.
+pub(super) fn receivers_first(dirty: Vec<Key>, moves: &[(AccountRef, Key, Key)]) -> Vec<Key> {
+    if moves.is_empty() {
+        return dirty;
+    }
+    // Where each account is now.
+    let mut holder: HashMap<&AccountRef, &Key> = HashMap::new();
+    for (id, _, to) in moves {
+        holder.insert(id, to);
+    }
+    let present: HashSet<&Key> = dirty.iter().collect();
+    let mut after: BTreeMap<&Key, BTreeSet<&Key>> = BTreeMap::new();
+    for (id, from, _) in moves {
+        let to = holder[id];
+        if from != to && present.contains(from) && present.contains(to) {
+            after.entry(from).or_default().insert(to);
+        }
+    }
+    // Depth first, a key after the keys it waits for: only the edges that
+    // close a cycle are not followed.
+    let mut out = Vec::with_capacity(dirty.len());
+    let mut seen: HashSet<&Key> = HashSet::with_capacity(dirty.len());
+    for root in &dirty {
+        if !seen.insert(root) {
+            continue;
+        }
+        let mut stack: Vec<(&Key, Vec<&Key>)> = vec![(root, waits(&after, root))];
+        while let Some((key, pending)) = stack.last_mut() {
+            match pending.pop() {
+                Some(next) => {
+                    if seen.insert(next) {
+                        let w = waits(&after, next);
+                        stack.push((next, w));
+                    }
+                }
+                None => {
+                    out.push((*key).clone());
+                    stack.pop();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The keys `key` is written after, the first to visit last.
+fn waits<'a>(after: &BTreeMap<&'a Key, BTreeSet<&'a Key>>, key: &Key) -> Vec<&'a Key> {
+    after
+        .get(key)
+        .map(|s| s.iter().rev().copied().collect())
+        .unwrap_or_default()
+}
 
 /// Which of two holders of an account is newer: its state's time, then a
 /// correlated key before an uncorrelated one, then the greater key.

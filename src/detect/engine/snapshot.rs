@@ -25,7 +25,7 @@ use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 /// The version of the encoding of every state record; a record of another
@@ -105,65 +105,6 @@ pub(super) struct Changes {
     /// Accounts moved between keys since the last checkpoint: the
     /// account, the key letting it go, the key taking it.
     pub(super) moves: Vec<(AccountRef, Key, Key)>,
-}
-
-/// Orders a checkpoint's keys (given in key order) so that every key that
-/// held an account moved since the last checkpoint comes after the key
-/// holding it now: a checkpoint cut short between the two leaves the
-/// account under both keys, which the restore settles, never under
-/// neither. Otherwise keys keep their order. Where accounts moved in
-/// opposite directions between keys (a cycle), one of the keys on the
-/// cycle must come first.
-fn receivers_first(dirty: Vec<Key>, moves: &[(AccountRef, Key, Key)]) -> Vec<Key> {
-    if moves.is_empty() {
-        return dirty;
-    }
-    // Where each account is now.
-    let mut holder: HashMap<&AccountRef, &Key> = HashMap::new();
-    for (id, _, to) in moves {
-        holder.insert(id, to);
-    }
-    let present: HashSet<&Key> = dirty.iter().collect();
-    let mut after: BTreeMap<&Key, BTreeSet<&Key>> = BTreeMap::new();
-    for (id, from, _) in moves {
-        let to = holder[id];
-        if from != to && present.contains(from) && present.contains(to) {
-            after.entry(from).or_default().insert(to);
-        }
-    }
-    // Depth first, a key after the keys it waits for: only the edges that
-    // close a cycle are not followed.
-    let mut out = Vec::with_capacity(dirty.len());
-    let mut seen: HashSet<&Key> = HashSet::with_capacity(dirty.len());
-    for root in &dirty {
-        if !seen.insert(root) {
-            continue;
-        }
-        let mut stack: Vec<(&Key, Vec<&Key>)> = vec![(root, waits(&after, root))];
-        while let Some((key, pending)) = stack.last_mut() {
-            match pending.pop() {
-                Some(next) => {
-                    if seen.insert(next) {
-                        let w = waits(&after, next);
-                        stack.push((next, w));
-                    }
-                }
-                None => {
-                    out.push((*key).clone());
-                    stack.pop();
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The keys `key` is written after, the first to visit last.
-fn waits<'a>(after: &BTreeMap<&'a Key, BTreeSet<&'a Key>>, key: &Key) -> Vec<&'a Key> {
-    after
-        .get(key)
-        .map(|s| s.iter().rev().copied().collect())
-        .unwrap_or_default()
 }
 
 /// Why state records cannot restore an engine.
@@ -508,7 +449,7 @@ impl Engine {
         };
         let mut dirty: Vec<Key> = changes.dirty.drain().collect();
         dirty.sort();
-        let dirty = receivers_first(dirty, &std::mem::take(&mut changes.moves));
+        let dirty = super::owners::receivers_first(dirty, &std::mem::take(&mut changes.moves));
         let mut keys = Vec::with_capacity(dirty.len());
         let mut gone = Vec::new();
         for key in dirty {

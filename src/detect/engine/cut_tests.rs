@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// moves stream time, as the partition task does), the engine publishes
 /// what an uninterrupted one publishes after the complete checkpoint, and
 /// holds the same state, key for key; also when the account changed under
-/// its old key between the checkpoint and the move.
+/// its old key between the checkpoint and the move, or moved on to a
+/// third key right after it.
 #[test]
 fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
     let mut cfg = (*config()).clone();
@@ -29,19 +30,28 @@ fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
     let moves = moves(&plain);
     assert!(moves.len() >= 4, "the feed moves accounts: {moves:?}");
     let (mut both, mut checked) = (0, 0);
-    // Each move as generated, and with a privileged group added to the
-    // account under its old key between the checkpoint and the move.
-    let variants = moves.iter().flat_map(|&m| [(m, false), (m, true)]);
-    for ((first, moved), between) in variants {
+    // Each move as generated; with a privileged group added to the
+    // account under its old key between the checkpoint and the move; and
+    // with the account moved on to a third key right after the move.
+    let variants = moves.iter().flat_map(|&m| [(m, 0), (m, 1), (m, 2)]);
+    for ((first, moved), variant) in variants {
         let mut events = plain.clone();
-        let moved = if between {
-            let Some(extra) = group_added(&events[first], &events[moved]) else {
-                continue;
-            };
-            events.insert(moved, extra);
-            moved + 1
-        } else {
-            moved
+        let moved = match variant {
+            1 => {
+                let Some(extra) = group_added(&events[first], &events[moved]) else {
+                    continue;
+                };
+                events.insert(moved, extra);
+                moved + 1
+            }
+            2 => {
+                let Some(again) = moved_on(&events[moved]) else {
+                    continue;
+                };
+                events.insert(moved + 1, again);
+                moved + 1
+            }
+            _ => moved,
         };
         let (a, b) = (first + 1, moved + 1);
         let mut engine = Engine::new(cfg.clone());
@@ -148,6 +158,26 @@ fn group_added(created: &Event, moving: &Event) -> Option<Event> {
     e.group = Some("Domain Admins".into());
     e.privileged = true;
     Some(Event::Directory(e))
+}
+
+/// The directory account event `moving` names, moved on to another
+/// worker a millisecond later.
+fn moved_on(moving: &Event) -> Option<Event> {
+    let Event::Directory(d) = moving else {
+        return None;
+    };
+    let mut e = d.clone();
+    e.event_id = format!("{}-again", d.event_id).as_str().into();
+    e.occurred_at = Ts(d.occurred_at.millis() + 1);
+    let next = Some("W900001".into());
+    if e.worker_id.is_some() {
+        e.worker_id = next.clone();
+    }
+    if e.owner_worker_id.is_some() {
+        e.owner_worker_id = next;
+    }
+    let moved = Event::Directory(e);
+    (moved.key() != moving.key()).then_some(moved)
 }
 
 /// Every key's state as its changelog record.

@@ -331,11 +331,11 @@ impl Engine {
         let Some(event_id) = self.admit(&env.event, out) else {
             return;
         };
-        if !self.waiting.is_empty() {
-            if let (cause, Some(id)) = self.cause_of(&env.origin, &env.event, event_id) {
-                let key = env.event.key();
-                self.settle_move(&id, &key, env.event.occurred_at(), &cause, out);
-            }
+        // The move it made, if any, of an account from a key whose record
+        // is older.
+        if let (cause, Some(id)) = self.cause_of(&env.origin, &env.event, event_id) {
+            let key = env.event.key();
+            self.settle_move(&id, &key, (env.event.occurred_at(), true), &cause, out);
         }
     }
 
@@ -424,7 +424,7 @@ impl Engine {
             Event::App(_) => Attrs::default(),
         };
         if let (Some(id), false) = (&account, self.waiting.is_empty()) {
-            self.settle_move(id, &key, t, &cause, out);
+            self.settle_move(id, &key, (t, false), &cause, out);
         }
         let (key, moved) = match &account {
             Some(id) => match self.take_account(id, &key, t, &cause, out) {

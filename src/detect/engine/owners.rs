@@ -368,25 +368,33 @@ impl Engine {
     }
 
     /// An event of account `id` under `key` at `t`, before the account is
-    /// taken: when `key`'s copy waits for the event that moved the account
-    /// to it (see [`Engine::settle_moves`]) and this event is at least as
-    /// new as the copy where the account is now, that copy is let go and
-    /// the account is `key`'s.
+    /// taken (`reflected`: an event re-read after a checkpoint cut short
+    /// that `key`'s record already holds, which is not applied again).
+    /// When it moved the account in the engine that wrote the checkpoint
+    /// (the copy where the account is now is no newer) and either `key`'s
+    /// copy waits for it (see [`Engine::settle_moves`]) or it is
+    /// reflected, that copy is let go, its findings reconciling with this
+    /// event as evidence; the account is then `key`'s if its copy waited,
+    /// and nowhere for now if it moved on from `key` later.
     pub(super) fn settle_move(
         &mut self,
         id: &AccountRef,
         key: &Key,
-        t: Ts,
+        (t, reflected): (Ts, bool),
         cause: &Cause,
         out: &mut Vec<Finding>,
     ) {
-        if !self.waiting.get(id).is_some_and(|keys| keys.contains(key)) {
+        let waits = self.waiting.get(id).is_some_and(|keys| keys.contains(key));
+        if !waits && !reflected {
             return;
         }
         let held = self.owners.get(id, &self.store);
+        if held.as_ref() == Some(key) {
+            return;
+        }
         if let Some(held) = &held {
             match self.holding(held, id) {
-                // Not the move: in the engine that wrote the checkpoint the
+                // Not a move: in the engine that wrote the checkpoint the
                 // event applied to the account where it was.
                 Some((at, _)) if rank(at, held) > rank(t, key) => return,
                 Some(_) => {
@@ -394,6 +402,12 @@ impl Engine {
                 }
                 None => {}
             }
+        }
+        if !waits {
+            if let Some(held) = &held {
+                self.owners.remove(id, held, &self.store);
+            }
+            return;
         }
         self.owners.set(id, held.as_ref(), key, &self.store);
         if let Some(keys) = self.waiting.get_mut(id) {

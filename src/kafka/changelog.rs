@@ -30,7 +30,7 @@
 use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};
 use crate::detect::engine::{
-    read_ids, window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION,
+    emptied_record, read_ids, window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION,
 };
 use crate::detect::state::{Reader, Writer};
 use crate::model::event::Key;
@@ -515,7 +515,7 @@ fn scan(
         }
         // An emptied key holds nothing; its offsets still tell what its
         // events are reflected in.
-        if state.is_empty() {
+        if state == emptied_record() {
             emptied.push(k);
             None
         } else {
@@ -536,7 +536,14 @@ fn scan(
     // key letting it go: the account moves when the input re-read reaches
     // the move.
     let count = count - emptied.len();
-    engine.delete_emptied(emptied);
+    // Deleted once the partition record is past them: until then a second
+    // crash would re-read events they tell are in another key's state.
+    engine.delete_emptied(
+        emptied
+            .into_iter()
+            .filter(|k| !ahead.contains_key(k))
+            .collect(),
+    );
     let waiting = engine.settle_moves(&ahead);
     if waiting > 0 {
         tracing::info!(

@@ -55,8 +55,8 @@ use crate::model::time::Ts;
 use cause::Cause;
 pub use owners::{encode_note, pack_notes, Note, To};
 pub use snapshot::{
-    config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
-    FORMAT_VERSION, MAX_PIECE_BYTES,
+    config_fingerprint, emptied_record, read_ids, window_ids, Checkpoint, PartitionRecord,
+    RestoreError, WindowIds, FORMAT_VERSION, MAX_PIECE_BYTES,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

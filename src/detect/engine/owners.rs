@@ -214,13 +214,13 @@ pub(super) type Forwards = std::collections::HashMap<AccountRef, (Key, Ts), ahas
 /// re-read reaches the event that moved it.
 pub(super) type Waiting = std::collections::HashMap<AccountRef, Vec<Key>, ahash::RandomState>;
 
-/// Orders a checkpoint's keys (given in key order) so that every key that
-/// held an account moved since the last checkpoint comes after the key
-/// holding it now: a checkpoint cut short between the two leaves the
-/// account under both keys, which the restore settles, never under
-/// neither. Otherwise keys keep their order. Where accounts moved in
-/// opposite directions between keys (a cycle), one of the keys on the
-/// cycle must come first.
+/// Orders a checkpoint's keys (given in key order) so that a key an
+/// account moved off since the last checkpoint comes after the key it
+/// moved to, and the key holding it now first: a checkpoint cut short
+/// between them leaves the account under two keys, which the restore
+/// settles, never under none. Otherwise keys keep their order. Where
+/// accounts moved in opposite directions between keys (a cycle), one of
+/// the keys on the cycle must come first.
 pub(super) fn receivers_first(dirty: Vec<Key>, moves: &[(AccountRef, Key, Key)]) -> Vec<Key> {
     if moves.is_empty() {
         return dirty;
@@ -230,11 +230,13 @@ pub(super) fn receivers_first(dirty: Vec<Key>, moves: &[(AccountRef, Key, Key)])
     for (id, _, to) in moves {
         holder.insert(id, to);
     }
+    // Each key an account left comes after the key it went to, but for
+    // the key holding it now (an account moved away and back): that one
+    // comes first.
     let present: HashSet<&Key> = dirty.iter().collect();
     let mut after: BTreeMap<&Key, BTreeSet<&Key>> = BTreeMap::new();
-    for (id, from, _) in moves {
-        let to = holder[id];
-        if from != to && present.contains(from) && present.contains(to) {
+    for (id, from, to) in moves {
+        if from != to && from != holder[id] && present.contains(from) && present.contains(to) {
             after.entry(from).or_default().insert(to);
         }
     }

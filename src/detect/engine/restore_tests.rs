@@ -26,9 +26,6 @@ impl Log {
             self.pieces.remove(&first);
         }
         self.keys.extend(c.keys);
-        for k in c.emptied {
-            self.keys.insert(k, Vec::new());
-        }
         for k in c.deleted {
             self.keys.remove(&k);
         }
@@ -49,7 +46,7 @@ impl Log {
             .keys
             .clone()
             .into_iter()
-            .partition(|(_, s)| s.is_empty());
+            .partition(|(_, s)| s == super::snapshot::emptied_record());
         let mut engine = Engine::restore(cfg.clone(), &partition, keys, &ids, pieces)?;
         engine.delete_emptied(emptied.into_iter().map(|(k, _)| k).collect());
         Ok(engine)

@@ -60,25 +60,23 @@ pub struct Checkpoint {
     /// whose state was not restored, or emptied by the previous
     /// checkpoint): to delete.
     pub deleted: Vec<Key>,
-    /// Keys an account moved off and left with nothing: written with an
-    /// empty state (an "emptied" record), deleted by the next checkpoint.
-    pub emptied: Vec<Key>,
     /// The partition record.
     pub partition: Vec<u8>,
 }
 
 impl Checkpoint {
     /// The key records in the order they are written: a deleted key has
-    /// no state, an emptied key an empty one. The keys come first, a key
-    /// that let an account go to another after that one, then the keys
-    /// emptied, and the deletions last: a checkpoint cut short between two
-    /// of them leaves an account that changed hands under both keys, which
-    /// the restore settles ([`Engine::settle_moves`]), never under neither.
+    /// no state, a key an account moved off and left with nothing the
+    /// state of no worker ([`emptied_record`]: deleted by the next
+    /// checkpoint). The keys come first, a key that let an account go to
+    /// another after that one, and the deletions last: a checkpoint cut
+    /// short between two of them leaves an account that changed hands
+    /// under both keys, which the restore settles
+    /// ([`Engine::settle_moves`]), never under neither.
     pub fn key_records(&self) -> impl Iterator<Item = (&Key, Option<&[u8]>)> {
         self.keys
             .iter()
             .map(|(k, s)| (k, Some(s.as_slice())))
-            .chain(self.emptied.iter().map(|k| (k, Some(&[][..]))))
             .chain(self.deleted.iter().map(|k| (k, None)))
     }
 }
@@ -105,6 +103,19 @@ pub(super) struct Changes {
     /// Accounts moved between keys since the last checkpoint: the
     /// account, the key letting it go, the key taking it.
     pub(super) moves: Vec<(AccountRef, Key, Key)>,
+}
+
+/// The record of a key an account moved off and left with nothing: the
+/// state of no worker, as any version reads it. A restore does not keep
+/// the key, but its events before the record's offsets are in the state
+/// of the key the account went to.
+pub fn emptied_record() -> &'static [u8] {
+    static EMPTY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| {
+        let mut w = Writer::default();
+        crate::detect::state::WorkerState::default().encode_record(&mut w);
+        w.buf
+    })
 }
 
 /// Why state records cannot restore an engine.
@@ -460,7 +471,9 @@ impl Engine {
             } else if let Some(frozen) = self.store.frozen().get(&key) {
                 keys.push((key.clone(), frozen.record().to_vec()));
             } else {
-                // Removed since (an account moved off and left it empty).
+                // Removed since (an account moved off and left it empty):
+                // written empty, in its place in the order.
+                keys.push((key.clone(), emptied_record().to_vec()));
                 gone.push(key);
             }
         }
@@ -476,10 +489,9 @@ impl Engine {
         // checkpoint cut short knows its events before these offsets are
         // in the state of the key the account went to; the next checkpoint
         // deletes it.
-        changes.deleted.extend(gone.iter().cloned());
+        changes.deleted.extend(gone);
         let mut out = Checkpoint {
             keys,
-            emptied: gone,
             deleted,
             supersedes: std::mem::take(&mut changes.supersedes),
             origin: std::mem::take(&mut changes.origin),

@@ -25,7 +25,12 @@
 //! before: its events are in the state), never past the committed ones.
 //! Key records written after the newest partition record (a checkpoint cut
 //! short) reflect later offsets: the events of their key before those
-//! offsets only advance stream time ([`Restored::ahead`]).
+//! offsets only advance stream time ([`Restored::ahead`]). A key an account
+//! moved off and left with nothing is written as the state of no worker
+//! ([`emptied_record`]) before it is deleted: not restored as a key, it
+//! still tells which of its events are in the state of the key the
+//! account went to. Accounts that changed hands within a checkpoint cut
+//! short are settled by [`Engine::settle_moves`].
 
 use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};

@@ -47,6 +47,7 @@ mod timers;
 use crate::config::Config;
 pub use crate::detect::episode::{Episode, Phase};
 use crate::detect::rules::{Condition, Rule};
+pub use crate::detect::state::emptied_record;
 use crate::detect::state::{AccountRef, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::model::event::{Envelope, Event, Key, Origin};
 use crate::model::finding::Finding;
@@ -55,8 +56,8 @@ use crate::model::time::Ts;
 use cause::Cause;
 pub use owners::{encode_note, pack_notes, Note, To};
 pub use snapshot::{
-    config_fingerprint, emptied_record, read_ids, window_ids, Checkpoint, PartitionRecord,
-    RestoreError, WindowIds, FORMAT_VERSION, MAX_PIECE_BYTES,
+    config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
+    FORMAT_VERSION, MAX_PIECE_BYTES,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

@@ -20,7 +20,9 @@ use super::timers::{TimerKey, MIN_TIMER_SWEEP};
 use super::{Engine, EngineStats};
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{AccountRef, CodecError, Dedup, Frozen, Reader, Summary, Writer};
+use crate::detect::state::{
+    emptied_record, AccountRef, CodecError, Dedup, Frozen, Reader, Summary, Writer,
+};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
@@ -103,19 +105,6 @@ pub(super) struct Changes {
     /// Accounts moved between keys since the last checkpoint: the
     /// account, the key letting it go, the key taking it.
     pub(super) moves: Vec<(AccountRef, Key, Key)>,
-}
-
-/// The record of a key an account moved off and left with nothing: the
-/// state of no worker, as any version reads it. A restore does not keep
-/// the key, but its events before the record's offsets are in the state
-/// of the key the account went to.
-pub fn emptied_record() -> &'static [u8] {
-    static EMPTY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| {
-        let mut w = Writer::default();
-        crate::detect::state::WorkerState::default().encode_record(&mut w);
-        w.buf
-    })
 }
 
 /// Why state records cannot restore an engine.

@@ -35,6 +35,7 @@ pub use account::{Account, AccountAttrs, AccountRef, Grant};
 pub use codec::{CodecError, Reader, Writer};
 pub use dedup::Dedup;
 pub use hr::{HrRecord, WorkerStatus};
+pub use record::emptied_record;
 pub use record::Summary;
 pub use store::{Frozen, Store};
 

@@ -400,3 +400,16 @@ impl WorkerState {
         })
     }
 }
+
+/// The record of a key an account moved off and left with nothing: the
+/// state of no worker, as any version reads it. A restore does not keep
+/// the key, but its events before the record's offsets are in the state
+/// of the key the account went to.
+pub fn emptied_record() -> &'static [u8] {
+    static EMPTY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| {
+        let mut w = Writer::default();
+        WorkerState::default().encode_record(&mut w);
+        w.buf
+    })
+}

@@ -198,6 +198,10 @@ struct BenchArgs {
     /// ratio of each pair and their median are reported
     #[arg(long, requires = "changelog", default_value_t = 5)]
     throughput_pairs: u32,
+    /// With --changelog: restarts that restore from the changelog; each
+    /// is reported, and the median compared with the restore from history
+    #[arg(long, requires = "changelog", default_value_t = 3)]
+    restore_runs: u32,
     /// Configuration file (default: the built-in config/driftwatch.toml).
     #[arg(long)]
     config: Option<PathBuf>,

@@ -16,6 +16,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         checkpoint_interval,
         compaction_wait,
         throughput_pairs,
+        restore_runs,
         config,
     } = args;
     let checkpoint_interval_ms = checkpoint_interval
@@ -38,6 +39,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         checkpoint_interval_ms,
         compaction_wait_ms,
         throughput_pairs,
+        restore_runs,
     };
     let mut stdout = std::io::stdout();
     runtime()?.block_on(driftwatch::tools::bench::run(cfg, opts, &mut stdout))?;

@@ -35,9 +35,10 @@
 use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};
 use crate::detect::engine::{
-    emptied_record, read_ids, window_ids, Checkpoint, Engine, PartitionRecord, FORMAT_VERSION,
+    emptied_record, read_ids, window_ids, Checkpoint, Engine, PartitionRecord, RestoreError,
+    FORMAT_VERSION,
 };
-use crate::detect::state::{Reader, Writer};
+use crate::detect::state::{CodecError, Frozen, Head, Reader, Writer};
 use crate::model::event::Key;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -45,6 +46,10 @@ use rdkafka::producer::DeliveryFuture;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// A key record as read: its state left encoded with its head read,
+/// `None` for an emptied key, or why it cannot be read.
+type KeyRead = Result<Option<(Frozen, Head)>, CodecError>;
 
 /// How long reading the changelog may go without progress: longer than a
 /// transaction of a killed exactly-once detector stays open (librdkafka's
@@ -304,7 +309,13 @@ fn scan(
         elapsed_ms = asked.elapsed().as_millis() as u64,
         "state changelog bounds"
     );
-    let mut keys: HashMap<Key, (Vec<i64>, Vec<u8>)> = HashMap::new();
+    // Nearly one key per record in a compacted changelog (capped: a
+    // changelog not compacted yet may hold many records per key).
+    let mut keys: HashMap<Key, (Vec<i64>, KeyRead)> =
+        HashMap::with_capacity((high - low).clamp(0, 1 << 20) as usize);
+    // The engine the restore fills: each key record's head is read into it
+    // as the record comes, while its bytes are in cache.
+    let mut engine = Engine::new(cfg.clone());
     let mut pieces: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut last: Option<(Vec<i64>, Vec<u8>)> = None;
     let (mut records, mut bytes) = (0u64, 0u64);
@@ -317,7 +328,9 @@ fn scan(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
         consumer.assign(&tpl)?;
-        let mut progress = Instant::now();
+        // When a record last came, and how many had then; the clock is
+        // read only when a poll returns none.
+        let mut progress = (Instant::now(), 0u64);
         let mut next = low;
         while next < high {
             if *stop.borrow() {
@@ -336,7 +349,9 @@ fn scan(
                             next = next.max(o);
                         }
                     }
-                    if progress.elapsed() > READ_STALL {
+                    if progress.1 != records {
+                        progress = (Instant::now(), records);
+                    } else if progress.0.elapsed() > READ_STALL {
                         return Err(err(format!(
                             "no progress reading {topic} [{partition}] for {}s, at offset {next} of {high}",
                             READ_STALL.as_secs()
@@ -349,7 +364,6 @@ fn scan(
                 // Fetched for the reader's previous restore.
                 continue;
             }
-            progress = Instant::now();
             next = m.offset() + 1;
             records += 1;
             let (Some(key), value) = (m.key(), m.payload()) else {
@@ -393,7 +407,12 @@ fn scan(
                 }
                 (Some(b'k'), None) => match state_key(key) {
                     Some(k) => {
-                        keys.insert(k, (framed.0, framed.1.to_vec()));
+                        let read = if framed.1 == emptied_record() {
+                            Ok(None)
+                        } else {
+                            engine.read_key(framed.1.to_vec()).map(Some)
+                        };
+                        keys.insert(k, (framed.0, read));
                     }
                     None => {
                         unusable.get_or_insert_with(|| {
@@ -513,21 +532,31 @@ fn scan(
     let decoding = Instant::now();
     let mut ahead = HashMap::new();
     let mut emptied = Vec::new();
-    let count = keys.len();
-    let states = keys.into_iter().filter_map(|(k, (offsets, state))| {
+    let mut states = Vec::with_capacity(keys.len());
+    for (k, (offsets, read)) in keys {
         if offsets.len() == width && offsets.iter().zip(&start).any(|(o, s)| o > s) {
             ahead.insert(k.clone(), offsets);
         }
-        // An emptied key holds nothing; its offsets still tell what its
-        // events are reflected in.
-        if state == emptied_record() {
-            emptied.push(k);
-            None
-        } else {
-            Some((k, state))
+        match read {
+            Ok(Some(r)) => states.push((k, r)),
+            // An emptied key holds nothing; its offsets still tell what
+            // its events are reflected in.
+            Ok(None) => emptied.push(k),
+            Err(source) => {
+                return Ok(Err(Unusable {
+                    reason: RestoreError::Key {
+                        key: k.to_string(),
+                        source,
+                    }
+                    .to_string(),
+                    pieces: all,
+                    keys: all_keys,
+                }))
+            }
         }
-    });
-    let mut engine = match Engine::restore(cfg.clone(), &record, states, &ids, written) {
+    }
+    let count = states.len();
+    let mut engine = match engine.restore_read(&record, states, &ids, written) {
         Ok(e) => e,
         Err(e) => {
             return Ok(Err(Unusable {
@@ -537,10 +566,6 @@ fn scan(
             }))
         }
     };
-    // A checkpoint cut short after the key taking an account, before the
-    // key letting it go: the account moves when the input re-read reaches
-    // the move.
-    let count = count - emptied.len();
     // Deleted once the partition record is past them: until then a second
     // crash would re-read events they tell are in another key's state.
     engine.delete_emptied(
@@ -549,6 +574,9 @@ fn scan(
             .filter(|k| !ahead.contains_key(k))
             .collect(),
     );
+    // A checkpoint cut short after the key taking an account, before the
+    // key letting it go: the account moves when the input re-read reaches
+    // the move.
     let waiting = engine.settle_moves(&ahead);
     if waiting > 0 {
         tracing::info!(

@@ -36,6 +36,7 @@ mod cut_tests;
 mod finding;
 mod lifecycle;
 mod owners;
+mod restore;
 #[cfg(test)]
 mod restore_tests;
 mod snapshot;
@@ -50,7 +51,7 @@ use crate::detect::rules::{Condition, Rule};
 pub use crate::detect::state::emptied_record;
 use crate::detect::state::{AccountRef, Attrs, Dedup, EvRef, Store, WorkerState};
 use crate::model::event::{Envelope, Event, Key, Origin};
-use crate::model::finding::Finding;
+use crate::model::finding::{Finding, OpenFinding};
 use crate::model::id::{EventId, Sym};
 use crate::model::time::Ts;
 use cause::Cause;
@@ -118,6 +119,9 @@ pub struct Engine {
     /// Copies of accounts a checkpoint cut short wrote, waiting for the
     /// event that moved the account.
     waiting: owners::Waiting,
+    /// What a restore from the changelog found open or escalated, read
+    /// with each key's summary.
+    restored_open: Option<Vec<OpenFinding>>,
 }
 
 const INTERNER_LIMIT: usize = 1 << 20;
@@ -153,6 +157,7 @@ impl Engine {
             forwards: owners::Forwards::default(),
             forwards_sweep_at: owners::MIN_FORWARDS_SWEEP,
             waiting: owners::Waiting::default(),
+            restored_open: None,
         }
     }
 
@@ -168,6 +173,15 @@ impl Engine {
     /// The state store, shareable with readers.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The findings the state holds open or escalated, as the owner
+    /// gauges count them; asked before the first event. A restore from the
+    /// changelog read them already, else the store is read for them.
+    pub fn take_open_findings(&mut self) -> Vec<OpenFinding> {
+        self.restored_open
+            .take()
+            .unwrap_or_else(|| self.store.open_findings())
     }
 
     /// Keys in the state store.

@@ -16,19 +16,16 @@
 
 use super::cause::Cause;
 use super::storm::{Opening, Storm};
-use super::timers::{TimerKey, MIN_TIMER_SWEEP};
-use super::{Engine, EngineStats};
+use super::timers::TimerKey;
+use super::Engine;
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{
-    emptied_record, AccountRef, CodecError, Dedup, Frozen, Reader, Summary, Writer,
-};
+use crate::detect::state::{emptied_record, AccountRef, CodecError, Reader, Writer};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 /// The version of the encoding of every state record; a record of another
 /// version is not read.
@@ -105,6 +102,21 @@ pub(super) struct Changes {
     /// Accounts moved between keys since the last checkpoint: the
     /// account, the key letting it go, the key taking it.
     pub(super) moves: Vec<(AccountRef, Key, Key)>,
+}
+
+impl Changes {
+    /// What a state restored from a checkpoint has written: the window
+    /// up to `end`, and the pieces of ids written (first number, end);
+    /// those past `end` (a checkpoint cut short) are deleted by the next.
+    pub(super) fn restored(end: u64, pieces: Vec<(u64, u64)>) -> Changes {
+        let (pieces, orphaned): (Vec<_>, Vec<_>) = pieces.into_iter().partition(|p| p.0 < end);
+        Changes {
+            dedup_written: end,
+            pieces: pieces.into(),
+            orphaned: orphaned.into_iter().map(|p| p.0).collect(),
+            ..Changes::default()
+        }
+    }
 }
 
 /// Why state records cannot restore an engine.
@@ -199,7 +211,7 @@ fn write_storm(w: &mut Writer, s: &Storm) {
     w.ts(s.last_clear);
 }
 
-fn read_storm(r: &mut Reader<'_>) -> Result<Storm, CodecError> {
+pub(super) fn read_storm(r: &mut Reader<'_>) -> Result<Storm, CodecError> {
     let mut s = Storm {
         openings: r.seq(|r| {
             Ok(Opening {
@@ -329,8 +341,8 @@ pub struct PartitionRecord {
     /// Where the de-duplication window starts and ends (ids by number).
     pub dedup_window: std::ops::Range<u64>,
     /// The window's stretches of arrival (`state.dedup_max_age`).
-    dedup_stretches: Vec<(u64, Ts)>,
-    bytes: Vec<u8>,
+    pub(super) dedup_stretches: Vec<(u64, Ts)>,
+    pub(super) bytes: Vec<u8>,
 }
 
 impl PartitionRecord {
@@ -565,131 +577,5 @@ impl Engine {
             w.u8(*kind);
             w.rule(*rule);
         });
-    }
-
-    /// An engine holding what a checkpointing engine held at its last
-    /// checkpoint: its partition record, the newest record of each key
-    /// (`keys`, in any order), and the ids of the de-duplication window
-    /// (`dedup`, oldest first: the pieces covering
-    /// `partition.dedup_window`, joined) with the bounds of every piece
-    /// written (`pieces`, as [`window_ids`] gives them: those out of the
-    /// window are deleted at the next checkpoint). It tracks changes from
-    /// there.
-    pub fn restore(
-        cfg: Arc<Config>,
-        partition: &PartitionRecord,
-        keys: impl IntoIterator<Item = (Key, Vec<u8>)>,
-        dedup: &[(System, EventId)],
-        pieces: Vec<(u64, u64)>,
-    ) -> Result<Engine, RestoreError> {
-        let mut engine = Engine::new(cfg);
-        let mut r = Reader::new(&partition.bytes);
-        // The header, read and checked by `PartitionRecord::read`.
-        r.u8()?;
-        r.u64()?;
-        let (start, end) = (r.u64()?, r.u64()?);
-        r.seq::<_, Vec<_>>(|r| Ok((r.u64()?, r.ts()?)))?;
-        r.topics()?;
-        engine.now = r.ts()?;
-        engine.generation = r.u64()? + 1;
-        engine.opening_serial = r.u64()?;
-        engine.stats = EngineStats {
-            events: r.u64()?,
-            duplicates: r.u64()?,
-            timers_fired: r.u64()?,
-            opened: r.u64()?,
-            escalated: r.u64()?,
-            resolved: r.u64()?,
-            held: r.u64()?,
-        };
-        let storms: Vec<Storm> = r.seq(read_storm)?;
-        if storms.len() != engine.storms.len() {
-            return r
-                .fail(format!(
-                    "{} storms for {} rules",
-                    storms.len(),
-                    engine.storms.len()
-                ))
-                .map_err(RestoreError::Codec);
-        }
-        engine.storms = storms;
-        let timers: Vec<(Ts, u8, Rule)> = r.seq(|r| {
-            let at = r.ts()?;
-            let kind = r.pick(&[0u8, 1], "storm timer kind")?;
-            Ok((at, kind, r.rule()?))
-        })?;
-        r.finish()?;
-        let mut heap = Vec::with_capacity(timers.len());
-        for (at, kind, rule) in timers {
-            heap.push(Reverse((
-                at,
-                if kind == 0 {
-                    TimerKey::Storm(rule)
-                } else {
-                    TimerKey::StormEnd(rule)
-                },
-            )));
-        }
-        if dedup.len() as u64 != end - start {
-            return Err(RestoreError::DedupGap {
-                from: start + dedup.len() as u64,
-                to: end,
-            });
-        }
-        engine.dedup = Dedup::restored(
-            engine.cfg.dedup_capacity,
-            engine.cfg.dedup_max_age_ms,
-            dedup.iter().map(|(s, id)| (*s, id)),
-            end,
-            &partition.dedup_stretches,
-        );
-        let store = engine.store.clone();
-        // Each key's state stays encoded until first touched; its summary
-        // gives what the engine totals and its timer.
-        for (key, record) in keys {
-            let (frozen, summary) = Frozen::new(record).map_err(|source| RestoreError::Key {
-                key: key.to_string(),
-                source,
-            })?;
-            let owned =
-                Summary::owned(frozen.record(), &mut |s| engine.intern(s)).map_err(|source| {
-                    RestoreError::Key {
-                        key: key.to_string(),
-                        source,
-                    }
-                })?;
-            for id in owned {
-                engine.owners.set(&id, None, &key, &store);
-            }
-            engine.entries += summary.entries as usize;
-            // Serials of openings a key's record holds (one written after
-            // the partition record) are never given out again.
-            engine.opening_serial = engine.opening_serial.max(summary.opening);
-            if summary.known_to_hr {
-                engine.workers += 1;
-            }
-            if let Some(at) = summary.wake_at {
-                heap.push(Reverse((at, TimerKey::Worker(key.clone()))));
-            }
-            if store.frozen().insert(key, frozen).is_none() {
-                engine.tracked += 1;
-                engine.frozen += 1;
-            }
-        }
-        engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
-        engine.timers = BinaryHeap::from(heap);
-        let orphaned: Vec<u64> = pieces.iter().filter(|p| p.0 >= end).map(|p| p.0).collect();
-        let pieces: Vec<(u64, u64)> = pieces.into_iter().filter(|p| p.0 < end).collect();
-        engine.changes = Some(Changes {
-            dirty: HashSet::default(),
-            dedup_written: end,
-            pieces: pieces.into(),
-            deleted: Vec::new(),
-            orphaned,
-            supersedes: false,
-            origin: false,
-            moves: Vec::new(),
-        });
-        Ok(engine)
     }
 }

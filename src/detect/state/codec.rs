@@ -333,14 +333,22 @@ impl<'a> Reader<'a> {
 
     pub fn seq<T, C: Default + Extend<T>>(
         &mut self,
-        mut f: impl FnMut(&mut Reader<'a>) -> Result<T, CodecError>,
+        f: impl FnMut(&mut Reader<'a>) -> Result<T, CodecError>,
     ) -> Result<C, CodecError> {
         let n = self.count()?;
+        let mut items = Items {
+            reader: self,
+            f,
+            left: n,
+            failed: None,
+        };
+        // One extend: the collection reserves for all `n` at once.
         let mut out = C::default();
-        for _ in 0..n {
-            out.extend(std::iter::once(f(self)?));
+        out.extend(&mut items);
+        match items.failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     pub fn key(&mut self) -> Result<Key, CodecError> {
@@ -470,5 +478,37 @@ impl<'a> Reader<'a> {
             topic,
             event_type,
         })
+    }
+}
+
+/// The items of a sequence as an iterator that knows how many are left;
+/// the first that fails to read ends it and is kept in `failed`.
+struct Items<'r, 'a, F> {
+    reader: &'r mut Reader<'a>,
+    f: F,
+    left: usize,
+    failed: Option<CodecError>,
+}
+
+impl<'a, T, F: FnMut(&mut Reader<'a>) -> Result<T, CodecError>> Iterator for Items<'_, 'a, F> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match (self.f)(self.reader) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.left = 0;
+                self.failed = Some(e);
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }

@@ -80,7 +80,7 @@ impl Dedup {
             capacity: capacity.min(DEDUP_MAX_CAPACITY),
             max_age: max_age.map(|a| a.max(1)),
             stretches: VecDeque::new(),
-            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            order: VecDeque::new(),
             first: 0,
             slots: vec![0; 1 << DEDUP_MIN_BITS].into_boxed_slice(),
             bits: DEDUP_MIN_BITS,
@@ -303,6 +303,7 @@ impl Dedup {
     /// apply), instead of doubling the table step by step on the way.
     pub fn reserve(&mut self, n: usize) {
         let want = (self.order.len() + n).min(self.capacity);
+        self.order.reserve(want.saturating_sub(self.order.len()));
         let bits = self.want_bits(want);
         if bits > self.bits {
             self.rehash(bits);

@@ -265,15 +265,19 @@ pub struct Summary {
 impl Summary {
     /// Reads the summary at the start of a key record.
     pub fn read(r: &mut Reader<'_>) -> Result<Summary, CodecError> {
-        let summary = Summary {
+        let summary = Summary::read_fields(r)?;
+        // The accounts the key holds, read by [`Summary::owned`].
+        r.bytes()?;
+        Ok(summary)
+    }
+
+    fn read_fields(r: &mut Reader<'_>) -> Result<Summary, CodecError> {
+        Ok(Summary {
             entries: r.u64()?,
             opening: r.u64()?,
             known_to_hr: r.bool()?,
             wake_at: r.opt_ts()?,
-        };
-        // The accounts the key holds, read by [`Summary::owned`].
-        r.bytes()?;
-        Ok(summary)
+        })
     }
 
     /// The identities of the accounts a key record holds (for the
@@ -284,21 +288,46 @@ impl Summary {
         intern: &mut dyn FnMut(&str) -> Sym,
     ) -> Result<Vec<AccountRef>, CodecError> {
         let mut r = Reader::new(record);
-        r.u64()?;
-        r.u64()?;
-        r.bool()?;
-        r.opt_ts()?;
-        let mut owned = Reader::new(r.bytes()?);
-        let list = owned.seq(|r| {
-            Ok(AccountRef {
-                system: r.system()?,
-                scope: intern(r.str()?),
-                account_id: r.name()?,
-            })
-        })?;
-        owned.finish()?;
-        Ok(list)
+        Summary::read_fields(&mut r)?;
+        read_owned(&mut r, intern)
     }
+}
+
+/// What a restore reads of a key record, in one pass over its head.
+#[derive(Debug)]
+pub struct Head {
+    pub summary: Summary,
+    /// [`Summary::owned`].
+    pub owned: Vec<AccountRef>,
+    /// [`read_open`].
+    pub open: Vec<OpenFinding>,
+}
+
+impl Head {
+    pub fn read(record: &[u8], intern: &mut dyn FnMut(&str) -> Sym) -> Result<Head, CodecError> {
+        let mut r = Reader::new(record);
+        Ok(Head {
+            summary: Summary::read_fields(&mut r)?,
+            owned: read_owned(&mut r, intern)?,
+            open: read_open(&mut r)?,
+        })
+    }
+}
+
+fn read_owned(
+    r: &mut Reader<'_>,
+    intern: &mut dyn FnMut(&str) -> Sym,
+) -> Result<Vec<AccountRef>, CodecError> {
+    let mut owned = Reader::new(r.bytes()?);
+    let list = owned.seq(|r| {
+        Ok(AccountRef {
+            system: r.system()?,
+            scope: intern(r.str()?),
+            account_id: r.name()?,
+        })
+    })?;
+    owned.finish()?;
+    Ok(list)
 }
 
 /// Reads the open findings of a key record, after its [`Summary`].

@@ -5,7 +5,7 @@
 //! through DashMap's `raw-api`, then its lists, then its grant lists).
 
 use super::cpu::{prefetch, prefetch_lines};
-use super::record::{read_open, Summary};
+use super::record::{read_open, Head, Summary};
 use super::{CodecError, Reader, WorkerState};
 use crate::model::event::Key;
 use crate::model::finding::OpenFinding;
@@ -27,11 +27,24 @@ impl Frozen {
     /// summary.
     pub fn new(record: Vec<u8>) -> Result<(Frozen, Summary), CodecError> {
         let summary = Summary::read(&mut Reader::new(&record))?;
-        let frozen = Frozen {
+        Ok((Frozen::keep(record, summary.wake_at), summary))
+    }
+
+    /// Keeps `record` after reading its head (summary, accounts, open
+    /// findings); scopes go through `intern`.
+    pub fn with_head(
+        record: Vec<u8>,
+        intern: &mut dyn FnMut(&str) -> Sym,
+    ) -> Result<(Frozen, Head), CodecError> {
+        let head = Head::read(&record, intern)?;
+        Ok((Frozen::keep(record, head.summary.wake_at), head))
+    }
+
+    fn keep(record: Vec<u8>, wake_at: Option<Ts>) -> Frozen {
+        Frozen {
             record: record.into_boxed_slice(),
-            wake_at: summary.wake_at,
-        };
-        Ok((frozen, summary))
+            wake_at,
+        }
     }
 
     /// The time the key's timer is set for, if any.

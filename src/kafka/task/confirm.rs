@@ -112,10 +112,11 @@ pub(super) async fn confirm_batches(
     let mut owners = OwnerBook::new(metrics, TeamLabels::of(&cfg));
     for f in &restored_open {
         *open.entry((f.rule, f.severity)).or_default() += 1;
-        metrics.open(f.rule, f.severity, 1);
-        owners.restored(f);
     }
-    drop(restored_open);
+    for (&(rule, severity), &n) in &open {
+        metrics.open(rule, severity, n);
+    }
+    owners.restored(restored_open);
     let result = async {
         while let Some(batch) = batches.recv().await {
             let next = batch.next_offsets();

@@ -210,7 +210,7 @@ impl PartitionTask {
         inputs.start_at(&start);
         consumer.resume(&tpl)?;
         // What the restore found open or escalated, for the open-findings gauges.
-        let restored_open = engine.store().open_findings();
+        let restored_open = engine.take_open_findings();
         shared
             .stats
             .stores

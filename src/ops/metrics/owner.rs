@@ -69,7 +69,7 @@ impl Counted {
 pub struct OwnerBook<'m> {
     metrics: &'m Metrics,
     teams: TeamLabels,
-    open: HashMap<String, Counted>,
+    open: HashMap<String, Counted, ahash::RandomState>,
 }
 
 impl<'m> OwnerBook<'m> {
@@ -77,7 +77,7 @@ impl<'m> OwnerBook<'m> {
         OwnerBook {
             metrics,
             teams,
-            open: HashMap::new(),
+            open: HashMap::default(),
         }
     }
 
@@ -86,10 +86,45 @@ impl<'m> OwnerBook<'m> {
         self.open.len()
     }
 
-    /// A finding the restore found open or escalated: counted in the
-    /// gauges as its status says, not as a new transition.
-    pub fn restored(&mut self, f: &OpenFinding) {
-        self.track(&f.finding_id, f.status, f.role, &f.team, f.rule);
+    /// The findings the restore found open or escalated: counted in the
+    /// gauges as their status says, not as new transitions. The gauges
+    /// move once per owner role, team and rule.
+    pub fn restored(&mut self, found: Vec<OpenFinding>) {
+        use std::collections::hash_map::Entry;
+        let mut moves: HashMap<(OwnerRole, Arc<str>, Rule), (i64, i64)> = HashMap::new();
+        for f in found {
+            let overdue = f.status == Status::Escalated;
+            match self.open.entry(f.finding_id) {
+                Entry::Occupied(mut e) => {
+                    let c = e.get_mut();
+                    if overdue && !c.overdue {
+                        c.overdue = true;
+                        moves.entry((c.role, c.team.clone(), c.rule)).or_default().1 += 1;
+                    }
+                }
+                Entry::Vacant(e) => {
+                    let team = self.teams.label(&f.team);
+                    let m = moves.entry((f.role, team.clone(), f.rule)).or_default();
+                    m.0 += 1;
+                    m.1 += i64::from(overdue);
+                    e.insert(Counted {
+                        role: f.role,
+                        team,
+                        rule: f.rule,
+                        overdue,
+                    });
+                }
+            }
+        }
+        for ((role, team, rule), (open, overdue)) in moves {
+            let c = Counted {
+                role,
+                team,
+                rule,
+                overdue: false,
+            };
+            c.move_gauges(self.metrics, open, overdue);
+        }
     }
 
     /// A finding transition the broker acknowledged.
@@ -242,7 +277,15 @@ mod tests {
         assert_eq!(gauge(&m.owner_open, other), 1);
 
         // The partition's share goes back when its task ends.
-        book.restored(&(&finding("f4", "ESCALATED", "IT", "it-identity", IT[2], 24)).into());
+        book.restored(vec![(&finding(
+            "f4",
+            "ESCALATED",
+            "IT",
+            "it-identity",
+            IT[2],
+            24,
+        ))
+            .into()]);
         assert_eq!(
             (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
             (1, 1)
@@ -259,13 +302,58 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_counts_each_finding_once_by_its_status() {
+        let m = Metrics::new();
+        let mut book = OwnerBook::new(&m, TeamLabels::of(&Config::default_config()));
+        let other = ["APP_OWNER", OTHER_TEAM, "LEAVER_APP_ACCESS"];
+        book.restored(vec![
+            (&finding("a", "OPEN", "IT", "it-identity", IT[2], 0)).into(),
+            (&finding("b", "ESCALATED", "IT", "it-identity", IT[2], 24)).into(),
+            (&finding("c", "OPEN", "APP_OWNER", "nobody", other[2], 0)).into(),
+            // Listed twice (by two keys of a checkpoint cut short), the
+            // second time escalated: one finding, overdue.
+            (&finding("a", "ESCALATED", "IT", "it-identity", IT[2], 24)).into(),
+            (&finding("c", "OPEN", "APP_OWNER", "nobody", other[2], 0)).into(),
+        ]);
+        assert_eq!(book.open(), 3);
+        assert_eq!(
+            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
+            (2, 2)
+        );
+        assert_eq!(
+            (gauge(&m.owner_open, other), gauge(&m.owner_overdue, other)),
+            (1, 0)
+        );
+        // Resolving one restored finding moves its own labels back.
+        book.acknowledged(&finding("b", "RESOLVED", "IT", "it-identity", IT[2], 30));
+        assert_eq!(
+            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
+            (1, 1)
+        );
+        drop(book);
+        assert_eq!(
+            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
+            (0, 0)
+        );
+        assert_eq!(gauge(&m.owner_open, other), 0);
+    }
+
+    #[test]
     fn two_partitions_add_up_and_one_leaving_takes_only_its_share() {
         let m = Metrics::new();
         let teams = TeamLabels::of(&Config::default_config());
         let mut p0 = OwnerBook::new(&m, teams.clone());
         let mut p1 = OwnerBook::new(&m, teams);
         p0.acknowledged(&finding("a", "OPEN", "IT", "it-identity", IT[2], 0));
-        p1.restored(&(&finding("b", "ESCALATED", "IT", "it-identity", IT[2], 24)).into());
+        p1.restored(vec![(&finding(
+            "b",
+            "ESCALATED",
+            "IT",
+            "it-identity",
+            IT[2],
+            24,
+        ))
+            .into()]);
         // A storm finding restored open is not listed by the restore: its
         // transitions still move the gauges once, and never below zero.
         p1.acknowledged(&finding("s", "ESCALATED", "IT", "it-identity", IT[2], 24));

@@ -54,6 +54,9 @@ pub struct BenchOptions {
     /// Pairs of passes over the same input, without the changelog and
     /// with it, to compare throughput.
     pub throughput_pairs: u32,
+    /// Restarts restoring from the changelog (at least one); the median
+    /// is compared with the restore from history.
+    pub restore_runs: u32,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -284,18 +287,7 @@ pub async fn run(
     finish(detector).await?;
 
     if opts.changelog {
-        changelog::changelog_phase(
-            &cfg,
-            mock.as_ref(),
-            opts.partitions,
-            n,
-            opts.checkpoint_interval_ms,
-            opts.compaction_wait_ms,
-            opts.throughput_pairs,
-            &baseline,
-            out,
-        )
-        .await?;
+        changelog::changelog_phase(&cfg, mock.as_ref(), &opts, n, &baseline, out).await?;
     }
     Ok(())
 }

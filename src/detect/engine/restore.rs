@@ -1,0 +1,161 @@
+//! An engine rebuilt from the state changelog: its partition record, the
+//! newest record of each key (left encoded, its head read) and the ids of
+//! the de-duplication window.
+
+use super::snapshot::{read_storm, Changes, PartitionRecord, RestoreError};
+use super::storm::Storm;
+use super::timers::{TimerKey, MIN_TIMER_SWEEP};
+use super::{Engine, EngineStats};
+use crate::config::Config;
+use crate::detect::rules::Rule;
+use crate::detect::state::{CodecError, Dedup, Frozen, Head, Reader};
+use crate::model::event::{Key, System};
+use crate::model::id::EventId;
+use crate::model::time::Ts;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+impl Engine {
+    /// An engine holding what a checkpointing engine held at its last
+    /// checkpoint: its partition record, the newest record of each key
+    /// (`keys`, in any order), and the ids of the de-duplication window
+    /// (`dedup`, oldest first: the pieces covering
+    /// `partition.dedup_window`, joined) with the bounds of every piece
+    /// written (`pieces`, as [`window_ids`] gives them: those out of the
+    /// window are deleted at the next checkpoint). It tracks changes from
+    /// there.
+    pub fn restore(
+        cfg: Arc<Config>,
+        partition: &PartitionRecord,
+        keys: impl IntoIterator<Item = (Key, Vec<u8>)>,
+        dedup: &[(System, EventId)],
+        pieces: Vec<(u64, u64)>,
+    ) -> Result<Engine, RestoreError> {
+        let mut engine = Engine::new(cfg);
+        let mut read = Vec::new();
+        for (key, record) in keys {
+            match engine.read_key(record) {
+                Ok(r) => read.push((key, r)),
+                Err(source) => {
+                    return Err(RestoreError::Key {
+                        key: key.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        engine.restore_read(partition, read, dedup, pieces)
+    }
+
+    /// Reads the head of a key record (its summary, accounts and open
+    /// findings) as the changelog is read, while its bytes are still in
+    /// cache; scopes go through this engine's interner. The engine, new,
+    /// is then given every key read so to [`Engine::restore_read`].
+    pub fn read_key(&mut self, record: Vec<u8>) -> Result<(Frozen, Head), CodecError> {
+        Frozen::with_head(record, &mut |s| self.intern(s))
+    }
+
+    /// [`Engine::restore`] of key records read by [`Engine::read_key`] of
+    /// this engine, which holds nothing else yet.
+    pub fn restore_read(
+        self,
+        partition: &PartitionRecord,
+        keys: impl IntoIterator<Item = (Key, (Frozen, Head))>,
+        dedup: &[(System, EventId)],
+        pieces: Vec<(u64, u64)>,
+    ) -> Result<Engine, RestoreError> {
+        debug_assert!(self.tracked == 0 && self.changes.is_none());
+        let mut engine = self;
+        let mut r = Reader::new(&partition.bytes);
+        // The header, read and checked by `PartitionRecord::read`.
+        r.u8()?;
+        r.u64()?;
+        let (start, end) = (r.u64()?, r.u64()?);
+        r.seq::<_, Vec<_>>(|r| Ok((r.u64()?, r.ts()?)))?;
+        r.topics()?;
+        engine.now = r.ts()?;
+        engine.generation = r.u64()? + 1;
+        engine.opening_serial = r.u64()?;
+        engine.stats = EngineStats {
+            events: r.u64()?,
+            duplicates: r.u64()?,
+            timers_fired: r.u64()?,
+            opened: r.u64()?,
+            escalated: r.u64()?,
+            resolved: r.u64()?,
+            held: r.u64()?,
+        };
+        let storms: Vec<Storm> = r.seq(read_storm)?;
+        if storms.len() != engine.storms.len() {
+            return r
+                .fail(format!(
+                    "{} storms for {} rules",
+                    storms.len(),
+                    engine.storms.len()
+                ))
+                .map_err(RestoreError::Codec);
+        }
+        engine.storms = storms;
+        let timers: Vec<(Ts, u8, Rule)> = r.seq(|r| {
+            let at = r.ts()?;
+            let kind = r.pick(&[0u8, 1], "storm timer kind")?;
+            Ok((at, kind, r.rule()?))
+        })?;
+        r.finish()?;
+        let mut heap = Vec::with_capacity(timers.len());
+        for (at, kind, rule) in timers {
+            heap.push(Reverse((
+                at,
+                if kind == 0 {
+                    TimerKey::Storm(rule)
+                } else {
+                    TimerKey::StormEnd(rule)
+                },
+            )));
+        }
+        if dedup.len() as u64 != end - start {
+            return Err(RestoreError::DedupGap {
+                from: start + dedup.len() as u64,
+                to: end,
+            });
+        }
+        engine.dedup = Dedup::restored(
+            engine.cfg.dedup_capacity,
+            engine.cfg.dedup_max_age_ms,
+            dedup.iter().map(|(s, id)| (*s, id)),
+            end,
+            &partition.dedup_stretches,
+        );
+        let store = engine.store.clone();
+        // Each key's state stays encoded until first touched; its summary
+        // gives what the engine totals and its timer.
+        let mut open = Vec::new();
+        for (key, (frozen, head)) in keys {
+            for id in head.owned {
+                engine.owners.set(&id, None, &key, &store);
+            }
+            open.extend(head.open);
+            let summary = head.summary;
+            engine.entries += summary.entries as usize;
+            // Serials of openings a key's record holds (one written after
+            // the partition record) are never given out again.
+            engine.opening_serial = engine.opening_serial.max(summary.opening);
+            if summary.known_to_hr {
+                engine.workers += 1;
+            }
+            if let Some(at) = summary.wake_at {
+                heap.push(Reverse((at, TimerKey::Worker(key.clone()))));
+            }
+            if store.frozen().insert(key, frozen).is_none() {
+                engine.tracked += 1;
+                engine.frozen += 1;
+            }
+        }
+        engine.restored_open = Some(open);
+        engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
+        engine.timers = BinaryHeap::from(heap);
+        engine.changes = Some(Changes::restored(end, pieces));
+        Ok(engine)
+    }
+}

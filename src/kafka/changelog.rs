@@ -32,6 +32,7 @@
 //! account went to. Accounts that changed hands within a checkpoint cut
 //! short are settled by [`Engine::settle_moves`].
 
+use super::batch::Batch;
 use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};
 use crate::detect::engine::{
@@ -41,10 +42,10 @@ use crate::detect::engine::{
 use crate::detect::state::{CodecError, Frozen, Head, Reader, Writer};
 use crate::model::event::Key;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A key record as read: its state left encoded with its head read,
@@ -94,18 +95,36 @@ fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
 }
 
 /// A value's offsets and body.
-type Framed<'a> = (Vec<i64>, &'a [u8]);
+type Framed<'v> = (Rc<[i64]>, &'v [u8]);
 
-/// The offsets and the body of a value; `None` for another version.
-fn unframe(value: &[u8]) -> Result<Option<Framed<'_>>, String> {
-    let mut r = Reader::new(value);
-    let offsets: Vec<i64> = r.seq(Reader::i64).map_err(|e| e.to_string())?;
-    let version = r.u8().map_err(|e| e.to_string())?;
-    if version != FORMAT_VERSION {
-        return Ok(None);
+/// Reads values: the offsets their checkpoint reflects, and their body.
+/// The records of one checkpoint all carry the same offsets, so one copy
+/// of them is shared by every record until they change.
+#[derive(Default)]
+struct Unframe {
+    offsets: Rc<[i64]>,
+    read: Vec<i64>,
+}
+
+impl Unframe {
+    /// The offsets and the body of a value; `None` for another version.
+    fn read<'v>(&mut self, value: &'v [u8]) -> Result<Option<Framed<'v>>, String> {
+        let mut r = Reader::new(value);
+        let n = r.count().map_err(|e| e.to_string())?;
+        self.read.clear();
+        for _ in 0..n {
+            self.read.push(r.i64().map_err(|e| e.to_string())?);
+        }
+        let version = r.u8().map_err(|e| e.to_string())?;
+        if version != FORMAT_VERSION {
+            return Ok(None);
+        }
+        if *self.offsets != self.read[..] {
+            self.offsets = Rc::from(&self.read[..]);
+        }
+        let at = value.len() - r.remaining();
+        Ok(Some((self.offsets.clone(), &value[at..])))
     }
-    let at = value.len() - r.remaining();
-    Ok(Some((offsets, &value[at..])))
 }
 
 /// A checkpoint's records in the order they must reach the broker: first
@@ -311,8 +330,12 @@ fn scan(
     );
     // Nearly one key per record in a compacted changelog (capped: a
     // changelog not compacted yet may hold many records per key).
-    let mut keys: HashMap<Key, (Vec<i64>, KeyRead)> =
-        HashMap::with_capacity((high - low).clamp(0, 1 << 20) as usize);
+    let mut keys: HashMap<Key, (Rc<[i64]>, KeyRead), ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(
+            (high - low).clamp(0, 1 << 20) as usize,
+            ahash::RandomState::new(),
+        );
+    let mut unframe = Unframe::default();
     // The engine the restore fills: each key record's head is read into it
     // as the record comes, while its bytes are in cache.
     let mut engine = Engine::new(cfg.clone());
@@ -329,103 +352,108 @@ fn scan(
         tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
         consumer.assign(&tpl)?;
         // When a record last came, and how many had then; the clock is
-        // read only when a poll returns none.
+        // read only when the queue is found empty.
         let mut progress = (Instant::now(), 0u64);
         let mut next = low;
+        let mut batch = Batch::new(consumer);
         while next < high {
             if *stop.borrow() {
                 return Ok(Ok(None));
             }
-            let m = match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
+            if batch.refill(Duration::from_millis(200)) == 0 {
+                if let Ok(pos) = consumer.position() {
+                    if let Some(Offset::Offset(o)) = pos.elements().first().map(|e| e.offset()) {
+                        next = next.max(o);
+                    }
+                }
+                if progress.1 != records {
+                    progress = (Instant::now(), records);
+                } else if progress.0.elapsed() > READ_STALL {
+                    return Err(err(format!(
+                        "no progress reading {topic} [{partition}] for {}s, at offset {next} of {high}",
+                        READ_STALL.as_secs()
+                    )));
+                }
+                continue;
+            }
+            for m in batch.iter() {
+                if let Some(e) = m.error() {
                     tracing::warn!(error = %e, "state changelog consumer error (librdkafka retries)");
                     continue;
                 }
-                None => {
-                    if let Ok(pos) = consumer.position() {
-                        if let Some(Offset::Offset(o)) = pos.elements().first().map(|e| e.offset())
-                        {
-                            next = next.max(o);
-                        }
-                    }
-                    if progress.1 != records {
-                        progress = (Instant::now(), records);
-                    } else if progress.0.elapsed() > READ_STALL {
-                        return Err(err(format!(
-                            "no progress reading {topic} [{partition}] for {}s, at offset {next} of {high}",
-                            READ_STALL.as_secs()
-                        )));
-                    }
+                if m.partition() != partition || m.topic() != topic {
+                    // Fetched for the reader's previous restore.
                     continue;
                 }
-            };
-            if m.partition() != partition || m.topic() != topic {
-                // Fetched for the reader's previous restore.
-                continue;
-            }
-            next = m.offset() + 1;
-            records += 1;
-            let (Some(key), value) = (m.key(), m.payload()) else {
-                continue;
-            };
-            bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-            let piece = (key.first() == Some(&b'd') && key.len() == 9)
-                .then(|| u64::from_be_bytes(key[1..].try_into().expect("8 bytes")));
-            let Some(value) = value else {
-                // A tombstone: the key is gone.
-                if let Some(first) = piece {
-                    pieces.remove(&first);
-                } else if key == b"p" {
-                    last = None;
-                } else if let Some(k) = state_key(key) {
-                    keys.remove(&k);
+                if m.offset() >= high {
+                    // Written since the restore began: the state is read as of
+                    // `high`, and everything before it has come.
+                    next = high;
+                    break;
                 }
-                continue;
-            };
-            let framed = match unframe(value) {
-                Ok(Some(f)) => f,
-                Ok(None) => {
-                    unusable.get_or_insert_with(|| {
-                        format!("records of another format version than {FORMAT_VERSION}")
-                    });
+                next = m.offset() + 1;
+                records += 1;
+                let (Some(key), value) = (m.key(), m.payload()) else {
+                    continue;
+                };
+                bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                let piece = (key.first() == Some(&b'd') && key.len() == 9)
+                    .then(|| u64::from_be_bytes(key[1..].try_into().expect("8 bytes")));
+                let Some(value) = value else {
+                    // A tombstone: the key is gone.
                     if let Some(first) = piece {
-                        // Its length unknown: deleted with the others.
-                        pieces.insert(first, Vec::new());
+                        pieces.remove(&first);
+                    } else if key == b"p" {
+                        last = None;
+                    } else if let Some(k) = state_key(key) {
+                        keys.remove(&k);
                     }
                     continue;
-                }
-                Err(e) => {
-                    unusable.get_or_insert_with(|| format!("offset {}: {e}", m.offset()));
-                    continue;
-                }
-            };
-            match (key.first(), piece) {
-                (Some(b'o'), None) if key.len() == 1 => origin = Some(m.offset()),
-                (_, Some(first)) => {
-                    pieces.insert(first, framed.1.to_vec());
-                }
-                (Some(b'k'), None) => match state_key(key) {
-                    Some(k) => {
-                        let read = if framed.1 == emptied_record() {
-                            Ok(None)
-                        } else {
-                            engine.read_key(framed.1.to_vec()).map(Some)
-                        };
-                        keys.insert(k, (framed.0, read));
-                    }
-                    None => {
+                };
+                let framed = match unframe.read(value) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
                         unusable.get_or_insert_with(|| {
-                            format!("offset {}: a malformed key record key", m.offset())
+                            format!("records of another format version than {FORMAT_VERSION}")
                         });
+                        if let Some(first) = piece {
+                            // Its length unknown: deleted with the others.
+                            pieces.insert(first, Vec::new());
+                        }
+                        continue;
                     }
-                },
-                (Some(b'p'), None) if key.len() == 1 => {
-                    let mut body = vec![FORMAT_VERSION];
-                    body.extend_from_slice(framed.1);
-                    last = Some((framed.0, body));
+                    Err(e) => {
+                        unusable.get_or_insert_with(|| format!("offset {}: {e}", m.offset()));
+                        continue;
+                    }
+                };
+                match (key.first(), piece) {
+                    (Some(b'o'), None) if key.len() == 1 => origin = Some(m.offset()),
+                    (_, Some(first)) => {
+                        pieces.insert(first, framed.1.to_vec());
+                    }
+                    (Some(b'k'), None) => match state_key(key) {
+                        Some(k) => {
+                            let read = if framed.1 == emptied_record() {
+                                Ok(None)
+                            } else {
+                                engine.read_key(framed.1.to_vec()).map(Some)
+                            };
+                            keys.insert(k, (framed.0, read));
+                        }
+                        None => {
+                            unusable.get_or_insert_with(|| {
+                                format!("offset {}: a malformed key record key", m.offset())
+                            });
+                        }
+                    },
+                    (Some(b'p'), None) if key.len() == 1 => {
+                        let mut body = vec![FORMAT_VERSION];
+                        body.extend_from_slice(framed.1);
+                        last = Some((framed.0.to_vec(), body));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }
@@ -448,7 +476,7 @@ fn scan(
             })
             .collect()
     };
-    let give_up = |reason: String, pieces: &HashMap<u64, Vec<u8>>, keys: &HashMap<Key, _>| {
+    let give_up = |reason: String, pieces: &HashMap<u64, Vec<u8>>, keys: &HashMap<Key, _, _>| {
         Ok(Err(Unusable {
             reason,
             pieces: bounds(pieces),
@@ -535,7 +563,7 @@ fn scan(
     let mut states = Vec::with_capacity(keys.len());
     for (k, (offsets, read)) in keys {
         if offsets.len() == width && offsets.iter().zip(&start).any(|(o, s)| o > s) {
-            ahead.insert(k.clone(), offsets);
+            ahead.insert(k.clone(), offsets.to_vec());
         }
         match read {
             Ok(Some(r)) => states.push((k, r)),
@@ -614,11 +642,27 @@ mod tests {
         assert_eq!(state_key(b"k"), None);
         assert_eq!(state_key(b"p"), None);
         let value = frame(&[3, 0, 17], b"body");
-        let (offsets, body) = unframe(&value).unwrap().unwrap();
-        assert_eq!((offsets, body), (vec![3, 0, 17], &b"body"[..]));
+        let mut unframe = Unframe::default();
+        let (offsets, body) = unframe.read(&value).unwrap().unwrap();
+        assert_eq!((&offsets[..], body), (&[3, 0, 17][..], &b"body"[..]));
+        // The next record of the checkpoint shares its offsets.
+        let (again, _) = unframe.read(&frame(&[3, 0, 17], b"more")).unwrap().unwrap();
+        assert!(Rc::ptr_eq(&offsets, &again));
+        let (next, _) = unframe
+            .read(&frame(&[3, 1, 17], b"later"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&next[..], &[3, 1, 17]);
         let mut other = frame(&[1], b"x");
         other[2] = FORMAT_VERSION + 1;
-        assert_eq!(unframe(&other), Ok(None), "another version is not read");
-        assert!(unframe(&[0x80]).is_err(), "a damaged frame is an error");
+        assert_eq!(
+            unframe.read(&other),
+            Ok(None),
+            "another version is not read"
+        );
+        assert!(
+            unframe.read(&[0x80]).is_err(),
+            "a damaged frame is an error"
+        );
     }
 }

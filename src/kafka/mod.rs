@@ -38,6 +38,7 @@
 //! it is done. On revocation each task publishes what it has applied, stores
 //! its offsets, and the callback commits them before the partitions go.
 
+mod batch;
 mod changelog;
 pub mod client;
 mod error;

@@ -11,6 +11,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use driftwatch::config::Config;
 use driftwatch::detect::engine::{window_ids, Checkpoint, Engine, PartitionRecord};
+use driftwatch::detect::state::Writer;
 use driftwatch::model::event::{Envelope, Key, Origin};
 use driftwatch::model::id::Topic;
 use driftwatch::model::time::Ts;
@@ -103,6 +104,22 @@ fn bench_state(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         )
+    });
+    // What a checkpoint writing every key encodes: each key's record, as
+    // `Engine::checkpoint` does.
+    let mut thawed = restore(inputs());
+    thawed.thaw_all();
+    group.bench_function("encode_every_key", |b| {
+        b.iter(|| {
+            let mut w = Writer::default();
+            let mut records = Vec::with_capacity(thawed.tracked());
+            for e in thawed.store().map().iter() {
+                w.buf.clear();
+                e.value().encode_record(&mut w);
+                records.push(w.buf.clone());
+            }
+            records
+        })
     });
     group.finish();
 }

@@ -1,19 +1,23 @@
-//! Messages taken from a consumer's queue many at a time, in one call to
+//! Messages of one partition taken many at a time, in one call to
 //! librdkafka (`rd_kafka_consume_batch_queue`), for the state changelog's
 //! restore. Its records come by the thousand, already fetched, and taking
 //! them one poll at a time (rust-rdkafka's `poll`: an event, its handle
 //! and a clock reading per message) costs as much CPU as decoding them.
 //!
-//! Only for consumers that `assign` partitions: a batch serves no
-//! rebalance. Messages are borrowed from the batch and destroyed when it
-//! is refilled or dropped.
+//! The partition's messages are split from the consumer's queue into the
+//! partition's own before it is assigned (as rust-rdkafka's
+//! `split_partition_queue` does), so that every one of them comes here, in
+//! order; librdkafka's logs and client errors stay on the consumer's queue,
+//! which its owner polls as usual. Only for consumers that `assign`: a
+//! batch serves no rebalance. Messages are borrowed from the batch and
+//! destroyed when it is refilled or dropped.
 
 use super::PlainConsumer;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::time::Duration;
 
 /// The most messages taken at once.
@@ -32,18 +36,42 @@ pub(super) struct Taken<'b> {
 }
 
 impl<'c> Batch<'c> {
-    /// A batch reading `consumer`'s queue, where the messages of the
-    /// partitions it is assigned come.
-    pub(super) fn new(consumer: &'c PlainConsumer) -> Batch<'c> {
+    /// A batch reading partition `partition` of `topic`, split from
+    /// `consumer`'s queue: to be called before the partition is assigned.
+    /// The split lasts for the consumer's life (librdkafka never forwards
+    /// an application's queue again), so every later reader of that
+    /// partition through this consumer must be a batch too.
+    pub(super) fn for_partition(
+        consumer: &'c PlainConsumer,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Batch<'c>, String> {
+        let name = CString::new(topic).map_err(|_| format!("topic {topic:?} holds a NUL"))?;
         // SAFETY: the client pointer is valid while `consumer` lives, which
         // outlives the batch; the queue handle returned holds its own
-        // reference, released in `drop`.
-        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        Batch {
+        // reference, released in `drop`. Forwarding it nowhere keeps the
+        // partition's messages in it.
+        let queue = unsafe {
+            let q = rd::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                name.as_ptr(),
+                partition,
+            );
+            if !q.is_null() {
+                rd::rd_kafka_queue_forward(q, std::ptr::null_mut());
+            }
+            q
+        };
+        if queue.is_null() {
+            return Err(format!(
+                "librdkafka gave no queue for {topic} [{partition}]"
+            ));
+        }
+        Ok(Batch {
             queue,
             taken: Vec::with_capacity(BATCH),
             _consumer: std::marker::PhantomData,
-        }
+        })
     }
 
     /// Destroys the messages taken before, then takes those waiting in the
@@ -51,9 +79,6 @@ impl<'c> Batch<'c> {
     /// The number taken.
     pub(super) fn refill(&mut self, wait: Duration) -> usize {
         self.release();
-        if self.queue.is_null() {
-            return 0;
-        }
         // What is queued already; then, when nothing is, one message as
         // soon as it comes (a batch call waits for a full batch or the
         // timeout, so asking for one is what returns at once).
@@ -65,9 +90,11 @@ impl<'c> Batch<'c> {
     }
 
     fn take(&mut self, timeout_ms: i32, n: usize) {
-        // SAFETY: `taken` has room for `n` pointers (n <= BATCH <= its
-        // capacity); librdkafka writes the count it returns, each message
-        // owned by us until `rd_kafka_message_destroy`.
+        debug_assert!(self.taken.is_empty());
+        // SAFETY: `taken` is empty (every caller releases first) and has
+        // room for `n` pointers (n <= BATCH <= its capacity); librdkafka
+        // writes the count it returns from the start, each message owned
+        // by us until `rd_kafka_message_destroy`.
         unsafe {
             let got = rd::rd_kafka_consume_batch_queue(
                 self.queue,
@@ -99,10 +126,8 @@ impl<'c> Batch<'c> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.release();
-        if !self.queue.is_null() {
-            // SAFETY: the reference `rd_kafka_queue_get_consumer` gave.
-            unsafe { rd::rd_kafka_queue_destroy(self.queue) };
-        }
+        // SAFETY: the reference `rd_kafka_queue_get_partition` gave.
+        unsafe { rd::rd_kafka_queue_destroy(self.queue) };
     }
 }
 

@@ -266,8 +266,8 @@ pub(super) struct Unusable {
     pub(super) keys: Vec<Key>,
 }
 
-/// Reads partition `partition` of the state topic to its end and rebuilds
-/// the engine. `Ok(Err(_))` when the changelog cannot be used (none
+/// Reads partition `partition` of the state topic to its end (its high
+/// watermark when the read begins) and rebuilds the engine. `Ok(Err(_))` when the changelog cannot be used (none
 /// written, another format or rules configuration, a gap, offsets behind
 /// the committed ones); `Ok(Ok(None))` when stopped meanwhile.
 pub(super) fn read(
@@ -332,7 +332,7 @@ fn scan(
     // changelog not compacted yet may hold many records per key).
     let mut keys: HashMap<Key, (Rc<[i64]>, KeyRead), ahash::RandomState> =
         HashMap::with_capacity_and_hasher(
-            (high - low).clamp(0, 1 << 20) as usize,
+            (high - low).clamp(0, 1 << 16) as usize,
             ahash::RandomState::new(),
         );
     let mut unframe = Unframe::default();
@@ -350,17 +350,24 @@ fn scan(
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        // Split before the assignment, so that all its records come there.
+        let mut batch = Batch::for_partition(consumer, topic, partition).map_err(err)?;
         consumer.assign(&tpl)?;
         // When a record last came, and how many had then; the clock is
-        // read only when the queue is found empty.
+        // read only when the partition's queue is found empty.
         let mut progress = (Instant::now(), 0u64);
         let mut next = low;
-        let mut batch = Batch::new(consumer);
         while next < high {
             if *stop.borrow() {
                 return Ok(Ok(None));
             }
-            if batch.refill(Duration::from_millis(200)) == 0 {
+            let taken = batch.refill(Duration::from_millis(200));
+            // The consumer's own queue: librdkafka's logs and client
+            // errors, through the client's context.
+            if let Some(Err(e)) = consumer.poll(Duration::ZERO) {
+                tracing::warn!(error = %e, "state changelog consumer error (librdkafka retries)");
+            }
+            if taken == 0 {
                 if let Ok(pos) = consumer.position() {
                     if let Some(Offset::Offset(o)) = pos.elements().first().map(|e| e.offset()) {
                         next = next.max(o);

@@ -22,9 +22,9 @@ impl Engine {
     /// (`keys`, in any order), and the ids of the de-duplication window
     /// (`dedup`, oldest first: the pieces covering
     /// `partition.dedup_window`, joined) with the bounds of every piece
-    /// written (`pieces`, as [`window_ids`] gives them: those out of the
-    /// window are deleted at the next checkpoint). It tracks changes from
-    /// there.
+    /// written (`pieces`, as [`window_ids`](super::window_ids) gives
+    /// them: those out of the window are deleted at the next checkpoint).
+    /// It tracks changes from there.
     pub fn restore(
         cfg: Arc<Config>,
         partition: &PartitionRecord,

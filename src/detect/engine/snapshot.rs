@@ -464,11 +464,14 @@ impl Engine {
         let dirty = super::owners::receivers_first(dirty, &std::mem::take(&mut changes.moves));
         let mut keys = Vec::with_capacity(dirty.len());
         let mut gone = Vec::new();
+        // One buffer grows to the largest record; each is copied out of it
+        // at its size.
+        let mut w = Writer::default();
         for key in dirty {
             if let Some(st) = self.store.map().get(&key) {
-                let mut w = Writer::default();
+                w.buf.clear();
                 st.encode_record(&mut w);
-                keys.push((key, w.buf));
+                keys.push((key, w.buf.clone()));
             } else if let Some(frozen) = self.store.frozen().get(&key) {
                 keys.push((key.clone(), frozen.record().to_vec()));
             } else {

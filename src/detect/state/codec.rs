@@ -41,11 +41,30 @@ pub struct Writer {
 impl Writer {
     /// Appends the topic table that `body` needed, then `body`'s bytes.
     pub fn with_topics(&mut self, body: impl FnOnce(&mut Writer)) {
-        let mut b = Writer::default();
-        body(&mut b);
-        let names: Vec<&str> = b.topics.iter().map(|t| t.as_str()).collect();
-        self.seq(&names, |w, n| w.str(n));
-        self.buf.extend_from_slice(&b.buf);
+        let start = self.buf.len();
+        let outer = std::mem::take(&mut self.topics);
+        body(self);
+        let topics = std::mem::replace(&mut self.topics, outer);
+        // The table, a few bytes, is written after the body and turned to
+        // the front: no second buffer for the body.
+        let end = self.buf.len();
+        self.count(topics.len());
+        for t in &topics {
+            self.str(t.as_str());
+        }
+        let table = self.buf.len() - end;
+        self.buf[start..].rotate_right(table);
+    }
+
+    /// Appends what `body` writes as [`Writer::bytes`] would: its length
+    /// first (turned to the front once known).
+    pub fn prefixed(&mut self, body: impl FnOnce(&mut Writer)) {
+        let start = self.buf.len();
+        body(self);
+        let end = self.buf.len();
+        self.count(end - start);
+        let length = self.buf.len() - end;
+        self.buf[start..].rotate_right(length);
     }
 
     pub fn u8(&mut self, v: u8) {
@@ -57,11 +76,19 @@ impl Writer {
     }
 
     pub fn u64(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push(v as u8 | 0x80);
-            v >>= 7;
+        if v < 0x80 {
+            self.buf.push(v as u8);
+            return;
         }
-        self.buf.push(v as u8);
+        let mut b = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 {
+            b[n] = v as u8 | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        b[n] = v as u8;
+        self.buf.extend_from_slice(&b[..=n]);
     }
 
     pub fn i64(&mut self, v: i64) {
@@ -509,6 +536,8 @@ impl<'a, T, F: FnMut(&mut Reader<'a>) -> Result<T, CodecError>> Iterator for Ite
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        // A damaged count is bounded by the bytes left, not by the items'
+        // size in memory: what is reserved at once is capped.
+        (self.left.min(1 << 16), Some(self.left))
     }
 }

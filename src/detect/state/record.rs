@@ -374,24 +374,24 @@ impl WorkerState {
         w.u64(s.opening);
         w.bool(s.known_to_hr);
         w.opt_ts(s.wake_at);
-        let mut owned = Writer::default();
-        owned.seq(&self.accounts, |w, a| {
-            w.system(a.system);
-            w.sym(&a.scope);
-            w.str(&a.account_id);
+        w.prefixed(|w| {
+            w.seq(&self.accounts, |w, a| {
+                w.system(a.system);
+                w.sym(&a.scope);
+                w.str(&a.account_id);
+            })
         });
-        w.bytes(&owned.buf);
-        let mut open = Writer::default();
-        let list: Vec<&crate::model::finding::Finding> = self.open_findings().collect();
-        open.seq(&list, |w, f| {
-            w.str(&f.finding_id);
-            w.u8(f.status as u8);
-            w.rule(f.rule);
-            w.u8(f.severity as u8);
-            w.u8(f.contributing_owner.role as u8);
-            w.str(&f.contributing_owner.team);
+        w.prefixed(|w| {
+            w.count(self.open_findings().count());
+            for f in self.open_findings() {
+                w.str(&f.finding_id);
+                w.u8(f.status as u8);
+                w.rule(f.rule);
+                w.u8(f.severity as u8);
+                w.u8(f.contributing_owner.role as u8);
+                w.str(&f.contributing_owner.team);
+            }
         });
-        w.bytes(&open.buf);
         self.encode(w);
     }
 

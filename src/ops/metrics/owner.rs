@@ -211,6 +211,14 @@ mod tests {
         v.with_label_values(&labels).get()
     }
 
+    /// The open and overdue gauges of `labels`.
+    fn counts(m: &Metrics, labels: [&str; 3]) -> (i64, i64) {
+        (
+            gauge(&m.owner_open, labels),
+            gauge(&m.owner_overdue, labels),
+        )
+    }
+
     const IT: [&str; 3] = ["IT", "it-identity", "LEAVER_DIRECTORY_ACCESS"];
 
     #[test]
@@ -235,26 +243,14 @@ mod tests {
         let mut book = OwnerBook::new(&m, teams.clone());
         let id = "f1";
         book.acknowledged(&finding(id, "OPEN", "IT", "it-identity", IT[2], 0));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 0)
-        );
+        assert_eq!(counts(&m, IT), (1, 0));
         book.acknowledged(&finding(id, "ESCALATED", "IT", "it-identity", IT[2], 24));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 1)
-        );
+        assert_eq!(counts(&m, IT), (1, 1));
         // A repeated transition (at-least-once) moves nothing.
         book.acknowledged(&finding(id, "ESCALATED", "IT", "it-identity", IT[2], 24));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 1)
-        );
+        assert_eq!(counts(&m, IT), (1, 1));
         book.acknowledged(&finding(id, "RESOLVED", "IT", "it-identity", IT[2], 30));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (0, 0)
-        );
+        assert_eq!(counts(&m, IT), (0, 0));
         let late = m
             .owner_resolved
             .with_label_values(&[IT[0], IT[1], IT[2], "false"]);
@@ -277,25 +273,12 @@ mod tests {
         assert_eq!(gauge(&m.owner_open, other), 1);
 
         // The partition's share goes back when its task ends.
-        book.restored(vec![(&finding(
-            "f4",
-            "ESCALATED",
-            "IT",
-            "it-identity",
-            IT[2],
-            24,
-        ))
-            .into()]);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 1)
-        );
+        let f4 = finding("f4", "ESCALATED", "IT", "it-identity", IT[2], 24);
+        book.restored(vec![(&f4).into()]);
+        assert_eq!(counts(&m, IT), (1, 1));
         assert_eq!(book.open(), 2);
         drop(book);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (0, 0)
-        );
+        assert_eq!(counts(&m, IT), (0, 0));
         assert_eq!(gauge(&m.owner_open, other), 0);
         // Counters stay.
         assert_eq!(late.get(), 1);
@@ -316,25 +299,13 @@ mod tests {
             (&finding("c", "OPEN", "APP_OWNER", "nobody", other[2], 0)).into(),
         ]);
         assert_eq!(book.open(), 3);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (2, 2)
-        );
-        assert_eq!(
-            (gauge(&m.owner_open, other), gauge(&m.owner_overdue, other)),
-            (1, 0)
-        );
+        assert_eq!(counts(&m, IT), (2, 2));
+        assert_eq!(counts(&m, other), (1, 0));
         // Resolving one restored finding moves its own labels back.
         book.acknowledged(&finding("b", "RESOLVED", "IT", "it-identity", IT[2], 30));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 1)
-        );
+        assert_eq!(counts(&m, IT), (1, 1));
         drop(book);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (0, 0)
-        );
+        assert_eq!(counts(&m, IT), (0, 0));
         assert_eq!(gauge(&m.owner_open, other), 0);
     }
 
@@ -345,33 +316,17 @@ mod tests {
         let mut p0 = OwnerBook::new(&m, teams.clone());
         let mut p1 = OwnerBook::new(&m, teams);
         p0.acknowledged(&finding("a", "OPEN", "IT", "it-identity", IT[2], 0));
-        p1.restored(vec![(&finding(
-            "b",
-            "ESCALATED",
-            "IT",
-            "it-identity",
-            IT[2],
-            24,
-        ))
-            .into()]);
+        let b = finding("b", "ESCALATED", "IT", "it-identity", IT[2], 24);
+        p1.restored(vec![(&b).into()]);
         // A storm finding restored open is not listed by the restore: its
         // transitions still move the gauges once, and never below zero.
         p1.acknowledged(&finding("s", "ESCALATED", "IT", "it-identity", IT[2], 24));
         p1.acknowledged(&finding("gone", "RESOLVED", "IT", "it-identity", IT[2], 2));
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (3, 2)
-        );
+        assert_eq!(counts(&m, IT), (3, 2));
         drop(p1);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (1, 0)
-        );
+        assert_eq!(counts(&m, IT), (1, 0));
         drop(p0);
-        assert_eq!(
-            (gauge(&m.owner_open, IT), gauge(&m.owner_overdue, IT)),
-            (0, 0)
-        );
+        assert_eq!(counts(&m, IT), (0, 0));
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub(super) async fn changelog_phase(
         );
         restores.push(r);
     }
+    // A restart that never finished restoring (its detector ended, or ten
+    // minutes passed) measured nothing: the median is of the others.
+    if restores.iter().any(|r| r.secs > 0.0) {
+        restores.retain(|r| r.secs > 0.0);
+    }
     restores.sort_by(|a, b| a.secs.total_cmp(&b.secs));
     let first = restores.swap_remove(restores.len() / 2);
     if runs > 1 {

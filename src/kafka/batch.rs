@@ -23,7 +23,8 @@ use std::time::Duration;
 /// The most messages taken at once.
 const BATCH: usize = 1024;
 
-/// Messages taken from the queue of one consumer; lives no longer than it.
+/// Messages taken from the queue of one partition of a consumer; lives no
+/// longer than the consumer.
 pub(super) struct Batch<'c> {
     queue: *mut rd::rd_kafka_queue_t,
     taken: Vec<*mut rd::rd_kafka_message_t>,

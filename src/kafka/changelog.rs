@@ -267,9 +267,10 @@ pub(super) struct Unusable {
 }
 
 /// Reads partition `partition` of the state topic to its end (its high
-/// watermark when the read begins) and rebuilds the engine. `Ok(Err(_))` when the changelog cannot be used (none
-/// written, another format or rules configuration, a gap, offsets behind
-/// the committed ones); `Ok(Ok(None))` when stopped meanwhile.
+/// watermark when the read begins) and rebuilds the engine. `Ok(Err(_))`
+/// when the changelog cannot be used (none written, another format or
+/// rules configuration, a gap, offsets behind the committed ones);
+/// `Ok(Ok(None))` when stopped meanwhile.
 pub(super) fn read(
     shared: &Shared,
     partition: i32,

@@ -18,11 +18,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// openings of those keys in the lost interval). Applying those events
 /// again instead gives the same here (an older event never overwrites
 /// newer state); skipping them does not rely on it.
-#[test]
-fn keys_written_past_the_partition_record_skip_what_they_hold() {
+/// The test configuration with the storm guard off.
+fn storms_off() -> Arc<Config> {
     let mut cfg = (*config()).clone();
     cfg.storm.enabled = false;
-    let cfg = Arc::new(cfg);
+    Arc::new(cfg)
+}
+
+#[test]
+fn keys_written_past_the_partition_record_skip_what_they_hold() {
+    let cfg = storms_off();
     let events = feed(6);
     let (a, b) = (events.len() / 3, events.len() / 2);
     // Checkpoint b: its keys written, its partition record lost.
@@ -56,9 +61,7 @@ fn keys_written_past_the_partition_record_skip_what_they_hold() {
 /// third key right after it.
 #[test]
 fn a_checkpoint_cut_after_any_key_record_restores_exactly() {
-    let mut cfg = (*config()).clone();
-    cfg.storm.enabled = false;
-    let cfg = Arc::new(cfg);
+    let cfg = storms_off();
     let plain = feed(6);
     let moves = moves(&plain);
     assert!(moves.len() >= 4, "the feed moves accounts: {moves:?}");

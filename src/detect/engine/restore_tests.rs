@@ -378,7 +378,7 @@ fn damaged_key_records_are_errors() {
     run(&mut engine, &feed(9)[..600], 0);
     let records = engine.checkpoint().keys;
     let decode = |b: &[u8]| {
-        crate::detect::state::Frozen::new(b.to_vec())
+        crate::detect::state::Frozen::with_head(b.to_vec(), &mut Sym::new)
             .and_then(|(frozen, _)| frozen.thaw(&mut Sym::new).map(|st| (frozen, st)))
             .and_then(|(frozen, st)| frozen.open_findings().map(|_| st))
     };

@@ -24,27 +24,17 @@ pub struct Frozen {
 
 impl Frozen {
     /// Keeps `record` (a key record of the changelog) after reading its
-    /// summary.
-    pub fn new(record: Vec<u8>) -> Result<(Frozen, Summary), CodecError> {
-        let summary = Summary::read(&mut Reader::new(&record))?;
-        Ok((Frozen::keep(record, summary.wake_at), summary))
-    }
-
-    /// Keeps `record` after reading its head (summary, accounts, open
-    /// findings); scopes go through `intern`.
+    /// head (summary, accounts, open findings); scopes go through `intern`.
     pub fn with_head(
         record: Vec<u8>,
         intern: &mut dyn FnMut(&str) -> Sym,
     ) -> Result<(Frozen, Head), CodecError> {
         let head = Head::read(&record, intern)?;
-        Ok((Frozen::keep(record, head.summary.wake_at), head))
-    }
-
-    fn keep(record: Vec<u8>, wake_at: Option<Ts>) -> Frozen {
-        Frozen {
+        let frozen = Frozen {
             record: record.into_boxed_slice(),
-            wake_at,
-        }
+            wake_at: head.summary.wake_at,
+        };
+        Ok((frozen, head))
     }
 
     /// The time the key's timer is set for, if any.

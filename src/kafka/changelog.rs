@@ -39,7 +39,7 @@ use crate::detect::engine::{
     emptied_record, read_ids, window_ids, Checkpoint, Engine, PartitionRecord, RestoreError,
     FORMAT_VERSION,
 };
-use crate::detect::state::{CodecError, Frozen, Head, Reader, Writer};
+use crate::detect::state::{CodecError, Frozen, Head, Heads, Reader, Writer};
 use crate::model::event::Key;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::DeliveryFuture;
@@ -340,6 +340,7 @@ fn scan(
     // The engine the restore fills: each key record's head is read into it
     // as the record comes, while its bytes are in cache.
     let mut engine = Engine::new(cfg.clone());
+    let mut heads = Heads::default();
     let mut pieces: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut last: Option<(Vec<i64>, Vec<u8>)> = None;
     let (mut records, mut bytes) = (0u64, 0u64);
@@ -445,7 +446,7 @@ fn scan(
                             let read = if framed.1 == emptied_record() {
                                 Ok(None)
                             } else {
-                                engine.read_key(framed.1.to_vec()).map(Some)
+                                engine.read_key(&mut heads, framed.1.to_vec()).map(Some)
                             };
                             keys.insert(k, (framed.0, read));
                         }
@@ -539,7 +540,6 @@ fn scan(
         Err(e) => return give_up(e.to_string(), &pieces, &keys),
     };
     let all = bounds(&pieces);
-    let all_keys: Vec<Key> = keys.keys().cloned().collect();
     // Routing by payload: the ids a checkpoint cut short wrote past the
     // window (after its key records, before the partition record it never
     // wrote) are events its key records hold.
@@ -554,54 +554,56 @@ fn scan(
             }
         }
     }
+    let unusable = |reason: String, keys: &HashMap<Key, _, _>| {
+        Ok(Err(Unusable {
+            reason,
+            pieces: all.clone(),
+            keys: keys.keys().cloned().collect(),
+        }))
+    };
     let (ids, written) = match window_ids(record.dedup_window.clone(), pieces) {
         Ok(ids) => ids,
-        Err(e) => {
-            return Ok(Err(Unusable {
-                reason: e.to_string(),
-                pieces: all,
-                keys: all_keys,
-            }))
-        }
+        Err(e) => return unusable(e.to_string(), &keys),
     };
+    let unreadable = keys.iter().find_map(|(k, (_, read))| {
+        let source = read.as_ref().err()?.clone();
+        Some(RestoreError::Key {
+            key: k.to_string(),
+            source,
+        })
+    });
+    if let Some(e) = unreadable {
+        return unusable(e.to_string(), &keys);
+    }
     let read_ms = asked.elapsed().as_millis() as u64;
     let decoding = Instant::now();
+    let mut engine = match engine.restore_partition(&record, &ids, written) {
+        Ok(e) => e,
+        Err(e) => return unusable(e.to_string(), &keys),
+    };
     let mut ahead = HashMap::new();
     let mut emptied = Vec::new();
-    let mut states = Vec::with_capacity(keys.len());
-    for (k, (offsets, read)) in keys {
+    let mut count = 0;
+    let states = keys.into_iter().filter_map(|(k, (offsets, read))| {
         if offsets.len() == width && offsets.iter().zip(&start).any(|(o, s)| o > s) {
             ahead.insert(k.clone(), offsets.to_vec());
         }
         match read {
-            Ok(Some(r)) => states.push((k, r)),
+            Ok(Some(r)) => {
+                count += 1;
+                Some((k, r))
+            }
             // An emptied key holds nothing; its offsets still tell what
             // its events are reflected in.
-            Ok(None) => emptied.push(k),
-            Err(source) => {
-                return Ok(Err(Unusable {
-                    reason: RestoreError::Key {
-                        key: k.to_string(),
-                        source,
-                    }
-                    .to_string(),
-                    pieces: all,
-                    keys: all_keys,
-                }))
+            Ok(None) => {
+                emptied.push(k);
+                None
             }
+            // None: each was checked above.
+            Err(_) => None,
         }
-    }
-    let count = states.len();
-    let mut engine = match engine.restore_read(&record, states, &ids, written) {
-        Ok(e) => e,
-        Err(e) => {
-            return Ok(Err(Unusable {
-                reason: e.to_string(),
-                pieces: all,
-                keys: all_keys,
-            }))
-        }
-    };
+    });
+    engine.restore_keys(states, heads);
     // Deleted once the partition record is past them: until then a second
     // crash would re-read events they tell are in another key's state.
     engine.delete_emptied(

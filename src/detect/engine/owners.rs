@@ -133,6 +133,11 @@ impl Owners {
         self.hasher.hash_one(id)
     }
 
+    /// Room for `n` more accounts.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.table.reserve(n, |e| e.account);
+    }
+
     /// The key whose state holds `id`.
     pub(super) fn get(&self, id: &AccountRef, store: &Store) -> Option<Key> {
         self.verified(id, store).next()

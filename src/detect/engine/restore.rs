@@ -8,7 +8,7 @@ use super::timers::{TimerKey, MIN_TIMER_SWEEP};
 use super::{Engine, EngineStats};
 use crate::config::Config;
 use crate::detect::rules::Rule;
-use crate::detect::state::{CodecError, Dedup, Frozen, Head, Reader};
+use crate::detect::state::{CodecError, Dedup, Frozen, Head, Heads, Reader, Store};
 use crate::model::event::{Key, System};
 use crate::model::id::EventId;
 use crate::model::time::Ts;
@@ -33,9 +33,10 @@ impl Engine {
         pieces: Vec<(u64, u64)>,
     ) -> Result<Engine, RestoreError> {
         let mut engine = Engine::new(cfg);
+        let mut heads = Heads::default();
         let mut read = Vec::new();
         for (key, record) in keys {
-            match engine.read_key(record) {
+            match engine.read_key(&mut heads, record) {
                 Ok(r) => read.push((key, r)),
                 Err(source) => {
                     return Err(RestoreError::Key {
@@ -45,23 +46,43 @@ impl Engine {
                 }
             }
         }
-        engine.restore_read(partition, read, dedup, pieces)
+        engine.restore_read(partition, read, heads, dedup, pieces)
     }
 
     /// Reads the head of a key record (its summary, accounts and open
-    /// findings) as the changelog is read, while its bytes are still in
-    /// cache; scopes go through this engine's interner. The engine, new,
-    /// is then given every key read so to [`Engine::restore_read`].
-    pub fn read_key(&mut self, record: Vec<u8>) -> Result<(Frozen, Head), CodecError> {
-        Frozen::with_head(record, &mut |s| self.intern(s))
+    /// findings) into `heads` as the changelog is read, while its bytes
+    /// are still in cache; scopes and teams go through this engine's
+    /// interner. The engine, new, is then given every key read so, and
+    /// `heads`, to [`Engine::restore_read`].
+    pub fn read_key(
+        &mut self,
+        heads: &mut Heads,
+        record: Vec<u8>,
+    ) -> Result<(Frozen, Head), CodecError> {
+        Frozen::with_head(record, heads, &mut |s| self.intern(s))
     }
 
     /// [`Engine::restore`] of key records read by [`Engine::read_key`] of
-    /// this engine, which holds nothing else yet.
+    /// this engine, which holds nothing else yet: the newest record of
+    /// each key, and the `heads` they were read into.
     pub fn restore_read(
         self,
         partition: &PartitionRecord,
         keys: impl IntoIterator<Item = (Key, (Frozen, Head))>,
+        heads: Heads,
+        dedup: &[(System, EventId)],
+        pieces: Vec<(u64, u64)>,
+    ) -> Result<Engine, RestoreError> {
+        let mut engine = self.restore_partition(partition, dedup, pieces)?;
+        engine.restore_keys(keys, heads);
+        Ok(engine)
+    }
+
+    /// The first half of [`Engine::restore_read`], the half that can
+    /// fail: the partition record and the de-duplication window.
+    pub fn restore_partition(
+        self,
+        partition: &PartitionRecord,
         dedup: &[(System, EventId)],
         pieces: Vec<(u64, u64)>,
     ) -> Result<Engine, RestoreError> {
@@ -127,35 +148,52 @@ impl Engine {
             end,
             &partition.dedup_stretches,
         );
-        let store = engine.store.clone();
-        // Each key's state stays encoded until first touched; its summary
-        // gives what the engine totals and its timer.
-        let mut open = Vec::new();
+        engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
+        engine.timers = BinaryHeap::from(heap);
+        engine.changes = Some(Changes::restored(end, pieces));
+        Ok(engine)
+    }
+
+    /// The second half of [`Engine::restore_read`]: the keys, each left
+    /// encoded until first touched; its head gives what the engine's
+    /// totals, index of accounts and timers need of it.
+    pub fn restore_keys(
+        &mut self,
+        keys: impl IntoIterator<Item = (Key, (Frozen, Head))>,
+        mut heads: Heads,
+    ) {
+        debug_assert!(self.tracked == 0);
+        if Arc::strong_count(&self.store) == 1 {
+            // Sized once for the keys coming (a key's older records read
+            // too count), not grown key by key.
+            self.store = Arc::new(Store::with_capacity(heads.read_count()));
+        }
+        self.owners.reserve(heads.owned_count());
+        let store = self.store.clone();
+        let mut heap = std::mem::take(&mut self.timers).into_vec();
         for (key, (frozen, head)) in keys {
-            for id in head.owned {
-                engine.owners.set(&id, None, &key, &store);
+            for id in heads.owned(&head) {
+                self.owners.set(id, None, &key, &store);
             }
-            open.extend(head.open);
+            heads.keep(&head);
             let summary = head.summary;
-            engine.entries += summary.entries as usize;
+            self.entries += summary.entries as usize;
             // Serials of openings a key's record holds (one written after
             // the partition record) are never given out again.
-            engine.opening_serial = engine.opening_serial.max(summary.opening);
+            self.opening_serial = self.opening_serial.max(summary.opening);
             if summary.known_to_hr {
-                engine.workers += 1;
+                self.workers += 1;
             }
             if let Some(at) = summary.wake_at {
                 heap.push(Reverse((at, TimerKey::Worker(key.clone()))));
             }
             if store.frozen().insert(key, frozen).is_none() {
-                engine.tracked += 1;
-                engine.frozen += 1;
+                self.tracked += 1;
+                self.frozen += 1;
             }
         }
-        engine.restored_open = Some(open);
-        engine.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
-        engine.timers = BinaryHeap::from(heap);
-        engine.changes = Some(Changes::restored(end, pieces));
-        Ok(engine)
+        self.restored_open = Some(heads.into_open());
+        self.timers_sweep_at = (2 * heap.len()).max(MIN_TIMER_SWEEP);
+        self.timers = BinaryHeap::from(heap);
     }
 }

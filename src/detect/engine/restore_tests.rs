@@ -377,9 +377,16 @@ fn damaged_key_records_are_errors() {
     engine.track_changes();
     run(&mut engine, &feed(9)[..600], 0);
     let records = engine.checkpoint().keys;
-    let decode = |b: &[u8]| {
-        crate::detect::state::Frozen::with_head(b.to_vec(), &mut Sym::new)
-            .and_then(|(frozen, _)| frozen.thaw(&mut Sym::new).map(|st| (frozen, st)))
+    // One `Heads` for all, as in a restore: a head that fails to read
+    // leaves nothing in it.
+    let mut heads = crate::detect::state::Heads::default();
+    let mut decode = |b: &[u8]| {
+        let before = (heads.read_count(), heads.owned_count());
+        let read = crate::detect::state::Frozen::with_head(b.to_vec(), &mut heads, &mut Sym::new);
+        if read.is_err() {
+            assert_eq!((heads.read_count(), heads.owned_count()), before);
+        }
+        read.and_then(|(frozen, _)| frozen.thaw(&mut Sym::new).map(|st| (frozen, st)))
             .and_then(|(frozen, st)| frozen.open_findings().map(|_| st))
     };
     for (_, bytes) in records.iter().take(40) {

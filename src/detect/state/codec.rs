@@ -362,6 +362,18 @@ impl<'a> Reader<'a> {
         &mut self,
         f: impl FnMut(&mut Reader<'a>) -> Result<T, CodecError>,
     ) -> Result<C, CodecError> {
+        let mut out = C::default();
+        self.seq_into(&mut out, f)?;
+        Ok(out)
+    }
+
+    /// [`Reader::seq`] appending to `out`; after a failure, `out` holds
+    /// the items read before it.
+    pub fn seq_into<T, C: Extend<T>>(
+        &mut self,
+        out: &mut C,
+        f: impl FnMut(&mut Reader<'a>) -> Result<T, CodecError>,
+    ) -> Result<(), CodecError> {
         let n = self.count()?;
         let mut items = Items {
             reader: self,
@@ -370,11 +382,10 @@ impl<'a> Reader<'a> {
             failed: None,
         };
         // One extend: the collection reserves for all `n` at once.
-        let mut out = C::default();
         out.extend(&mut items);
         match items.failed {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => Ok(()),
         }
     }
 

@@ -36,7 +36,7 @@ pub use codec::{CodecError, Reader, Writer};
 pub use dedup::Dedup;
 pub use hr::{HrRecord, WorkerStatus};
 pub use record::emptied_record;
-pub use record::{Head, Summary};
+pub use record::{Head, Heads, Summary};
 pub use store::{Frozen, Store};
 
 use crate::detect::episode::Episode;

@@ -14,6 +14,8 @@ use crate::model::event::{AccountKind, HrEvent, HrEventType, Origin, WorkerType}
 use crate::model::finding::{OpenFinding, OwnerRole, Severity, Status};
 use crate::model::id::{Sym, Topic};
 use crate::model::time::{OptTs, Ts};
+use std::ops::Range;
+use std::sync::Arc;
 use thin_vec::ThinVec;
 
 fn write_attrs(w: &mut Writer, a: &Attrs) {
@@ -293,24 +295,112 @@ impl Summary {
     }
 }
 
-/// What a restore reads of a key record, in one pass over its head.
-#[derive(Debug)]
+/// What a restore reads of a key record, in one pass over its head: its
+/// summary, and where the [`Heads`] that read it keeps the accounts it
+/// holds and its open findings.
+#[derive(Debug, Clone)]
 pub struct Head {
     pub summary: Summary,
-    /// [`Summary::owned`].
-    pub owned: Vec<AccountRef>,
-    /// [`read_open`].
-    pub open: Vec<OpenFinding>,
+    owned: Range<usize>,
+    open: Range<usize>,
 }
 
-impl Head {
-    pub fn read(record: &[u8], intern: &mut dyn FnMut(&str) -> Sym) -> Result<Head, CodecError> {
+/// The heads of the key records a restore reads: the accounts each holds
+/// ([`Summary::owned`]) and its open findings ([`read_open`]), kept
+/// together for all keys rather than in two lists per key.
+#[derive(Debug, Default)]
+pub struct Heads {
+    owned: Vec<AccountRef>,
+    open: Vec<OpenFinding>,
+    /// Heads read, and heads kept.
+    read: usize,
+    kept: usize,
+    /// Where the open findings of the heads kept are.
+    kept_open: Vec<Range<usize>>,
+}
+
+impl Heads {
+    /// Reads the head of `record`; scopes and teams go through `intern`.
+    pub fn read(
+        &mut self,
+        record: &[u8],
+        intern: &mut dyn FnMut(&str) -> Sym,
+    ) -> Result<Head, CodecError> {
+        let (owned, open) = (self.owned.len(), self.open.len());
+        let head = self.read_at(record, intern);
+        if head.is_err() {
+            self.owned.truncate(owned);
+            self.open.truncate(open);
+        }
+        head
+    }
+
+    fn read_at(
+        &mut self,
+        record: &[u8],
+        intern: &mut dyn FnMut(&str) -> Sym,
+    ) -> Result<Head, CodecError> {
         let mut r = Reader::new(record);
+        let summary = Summary::read_fields(&mut r)?;
+        let start = self.owned.len();
+        let mut list = Reader::new(r.bytes()?);
+        list.seq_into(&mut self.owned, |r| read_owned_one(r, intern))?;
+        list.finish()?;
+        let owned = start..self.owned.len();
+        let start = self.open.len();
+        let mut list = Reader::new(r.bytes()?);
+        list.seq_into(&mut self.open, |r| {
+            read_open_one(r, &mut |team| intern(team).to_arc())
+        })?;
+        list.finish()?;
+        self.read += 1;
         Ok(Head {
-            summary: Summary::read_fields(&mut r)?,
-            owned: read_owned(&mut r, intern)?,
-            open: read_open(&mut r)?,
+            summary,
+            owned,
+            open: start..self.open.len(),
         })
+    }
+
+    /// The accounts `head`'s key holds.
+    pub fn owned(&self, head: &Head) -> &[AccountRef] {
+        &self.owned[head.owned.clone()]
+    }
+
+    /// How many heads this read.
+    pub fn read_count(&self) -> usize {
+        self.read
+    }
+
+    /// Every account read, for reserving an index of them.
+    pub fn owned_count(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Marks `head` (one this read) as its key's newest: its open
+    /// findings are among [`Heads::into_open`]'s.
+    pub fn keep(&mut self, head: &Head) {
+        self.kept += 1;
+        if !head.open.is_empty() {
+            self.kept_open.push(head.open.clone());
+        }
+    }
+
+    /// The open findings of the heads kept; those of heads read and not
+    /// kept (a key's older records) are dropped.
+    pub fn into_open(self) -> Vec<OpenFinding> {
+        if self.kept == self.read {
+            // One record a key, as in a compacted changelog.
+            return self.open;
+        }
+        let mut live = vec![false; self.open.len()];
+        for range in self.kept_open {
+            live[range].fill(true);
+        }
+        self.open
+            .into_iter()
+            .zip(live)
+            .filter_map(|(f, live)| live.then_some(f))
+            .collect()
     }
 }
 
@@ -319,32 +409,42 @@ fn read_owned(
     intern: &mut dyn FnMut(&str) -> Sym,
 ) -> Result<Vec<AccountRef>, CodecError> {
     let mut owned = Reader::new(r.bytes()?);
-    let list = owned.seq(|r| {
-        Ok(AccountRef {
-            system: r.system()?,
-            scope: intern(r.str()?),
-            account_id: r.name()?,
-        })
-    })?;
+    let list = owned.seq(|r| read_owned_one(r, intern))?;
     owned.finish()?;
     Ok(list)
+}
+
+fn read_owned_one(
+    r: &mut Reader<'_>,
+    intern: &mut dyn FnMut(&str) -> Sym,
+) -> Result<AccountRef, CodecError> {
+    Ok(AccountRef {
+        system: r.system()?,
+        scope: intern(r.str()?),
+        account_id: r.name()?,
+    })
 }
 
 /// Reads the open findings of a key record, after its [`Summary`].
 pub(super) fn read_open(r: &mut Reader<'_>) -> Result<Vec<OpenFinding>, CodecError> {
     let mut open = Reader::new(r.bytes()?);
-    let list = open.seq(|r| {
-        Ok(OpenFinding {
-            finding_id: r.str()?.to_string(),
-            status: r.pick(Status::ALL, "status")?,
-            rule: r.rule()?,
-            severity: r.pick(Severity::ALL, "severity")?,
-            role: r.pick(OwnerRole::ALL, "owner role")?,
-            team: r.str()?.into(),
-        })
-    })?;
+    let list = open.seq(|r| read_open_one(r, &mut |team| team.into()))?;
     open.finish()?;
     Ok(list)
+}
+
+fn read_open_one(
+    r: &mut Reader<'_>,
+    team: &mut dyn FnMut(&str) -> Arc<str>,
+) -> Result<OpenFinding, CodecError> {
+    Ok(OpenFinding {
+        finding_id: r.str()?.to_string(),
+        status: r.pick(Status::ALL, "status")?,
+        rule: r.rule()?,
+        severity: r.pick(Severity::ALL, "severity")?,
+        role: r.pick(OwnerRole::ALL, "owner role")?,
+        team: team(r.str()?),
+    })
 }
 
 impl WorkerState {

@@ -5,7 +5,7 @@
 //! through DashMap's `raw-api`, then its lists, then its grant lists).
 
 use super::cpu::{prefetch, prefetch_lines};
-use super::record::{read_open, Head, Summary};
+use super::record::{read_open, Head, Heads, Summary};
 use super::{CodecError, Reader, WorkerState};
 use crate::model::event::Key;
 use crate::model::finding::OpenFinding;
@@ -24,12 +24,14 @@ pub struct Frozen {
 
 impl Frozen {
     /// Keeps `record` (a key record of the changelog) after reading its
-    /// head (summary, accounts, open findings); scopes go through `intern`.
+    /// head (summary, accounts, open findings) into `heads`; scopes and
+    /// teams go through `intern`.
     pub fn with_head(
         record: Vec<u8>,
+        heads: &mut Heads,
         intern: &mut dyn FnMut(&str) -> Sym,
     ) -> Result<(Frozen, Head), CodecError> {
-        let head = Head::read(&record, intern)?;
+        let head = heads.read(&record, intern)?;
         let frozen = Frozen {
             record: record.into_boxed_slice(),
             wake_at: head.summary.wake_at,
@@ -107,6 +109,15 @@ impl Default for Store {
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// A store sized for `keys` keys left encoded (a restore's).
+    pub fn with_capacity(keys: usize) -> Store {
+        let hasher = ahash::RandomState::new();
+        Store {
+            map: DashMap::with_hasher(hasher.clone()),
+            frozen: DashMap::with_capacity_and_hasher(keys, hasher),
+        }
     }
 
     /// The hash of `key` in both maps.

@@ -293,6 +293,10 @@ pub async fn run(
         lost: Mutex::new(std::collections::BTreeSet::new()),
         cfg: cfg.clone(),
     });
+    if cfg.state_changelog {
+        let (shared, n) = (shared.clone(), shared.restore_slots.available_permits());
+        tokio::task::spawn_blocking(move || changelog::prepare_readers(&shared, n));
+    }
     let mut consumer_config = client_config(&cfg, Role::Consumer);
     // Each assigned topic-partition has its own queue, and librdkafka's
     // prefetch limits apply to each (at its defaults they applied to the

@@ -335,3 +335,67 @@ fn notes_round_trip_in_records_of_bounded_size() {
         }
     }
 }
+
+/// A restore reading a key twice (an older record, then a newer one, as a
+/// changelog not yet compacted holds them) lists the accounts and open
+/// findings of the newer record only.
+#[test]
+fn heads_keep_what_each_keys_newest_record_holds() {
+    use super::restore_tests::{config, feed, run};
+    use crate::detect::state::{Frozen, Heads, Summary};
+    use crate::model::id::Sym;
+    let mut engine = Engine::new(config());
+    engine.track_changes();
+    let events = feed(5);
+    run(&mut engine, &events[..events.len() / 2], 0);
+    let records = engine.checkpoint().keys;
+    let open = |record: &[u8]| {
+        Frozen::with_head(record.to_vec(), &mut Heads::default(), &mut Sym::new)
+            .map(|(frozen, _)| frozen.open_findings().expect("readable").len())
+            .expect("readable")
+    };
+    let with = &records
+        .iter()
+        .find(|(_, r)| open(r) > 0)
+        .expect("a key with findings open")
+        .1;
+    let without = &records
+        .iter()
+        .find(|(_, r)| open(r) == 0)
+        .expect("a key without")
+        .1;
+    let read = |heads: &mut Heads, record: &[u8]| {
+        Frozen::with_head(record.to_vec(), heads, &mut Sym::new)
+            .expect("readable")
+            .1
+    };
+    // Every head kept: the open findings as read.
+    let mut heads = Heads::default();
+    let head = read(&mut heads, with);
+    heads.keep(&head);
+    let expected: Vec<String> = heads
+        .into_open()
+        .into_iter()
+        .map(|f| f.finding_id)
+        .collect();
+    assert_eq!(expected.len(), open(with));
+    // One key's older record with findings open, then its newer one
+    // without; then another key's record with them.
+    let mut heads = Heads::default();
+    let older = read(&mut heads, with);
+    let newer = read(&mut heads, without);
+    let other = read(&mut heads, with);
+    assert_eq!(
+        heads.owned(&newer),
+        &Summary::owned(without, &mut Sym::new).expect("readable")[..]
+    );
+    assert_eq!(heads.owned(&older), heads.owned(&other));
+    heads.keep(&newer);
+    heads.keep(&other);
+    let kept: Vec<String> = heads
+        .into_open()
+        .into_iter()
+        .map(|f| f.finding_id)
+        .collect();
+    assert_eq!(kept, expected, "the older record's findings are dropped");
+}

@@ -266,40 +266,6 @@ pub(super) struct Unusable {
     pub(super) keys: Vec<Key>,
 }
 
-/// A consumer to read the state topic with, which knows the topic's
-/// leaders: librdkafka retries a bounds request sent before it knows the
-/// leader only after 500 ms.
-fn reader(
-    cfg: &crate::config::Config,
-    wait: Duration,
-) -> Result<super::PlainConsumer, PipelineError> {
-    let c = super::restore::restore_consumer(cfg)?;
-    c.fetch_metadata(Some(&cfg.topics.state), wait)
-        .map_err(|e| PipelineError::Client(format!("the metadata of {}: {e}", cfg.topics.state)))?;
-    Ok(c)
-}
-
-/// Readers of the state topic for the first restores, made while the
-/// consumer joins its group: a restore takes one ready instead of
-/// connecting its own (`n`, one per restore slot). Each waits at most a
-/// second for the broker: the detector does not wait for them to stop.
-pub(super) fn prepare_readers(shared: &Shared, n: usize) {
-    for _ in 0..n {
-        match reader(&shared.cfg, Duration::from_secs(1)) {
-            Ok(c) => shared
-                .changelog_readers
-                .lock()
-                .expect("readers lock")
-                .push(c),
-            // A restore makes its own, and says what fails.
-            Err(e) => {
-                tracing::debug!(error = %e, "preparing a state changelog reader");
-                return;
-            }
-        }
-    }
-}
-
 /// Reads partition `partition` of the state topic to its end (its high
 /// watermark when the read begins) and rebuilds the engine. `Ok(Err(_))`
 /// when the changelog cannot be used (none written, another format or
@@ -314,10 +280,12 @@ pub(super) fn read(
     let idle = shared.changelog_readers.lock().expect("readers lock").pop();
     let consumer: super::PlainConsumer = match idle {
         Some(c) => c,
-        None => reader(&shared.cfg, Duration::from_secs(30)).map_err(|e| match e {
-            PipelineError::Client(reason) => PipelineError::Restore { partition, reason },
-            e => e,
-        })?,
+        None => super::restore::state_reader(&shared.cfg, Duration::from_secs(30)).map_err(
+            |e| match e {
+                PipelineError::Client(reason) => PipelineError::Restore { partition, reason },
+                e => e,
+            },
+        )?,
     };
     let read = scan(shared, &consumer, partition, committed, stop);
     if consumer.unassign().is_ok() {

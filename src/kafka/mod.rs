@@ -295,7 +295,7 @@ pub async fn run(
     });
     if cfg.state_changelog {
         let (shared, n) = (shared.clone(), shared.restore_slots.available_permits());
-        tokio::task::spawn_blocking(move || changelog::prepare_readers(&shared, n));
+        tokio::task::spawn_blocking(move || restore::prepare_readers(&shared, n));
     }
     let mut consumer_config = client_config(&cfg, Role::Consumer);
     // Each assigned topic-partition has its own queue, and librdkafka's

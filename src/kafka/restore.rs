@@ -35,6 +35,40 @@ pub(super) fn restore_consumer(
     )
 }
 
+/// A consumer to read the state topic with, which knows the topic's
+/// leaders: librdkafka retries a bounds request sent before it knows the
+/// leader only after 500 ms.
+pub(super) fn state_reader(
+    cfg: &crate::config::Config,
+    wait: Duration,
+) -> Result<super::PlainConsumer, PipelineError> {
+    let c = restore_consumer(cfg)?;
+    c.fetch_metadata(Some(&cfg.topics.state), wait)
+        .map_err(|e| PipelineError::Client(format!("the metadata of {}: {e}", cfg.topics.state)))?;
+    Ok(c)
+}
+
+/// Readers of the state topic for the first restores, made while the
+/// consumer joins its group: a restore takes one ready instead of
+/// connecting its own (`n`, one per restore slot). Each waits at most a
+/// second for the broker: the detector does not wait for them to stop.
+pub(super) fn prepare_readers(shared: &Shared, n: usize) {
+    for _ in 0..n {
+        match state_reader(&shared.cfg, Duration::from_secs(1)) {
+            Ok(c) => shared
+                .changelog_readers
+                .lock()
+                .expect("readers lock")
+                .push(c),
+            // A restore makes its own, and says what fails.
+            Err(e) => {
+                tracing::debug!(error = %e, "preparing a state changelog reader");
+                return;
+            }
+        }
+    }
+}
+
 /// Rebuilds a partition's engine from its input topics, from the beginning
 /// up to the committed offsets, in stream order, publishing nothing.
 /// Returns `None` when the task was stopped meanwhile.

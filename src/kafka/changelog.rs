@@ -277,28 +277,21 @@ pub(super) fn read(
     committed: &[Option<i64>],
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Result<Option<Restored>, Unusable>, PipelineError> {
-    let idle = shared.changelog_readers.lock().expect("readers lock").pop();
-    let consumer: super::PlainConsumer = match idle {
-        Some(c) => c,
-        None => super::restore::state_reader(&shared.cfg, Duration::from_secs(30)).map_err(
-            |e| match e {
-                PipelineError::Client(reason) => PipelineError::Restore { partition, reason },
-                e => e,
-            },
-        )?,
-    };
+    let consumer = shared
+        .changelog_readers
+        .take(&shared.cfg, Duration::from_secs(30))
+        .map_err(|e| match e {
+            PipelineError::Client(reason) => PipelineError::Restore { partition, reason },
+            e => e,
+        })?;
     let read = scan(shared, &consumer, partition, committed, stop);
     if consumer.unassign().is_ok() {
-        shared
-            .changelog_readers
-            .lock()
-            .expect("readers lock")
-            .push(consumer);
+        shared.changelog_readers.give_back(shared, consumer);
     } else {
         // Closing a consumer with a group id waits for the group (up to
         // 100 ms): done apart, it holds neither the restore slot nor the
         // resume.
-        shared.runtime.spawn_blocking(move || drop(consumer));
+        shared.changelog_readers.discard(shared, consumer);
     }
     read
 }

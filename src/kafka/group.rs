@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// Consumers of the state changelog between restores (at most one per
     /// restore slot): a restore reuses one whose connection and metadata
     /// are warm instead of starting its own.
-    pub(crate) changelog_readers: Mutex<Vec<super::PlainConsumer>>,
+    pub(crate) changelog_readers: super::restore::Readers,
     /// Partitions whose assignment was lost (the group moved on without
     /// this member): their tasks write no more state, which another member
     /// may own by now.

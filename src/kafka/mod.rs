@@ -265,6 +265,8 @@ pub async fn run(
             "the join expects each record in the partition kafka.partitioner gives its payload's correlation key; records found elsewhere are counted in driftwatch_input_records_misplaced_total, and an account whose key changes leaves its old key only within one partition (kafka.route_by = \"payload\" moves records and accounts across partitions)"
         );
     }
+    let restore_slots =
+        RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
         decoder: InputDecoder::from_config(&cfg)?,
         partitions,
@@ -285,18 +287,12 @@ pub async fn run(
         fatal: Mutex::new(None),
         failed: AtomicBool::new(false),
         consumer: OnceLock::new(),
-        restore_slots: Arc::new(tokio::sync::Semaphore::new(
-            RESTORES_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )),
-        changelog_readers: Mutex::new(Vec::new()),
+        restore_slots: Arc::new(tokio::sync::Semaphore::new(restore_slots)),
+        changelog_readers: restore::Readers::new(restore_slots),
         logs: client::LogLimiter::default(),
         lost: Mutex::new(std::collections::BTreeSet::new()),
         cfg: cfg.clone(),
     });
-    if cfg.state_changelog {
-        let (shared, n) = (shared.clone(), shared.restore_slots.available_permits());
-        tokio::task::spawn_blocking(move || restore::prepare_readers(&shared, n));
-    }
     let mut consumer_config = client_config(&cfg, Role::Consumer);
     // Each assigned topic-partition has its own queue, and librdkafka's
     // prefetch limits apply to each (at its defaults they applied to the
@@ -344,6 +340,15 @@ pub async fn run(
     shared.stats.set_unassigned(true);
     let names: Vec<&str> = shared.topics.iter().map(|t| &*t.name).collect();
     consumer.subscribe(&names)?;
+    // Readers of the state changelog for the first restores, made while
+    // the consumer joins its group.
+    let preparing = cfg.state_changelog.then(|| {
+        let (shared, n) = (
+            shared.clone(),
+            restore_slots.min(partitions.max(1) as usize),
+        );
+        tokio::task::spawn_blocking(move || shared.changelog_readers.prepare(&shared.cfg, n))
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -370,8 +375,15 @@ pub async fn run(
     }
     let _ = thread.join();
     // Closing a consumer with a group id waits for the group: the idle
-    // changelog readers close together, off this thread.
-    let readers = std::mem::take(&mut *shared.changelog_readers.lock().expect("readers lock"));
+    // changelog readers close together, off this thread (once the one
+    // being prepared, if any, is made: at most a second).
+    let readers = shared.changelog_readers.close();
+    if let Some(Err(e)) = match preparing {
+        Some(p) => Some(p.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "preparing the state changelog readers failed");
+    }
     if !readers.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {
             std::thread::scope(|s| {

@@ -13,6 +13,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -48,24 +49,108 @@ pub(super) fn state_reader(
     Ok(c)
 }
 
-/// Readers of the state topic for the first restores, made while the
-/// consumer joins its group: a restore takes one ready instead of
-/// connecting its own (`n`, one per restore slot). Each waits at most a
-/// second for the broker: the detector does not wait for them to stop.
-pub(super) fn prepare_readers(shared: &Shared, n: usize) {
-    for _ in 0..n {
-        match state_reader(&shared.cfg, Duration::from_secs(1)) {
-            Ok(c) => shared
-                .changelog_readers
-                .lock()
-                .expect("readers lock")
-                .push(c),
-            // A restore makes its own, and says what fails.
-            Err(e) => {
-                tracing::debug!(error = %e, "preparing a state changelog reader");
-                return;
+/// The consumers of the state changelog between restores: a restore
+/// takes one whose connection and metadata are warm instead of starting
+/// its own, and gives it back. There are at most as many as restores may
+/// run at once (`cap`), and none once the detector stops.
+pub(crate) struct Readers {
+    cap: usize,
+    pool: Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<super::PlainConsumer>,
+    /// Readers alive, idle or reading.
+    alive: usize,
+    closed: bool,
+}
+
+impl Readers {
+    pub(crate) fn new(cap: usize) -> Readers {
+        Readers {
+            cap,
+            pool: Mutex::default(),
+        }
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().expect("readers lock")
+    }
+
+    /// An idle reader, or one made now (waiting up to `wait` for the
+    /// topic's metadata).
+    pub(super) fn take(
+        &self,
+        cfg: &crate::config::Config,
+        wait: Duration,
+    ) -> Result<super::PlainConsumer, PipelineError> {
+        if let Some(c) = self.pool().idle.pop() {
+            return Ok(c);
+        }
+        let c = state_reader(cfg, wait)?;
+        self.pool().alive += 1;
+        Ok(c)
+    }
+
+    /// Gives back a reader whose partition is unassigned: kept for the
+    /// next restore, unless enough are or the detector stopped (then
+    /// closed apart: closing waits up to 100 ms for the group).
+    pub(super) fn give_back(&self, shared: &Shared, c: super::PlainConsumer) {
+        let mut pool = self.pool();
+        if !pool.closed && pool.idle.len() < self.cap {
+            pool.idle.push(c);
+            return;
+        }
+        pool.alive -= 1;
+        drop(pool);
+        shared.runtime.spawn_blocking(move || drop(c));
+    }
+
+    /// A reader that cannot be given back (its partition would not
+    /// unassign), closed apart.
+    pub(super) fn discard(&self, shared: &Shared, c: super::PlainConsumer) {
+        self.pool().alive -= 1;
+        shared.runtime.spawn_blocking(move || drop(c));
+    }
+
+    /// Makes readers for the first restores while the consumer joins its
+    /// group, up to `n` alive, each waiting at most a second for the
+    /// broker; stops at the first failure (a restore then makes its own
+    /// and says what fails) or once the detector stops.
+    pub(super) fn prepare(&self, cfg: &crate::config::Config, n: usize) {
+        loop {
+            {
+                let mut pool = self.pool();
+                if pool.closed || pool.alive >= n.min(self.cap) {
+                    return;
+                }
+                pool.alive += 1;
+            }
+            match state_reader(cfg, Duration::from_secs(1)) {
+                Ok(c) => {
+                    let mut pool = self.pool();
+                    if pool.closed {
+                        pool.alive -= 1;
+                        return;
+                    }
+                    pool.idle.push(c);
+                }
+                Err(e) => {
+                    self.pool().alive -= 1;
+                    tracing::debug!(error = %e, "preparing a state changelog reader");
+                    return;
+                }
             }
         }
+    }
+
+    /// At a stop: no reader is kept from now on; the idle ones, to close.
+    pub(super) fn close(&self) -> Vec<super::PlainConsumer> {
+        let mut pool = self.pool();
+        pool.closed = true;
+        pool.alive -= pool.idle.len();
+        std::mem::take(&mut pool.idle)
     }
 }
 

@@ -163,12 +163,17 @@ impl Engine {
         mut heads: Heads,
     ) {
         debug_assert!(self.tracked == 0);
+        let keys = keys.into_iter();
+        // Sized once for the keys coming, not grown key by key; the index
+        // of accounts for their share of the accounts read (a changelog
+        // not compacted yet holds older records of some keys).
+        let (read, coming) = (heads.read_count(), keys.size_hint());
+        let coming = coming.1.unwrap_or(coming.0).min(read);
         if Arc::strong_count(&self.store) == 1 {
-            // Sized once for the keys coming (a key's older records read
-            // too count), not grown key by key.
-            self.store = Arc::new(Store::with_capacity(heads.read_count()));
+            self.store = Arc::new(Store::with_capacity(coming));
         }
-        self.owners.reserve(heads.owned_count());
+        self.owners
+            .reserve(heads.owned_count() * coming / read.max(1));
         let store = self.store.clone();
         let mut heap = std::mem::take(&mut self.timers).into_vec();
         for (key, (frozen, head)) in keys {

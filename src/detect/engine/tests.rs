@@ -338,64 +338,103 @@ fn notes_round_trip_in_records_of_bounded_size() {
 
 /// A restore reading a key twice (an older record, then a newer one, as a
 /// changelog not yet compacted holds them) lists the accounts and open
-/// findings of the newer record only.
+/// findings of the newer record only, also after a record it could not
+/// read.
 #[test]
 fn heads_keep_what_each_keys_newest_record_holds() {
     use super::restore_tests::{config, feed, run};
     use crate::detect::state::{Frozen, Heads, Summary};
     use crate::model::id::Sym;
-    let mut engine = Engine::new(config());
+    let cfg = config();
+    let mut engine = Engine::new(cfg.clone());
     engine.track_changes();
     let events = feed(5);
     run(&mut engine, &events[..events.len() / 2], 0);
-    let records = engine.checkpoint().keys;
-    let open = |record: &[u8]| {
-        Frozen::with_head(record.to_vec(), &mut Heads::default(), &mut Sym::new)
-            .map(|(frozen, _)| frozen.open_findings().expect("readable").len())
+    let checkpoint = engine.checkpoint();
+    let open = |record: &[u8]| -> Vec<String> {
+        let (frozen, _) = Frozen::with_head(record.to_vec(), &mut Heads::default(), &mut Sym::new)
+            .expect("readable");
+        let mut ids: Vec<String> = frozen
+            .open_findings()
             .expect("readable")
+            .into_iter()
+            .map(|f| f.finding_id)
+            .collect();
+        ids.sort();
+        ids
     };
-    let with = &records
+    let mut with = checkpoint.keys.iter().filter(|(_, r)| !open(r).is_empty());
+    let (a, b) = (
+        with.next().expect("a key with findings open"),
+        with.next().expect("two"),
+    );
+    let without = checkpoint
+        .keys
         .iter()
-        .find(|(_, r)| open(r) > 0)
-        .expect("a key with findings open")
-        .1;
-    let without = &records
-        .iter()
-        .find(|(_, r)| open(r) == 0)
-        .expect("a key without")
-        .1;
+        .find(|(_, r)| open(r).is_empty())
+        .expect("a key without");
+    assert_ne!(open(&a.1), open(&b.1));
+    let ids = |open: Vec<crate::model::finding::OpenFinding>| {
+        let mut ids: Vec<String> = open.into_iter().map(|f| f.finding_id).collect();
+        ids.sort();
+        ids
+    };
+    // The key of `without` read with `a`'s record first, a record cut
+    // short, then its own; then `b`'s key.
+    let mut heads = Heads::default();
     let read = |heads: &mut Heads, record: &[u8]| {
         Frozen::with_head(record.to_vec(), heads, &mut Sym::new)
             .expect("readable")
             .1
     };
-    // Every head kept: the open findings as read.
-    let mut heads = Heads::default();
-    let head = read(&mut heads, with);
-    heads.keep(&head);
-    let expected: Vec<String> = heads
-        .into_open()
-        .into_iter()
-        .map(|f| f.finding_id)
-        .collect();
-    assert_eq!(expected.len(), open(with));
-    // One key's older record with findings open, then its newer one
-    // without; then another key's record with them.
-    let mut heads = Heads::default();
-    let older = read(&mut heads, with);
-    let newer = read(&mut heads, without);
-    let other = read(&mut heads, with);
-    assert_eq!(
-        heads.owned(&newer),
-        &Summary::owned(without, &mut Sym::new).expect("readable")[..]
-    );
-    assert_eq!(heads.owned(&older), heads.owned(&other));
+    let older = read(&mut heads, &a.1);
+    // Cut within its head's last part, its open findings: its accounts
+    // were read, and are taken back.
+    let cut = (1..b.1.len())
+        .rev()
+        .find(|&n| {
+            Frozen::with_head(b.1[..n].to_vec(), &mut Heads::default(), &mut Sym::new).is_err()
+        })
+        .expect("a cut within the head");
+    let before = (heads.read_count(), heads.owned_count());
+    assert!(Frozen::with_head(b.1[..cut].to_vec(), &mut heads, &mut Sym::new).is_err());
+    assert_eq!((heads.read_count(), heads.owned_count()), before);
+    let newer = read(&mut heads, &without.1);
+    let other = read(&mut heads, &b.1);
+    for (head, record) in [(&older, &a.1), (&newer, &without.1), (&other, &b.1)] {
+        assert_eq!(
+            heads.owned(head),
+            &Summary::owned(record, &mut Sym::new).expect("readable")[..]
+        );
+    }
     heads.keep(&newer);
     heads.keep(&other);
-    let kept: Vec<String> = heads
-        .into_open()
-        .into_iter()
-        .map(|f| f.finding_id)
-        .collect();
-    assert_eq!(kept, expected, "the older record's findings are dropped");
+    assert_eq!(
+        ids(heads.into_open()),
+        open(&b.1),
+        "the older record's are dropped"
+    );
+    // The same through an engine's restore.
+    let partition = PartitionRecord::read(checkpoint.partition, &cfg).expect("readable");
+    let (window, written) =
+        window_ids(partition.dedup_window.clone(), checkpoint.dedup).expect("whole window");
+    let mut restoring = Engine::new(cfg.clone());
+    let mut heads = Heads::default();
+    let mut read = |record: &[u8]| {
+        restoring
+            .read_key(&mut heads, record.to_vec())
+            .expect("readable")
+    };
+    let (_older, newer, other) = (read(&a.1), read(&without.1), read(&b.1));
+    let mut restored = restoring
+        .restore_read(
+            &partition,
+            [(without.0.clone(), newer), (b.0.clone(), other)],
+            heads,
+            &window,
+            written,
+        )
+        .expect("restores");
+    assert_eq!(restored.tracked(), 2);
+    assert_eq!(ids(restored.take_open_findings()), open(&b.1));
 }

@@ -298,7 +298,7 @@ impl Summary {
 /// What a restore reads of a key record, in one pass over its head: its
 /// summary, and where the [`Heads`] that read it keeps the accounts it
 /// holds and its open findings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Head {
     pub summary: Summary,
     owned: Range<usize>,
@@ -307,7 +307,9 @@ pub struct Head {
 
 /// The heads of the key records a restore reads: the accounts each holds
 /// ([`Summary::owned`]) and its open findings ([`read_open`]), kept
-/// together for all keys rather than in two lists per key.
+/// together for all keys rather than in two lists per key. Those of a
+/// key's older records stay until [`Heads::into_open`] (a small part of
+/// the records' size; a compacted changelog holds few older records).
 #[derive(Debug, Default)]
 pub struct Heads {
     owned: Vec<AccountRef>,
@@ -376,8 +378,8 @@ impl Heads {
         self.owned.len()
     }
 
-    /// Marks `head` (one this read) as its key's newest: its open
-    /// findings are among [`Heads::into_open`]'s.
+    /// Marks `head` (one this read, each at most once) as its key's
+    /// newest: its open findings are among [`Heads::into_open`]'s.
     pub fn keep(&mut self, head: &Head) {
         self.kept += 1;
         if !head.open.is_empty() {

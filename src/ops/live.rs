@@ -47,11 +47,25 @@ pub struct LiveStats {
     /// `kafka.unassigned_warning`: how long without a partition is worth
     /// a warning and a word in `/readyz`.
     pub unassigned_warning: Mutex<Option<Duration>>,
+    /// When the first partition restore of this process began and when
+    /// the last one ended (the load harness's measure of a restart).
+    pub restores: Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
 }
 
 const RECENT: usize = 200;
 
 impl LiveStats {
+    /// A partition's restore begins.
+    pub fn restore_began(&self) {
+        let mut r = self.restores.lock().expect("stats lock");
+        r.0.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// A partition's restore ended.
+    pub fn restore_ended(&self) {
+        self.restores.lock().expect("stats lock").1 = Some(std::time::Instant::now());
+    }
+
     /// Ready: partitions assigned and restored, brokers reachable, no
     /// fatal error. The reason when not.
     pub fn readiness(&self) -> Result<(), String> {

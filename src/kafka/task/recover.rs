@@ -47,6 +47,7 @@ pub(super) async fn restore_state(
 ) -> Result<Option<Restored>, PipelineError> {
     let started = Instant::now();
     shared.stats.metrics.partitions_restoring.inc();
+    shared.stats.restore_began();
     // Waiting for a restore slot counts as restoring; a stop ends the wait.
     let mut stopped = stop.clone();
     let slot = tokio::select! {
@@ -71,6 +72,7 @@ pub(super) async fn restore_state(
             .and_then(|r| r)
         }
     };
+    shared.stats.restore_ended();
     shared.stats.metrics.partitions_restoring.dec();
     let Some((restored, source, events)) = restored? else {
         return Ok(None);

@@ -378,11 +378,10 @@ pub async fn run(
     // changelog readers close together, off this thread (once the one
     // being prepared, if any, is made: at most a second).
     let readers = shared.changelog_readers.close();
-    if let Some(Err(e)) = match preparing {
-        Some(p) => Some(p.await),
-        None => None,
-    } {
-        tracing::warn!(error = %e, "preparing the state changelog readers failed");
+    if let Some(preparing) = preparing {
+        if let Err(e) = preparing.await {
+            tracing::warn!(error = %e, "preparing the state changelog readers failed");
+        }
     }
     if !readers.is_empty() {
         let _ = tokio::task::spawn_blocking(move || {

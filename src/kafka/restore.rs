@@ -51,8 +51,8 @@ pub(super) fn state_reader(
 
 /// The consumers of the state changelog between restores: a restore
 /// takes one whose connection and metadata are warm instead of starting
-/// its own, and gives it back. There are at most as many as restores may
-/// run at once (`cap`), and none once the detector stops.
+/// its own, and gives it back. It keeps at most as many idle as restores
+/// may run at once (`cap`), and none once the detector stops.
 pub(crate) struct Readers {
     cap: usize,
     pool: Mutex<Pool>,

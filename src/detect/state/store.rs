@@ -98,11 +98,7 @@ pub struct Store {
 
 impl Default for Store {
     fn default() -> Store {
-        let hasher = ahash::RandomState::new();
-        Store {
-            map: DashMap::with_hasher(hasher.clone()),
-            frozen: DashMap::with_hasher(hasher),
-        }
+        Store::with_capacity(0)
     }
 }
 

@@ -178,12 +178,7 @@ async fn avro_ids_resolve_through_the_schema_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_registry_stops_decoding_instead_of_dead_lettering() {
     use driftwatch::kafka::InputDecoder;
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_held, port) = crate::harness::closed_port();
     let cfg = Config::from_toml(&format!(
         "[schemas]\nregistry_url = \"http://127.0.0.1:{port}\""
     ))

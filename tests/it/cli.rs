@@ -58,15 +58,6 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
-/// A local port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn examples() -> &'static std::path::Path {
     std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/examples"))
 }
@@ -217,7 +208,7 @@ fn a_missing_config_file_is_reported_once() {
 
 #[test]
 fn an_unreachable_cluster_is_one_error_that_names_it() {
-    let port = closed_port();
+    let (_held, port) = crate::harness::closed_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(crate::harness::unique("unreachable"));
     std::fs::create_dir_all(&dir).unwrap();

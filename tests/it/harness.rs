@@ -1031,3 +1031,14 @@ pub fn assert_same_findings(published: &[Finding], reference: &[Finding]) {
         want.len()
     );
 }
+
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: it is bound but never listens, so no other test (a mock
+/// cluster binding port 0, say) can be given it meanwhile.
+pub fn closed_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}

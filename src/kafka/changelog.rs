@@ -37,7 +37,7 @@ use super::publish::{confirm, enqueue_to};
 use super::{PipelineError, Shared};
 use crate::detect::engine::{
     emptied_record, read_ids, window_ids, Checkpoint, Engine, PartitionRecord, RestoreError,
-    FORMAT_VERSION,
+    FORMAT_VERSION, READ_FORMATS,
 };
 use crate::detect::state::{CodecError, Frozen, Head, Heads, Reader, Writer};
 use crate::model::event::Key;
@@ -94,8 +94,8 @@ fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
     w.buf
 }
 
-/// A value's offsets and body.
-type Framed<'v> = (Rc<[i64]>, &'v [u8]);
+/// A value's offsets, body and format version.
+type Framed<'v> = (Rc<[i64]>, &'v [u8], u8);
 
 /// Reads values: the offsets their checkpoint reflects, and their body.
 /// The records of one checkpoint all carry the same offsets, so one copy
@@ -107,7 +107,8 @@ struct Unframe {
 }
 
 impl Unframe {
-    /// The offsets and the body of a value; `None` for another version.
+    /// The offsets, body and version of a value; `None` for a version
+    /// not read ([`READ_FORMATS`]).
     fn read<'v>(&mut self, value: &'v [u8]) -> Result<Option<Framed<'v>>, String> {
         let mut r = Reader::new(value);
         let n = r.count().map_err(|e| e.to_string())?;
@@ -116,14 +117,14 @@ impl Unframe {
             self.read.push(r.i64().map_err(|e| e.to_string())?);
         }
         let version = r.u8().map_err(|e| e.to_string())?;
-        if version != FORMAT_VERSION {
+        if !READ_FORMATS.contains(&version) {
             return Ok(None);
         }
         if *self.offsets != self.read[..] {
             self.offsets = Rc::from(&self.read[..]);
         }
         let at = value.len() - r.remaining();
-        Ok(Some((self.offsets.clone(), &value[at..])))
+        Ok(Some((self.offsets.clone(), &value[at..], version)))
     }
 }
 
@@ -410,7 +411,11 @@ fn scan(
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         unusable.get_or_insert_with(|| {
-                            format!("records of another format version than {FORMAT_VERSION}")
+                            format!(
+                                "records of a format version other than {} to {}",
+                                READ_FORMATS.start(),
+                                READ_FORMATS.end()
+                            )
                         });
                         if let Some(first) = piece {
                             // Its length unknown: deleted with the others.
@@ -444,7 +449,7 @@ fn scan(
                         }
                     },
                     (Some(b'p'), None) if key.len() == 1 => {
-                        let mut body = vec![FORMAT_VERSION];
+                        let mut body = vec![framed.2];
                         body.extend_from_slice(framed.1);
                         last = Some((framed.0.to_vec(), body));
                     }
@@ -640,16 +645,23 @@ mod tests {
         assert_eq!(state_key(b"p"), None);
         let value = frame(&[3, 0, 17], b"body");
         let mut unframe = Unframe::default();
-        let (offsets, body) = unframe.read(&value).unwrap().unwrap();
+        let (offsets, body, _) = unframe.read(&value).unwrap().unwrap();
         assert_eq!((&offsets[..], body), (&[3, 0, 17][..], &b"body"[..]));
         // The next record of the checkpoint shares its offsets.
-        let (again, _) = unframe.read(&frame(&[3, 0, 17], b"more")).unwrap().unwrap();
+        let (again, _, _) = unframe.read(&frame(&[3, 0, 17], b"more")).unwrap().unwrap();
         assert!(Rc::ptr_eq(&offsets, &again));
-        let (next, _) = unframe
+        let (next, _, _) = unframe
             .read(&frame(&[3, 1, 17], b"later"))
             .unwrap()
             .unwrap();
         assert_eq!(&next[..], &[3, 1, 17]);
+        let mut older = frame(&[1], b"x");
+        older[2] = *READ_FORMATS.start();
+        assert_eq!(
+            unframe.read(&older).unwrap().map(|f| f.2),
+            Some(*READ_FORMATS.start()),
+            "an older version still read is read as such"
+        );
         let mut other = frame(&[1], b"x");
         other[2] = FORMAT_VERSION + 1;
         assert_eq!(

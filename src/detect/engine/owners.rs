@@ -69,9 +69,7 @@ pub fn encode_note(n: &Note) -> Vec<u8> {
             ev,
         } => {
             one.u8(0);
-            one.system(account.system);
-            one.sym(&account.scope);
-            one.str(&account.account_id);
+            write_account_ref(&mut one, account);
             one.key(key);
             one.ts(*at);
             ev.encode(&mut one);
@@ -82,6 +80,14 @@ pub fn encode_note(n: &Note) -> Vec<u8> {
         }
     }
     one.buf
+}
+
+/// Writes an account's identity (a claim's, a forward's);
+/// [`Engine::read_account_ref`] reads it.
+pub(super) fn write_account_ref(w: &mut Writer, a: &AccountRef) {
+    w.system(a.system);
+    w.sym(&a.scope);
+    w.str(&a.account_id);
 }
 
 /// Packs encoded notes, in order, into records of at most about
@@ -578,6 +584,18 @@ impl Engine {
         self.forwards.insert(account, (key, now));
     }
 
+    /// Reads what [`write_account_ref`] wrote, the scope interned.
+    pub(super) fn read_account_ref(
+        &mut self,
+        r: &mut Reader<'_>,
+    ) -> Result<AccountRef, CodecError> {
+        Ok(AccountRef {
+            system: r.system()?,
+            scope: self.intern(r.str()?),
+            account_id: r.name()?,
+        })
+    }
+
     /// Decodes a record of notes [`pack_notes`] packed.
     pub fn decode_notes(&mut self, bytes: &[u8]) -> Result<Vec<Note>, CodecError> {
         let mut r = Reader::new(bytes);
@@ -588,11 +606,7 @@ impl Engine {
             let mut r = Reader::new(b);
             let note = match r.u8()? {
                 0 => Note::Claim {
-                    account: AccountRef {
-                        system: r.system()?,
-                        scope: self.intern(r.str()?),
-                        account_id: r.name()?,
-                    },
+                    account: self.read_account_ref(&mut r)?,
                     key: r.key()?,
                     at: r.ts()?,
                     ev: EvRef::decode(&mut r)?,

@@ -2,6 +2,7 @@
 //! newest record of each key (left encoded, its head read) and the ids of
 //! the de-duplication window.
 
+use super::owners::MIN_FORWARDS_SWEEP;
 use super::snapshot::{read_storm, Changes, PartitionRecord, RestoreError};
 use super::storm::Storm;
 use super::timers::{TimerKey, MIN_TIMER_SWEEP};
@@ -123,6 +124,15 @@ impl Engine {
             let kind = r.pick(&[0u8, 1], "storm timer kind")?;
             Ok((at, kind, r.rule()?))
         })?;
+        if partition.version >= 6 {
+            let forwards: super::owners::Forwards = r.seq(|r| {
+                let at = r.ts()?;
+                let key = r.key()?;
+                Ok((engine.read_account_ref(r)?, (key, at)))
+            })?;
+            engine.forwards = forwards;
+            engine.forwards_sweep_at = (2 * engine.forwards.len()).max(MIN_FORWARDS_SWEEP);
+        }
         r.finish()?;
         let mut heap = Vec::with_capacity(timers.len());
         for (at, kind, rule) in timers {

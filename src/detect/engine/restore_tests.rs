@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 pub(super) struct Log {
     pub(super) keys: HashMap<Key, Vec<u8>>,
     pieces: BTreeMap<u64, Vec<u8>>,
-    partition: Option<Vec<u8>>,
+    pub(super) partition: Option<Vec<u8>>,
     records: usize,
 }
 

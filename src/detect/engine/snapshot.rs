@@ -27,9 +27,13 @@ use crate::model::time::Ts;
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-/// The version of the encoding of every state record; a record of another
-/// version is not read.
-pub const FORMAT_VERSION: u8 = 5;
+/// The version of the encoding of every state record written.
+pub const FORMAT_VERSION: u8 = 6;
+
+/// The versions of state records read: format 5 differs from 6 only in
+/// its partition record, which does not list the accounts let go to other
+/// partitions (read as none). A record of another version is not read.
+pub const READ_FORMATS: std::ops::RangeInclusive<u8> = 5..=FORMAT_VERSION;
 
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
@@ -122,7 +126,7 @@ impl Changes {
 /// Why state records cannot restore an engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
-    #[error("the state was written in format {found}; this version reads format {FORMAT_VERSION}")]
+    #[error("the state was written in format {found}; this version reads formats {} to {}", READ_FORMATS.start(), READ_FORMATS.end())]
     Version { found: u8 },
     #[error("the state was written under another configuration of rules, owners, storm guard, window, instance or input topics (fingerprint {found:016x}, this one {expected:016x}): its findings or offsets would differ")]
     Config { found: u64, expected: u64 },
@@ -342,6 +346,8 @@ pub struct PartitionRecord {
     pub dedup_window: std::ops::Range<u64>,
     /// The window's stretches of arrival (`state.dedup_max_age`).
     pub(super) dedup_stretches: Vec<(u64, Ts)>,
+    /// Its format ([`READ_FORMATS`]).
+    pub(super) version: u8,
     pub(super) bytes: Vec<u8>,
 }
 
@@ -351,7 +357,7 @@ impl PartitionRecord {
     pub fn read(bytes: Vec<u8>, cfg: &Config) -> Result<PartitionRecord, RestoreError> {
         let mut r = Reader::new(&bytes);
         let version = r.u8()?;
-        if version != FORMAT_VERSION {
+        if !READ_FORMATS.contains(&version) {
             return Err(RestoreError::Version { found: version });
         }
         let found = r.u64()?;
@@ -381,6 +387,7 @@ impl PartitionRecord {
         Ok(PartitionRecord {
             dedup_window: start..end,
             dedup_stretches: stretches,
+            version,
             bytes,
         })
     }
@@ -580,5 +587,23 @@ impl Engine {
             w.u8(*kind);
             w.rule(*rule);
         });
+        // Accounts let go to another partition within the last day: a
+        // handover that reaches this partition after a restart still
+        // follows the account. In the order of their bytes, so that one
+        // state writes one record.
+        let mut forwards: Vec<Vec<u8>> = self
+            .forwards
+            .iter()
+            .filter(|(_, (_, at))| at.plus(crate::model::time::MS_PER_DAY) >= self.now)
+            .map(|(account, (key, at))| {
+                let mut one = Writer::default();
+                one.ts(*at);
+                one.key(key);
+                super::owners::write_account_ref(&mut one, account);
+                one.buf
+            })
+            .collect();
+        forwards.sort_unstable();
+        w.seq(&forwards, |w, one| w.buf.extend_from_slice(one));
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::detect::state::Account;
 use crate::model::event::{
     AccountKind, DirectoryEvent, DirectoryEventType, HrEvent, HrEventType, Origin, WorkerType,
 };
@@ -214,49 +215,14 @@ fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
     one.advance_to(end, &mut whole);
 
     let run = |notes: bool| {
-        let n = 3;
-        let part = |k: &Key| cfg.kafka.partitioner.partition(k, n) as usize;
-        let mut engines: Vec<Engine> = (0..n).map(|_| Engine::new(cfg.clone())).collect();
-        if notes {
-            engines.iter_mut().for_each(Engine::send_notes);
-        }
-        let mut out = Vec::new();
-        let mut offset = 0;
+        let mut parts = Partitions::new(&cfg, 3, notes);
         for e in &events {
-            let p = part(&e.key());
-            apply_next(&mut engines[p], &mut offset, e.clone(), &mut out);
-            // One clock for all, as one engine has: only where accounts
-            // live differs.
-            let now = engines[p].now();
-            for e in &mut engines {
-                e.advance_to(now, &mut out);
-            }
-            // Deliver notes, and the replies they make, at once.
-            let mut queue: Vec<(usize, To, Note)> = engines[p]
-                .take_notes()
-                .into_iter()
-                .map(|(to, n)| (p, to, n))
-                .collect();
-            while let Some((from, to, note)) = queue.pop() {
-                let targets: Vec<usize> = match &to {
-                    To::Every => (0..n as usize).filter(|&q| q != from).collect(),
-                    To::KeyOf(k) => vec![part(k)],
-                };
-                for q in targets {
-                    engines[q].receive(note.clone(), &mut out);
-                    queue.extend(
-                        engines[q]
-                            .take_notes()
-                            .into_iter()
-                            .map(|(to, n)| (q, to, n)),
-                    );
-                }
-            }
+            parts.apply(e);
         }
-        for e in &mut engines {
-            e.advance_to(end, &mut out);
+        for e in &mut parts.engines {
+            e.advance_to(end, &mut parts.out);
         }
-        out
+        parts.out
     };
     let (moved, whole) = (tally(&run(true)), tally(&whole));
     let differ: Vec<_> = moved
@@ -277,6 +243,169 @@ fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
         orphans(&run(false)) < resolved,
         "without notes, correlated accounts stay orphans in their old partition"
     );
+}
+
+/// Engines of `n` partitions of one feed, routed by payload: each event
+/// goes to its key's partition, with one clock for all (as one engine
+/// has), and notes and the replies they make are delivered at once.
+struct Partitions {
+    cfg: Arc<Config>,
+    engines: Vec<Engine>,
+    out: Vec<Finding>,
+    offset: i64,
+    /// Each handover sent, with the partition that sent it.
+    handovers: Vec<(usize, Account)>,
+}
+
+impl Partitions {
+    fn new(cfg: &Arc<Config>, n: usize, notes: bool) -> Partitions {
+        let mut engines: Vec<Engine> = (0..n).map(|_| Engine::new(cfg.clone())).collect();
+        if notes {
+            engines.iter_mut().for_each(Engine::send_notes);
+        }
+        Partitions {
+            cfg: cfg.clone(),
+            engines,
+            out: Vec::new(),
+            offset: 0,
+            handovers: Vec::new(),
+        }
+    }
+
+    fn part(&self, k: &Key) -> usize {
+        let n = self.engines.len() as i32;
+        self.cfg.kafka.partitioner.partition(k, n) as usize
+    }
+
+    /// Applies `e` where its key lives; returns that partition.
+    fn apply(&mut self, e: &Event) -> usize {
+        let p = self.part(&e.key());
+        let out = &mut self.out;
+        apply_next(&mut self.engines[p], &mut self.offset, e.clone(), out);
+        let now = self.engines[p].now();
+        for e in &mut self.engines {
+            e.advance_to(now, out);
+        }
+        let mut queue: Vec<(usize, To, Note)> = self.engines[p]
+            .take_notes()
+            .into_iter()
+            .map(|(to, n)| (p, to, n))
+            .collect();
+        while let Some((from, to, note)) = queue.pop() {
+            if let Note::Handover(copy) = &note {
+                self.handovers.push((from, copy.clone()));
+            }
+            let targets: Vec<usize> = match &to {
+                To::Every => (0..self.engines.len()).filter(|&q| q != from).collect(),
+                To::KeyOf(k) => vec![self.part(k)],
+            };
+            for q in targets {
+                self.engines[q].receive(note.clone(), &mut self.out);
+                queue.extend(
+                    self.engines[q]
+                        .take_notes()
+                        .into_iter()
+                        .map(|(to, n)| (q, to, n)),
+                );
+            }
+        }
+        p
+    }
+}
+
+/// A partition restored from its checkpoint still knows where it let
+/// accounts go in the last day: a handover reaching it afterwards (two
+/// partitions claimed the account at once) follows the account there, as
+/// it does from the partition that wrote the checkpoint.
+#[test]
+fn a_restored_partition_forwards_handovers_of_accounts_it_let_go() {
+    use super::restore_tests::Log;
+    let mut cfg = Config::default_config();
+    cfg.storm.enabled = false;
+    let cfg = Arc::new(cfg);
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = crate::tools::generate::Generator::new(5, 400, t0);
+    let mut events = g.baseline();
+    for _ in 0..3_000 {
+        events.extend(g.next_batch(10 * 60_000));
+    }
+    let mut parts = Partitions::new(&cfg, 3, true);
+    parts.engines.iter_mut().for_each(Engine::track_changes);
+    let mut logs: Vec<Log> = vec![Log::default(); 3];
+    let mut checked = 0;
+    for e in &events {
+        let sent = parts.handovers.len();
+        parts.apply(e);
+        let Some((from, copy)) = parts.handovers.get(sent).cloned() else {
+            continue;
+        };
+        // A partition just let an account go: checkpoint, restore, and
+        // hand the account to the restored partition again.
+        let engine = &mut parts.engines[from];
+        logs[from].write(engine.checkpoint());
+        let mut restored = logs[from].restore(&cfg).expect("restores");
+        restored.send_notes();
+        let day = |f: &owners::Forwards, now: Ts| -> Vec<String> {
+            let mut v: Vec<String> = f
+                .iter()
+                .filter(|(_, (_, at))| at.plus(MS_PER_DAY) >= now)
+                .map(|(a, (k, at))| format!("{a:?} {k} {at:?}"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            day(&restored.forwards, restored.now()),
+            day(&engine.forwards, engine.now())
+        );
+        let to = engine.forwards[&copy.identity()].0.clone();
+        let mut out = Vec::new();
+        restored.receive(Note::Handover(copy.clone()), &mut out);
+        let sent: Vec<(To, Vec<u8>)> = restored
+            .take_notes()
+            .into_iter()
+            .map(|(to, n)| (to, encode_note(&n)))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(To::KeyOf(to), encode_note(&Note::Handover(copy)))]
+        );
+        assert!(out.is_empty());
+        checked += 1;
+        if checked == 20 {
+            break;
+        }
+    }
+    assert_eq!(checked, 20, "the feed moves accounts between partitions");
+}
+
+/// A changelog of format 5, whose partition record does not list the
+/// accounts let go to other partitions, restores as one of format 6
+/// listing none; read as format 6, it is an error.
+#[test]
+fn a_partition_record_of_format_5_restores_as_having_let_no_account_go() {
+    use super::restore_tests::{checkpointed, config, feed, run};
+    let cfg = config();
+    let events = feed(3);
+    let half = events.len() / 2;
+    let (_, _, log, _) = checkpointed(&cfg, &events, half, half);
+    let six = log.partition.clone().expect("written");
+    assert_eq!(six[0], 6);
+    // Its last byte: no account let go (key routing).
+    assert_eq!(six.last(), Some(&0));
+    let mut five = six[..six.len() - 1].to_vec();
+    five[0] = 5;
+    let mut old = log.clone();
+    old.partition = Some(five.clone());
+    let mut from_five = old.restore(&cfg).expect("format 5 is read");
+    let mut from_six = log.restore(&cfg).expect("restores");
+    assert_eq!(
+        run(&mut from_five, &events[half..], half),
+        run(&mut from_six, &events[half..], half)
+    );
+    five[0] = 6;
+    old.partition = Some(five);
+    assert!(matches!(old.restore(&cfg), Err(RestoreError::Codec(_))));
 }
 
 /// Notes survive encoding, in order, split into records of bounded size.

@@ -36,12 +36,27 @@ pub fn cpu_seconds() -> Option<(f64, f64)> {
     Some((all, mock))
 }
 
-/// Microseconds of CPU per event since `cpu0`, for the output line.
-pub(super) fn cpu_per_event(cpu0: Option<(f64, f64)>, events: u64) -> String {
+/// Microseconds of CPU per event since `cpu0`: of the whole process, and
+/// of the embedded mock broker's thread.
+pub(super) fn cpu_per_event_us(cpu0: Option<(f64, f64)>, events: u64) -> Option<(f64, f64)> {
     match (cpu0, cpu_seconds()) {
         (Some((a, ma)), Some((b, mb))) if events > 0 => {
             let per = |s: f64| s * 1e6 / events as f64;
-            let (all, mock) = (per(b - a), per(mb - ma));
+            Some((per(b - a), per(mb - ma)))
+        }
+        _ => None,
+    }
+}
+
+/// Microseconds of CPU per event since `cpu0`, for the output line.
+pub(super) fn cpu_per_event(cpu0: Option<(f64, f64)>, events: u64) -> String {
+    describe_cpu(cpu_per_event_us(cpu0, events))
+}
+
+/// [`cpu_per_event_us`] for the output line.
+pub(super) fn describe_cpu(per_event: Option<(f64, f64)>) -> String {
+    match per_event {
+        Some((all, mock)) => {
             if mock > 0.0 {
                 format!(
                     "{all:.1} µs of CPU each, {:.1} without the mock broker's thread",
@@ -51,6 +66,6 @@ pub(super) fn cpu_per_event(cpu0: Option<(f64, f64)>, events: u64) -> String {
                 format!("{all:.1} µs of CPU each")
             }
         }
-        _ => "CPU time unknown".into(),
+        None => "CPU time unknown".into(),
     }
 }

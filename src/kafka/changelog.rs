@@ -86,7 +86,9 @@ fn piece_key(first: u64) -> Vec<u8> {
 }
 
 /// A value: the offsets its checkpoint reflects, the version, the body.
-fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
+/// The engine writes the key records of a checkpoint after
+/// `frame(offsets, &[])` itself ([`Engine::checkpoint_after`]).
+pub(super) fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
     let mut w = Writer::default();
     w.seq(offsets, |w, o| w.i64(*o));
     w.u8(FORMAT_VERSION);
@@ -151,8 +153,13 @@ fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
     for n in &checkpoint.dedup_orphaned {
         first.push((piece_key(*n), None));
     }
-    for (key, state) in checkpoint.key_records() {
-        first.push((key_record_key(key), state.map(|s| frame(offsets, s))));
+    // The engine wrote each key record after its frame.
+    debug_assert_eq!(checkpoint.prefix, frame(offsets, &[]).len());
+    for (key, framed) in checkpoint.keys {
+        first.push((key_record_key(&key), Some(framed)));
+    }
+    for key in &checkpoint.deleted {
+        first.push((key_record_key(key), None));
     }
     for (n, piece) in &checkpoint.dedup {
         first.push((piece_key(*n), Some(frame(offsets, piece))));

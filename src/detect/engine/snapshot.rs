@@ -38,9 +38,12 @@ pub const READ_FORMATS: std::ops::RangeInclusive<u8> = 5..=FORMAT_VERSION;
 /// What changed in an engine since its previous checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
-    /// Each key changed, with its whole state, in the order to write them
-    /// ([`Checkpoint::key_records`]).
+    /// Each key changed, with its whole state after the prefix the
+    /// checkpoint was asked for ([`Engine::checkpoint_after`]), in the
+    /// order to write them ([`Checkpoint::key_records`]).
     pub keys: Vec<(Key, Vec<u8>)>,
+    /// The length of that prefix.
+    pub prefix: usize,
     /// The de-duplication ids added, in pieces of at most about
     /// [`MAX_PIECE_BYTES`]: the number of each piece's first id, and the
     /// piece.
@@ -79,7 +82,7 @@ impl Checkpoint {
     pub fn key_records(&self) -> impl Iterator<Item = (&Key, Option<&[u8]>)> {
         self.keys
             .iter()
-            .map(|(k, s)| (k, Some(s.as_slice())))
+            .map(|(k, s)| (k, Some(&s[self.prefix..])))
             .chain(self.deleted.iter().map(|k| (k, None)))
     }
 }
@@ -463,6 +466,13 @@ impl Engine {
     /// come in key order, so the records of a checkpoint do not depend on
     /// hashing.
     pub fn checkpoint(&mut self) -> Checkpoint {
+        self.checkpoint_after(&[])
+    }
+
+    /// [`Engine::checkpoint`] with each key record after `prefix` (the
+    /// frame a changelog record begins with): written in place, not
+    /// copied behind it afterwards.
+    pub fn checkpoint_after(&mut self, prefix: &[u8]) -> Checkpoint {
         let Some(changes) = self.changes.as_mut() else {
             return Checkpoint::default();
         };
@@ -474,17 +484,19 @@ impl Engine {
         // One buffer grows to the largest record; each is copied out of it
         // at its size.
         let mut w = Writer::default();
+        let prefixed = |record: &[u8]| [prefix, record].concat();
         for key in dirty {
             if let Some(st) = self.store.map().get(&key) {
                 w.buf.clear();
+                w.buf.extend_from_slice(prefix);
                 st.encode_record(&mut w);
                 keys.push((key, w.buf.clone()));
             } else if let Some(frozen) = self.store.frozen().get(&key) {
-                keys.push((key.clone(), frozen.record().to_vec()));
+                keys.push((key.clone(), prefixed(frozen.record())));
             } else {
                 // Removed since (an account moved off and left it empty):
                 // written empty, in its place in the order.
-                keys.push((key.clone(), emptied_record().to_vec()));
+                keys.push((key.clone(), prefixed(emptied_record())));
                 gone.push(key);
             }
         }
@@ -503,6 +515,7 @@ impl Engine {
         changes.deleted.extend(gone);
         let mut out = Checkpoint {
             keys,
+            prefix: prefix.len(),
             deleted,
             supersedes: std::mem::take(&mut changes.supersedes),
             origin: std::mem::take(&mut changes.origin),

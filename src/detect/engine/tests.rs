@@ -567,3 +567,42 @@ fn heads_keep_what_each_keys_newest_record_holds() {
     assert_eq!(restored.tracked(), 2);
     assert_eq!(ids(restored.take_open_findings()), open(&b.1));
 }
+
+/// Checkpoints asked for with a prefix (the frame of a changelog record)
+/// write each key record after it, and otherwise the records a checkpoint
+/// without one writes: keys emptied by moves and keys of a restored state
+/// included.
+#[test]
+fn key_records_follow_the_prefix_asked_for() {
+    use super::restore_tests::{config, feed, run, Log};
+    let cfg = config();
+    let events = feed(6);
+    let mut plain = Engine::new(cfg.clone());
+    let mut framed = Engine::new(cfg.clone());
+    plain.track_changes();
+    framed.track_changes();
+    let mut log = Log::default();
+    let (mut records, mut emptied) = (0, 0);
+    for (i, chunk) in events.chunks(500).enumerate() {
+        let at = i * 500;
+        assert_eq!(run(&mut plain, chunk, at), run(&mut framed, chunk, at));
+        let (a, b) = (plain.checkpoint(), framed.checkpoint_after(b"frame"));
+        assert_eq!(a.prefix, 0);
+        assert_eq!(b.prefix, 5);
+        assert!(b.keys.iter().all(|(_, r)| r.starts_with(b"frame")));
+        assert!(a.key_records().eq(b.key_records()));
+        assert_eq!(a.partition, b.partition);
+        records += a.keys.len();
+        emptied += a.keys.iter().filter(|(_, r)| r == emptied_record()).count();
+        log.write(a);
+        if i == 20 {
+            // Both go on from the state the changelog holds.
+            plain = log.restore(&cfg).expect("restores");
+            framed = log.restore(&cfg).expect("restores");
+        }
+    }
+    assert!(
+        records > 500 && emptied > 0,
+        "{records} records, {emptied} emptied"
+    );
+}

@@ -76,19 +76,13 @@ impl Writer {
     }
 
     pub fn u64(&mut self, mut v: u64) {
-        if v < 0x80 {
-            self.buf.push(v as u8);
-            return;
-        }
-        let mut b = [0u8; 10];
-        let mut n = 0;
+        // Byte by byte into room made once: no copy of a varying length.
+        self.buf.reserve(10);
         while v >= 0x80 {
-            b[n] = v as u8 | 0x80;
+            self.buf.push(v as u8 | 0x80);
             v >>= 7;
-            n += 1;
         }
-        b[n] = v as u8;
-        self.buf.extend_from_slice(&b[..=n]);
+        self.buf.push(v as u8);
     }
 
     pub fn i64(&mut self, v: i64) {

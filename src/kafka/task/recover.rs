@@ -290,25 +290,25 @@ impl PartitionTask {
         }
         self.unsaved = false;
         self.checkpointed_at = Instant::now();
-        let checkpoint = self.driver.engine_mut().checkpoint();
+        let mut offsets = self.applied_next.clone();
+        // Routing by payload (at least once only): the round the offsets
+        // resume at.
+        if let Some(router) = &self.router {
+            offsets.push(router.resume_round() as i64);
+        }
+        let checkpoint = self
+            .driver
+            .engine_mut()
+            .checkpoint_after(&changelog::frame(&offsets, &[]));
         if self.shared.txn.is_some() {
-            let deliveries = changelog::write_in_transaction(
-                &self.shared,
-                self.partition,
-                checkpoint,
-                &self.applied_next,
-            )
-            .await?;
+            let deliveries =
+                changelog::write_in_transaction(&self.shared, self.partition, checkpoint, &offsets)
+                    .await?;
             batch
                 .deliveries
                 .extend(deliveries.into_iter().map(|d| (d, Output::State)));
         } else {
             self.saving.start();
-            let mut offsets = self.applied_next.clone();
-            // Routing by payload: the round the offsets resume at.
-            if let Some(router) = &self.router {
-                offsets.push(router.resume_round() as i64);
-            }
             batch.checkpoint = Some((checkpoint, offsets));
         }
         Ok(())

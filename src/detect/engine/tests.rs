@@ -182,18 +182,9 @@ fn a_quiet_engine_reaches_the_same_state_and_publishes_nothing() {
 /// they would not.
 #[test]
 fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
-    use crate::tools::generate::Generator;
     use std::collections::BTreeMap;
-    let mut cfg = Config::default_config();
-    cfg.storm.enabled = false;
-    let cfg = Arc::new(cfg);
-    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
-    let mut g = Generator::new(5, 400, t0);
-    let mut events = g.baseline();
-    for _ in 0..3_000 {
-        events.extend(g.next_batch(10 * 60_000));
-    }
-    let end = g.now().plus(30 * MS_PER_DAY);
+    let (cfg, events, last) = moving_feed();
+    let end = last.plus(30 * MS_PER_DAY);
     type Seen = BTreeMap<String, usize>;
     let tally = |out: &[Finding]| {
         let mut seen = Seen::new();
@@ -243,6 +234,21 @@ fn partitions_exchanging_notes_move_accounts_as_one_engine_does() {
         orphans(&run(false)) < resolved,
         "without notes, correlated accounts stay orphans in their old partition"
     );
+}
+
+/// A generated feed of three weeks in which accounts change keys (orphans
+/// correlated later, service accounts handed to another owner), the
+/// configuration with the storm guard off, and the feed's last time.
+fn moving_feed() -> (Arc<Config>, Vec<Event>, Ts) {
+    let mut cfg = Config::default_config();
+    cfg.storm.enabled = false;
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let mut g = crate::tools::generate::Generator::new(5, 400, t0);
+    let mut events = g.baseline();
+    for _ in 0..3_000 {
+        events.extend(g.next_batch(10 * 60_000));
+    }
+    (Arc::new(cfg), events, g.now())
 }
 
 /// Engines of `n` partitions of one feed, routed by payload: each event
@@ -320,15 +326,7 @@ impl Partitions {
 #[test]
 fn a_restored_partition_forwards_handovers_of_accounts_it_let_go() {
     use super::restore_tests::Log;
-    let mut cfg = Config::default_config();
-    cfg.storm.enabled = false;
-    let cfg = Arc::new(cfg);
-    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
-    let mut g = crate::tools::generate::Generator::new(5, 400, t0);
-    let mut events = g.baseline();
-    for _ in 0..3_000 {
-        events.extend(g.next_batch(10 * 60_000));
-    }
+    let (cfg, events, _) = moving_feed();
     let mut parts = Partitions::new(&cfg, 3, true);
     parts.engines.iter_mut().for_each(Engine::track_changes);
     let mut logs: Vec<Log> = vec![Log::default(); 3];

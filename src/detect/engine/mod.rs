@@ -58,7 +58,7 @@ use cause::Cause;
 pub use owners::{encode_note, pack_notes, Note, To};
 pub use snapshot::{
     config_fingerprint, read_ids, window_ids, Checkpoint, PartitionRecord, RestoreError, WindowIds,
-    FORMAT_VERSION, MAX_PIECE_BYTES, READ_FORMATS,
+    FORMAT_VERSION, MAX_FORWARDS_BYTES, MAX_PIECE_BYTES, READ_FORMATS,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

@@ -246,12 +246,15 @@ pub(super) fn read_storm(r: &mut Reader<'_>) -> Result<Storm, CodecError> {
     Ok(s)
 }
 
-/// Encodes a piece of de-duplication ids.
 /// The largest piece of de-duplication ids, give or take one id: a
 /// catch-up adds tens of thousands of ids between checkpoints, and one
 /// record must stay well below a broker's largest message (1 MB by
 /// default).
 pub const MAX_PIECE_BYTES: usize = 256 * 1024;
+
+/// The most a partition record gives to the accounts let go to other
+/// partitions (about 5,000 of them; the newest are kept).
+pub const MAX_FORWARDS_BYTES: usize = 256 * 1024;
 
 /// The ids from number `first` on, in pieces of at most about
 /// [`MAX_PIECE_BYTES`]: the first number, the end and the bytes of each.
@@ -602,9 +605,11 @@ impl Engine {
         });
         // Accounts let go to another partition within the last day: a
         // handover that reaches this partition after a restart still
-        // follows the account. In the order of their bytes, so that one
-        // state writes one record.
-        let mut forwards: Vec<Vec<u8>> = self
+        // follows the account. The newest first, up to
+        // `MAX_FORWARDS_BYTES` (a mass move must not make the record
+        // larger than a broker takes), ties in the order of their bytes,
+        // so that one state writes one record.
+        let mut forwards: Vec<(Reverse<Ts>, Vec<u8>)> = self
             .forwards
             .iter()
             .filter(|(_, (_, at))| at.plus(crate::model::time::MS_PER_DAY) >= self.now)
@@ -613,10 +618,23 @@ impl Engine {
                 one.ts(*at);
                 one.key(key);
                 super::owners::write_account_ref(&mut one, account);
-                one.buf
+                (Reverse(*at), one.buf)
             })
             .collect();
         forwards.sort_unstable();
-        w.seq(&forwards, |w, one| w.buf.extend_from_slice(one));
+        let mut room = MAX_FORWARDS_BYTES;
+        let kept = forwards
+            .iter()
+            .take_while(|(_, one)| match room.checked_sub(one.len()) {
+                Some(left) => {
+                    room = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        w.seq(&forwards[..kept], |w, (_, one)| {
+            w.buf.extend_from_slice(one)
+        });
     }
 }

@@ -604,3 +604,41 @@ fn key_records_follow_the_prefix_asked_for() {
         "{records} records, {emptied} emptied"
     );
 }
+
+/// However many accounts a partition let go in the last day, its
+/// partition record holds the newest of them within a bound, and a
+/// restore knows those.
+#[test]
+fn a_mass_move_keeps_the_partition_record_bounded() {
+    use super::restore_tests::Log;
+    use crate::detect::state::AccountRef;
+    let cfg = Arc::new(Config::default_config());
+    let mut engine = Engine::new(cfg.clone());
+    engine.track_changes();
+    let t0 = Ts::parse("2026-01-01T00:00:00Z").expect("valid");
+    let moved = 20_000;
+    engine.advance_to(t0.plus(moved), &mut Vec::new());
+    for i in 0..moved {
+        let account = AccountRef {
+            system: crate::model::event::System::Directory,
+            scope: Sym::new("entra"),
+            account_id: format!("account-{i:06}").as_str().into(),
+        };
+        let key = Key::worker(&format!("W{i:06}"));
+        engine.forwards.insert(account, (key, t0.plus(i)));
+    }
+    let checkpoint = engine.checkpoint();
+    let size = checkpoint.partition.len();
+    assert!(
+        size > MAX_FORWARDS_BYTES / 2 && size < MAX_FORWARDS_BYTES + 1_024,
+        "{size} bytes"
+    );
+    let mut log = Log::default();
+    log.write(checkpoint);
+    let restored = log.restore(&cfg).expect("restores");
+    let kept = restored.forwards.len() as i64;
+    assert!(kept > 1_000 && kept < moved, "{kept} kept");
+    // The newest, every one of them.
+    let oldest = restored.forwards.values().map(|(_, at)| *at).min();
+    assert_eq!(oldest, Some(t0.plus(moved - kept)));
+}

@@ -2,11 +2,12 @@
 //! in partition `p` of the compacted `topics.state` topic, and a
 //! partition's engine rebuilt from it.
 //!
-//! Three kinds of record, told apart by the first byte of the key:
+//! Four kinds of record, told apart by the first byte of the key:
 //! - `k` + uncorrelated flag + correlation key: that key's whole state;
 //! - `d` + first id number (8 bytes, big-endian): a piece of the
 //!   de-duplication window (deleted by a tombstone once out of it);
-//! - `p`: the partition record (stream time, storms, the window's bounds);
+//! - `p`: the partition record (stream time, storms, the window's bounds,
+//!   where accounts let go to other partitions in the last day went);
 //! - `o`: the origin, first record of a state not restored from the
 //!   changelog (fresh, or rebuilt from history), never rewritten by it:
 //!   nothing before the newest origin is needed. A changelog whose start
@@ -99,7 +100,8 @@ pub(super) fn frame(offsets: &[i64], body: &[u8]) -> Vec<u8> {
 /// A value's offsets, body and format version.
 type Framed<'v> = (Rc<[i64]>, &'v [u8], u8);
 
-/// Reads values: the offsets their checkpoint reflects, and their body.
+/// Reads values: the offsets their checkpoint reflects, their format
+/// version and their body.
 /// The records of one checkpoint all carry the same offsets, so one copy
 /// of them is shared by every record until they change.
 #[derive(Default)]
@@ -154,7 +156,11 @@ fn records(checkpoint: Checkpoint, offsets: &[i64]) -> Records {
         first.push((piece_key(*n), None));
     }
     // The engine wrote each key record after its frame.
-    debug_assert_eq!(checkpoint.prefix, frame(offsets, &[]).len());
+    debug_assert!({
+        let prefix = frame(offsets, &[]);
+        checkpoint.prefix == prefix.len()
+            && checkpoint.keys.iter().all(|(_, r)| r.starts_with(&prefix))
+    });
     for (key, framed) in checkpoint.keys {
         first.push((key_record_key(&key), Some(framed)));
     }

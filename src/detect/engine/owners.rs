@@ -539,10 +539,17 @@ impl Engine {
                 let id = copy.identity();
                 // Where the account is now (it may have moved on here).
                 let Some(holder) = self.owners.get(&id, &self.store) else {
-                    // Let go here meanwhile (two partitions claimed it at
-                    // once): it follows the account.
-                    if let (Some((to, _)), Some(notes)) = (self.forwards.get(&id), &mut self.notes)
-                    {
+                    // Let go here within the last day (two partitions
+                    // claimed it at once): it follows the account. The
+                    // day is checked here, not left to the sweep, so that
+                    // a restored engine, whose checkpoint kept a day's,
+                    // forwards what this one would.
+                    let now = self.now;
+                    let to = self
+                        .forwards
+                        .get(&id)
+                        .filter(|(_, at)| at.plus(crate::model::time::MS_PER_DAY) >= now);
+                    if let (Some((to, _)), Some(notes)) = (to, &mut self.notes) {
                         notes.push((To::KeyOf(to.clone()), Note::Handover(copy)));
                     }
                     return;

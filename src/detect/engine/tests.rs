@@ -366,11 +366,21 @@ fn a_restored_partition_forwards_handovers_of_accounts_it_let_go() {
             .collect();
         assert_eq!(
             sent,
-            vec![(To::KeyOf(to), encode_note(&Note::Handover(copy)))]
+            vec![(To::KeyOf(to), encode_note(&Note::Handover(copy.clone())))]
         );
         assert!(out.is_empty());
         checked += 1;
         if checked == 20 {
+            // A day on, neither the partition nor its restored copy
+            // forwards a handover of the account any more.
+            let later = engine.now().plus(MS_PER_DAY + 1);
+            let mut out = Vec::new();
+            for engine in [engine, &mut restored] {
+                engine.advance_to(later, &mut out);
+                engine.take_notes();
+                engine.receive(Note::Handover(copy.clone()), &mut out);
+                assert!(engine.take_notes().is_empty());
+            }
             break;
         }
     }

@@ -7,7 +7,8 @@
 //! added (one piece per checkpoint, numbered by the window's insertion
 //! count; pieces wholly out of the window are listed for deletion), and
 //! the partition record: stream time, the storms, their timers, the
-//! counters an engine keeps, and where the window starts and ends.
+//! counters an engine keeps, where the window starts and ends, and where
+//! the accounts let go to other partitions in the last day went.
 //!
 //! An engine restored from the newest key records, pieces and partition
 //! record of an engine's checkpoints, then given the records that engine

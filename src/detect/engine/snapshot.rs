@@ -609,20 +609,26 @@ impl Engine {
         // follows the account. The newest first, up to
         // `MAX_FORWARDS_BYTES` (a mass move must not make the record
         // larger than a broker takes), ties in the order of their bytes,
-        // so that one state writes one record.
-        let mut forwards: Vec<(Reverse<Ts>, Vec<u8>)> = self
+        // so that one state writes one record. The entries are encoded
+        // into one buffer, not one allocation each at every checkpoint.
+        let mut all = Writer::default();
+        let mut forwards: Vec<(Reverse<Ts>, std::ops::Range<usize>)> = self
             .forwards
             .iter()
             .filter(|(_, (_, at))| at.plus(crate::model::time::MS_PER_DAY) >= self.now)
             .map(|(account, (key, at))| {
-                let mut one = Writer::default();
-                one.ts(*at);
-                one.key(key);
-                super::owners::write_account_ref(&mut one, account);
-                (Reverse(*at), one.buf)
+                let start = all.buf.len();
+                all.ts(*at);
+                all.key(key);
+                super::owners::write_account_ref(&mut all, account);
+                (Reverse(*at), start..all.buf.len())
             })
             .collect();
-        forwards.sort_unstable();
+        let bytes = &all.buf;
+        forwards.sort_unstable_by(|(a, x), (b, y)| {
+            a.cmp(b)
+                .then_with(|| bytes[x.clone()].cmp(&bytes[y.clone()]))
+        });
         let mut room = MAX_FORWARDS_BYTES;
         let kept = forwards
             .iter()
@@ -635,7 +641,7 @@ impl Engine {
             })
             .count();
         w.seq(&forwards[..kept], |w, (_, one)| {
-            w.buf.extend_from_slice(one)
+            w.buf.extend_from_slice(&bytes[one.clone()])
         });
     }
 }

@@ -218,7 +218,7 @@ async fn throughput_in_pairs(
         without.push(a);
         with.push(b);
     }
-    let rate = |p: &(f64, Option<(f64, f64)>, u64)| produced as f64 / p.0.max(1e-9);
+    let rate = |p: &Pass| produced as f64 / p.0.max(1e-9);
     let ratios: Vec<f64> = without
         .iter()
         .zip(&with)
@@ -237,7 +237,7 @@ async fn throughput_in_pairs(
     // included, the mock broker's left out): the throughput a core gives
     // it where the broker runs on other machines, less shaken by what
     // else these cores run than the time a pass takes.
-    let detector = |p: &(f64, Option<(f64, f64)>, u64)| p.1.map(|(all, mock)| all - mock);
+    let detector = |p: &Pass| p.1.map(|(all, mock)| all - mock);
     let cpu: Option<Vec<(f64, f64)>> = without
         .iter()
         .zip(&with)
@@ -283,14 +283,14 @@ fn report(out: &mut (dyn Write + Send), what: &str, r: &Restore) {
     );
 }
 
+/// A detector's pass: seconds, CPU per event (µs, [`cpu_per_event_us`])
+/// and events done.
+type Pass = (f64, Option<(f64, f64)>, u64);
+
 /// Runs a detector until `n` more events are done (or, when the broker may
 /// have trimmed some, until none is done for five seconds), then stops it.
-/// Seconds, CPU per event (µs, [`cpu_per_event_us`]) and events done.
-async fn catch_up(
-    cfg: &Arc<Config>,
-    n: u64,
-    trimmed: bool,
-) -> Result<(f64, Option<(f64, f64)>, u64), PipelineError> {
+/// Its [`Pass`].
+async fn catch_up(cfg: &Arc<Config>, n: u64, trimmed: bool) -> Result<Pass, PipelineError> {
     let stats = Arc::new(LiveStats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let detector = tokio::spawn(kafka::run(cfg.clone(), stats.clone(), stop_rx));
